@@ -1,0 +1,1 @@
+"""rarefit service: HTTP API, persistence and queueing (never imports ``workers``)."""

@@ -1,0 +1,95 @@
+"""One place for configuration: every knob is an environment variable ``RAREFIT_*``.
+
+Nothing else in the code base reads ``os.environ``; components take a
+``Settings`` (or values from it) explicitly, and ``get_settings()`` caches the
+process-wide instance built from the environment.
+"""
+
+from __future__ import annotations
+
+from functools import lru_cache
+from pathlib import Path
+
+from pydantic import Field, SecretStr, model_validator
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+
+class Settings(BaseSettings):
+    model_config = SettingsConfigDict(env_prefix="RAREFIT_", extra="ignore", frozen=True)
+
+    # --- where things live -------------------------------------------------
+    data_dir: Path = Path("./rarefit-data")
+    database_url: str | None = Field(
+        default=None, description="SQLAlchemy URL; default: SQLite file in data_dir"
+    )
+    broker_url: str | None = Field(
+        default=None, description="Celery broker URL; default: SQLite file broker in data_dir"
+    )
+    weights_dir: Path | None = Field(
+        default=None, description="operator-provided weights for model.init 'weights:<name>'"
+    )
+    bootstrap_api_key: SecretStr | None = None
+
+    # --- HTTP --------------------------------------------------------------
+    host: str = "127.0.0.1"
+    port: int = 8000
+    max_upload_bytes: int = 512 * 1024 * 1024
+    max_archive_entries: int = 200_000
+    max_expanded_bytes: int = 4 * 1024 * 1024 * 1024
+    max_image_pixels: int = 4096 * 4096
+    max_predict_instances: int = 256
+
+    # --- job limits (server caps; a spec above them answers 422) -----------
+    max_epochs: int = 500
+    max_batch_size: int = 4096
+    max_image_size: int = 512
+    max_job_seconds: int = 24 * 3600
+    max_concurrent_jobs_per_tenant: int = 8
+
+    # --- reliability -------------------------------------------------------
+    lease_seconds: int = 60
+    heartbeat_seconds: float = 10.0
+    max_attempts: int = 3
+    requeue_after_seconds: int = 300
+    reaper_interval_seconds: float = 15.0
+    idempotency_ttl_hours: int = 48
+
+    # --- inference ---------------------------------------------------------
+    model_cache_bytes: int = 512 * 1024 * 1024
+    predict_max_batch: int = 64
+    predict_max_wait_ms: float = 2.0
+    predict_threads: int = 2
+
+    # --- worker ------------------------------------------------------------
+    device: str = Field(default="auto", description="'auto', 'cpu', 'cuda' or 'cuda:N'")
+
+    @model_validator(mode="after")
+    def _absolute_data_dir(self) -> "Settings":
+        object.__setattr__(self, "data_dir", self.data_dir.expanduser().resolve())
+        return self
+
+    @property
+    def sqlalchemy_url(self) -> str:
+        return self.database_url or f"sqlite:///{self.data_dir / 'rarefit.db'}"
+
+    @property
+    def celery_broker_url(self) -> str:
+        return self.broker_url or f"sqla+sqlite:///{self.data_dir / 'broker.db'}"
+
+    @property
+    def blob_dir(self) -> Path:
+        return self.data_dir / "blobs"
+
+    @property
+    def operator_weights_dir(self) -> Path:
+        return self.weights_dir or self.data_dir / "weights"
+
+    @property
+    def is_embedded(self) -> bool:
+        """True when the broker is the SQLite file (one machine, no Redis)."""
+        return self.celery_broker_url.startswith("sqla+")
+
+
+@lru_cache(maxsize=1)
+def get_settings() -> Settings:
+    return Settings()

@@ -1,0 +1,199 @@
+"""The job spec: one frozen, versioned pydantic model, validated once by the API.
+
+It is stored on the job row as JSON and turned into training-core keyword
+arguments by ``workers/build.py``; no core function ever sees it.
+Every number is finite (NaN/inf rejected) and bounded; unknown keys are errors.
+"""
+
+from __future__ import annotations
+
+from typing import Annotated, Literal
+
+from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
+
+ARCHS = (
+    "simple_cnn",
+    "resnet18",
+    "resnet34",
+    "resnet50",
+    "mobilenet_v3_small",
+    "efficientnet_b0",
+    "convnext_tiny",
+)
+SELECTION_METRICS = (
+    "accuracy",
+    "balanced_accuracy",
+    "macro_f1",
+    "auroc",
+    "average_precision",
+    "minority_recall",
+)
+
+Probability = Annotated[float, Field(ge=0.0, le=1.0)]
+INIT_PATTERN = r"^(job:[0-9a-f]{32}|weights:[A-Za-z0-9][A-Za-z0-9._-]{0,127})$"
+
+
+class _Part(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True, allow_inf_nan=False)
+
+
+class ModelSpec(_Part):
+    arch: Literal[ARCHS] = "resnet18"  # type: ignore[valid-type]
+    init: str | None = Field(
+        default=None,
+        pattern=INIT_PATTERN,
+        description="null (random), 'job:<job_id>' (fine-tune an earlier job's model) "
+        "or 'weights:<name>' (operator-provided file in the weights directory)",
+    )
+    image_size: int | None = Field(
+        default=None, ge=8, le=1024, description="upsample inputs to this size inside the network"
+    )
+    freeze_backbone_epochs: int = Field(default=0, ge=0, le=10_000)
+
+
+class LossSpec(_Part):
+    type: Literal["cross_entropy", "focal"] = "cross_entropy"
+    variant: Literal["softmax", "sigmoid"] = Field(
+        default="softmax", description="'sigmoid' (binary only) matches torchvision sigmoid_focal_loss"
+    )
+    gamma: float = Field(default=2.0, ge=0.0, le=10.0)
+    alpha: Probability | list[Probability] | Literal["balanced"] | None = Field(
+        default=None, description="focal α: number, one value per class, or 'balanced'"
+    )
+    class_weights: Literal["none", "balanced", "effective_number"] | list[
+        Annotated[float, Field(gt=0.0, le=1e6)]
+    ] = "none"
+    effective_number_beta: float = Field(default=0.999, gt=0.0, lt=1.0)
+    label_smoothing: float = Field(default=0.0, ge=0.0, lt=1.0)
+    reweight_from_epoch: int | None = Field(
+        default=None, ge=1, description="deferred re-weighting (Cao et al. 2019): weights on from this epoch"
+    )
+
+
+class MixingSpec(_Part):
+    mode: Literal["none", "mixup", "cutmix", "mixup_cutmix"] = "none"
+    alpha: float = Field(default=1.0, gt=0.0, le=100.0, description="Beta(α, α) for MixUp")
+    cutmix_alpha: float = Field(default=1.0, gt=0.0, le=100.0, description="Beta(α, α) for CutMix")
+    prob: Probability = 1.0
+    switch_prob: Probability = Field(default=0.5, description="mixup_cutmix: chance of CutMix")
+
+
+class SamplerSpec(_Part):
+    type: Literal["random", "weighted", "sqrt", "oversample", "undersample"] = "random"
+
+
+class AugmentSpec(_Part):
+    hflip: bool = True
+    vflip: bool = False
+    rotation: float = Field(default=10.0, ge=0.0, le=180.0, description="max degrees either way")
+    scale: tuple[Annotated[float, Field(gt=0.0, le=4.0)], Annotated[float, Field(gt=0.0, le=4.0)]] | None = (
+        0.9,
+        1.1,
+    )
+    translate: float = Field(default=0.0, ge=0.0, le=0.5, description="max shift, fraction of size")
+    brightness: float = Field(default=0.0, ge=0.0, le=1.0)
+    contrast: float = Field(default=0.0, ge=0.0, le=1.0)
+    minority_only: bool = False
+    minority_threshold: float = Field(
+        default=0.5, gt=0.0, le=1.0, description="minority: count below this fraction of the largest class"
+    )
+
+    @field_validator("scale")
+    @classmethod
+    def _ordered(cls, value):
+        if value is not None and value[0] > value[1]:
+            raise ValueError(f"scale must be [low, high] with low <= high, got {list(value)}")
+        return value
+
+
+class OptimSpec(_Part):
+    name: Literal["adamw", "adam", "sgd"] = "adamw"
+    lr: float = Field(default=1e-3, gt=0.0, le=10.0)
+    weight_decay: float = Field(default=1e-4, ge=0.0, le=1.0)
+    momentum: float = Field(default=0.9, ge=0.0, lt=1.0)
+    scheduler: Literal["none", "cosine", "onecycle", "plateau", "step"] = "cosine"
+    warmup_epochs: int = Field(default=0, ge=0, le=1000)
+    milestones: list[Annotated[float, Field(gt=0.0, lt=1.0)]] = Field(
+        default=[0.5, 0.75], max_length=16, description="'step': fractions of the epochs"
+    )
+    step_gamma: float = Field(default=0.1, gt=0.0, le=1.0)
+
+
+class EarlyStoppingSpec(_Part):
+    patience: int | None = Field(default=None, ge=1, le=10_000)
+    min_delta: float = Field(default=0.0, ge=0.0, le=1.0)
+
+
+class ThresholdSpec(_Part):
+    strategy: Literal["none", "max_f1", "target_recall"] = "max_f1"
+    target_recall: float | None = Field(default=None, gt=0.0, le=1.0)
+
+    @model_validator(mode="after")
+    def _target_given(self) -> "ThresholdSpec":
+        if self.strategy == "target_recall" and self.target_recall is None:
+            raise ValueError("threshold.target_recall is required when strategy is 'target_recall'")
+        return self
+
+
+class JobSpec(_Part):
+    spec_version: Literal[1] = 1
+    dataset_id: str = Field(min_length=1, max_length=64)
+    model: ModelSpec = ModelSpec()
+    loss: LossSpec = LossSpec()
+    mixing: MixingSpec = MixingSpec()
+    sampler: SamplerSpec = SamplerSpec()
+    augment: AugmentSpec = AugmentSpec()
+    optim: OptimSpec = OptimSpec()
+    epochs: int = Field(default=20, ge=1, le=10_000)
+    batch_size: int = Field(default=128, ge=2, le=65_536)
+    seed: int = Field(default=0, ge=0, le=2**31 - 1)
+    early_stopping: EarlyStoppingSpec = EarlyStoppingSpec()
+    selection_metric: Literal[SELECTION_METRICS] = "balanced_accuracy"  # type: ignore[valid-type]
+    threshold: ThresholdSpec = ThresholdSpec()
+    compile: bool = Field(default=False, description="torch.compile the network (GPU workers)")
+    max_runtime_seconds: int | None = Field(default=None, ge=1, le=30 * 24 * 3600)
+
+    @model_validator(mode="after")
+    def _sigmoid_needs_focal(self) -> "JobSpec":
+        if self.loss.variant == "sigmoid" and self.loss.type != "focal":
+            raise ValueError("loss.variant 'sigmoid' is only defined for loss.type 'focal'")
+        return self
+
+
+def limit_violations(
+    spec: JobSpec, *, max_epochs: int, max_batch_size: int, max_image_size: int, max_job_seconds: int
+) -> list[tuple[tuple[str, ...], str]]:
+    """Server caps that depend on deployment settings: ``[(field path, message)]``."""
+    problems: list[tuple[tuple[str, ...], str]] = []
+    if spec.epochs > max_epochs:
+        problems.append((("epochs",), f"epochs {spec.epochs} exceeds this server's limit {max_epochs}"))
+    if spec.batch_size > max_batch_size:
+        problems.append(
+            (("batch_size",), f"batch_size {spec.batch_size} exceeds this server's limit {max_batch_size}")
+        )
+    if spec.model.image_size is not None and spec.model.image_size > max_image_size:
+        problems.append(
+            (
+                ("model", "image_size"),
+                f"image_size {spec.model.image_size} exceeds this server's limit {max_image_size}",
+            )
+        )
+    if spec.max_runtime_seconds is not None and spec.max_runtime_seconds > max_job_seconds:
+        problems.append(
+            (
+                ("max_runtime_seconds",),
+                f"max_runtime_seconds {spec.max_runtime_seconds} exceeds this server's limit {max_job_seconds}",
+            )
+        )
+    return problems
+
+
+def dataset_violations(spec: JobSpec, *, num_classes: int) -> list[tuple[tuple[str, ...], str]]:
+    """Checks that need the dataset: per-class lists must match its class count."""
+    problems: list[tuple[tuple[str, ...], str]] = []
+    for path, value in ((("loss", "alpha"), spec.loss.alpha), (("loss", "class_weights"), spec.loss.class_weights)):
+        if isinstance(value, list) and len(value) != num_classes:
+            problems.append((path, f"needs one value per class ({num_classes}), got {len(value)}"))
+    if spec.loss.variant == "sigmoid" and num_classes != 2:
+        problems.append((("loss", "variant"), f"'sigmoid' needs a binary dataset, this one has {num_classes} classes"))
+    return problems
