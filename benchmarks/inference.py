@@ -1,0 +1,173 @@
+"""Hosted inference and API overhead over real HTTP on loopback.
+
+1. ``rarefit serve`` (embedded default: SQLite database and broker, one
+   worker) on a temporary data directory. A PneumoniaMNIST subset is uploaded
+   and tiny models are trained through the API (one epoch each).
+2. Predict: one 28×28 PNG per request, multipart and base64 JSON, closed-loop
+   clients at concurrency 1, 16, 64 (``benchmarks.http_load``): p50/p99
+   latency and requests/s. The floor is ``benchmarks.floor_app`` serving the
+   same downloaded ``model.pt2`` in a uvicorn subprocess, measured the same way.
+3. Job overhead (``benchmarks.job_overhead``) with the worker warm.
+4. Job-status polling: ``GET /v1/jobs/{id}`` at concurrency 16 against
+   ``rarefit api`` on a fresh PostgreSQL database (and, for reference, the
+   embedded SQLite server).
+
+The load generator runs on the same machine as the servers, so on a small
+machine client and server share the cores (both rarefit and the floor pay it).
+
+    python -m benchmarks.inference
+    python -m benchmarks.inference --quick --results /tmp/r.md
+"""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import secrets
+import sys
+import tempfile
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from benchmarks import api_client, common, http_load, inference_report, job_overhead, servers
+
+logger = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True)
+class Plan:
+    archs: tuple[str, ...]
+    concurrencies: tuple[int, ...]
+    encodings: tuple[str, ...]
+    seconds: float  # per predict measurement
+    poll_seconds: float
+    overhead_runs: int
+    sizes: dict[str, int]
+
+
+FULL = Plan(("simple_cnn", "resnet18"), (1, 16, 64), ("multipart", "json"), 5.0, 10.0, 3,
+            {"train": 512, "val": 128, "test": 128})
+QUICK = Plan(("simple_cnn",), (1, 16), ("multipart", "json"), 1.0, 1.5, 1, {"train": 128, "val": 32, "test": 32})
+
+
+def train_spec(dataset_id: str, arch: str, *, epochs: int) -> dict[str, Any]:
+    return {"dataset_id": dataset_id, "model": {"arch": arch}, "epochs": epochs, "batch_size": 32,
+            "sampler": {"type": "weighted"}, "threshold": {"strategy": "max_f1"}}
+
+
+def trained_models(http: Any, dataset_id: str, plan: Plan, workdir: Path) -> dict[str, dict[str, Any]]:
+    """Train one tiny model per arch through the API; download each ``model.pt2``."""
+    models = {}
+    for arch in plan.archs:
+        job, _ = api_client.submit_job(http, train_spec(dataset_id, arch, epochs=1))
+        done = api_client.wait_job(http, job["id"], timeout=1800)
+        path = workdir / f"{arch}.pt2"
+        path.write_bytes(api_client.download_artifact(http, job["id"], "model.pt2"))
+        models[arch] = {**api_client.model(http, done["model_id"]), "path": path, "job_id": job["id"]}
+    return models
+
+
+def predict_rows(server: str, url: str, headers: dict[str, str], path_for: Any, models: dict[str, Any],
+                 png: bytes, plan: Plan) -> list[dict[str, Any]]:
+    rows = []
+    for arch, info in models.items():
+        for encoding in plan.encodings:
+            send = http_load.predict_sender(path_for(info), png=png, encoding=encoding)
+            for concurrency in plan.concurrencies:
+                result = http_load.measure(base_url=url, headers=headers, send=send, concurrency=concurrency,
+                                           seconds=plan.seconds)
+                rows.append({"server": server, "model": arch, "encoding": encoding, "result": result})
+                logger.info("%s %s %s c=%d: %.1f req/s p50 %.1f ms", server, arch, encoding, concurrency,
+                            result.throughput, result.percentile(50))
+    return rows
+
+
+def floor_rows(models: dict[str, Any], png: bytes, plan: Plan, workdir: Path) -> list[dict[str, Any]]:
+    rows = []
+    for arch, info in models.items():
+        with servers.floor_server(model_path=info["path"], class_names=info["class_names"],
+                                  threshold=info.get("threshold"), positive_class=info.get("positive_class"),
+                                  log_path=workdir / f"floor-{arch}.log") as floor:
+            rows += predict_rows("floor", floor.url, {}, lambda _info: "/predict", {arch: info}, png, plan)
+    return rows
+
+
+def poll(url: str, headers: dict[str, str], job_id: str, plan: Plan) -> http_load.LoadResult:
+    return http_load.measure(base_url=url, headers=headers, send=http_load.get_sender(f"/v1/jobs/{job_id}"),
+                             concurrency=16, seconds=plan.poll_seconds)
+
+
+def embedded_part(arrays: common.Arrays, plan: Plan, workdir: Path, device: str) -> dict[str, Any]:
+    key = "rf_bench_" + secrets.token_urlsafe(24)
+    data_dir = workdir / "serve-data"
+    env = servers.rarefit_env(data_dir=data_dir, api_key=key, device=device)
+    log_path = workdir / "serve.log"
+    headers = {"Authorization": f"Bearer {key}"}
+    with servers.rarefit_server("serve", env=env, log_path=log_path) as server, \
+            api_client.client(server.url, key) as http:
+        dataset = api_client.upload_dataset(http, arrays, name="bench")
+        models = trained_models(http, dataset["id"], plan, workdir)
+        overhead = [
+            job_overhead.measure_once(http, train_spec(dataset["id"], "simple_cnn", epochs=2), log_path=log_path,
+                                      database_url=f"sqlite:///{data_dir / 'rarefit.db'}", timeout=1800)
+            for _ in range(plan.overhead_runs)
+        ]
+        png = http_load.png_bytes(arrays["test"][0][0])
+        rows = predict_rows("rarefit", server.url, headers, lambda info: f"/v1/models/{info['id']}/predict",
+                            models, png, plan)
+        polling_sqlite = poll(server.url, headers, next(iter(models.values()))["job_id"], plan)
+    rows += floor_rows(models, png, plan, workdir)
+    return {"predict": rows, "overhead": overhead, "polling": {"SQLite (embedded serve)": polling_sqlite}}
+
+
+def postgres_polling(arrays: common.Arrays, plan: Plan, workdir: Path) -> http_load.LoadResult:
+    """``rarefit api`` on a fresh PostgreSQL database; a queued job polled at concurrency 16."""
+    key = "rf_bench_" + secrets.token_urlsafe(24)
+    with servers.temp_postgres_database() as url:
+        env = servers.rarefit_env(data_dir=workdir / "pg-data", api_key=key, device="cpu", database_url=url)
+        with servers.rarefit_server("api", env=env, log_path=workdir / "api-pg.log") as server, \
+                api_client.client(server.url, key) as http:
+            dataset = api_client.upload_dataset(http, arrays, name="bench-pg")
+            job, _ = api_client.submit_job(http, train_spec(dataset["id"], "simple_cnn", epochs=1))
+            return poll(server.url, {"Authorization": f"Bearer {key}"}, job["id"], plan)
+
+
+def parse_args(argv: Sequence[str]) -> argparse.Namespace:
+    parser = common.add_common_args(argparse.ArgumentParser(description=__doc__.split("\n")[0]))
+    parser.add_argument("--no-postgres", action="store_true", help="skip the PostgreSQL polling measurement")
+    parser.add_argument("--keep", type=Path, default=None, help="keep servers' logs and data in this folder")
+    return parser.parse_args(argv)
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    argv = list(sys.argv[1:] if argv is None else argv)
+    args = parse_args(argv)
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(message)s")
+    device = common.check_device(args.device)
+    plan = QUICK if args.quick else FULL
+    arrays, _names = common.load_npz(args.data)
+    arrays = common.subset(arrays, sizes=plan.sizes, seed=0)
+    with tempfile.TemporaryDirectory(prefix="rarefit-bench-") as tmp:
+        workdir = args.keep or Path(tmp)
+        workdir.mkdir(parents=True, exist_ok=True)
+        results = embedded_part(arrays, plan, workdir, device.type)
+        if args.no_postgres:
+            logger.info("PostgreSQL polling skipped (--no-postgres)")
+        elif servers.postgres_available():
+            results["polling"]["PostgreSQL (rarefit api)"] = postgres_polling(arrays, plan, workdir)
+        else:
+            logger.warning("PostgreSQL not reachable at %s; polling measured on SQLite only",
+                           servers.POSTGRES_ADMIN_URL)
+    markdown = inference_report.report(results, plan_seconds=plan.seconds, poll_seconds=plan.poll_seconds)
+    print(markdown)
+    target = common.results_target(args)
+    if target is not None:
+        common.write_results(f"inference-{common.machine_tag(device)}", markdown,
+                             common.command_line("benchmarks.inference", argv), path=target)
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

@@ -1,0 +1,1 @@
+"""Alembic migrations for the rarefit database (a package so it ships in the wheel)."""

@@ -1,0 +1,1 @@
+"""Migration scripts (a package so setuptools ships them; alembic skips this file)."""

@@ -1,0 +1,1 @@
+"""The HTTP layer: dependencies, the router and thin routes."""

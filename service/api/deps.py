@@ -1,0 +1,74 @@
+"""Request dependencies as ``Annotated`` aliases: routes declare what they need by type.
+
+Everything comes from ``app.state`` (built by ``create_app``'s lifespan); no
+module-level engines or settings. Tenant scoping starts here: ``TenantDep``
+turns the bearer key into a tenant id that every repository call filters by.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from typing import Annotated
+
+from celery import Celery
+from fastapi import Depends, Query, Request
+from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
+from sqlalchemy.orm import Session
+
+from service.auth import looks_like_api_key
+from service.config import Settings
+from service.errors import ProblemError
+from service.repository import tenants
+from service.storage import BlobStore
+
+_bearer = HTTPBearer(auto_error=False, description="an API key: `Authorization: Bearer rf_...`")
+_CHALLENGE = {"WWW-Authenticate": "Bearer"}
+
+
+def get_app_settings(request: Request) -> Settings:
+    return request.app.state.settings
+
+
+def get_session(request: Request) -> Iterator[Session]:
+    """One session per request; routes commit explicitly, anything uncommitted rolls back."""
+    with request.app.state.session_factory() as session:
+        yield session
+
+
+def get_blob_store(request: Request) -> BlobStore:
+    return request.app.state.blob_store
+
+
+def get_celery(request: Request) -> Celery:
+    return request.app.state.celery
+
+
+SettingsDep = Annotated[Settings, Depends(get_app_settings)]
+SessionDep = Annotated[Session, Depends(get_session)]
+BlobStoreDep = Annotated[BlobStore, Depends(get_blob_store)]
+CeleryDep = Annotated[Celery, Depends(get_celery)]
+LimitQuery = Annotated[int, Query(ge=1, le=500, description="page size")]
+OffsetQuery = Annotated[int, Query(ge=0, le=10_000_000, description="items to skip")]
+
+
+def get_tenant_id(
+    session: SessionDep,
+    credentials: Annotated[HTTPAuthorizationCredentials | None, Depends(_bearer)],
+) -> str:
+    """The tenant of the bearer key; 401 for a missing, malformed, unknown or revoked key."""
+    if credentials is None:
+        raise _unauthorized("missing bearer API key: send 'Authorization: Bearer <api-key>'")
+    key = credentials.credentials
+    if not looks_like_api_key(key):
+        raise _unauthorized("malformed API key")
+    api_key = tenants.authenticate(session, plaintext=key)
+    if api_key is None:
+        raise _unauthorized("unknown or revoked API key")
+    return api_key.tenant_id
+
+
+TenantDep = Annotated[str, Depends(get_tenant_id)]
+
+
+def _unauthorized(detail: str) -> ProblemError:
+    return ProblemError(401, "Unauthorized", detail, headers=_CHALLENGE)

@@ -1,0 +1,144 @@
+"""Datasets: upload (decoded once into canonical arrays), list, read, delete."""
+
+from __future__ import annotations
+
+import logging
+import re
+from typing import Annotated
+
+from fastapi import APIRouter, File, Form, Response, UploadFile, status
+from fastapi.concurrency import run_in_threadpool
+from sqlalchemy.orm import Session
+
+from service.api.deps import BlobStoreDep, LimitQuery, OffsetQuery, SessionDep, SettingsDep, TenantDep
+from service.errors import ProblemError, not_found, problem_responses
+from service.ingest import IngestLimits, IngestResult, ingest_upload
+from service.models import new_id
+from service.repository import datasets as repo
+from service.schemas import DatasetOut, Page
+from service.storage import BlobStore
+
+logger = logging.getLogger(__name__)
+router = APIRouter(prefix="/datasets", tags=["datasets"])
+
+MAX_NAME_CHARS = 200
+_ARCHIVE_SUFFIXES = (".tar.gz", ".tgz", ".tar", ".zip", ".npz")
+_UNSAFE_CHARS = re.compile(r"[\x00-\x1f\x7f]+")
+
+
+def dataset_name(*, given: str | None, filename: str | None) -> str:
+    """The dataset's display name: the given one, else the upload's file name without
+    directories or archive suffix; control characters removed, at most 200 characters."""
+    if given is not None and given.strip():
+        raw = given
+    else:
+        raw = re.split(r"[/\\]", filename or "")[-1]
+        for suffix in _ARCHIVE_SUFFIXES:
+            if raw.lower().endswith(suffix):
+                raw = raw[: -len(suffix)]
+                break
+    name = " ".join(_UNSAFE_CHARS.sub(" ", raw).split())[:MAX_NAME_CHARS].strip()
+    return name or "dataset"
+
+
+@router.post(
+    "",
+    status_code=status.HTTP_201_CREATED,
+    response_model=DatasetOut,
+    summary="Upload a dataset (.npz, ImageFolder .zip/.tar.gz, or .zip with labels.csv)",
+    responses=problem_responses(413, 415, 422, s422="malformed or unsafe content, or a bad form field"),
+)
+async def upload_dataset(
+    response: Response,
+    session: SessionDep,
+    tenant_id: TenantDep,
+    settings: SettingsDep,
+    store: BlobStoreDep,
+    file: Annotated[UploadFile, File(description="the dataset archive")],
+    name: Annotated[str | None, Form(max_length=MAX_NAME_CHARS, description="display name")] = None,
+) -> DatasetOut:
+    dataset_id = new_id()
+    # Streams the upload to disk, then parses in a worker thread (the event loop stays free).
+    result = await ingest_upload(
+        file,
+        store=store,
+        dataset_id=dataset_id,
+        limits=IngestLimits.from_settings(settings),
+        max_upload_bytes=settings.max_upload_bytes,
+    )
+    row = await run_in_threadpool(
+        _record,
+        session,
+        store=store,
+        tenant_id=tenant_id,
+        dataset_id=dataset_id,
+        name=dataset_name(given=name, filename=file.filename),
+        result=result,
+    )
+    logger.info("tenant %s uploaded dataset %s (%s)", tenant_id, dataset_id, result.format)
+    response.headers["Location"] = f"/v1/datasets/{dataset_id}"
+    return DatasetOut.from_row(row)
+
+
+def _record(session: Session, *, store: BlobStore, tenant_id: str, dataset_id: str, name: str, result: IngestResult):
+    """Insert and commit the row; if that fails, remove the stored arrays so nothing is left."""
+    try:
+        row = repo.add_dataset(
+            session,
+            tenant_id=tenant_id,
+            dataset_id=dataset_id,
+            name=name,
+            format=result.format,
+            summary=result.summary,
+            blob_prefix=result.blob_prefix,
+            size_bytes=result.size_bytes,
+        )
+        session.commit()
+    except BaseException:
+        session.rollback()
+        store.delete_prefix(result.blob_prefix)
+        raise
+    return row
+
+
+@router.get("", response_model=Page[DatasetOut], summary="List datasets, newest first")
+def list_datasets(
+    session: SessionDep, tenant_id: TenantDep, limit: LimitQuery = 50, offset: OffsetQuery = 0
+) -> Page[DatasetOut]:
+    rows = repo.list_datasets(session, tenant_id=tenant_id, limit=limit + 1, offset=offset)
+    return Page[DatasetOut].of(rows, limit=limit, offset=offset, convert=DatasetOut.from_row)
+
+
+@router.get("/{dataset_id}", response_model=DatasetOut, summary="One dataset", responses=problem_responses(404))
+def get_dataset(dataset_id: str, session: SessionDep, tenant_id: TenantDep) -> DatasetOut:
+    return DatasetOut.from_row(_dataset_or_404(session, tenant_id=tenant_id, dataset_id=dataset_id))
+
+
+@router.delete(
+    "/{dataset_id}",
+    status_code=status.HTTP_204_NO_CONTENT,
+    summary="Delete a dataset and its stored arrays",
+    responses=problem_responses(404, 409, s409="a queued or running job uses the dataset"),
+)
+def delete_dataset(dataset_id: str, session: SessionDep, tenant_id: TenantDep, store: BlobStoreDep) -> Response:
+    row = _dataset_or_404(session, tenant_id=tenant_id, dataset_id=dataset_id)
+    blob_prefix = row.blob_prefix
+    if repo.dataset_in_use(session, tenant_id=tenant_id, dataset_id=dataset_id) or not repo.delete_dataset(
+        session, tenant_id=tenant_id, dataset_id=dataset_id
+    ):
+        session.rollback()
+        raise ProblemError(
+            409, "Conflict", f"dataset {dataset_id} is used by a queued or running job; cancel it or wait"
+        )
+    session.commit()
+    # Blobs go after the row: a crash in between leaves orphaned blobs, never a row without data.
+    store.delete_prefix(blob_prefix)
+    logger.info("tenant %s deleted dataset %s", tenant_id, dataset_id)
+    return Response(status_code=status.HTTP_204_NO_CONTENT)
+
+
+def _dataset_or_404(session: Session, *, tenant_id: str, dataset_id: str):
+    row = repo.get_dataset(session, tenant_id=tenant_id, dataset_id=dataset_id)
+    if row is None:
+        raise not_found("dataset", dataset_id)
+    return row

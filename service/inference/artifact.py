@@ -1,0 +1,136 @@
+"""Load an exported model artefact (``model.pt2`` + ``model_card.json``) with torch alone.
+
+The artefact is self-contained (docs/architecture.md, "The model artefact"):
+normalisation and resizing live inside the exported program, so serving it
+needs no training code, only ``torch.export.load``.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+from dataclasses import dataclass
+from typing import Any
+
+import torch
+
+from service.storage import BlobStore
+
+logger = logging.getLogger(__name__)
+
+PROGRAM_FILE = "model.pt2"
+WEIGHTS_FILE = "weights.safetensors"
+CARD_FILE = "model_card.json"
+FORMAT_VERSION = 1
+
+
+class ArtifactError(RuntimeError):
+    """The stored artefact is missing or malformed: a server-side problem, not the client's."""
+
+
+@dataclass(frozen=True)
+class LoadedModel:
+    """A ready-to-run exported program and the input it expects."""
+
+    module: torch.nn.Module
+    height: int
+    width: int
+    channels: int
+    num_classes: int
+    size_bytes: int
+    card: dict[str, Any]
+
+
+def load_artifact(store: BlobStore, *, blob_prefix: str) -> LoadedModel:
+    """Load ``{blob_prefix}/model.pt2`` and its card; size = program + weights bytes."""
+    card = read_card(store, blob_prefix=blob_prefix)
+    program_key = f"{blob_prefix}/{PROGRAM_FILE}"
+    if not store.exists(program_key):
+        raise ArtifactError(f"artefact {blob_prefix!r} has no {PROGRAM_FILE}")
+    try:
+        module = torch.export.load(store.local_path(program_key)).module()
+    except Exception as exc:  # a corrupt or incompatible program, whatever torch raises
+        raise ArtifactError(f"cannot load {program_key!r}: {type(exc).__name__}: {exc}") from exc
+    _to_eval(module)
+    shape = card["input"]
+    loaded = LoadedModel(
+        module=module,
+        height=int(shape["height"]),
+        width=int(shape["width"]),
+        channels=int(shape["channels"]),
+        num_classes=len(card["class_names"]),
+        size_bytes=_artifact_bytes(store, blob_prefix=blob_prefix),
+        card=card,
+    )
+    _warm_up(loaded, key=program_key)
+    return loaded
+
+
+def read_card(store: BlobStore, *, blob_prefix: str) -> dict[str, Any]:
+    """The parsed ``model_card.json``, checked for the fields inference relies on."""
+    key = f"{blob_prefix}/{CARD_FILE}"
+    if not store.exists(key):
+        raise ArtifactError(f"artefact {blob_prefix!r} has no {CARD_FILE}")
+    with store.open(key) as handle:
+        try:
+            card = json.load(handle)
+        except ValueError as exc:
+            raise ArtifactError(f"{key!r} is not valid JSON: {exc}") from exc
+    problems = _card_problems(card)
+    if problems:
+        raise ArtifactError(f"{key!r} is malformed: {'; '.join(problems)}")
+    return card
+
+
+def _card_problems(card: Any) -> list[str]:
+    if not isinstance(card, dict):
+        return ["not a JSON object"]
+    problems = []
+    if card.get("format_version") != FORMAT_VERSION:
+        problems.append(f"format_version {card.get('format_version')!r} (supported: {FORMAT_VERSION})")
+    names = card.get("class_names")
+    if not isinstance(names, list) or len(names) < 2:
+        problems.append("class_names must list at least 2 classes")
+    shape = card.get("input")
+    if not isinstance(shape, dict):
+        return [*problems, "input must be an object"]
+    for field in ("height", "width"):
+        if not isinstance(shape.get(field), int) or shape[field] < 1:
+            problems.append(f"input.{field} must be a positive int")
+    if shape.get("channels") not in (1, 3):
+        problems.append(f"input.channels {shape.get('channels')!r} (supported: 1, 3)")
+    if shape.get("layout", "NCHW") != "NCHW" or shape.get("dtype", "float32") != "float32":
+        problems.append("input must be NCHW float32")
+    return problems
+
+
+def _to_eval(module: torch.nn.Module) -> None:
+    # An exported graph is frozen in the mode it was exported in (the worker exports in
+    # eval mode); recent torch refuses .eval() on it, which is then a no-op for us.
+    try:
+        module.eval()
+    except NotImplementedError:
+        pass
+
+
+def _artifact_bytes(store: BlobStore, *, blob_prefix: str) -> int:
+    keys = (f"{blob_prefix}/{PROGRAM_FILE}", f"{blob_prefix}/{WEIGHTS_FILE}")
+    return sum(store.size(key) for key in keys if store.exists(key))
+
+
+def _warm_up(loaded: LoadedModel, *, key: str) -> None:
+    """First call compiles nothing but is slow; also check the output shape and that rows
+    are independent of their batch-mates (micro-batching relies on it)."""
+    probe = torch.rand(
+        2, loaded.channels, loaded.height, loaded.width, generator=torch.Generator().manual_seed(0)
+    )
+    with torch.inference_mode():
+        try:
+            pair, single = loaded.module(probe), loaded.module(probe[:1])
+        except Exception as exc:
+            raise ArtifactError(f"{key!r} fails on a (2, C, H, W) probe: {type(exc).__name__}: {exc}") from exc
+    if not isinstance(pair, torch.Tensor) or tuple(pair.shape) != (2, loaded.num_classes):
+        shape = tuple(pair.shape) if isinstance(pair, torch.Tensor) else type(pair).__name__
+        raise ArtifactError(f"{key!r} returns {shape}; expected (B, {loaded.num_classes}) logits")
+    if not torch.allclose(pair[:1], single, rtol=1e-3, atol=1e-4):
+        logger.warning("%s: outputs depend on the batch (exported in training mode?)", key)

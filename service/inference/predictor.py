@@ -1,0 +1,174 @@
+"""Hosted inference: cached artefacts, decoding and batched forward passes off the event loop.
+
+Decoding and model execution run on a bounded thread pool (``threads``
+workers, each with a share of the CPU's intra-op threads), together: a batch
+decodes its images and runs the model in one hop to the pool. Model loads run
+on the loop's default executor so a slow load never occupies an inference thread.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import os
+from collections.abc import Sequence
+from concurrent.futures import ThreadPoolExecutor
+from functools import partial
+from typing import Any, Protocol
+
+import torch
+
+from service.inference.artifact import ArtifactError, LoadedModel, load_artifact
+from service.inference.batcher import MicroBatcher
+from service.inference.cache import ModelCache
+from service.inference.decode import decode_batch
+from service.storage import BlobStore
+
+logger = logging.getLogger(__name__)
+
+
+class ModelRecord(Protocol):
+    """What inference reads from a registered model (``service.models.Model`` has it)."""
+
+    id: str
+    blob_prefix: str
+    class_names: list
+    threshold: float | None
+    positive_class: int | None
+
+
+def decide(probabilities: Sequence[float], *, threshold: float | None, positive_class: int | None) -> int:
+    """The predicted class index.
+
+    Binary with a tuned threshold: ``positive_class`` when its probability is
+    at least ``threshold``, else the other class. Otherwise the argmax (first
+    index on ties).
+    """
+    if threshold is not None and positive_class is not None and len(probabilities) == 2:
+        return positive_class if probabilities[positive_class] >= threshold else 1 - positive_class
+    return max(range(len(probabilities)), key=probabilities.__getitem__)
+
+
+def probabilities(module: torch.nn.Module, images: torch.Tensor) -> torch.Tensor:
+    """Softmax of the program's logits: float32 softmax, renormalised in float64 to sum to 1."""
+    with torch.inference_mode():
+        logits = module(images)
+        probs = torch.softmax(logits.float(), dim=1).double()
+        return probs / probs.sum(dim=1, keepdim=True)
+
+
+class Predictor:
+    """Serves ``predict`` for any registered model; one per process (``app.state.predictor``)."""
+
+    def __init__(
+        self, *, store: BlobStore, max_cache_bytes: int, max_batch: int, max_wait_ms: float, threads: int
+    ) -> None:
+        if not isinstance(threads, int) or isinstance(threads, bool) or threads < 1:
+            raise ValueError(f"threads must be an int >= 1, got {threads!r}")
+        if not isinstance(max_batch, int) or isinstance(max_batch, bool) or max_batch < 1:
+            raise ValueError(f"max_batch must be an int >= 1, got {max_batch!r}")
+        if not max_wait_ms >= 0:
+            raise ValueError(f"max_wait_ms must be >= 0, got {max_wait_ms!r}")
+        self.store = store
+        self.max_batch, self.max_wait_ms, self.threads = max_batch, float(max_wait_ms), threads
+        self.cache: ModelCache[LoadedModel] = ModelCache(max_bytes=max_cache_bytes)
+        # Each worker thread gets an equal share of the cores for torch's intra-op pool, so
+        # `threads` concurrent forward passes do not oversubscribe the CPU.
+        intra_op = max(1, _cpu_count() // threads)
+        self._executor = ThreadPoolExecutor(
+            max_workers=threads, thread_name_prefix="rarefit-predict",
+            initializer=torch.set_num_threads, initargs=(intra_op,),
+        )
+        self._batchers: dict[str, MicroBatcher] = {}
+
+    async def predict(
+        self,
+        model: ModelRecord,
+        *,
+        images: Sequence[bytes],
+        names: Sequence[str | None] | None = None,
+        max_pixels: int,
+    ) -> list[dict[str, Any]]:
+        """One ``{"label", "class_index", "probabilities"}`` per image, in order.
+
+        Raises ``InstanceError`` (a ``ValueError``) naming the first image that
+        cannot be decoded, ``ArtifactError`` when the stored model is unusable.
+        """
+        if not images:
+            raise ValueError("images must hold at least one image")
+        names = list(names) if names is not None else [None] * len(images)
+        if len(names) != len(images):
+            raise ValueError(f"got {len(names)} names for {len(images)} images")
+        loaded = await self._load(model)
+        class_names = [str(name) for name in model.class_names]
+        if len(class_names) != loaded.num_classes:
+            raise ArtifactError(
+                f"model {model.id} lists {len(class_names)} classes; its program outputs {loaded.num_classes}"
+            )
+        images, shape = list(images), (loaded.height, loaded.width, loaded.channels)
+
+        def decode(start: int, stop: int) -> torch.Tensor:  # runs on the pool, inside the batch
+            return decode_batch(
+                images[start:stop], names=names[start:stop], height=shape[0], width=shape[1],
+                channels=shape[2], max_pixels=max_pixels, first_index=start,
+            )
+
+        probs = await self._batcher(model.id, loaded).submit_lazy(count=len(images), load=decode)
+        return [
+            _prediction(row, class_names=class_names, threshold=model.threshold,
+                        positive_class=model.positive_class)
+            for row in probs.tolist()
+        ]
+
+    async def _load(self, model: ModelRecord) -> LoadedModel:
+        cached = self.cache.get(model.id)
+        if cached is not None:
+            return cached
+        load = partial(_load_sized, self.store, blob_prefix=model.blob_prefix)
+        loop = asyncio.get_running_loop()
+        return await loop.run_in_executor(None, partial(self.cache.get_or_load, model.id, load=load))
+
+    def _batcher(self, model_id: str, loaded: LoadedModel) -> MicroBatcher:
+        batcher = self._batchers.get(model_id)
+        if batcher is None or batcher.loop not in (None, asyncio.get_running_loop()):
+            batcher = MicroBatcher(
+                forward=partial(probabilities, loaded.module), executor=self._executor,
+                max_batch=self.max_batch, max_wait_ms=self.max_wait_ms, max_inflight=self.threads,
+                on_idle=partial(self._drop_batcher, model_id),
+            )
+            self._batchers[model_id] = batcher
+        return batcher
+
+    def _drop_batcher(self, model_id: str, batcher: MicroBatcher) -> None:
+        # An idle batcher is dropped so it does not keep an evicted model alive.
+        if self._batchers.get(model_id) is batcher:
+            del self._batchers[model_id]
+
+    def close(self) -> None:
+        """Stop the thread pool (queued work is cancelled) and drop every cached model."""
+        self._executor.shutdown(wait=True, cancel_futures=True)
+        self._batchers.clear()
+        self.cache.clear()
+
+
+def _prediction(
+    row: list[float], *, class_names: list[str], threshold: float | None, positive_class: int | None
+) -> dict[str, Any]:
+    index = decide(row, threshold=threshold, positive_class=positive_class)
+    return {
+        "label": class_names[index],
+        "class_index": index,
+        "probabilities": dict(zip(class_names, row)),
+    }
+
+
+def _load_sized(store: BlobStore, *, blob_prefix: str) -> tuple[LoadedModel, int]:
+    loaded = load_artifact(store, blob_prefix=blob_prefix)
+    return loaded, loaded.size_bytes
+
+
+def _cpu_count() -> int:
+    try:
+        return len(os.sched_getaffinity(0))
+    except AttributeError:  # not on Linux
+        return os.cpu_count() or 1

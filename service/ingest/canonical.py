@@ -1,0 +1,119 @@
+"""The canonical, decoded-once form of a dataset in the blob store, and its summary.
+
+Layout under ``prefix`` (``datasets/{dataset_id}``): ``{split}_images.npy``
+uint8 ``(N, H, W, C)`` C-contiguous, ``{split}_labels.npy`` int64 ``(N,)`` for
+train, val and test, and ``meta.json`` (written last, so its presence means
+the set is complete). Workers memory-map the arrays; nothing is ever decoded
+per job, and nothing is ever unpickled.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import shutil
+import tempfile
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+
+from service.ingest.dataset import SPLITS, DecodedDataset
+from service.storage import BlobStore
+
+logger = logging.getLogger(__name__)
+
+META_VERSION = 1
+
+
+@dataclass(frozen=True)
+class StoredDataset:
+    size_bytes: int
+    meta: dict
+
+
+def summarize(decoded: DecodedDataset) -> dict:
+    """The API's dataset fields: num_classes, class_names, image_shape, splits, imbalance_ratio.
+
+    ``imbalance_ratio`` is the largest over the smallest train class count,
+    rounded to 2 decimals.
+    """
+    train_counts = decoded.class_counts("train")
+    smallest = min(train_counts)
+    return {
+        "num_classes": decoded.num_classes,
+        "class_names": list(decoded.class_names),
+        "image_shape": [int(d) for d in decoded.image_shape],
+        "splits": {
+            split: {"count": int(len(decoded.splits[split][1])), "class_counts": decoded.class_counts(split)}
+            for split in SPLITS
+            if split in decoded.splits
+        },
+        "imbalance_ratio": round(max(train_counts) / smallest, 2) if smallest else float("inf"),
+    }
+
+
+def _arrays(decoded: DecodedDataset):
+    for split in SPLITS:
+        if split not in decoded.splits:
+            raise ValueError(f"decoded dataset lacks the {split!r} split; run ingest_file first")
+        images, labels = decoded.splits[split]
+        if images.dtype != np.uint8 or images.ndim != 4:
+            raise ValueError(f"{split} images must be uint8 (N, H, W, C), got {images.dtype} {images.shape}")
+        yield f"{split}_images.npy", np.ascontiguousarray(images)
+        yield f"{split}_labels.npy", np.ascontiguousarray(labels, dtype=np.int64)
+
+
+def store_canonical(decoded: DecodedDataset, *, store: BlobStore, prefix: str) -> StoredDataset:
+    """Write the canonical arrays and ``meta.json`` under ``prefix``; all or nothing.
+
+    Each file is staged in ``store.tmp_dir()`` and renamed into place; on any
+    failure everything under ``prefix`` is deleted before the error propagates.
+    """
+    staging = Path(tempfile.mkdtemp(prefix="canonical-", dir=store.tmp_dir()))
+    files: dict[str, dict] = {}
+    try:
+        for name, array in _arrays(decoded):
+            staged = staging / name
+            np.save(staged, array, allow_pickle=False)
+            info = store.put_file(f"{prefix}/{name}", staged, move=True)
+            files[name] = {"size": info.size, "sha256": info.sha256}
+        meta = {
+            "format_version": META_VERSION,
+            "format": decoded.format,
+            **summarize(decoded),
+            "notes": list(decoded.notes),
+            "files": files,
+        }
+        meta_info = store.put_bytes(f"{prefix}/meta.json", json.dumps(meta, indent=2).encode())
+    except BaseException:
+        store.delete_prefix(prefix)
+        raise
+    finally:
+        shutil.rmtree(staging, ignore_errors=True)
+    size = sum(entry["size"] for entry in files.values()) + meta_info.size
+    logger.info("stored canonical dataset under %s (%d bytes)", prefix, size)
+    return StoredDataset(size_bytes=size, meta=meta)
+
+
+def load_meta(store: BlobStore, prefix: str) -> dict:
+    """The ``meta.json`` written by ``store_canonical``."""
+    with store.open(f"{prefix}/meta.json") as handle:
+        return json.load(handle)
+
+
+def load_canonical(
+    store: BlobStore, prefix: str, *, mmap: bool = True
+) -> dict[str, tuple[np.ndarray, np.ndarray]]:
+    """``{split: (images uint8 (N,H,W,C), labels int64 (N,))}``, memory-mapped read-only by default."""
+    mode = "r" if mmap else None
+    splits = {}
+    for split in SPLITS:
+        pair = []
+        for part in ("images", "labels"):
+            key = f"{prefix}/{split}_{part}.npy"
+            if not store.exists(key):
+                raise FileNotFoundError(f"no canonical dataset at {prefix!r}: {key!r} is missing")
+            pair.append(np.load(store.local_path(key), mmap_mode=mode, allow_pickle=False))
+        splits[split] = (pair[0], pair[1])
+    return splits

@@ -1,0 +1,270 @@
+"""Worker-side job transitions: claim, heartbeat, progress, finish and reap.
+
+Every transition is one conditional ``UPDATE … WHERE`` on the state it
+expects (and, for the lease holder, on ``worker_id``), so it is atomic on
+PostgreSQL and SQLite alike: two workers racing for a job both run the same
+UPDATE and exactly one sees ``rowcount == 1``. Upserts use
+``INSERT … ON CONFLICT`` on the unique keys. Functions flush but never
+commit; wrap them in ``service.db.transaction``. Keep the conditional UPDATE
+the first statement of its transaction: on SQLite a transaction that reads
+first and writes later cannot upgrade its lock after a concurrent commit.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+from datetime import datetime, timedelta, timezone
+from typing import Any, Literal
+
+from sqlalchemy import and_, delete, func, or_, select, update
+from sqlalchemy.dialects import postgresql, sqlite
+from sqlalchemy.orm import Session
+
+from service.models import Artifact, EpochMetrics, Job, JobStatus, Model, utcnow
+
+_FINAL = (JobStatus.succeeded, JobStatus.failed, JobStatus.cancelled)
+
+
+@dataclass(frozen=True)
+class LeaseStatus:
+    held: bool
+    cancel_requested: bool
+
+
+def claim_job(session: Session, *, job_id: str, worker_id: str, lease_seconds: float, now: datetime) -> Job | None:
+    """Take a queued job (→ running, attempts + 1); None when it is not queued (a duplicate delivery)."""
+    claimed = _update(
+        session,
+        (Job.id == job_id, Job.status == JobStatus.queued),
+        status=JobStatus.running,
+        worker_id=worker_id,
+        lease_expires_at=now + timedelta(seconds=lease_seconds),
+        attempts=Job.attempts + 1,
+        started_at=func.coalesce(Job.started_at, now),
+    )
+    return session.get(Job, job_id, populate_existing=True) if claimed else None
+
+
+def renew_lease(
+    session: Session, *, job_id: str, worker_id: str, lease_seconds: float, now: datetime
+) -> LeaseStatus:
+    """Extend the lease; ``held`` is False if another worker owns the job or it stopped running."""
+    held = _update(
+        session, _held_by(job_id, worker_id), lease_expires_at=now + timedelta(seconds=lease_seconds)
+    )
+    cancel = session.scalar(select(Job.cancel_requested).where(Job.id == job_id))
+    return LeaseStatus(held=held, cancel_requested=bool(cancel))
+
+
+def record_epoch(session: Session, *, job_id: str, worker_id: str, record: dict[str, Any]) -> bool:
+    """Upsert the epoch's metrics row and advance progress; False (nothing written) without the lease."""
+    epoch = int(record["epoch"])
+    if epoch < 1:
+        raise ValueError(f"epoch must be >= 1, got {epoch}")
+    if not _update(session, _held_by(job_id, worker_id), progress_epoch=epoch):
+        return False
+    values = {
+        "train_loss": float(record["train_loss"]),
+        "val_loss": None if record.get("val_loss") is None else float(record["val_loss"]),
+        "lr": float(record.get("lr") or 0.0),
+        "seconds": float(record.get("seconds") or 0.0),
+        "val": json_safe(record.get("val")),
+    }
+    _upsert(session, EpochMetrics, {"job_id": job_id, "epoch": epoch, **values}, keys=("job_id", "epoch"))
+    return True
+
+
+def clear_epochs_after(session: Session, *, job_id: str, worker_id: str, epoch: int) -> bool:
+    """Drop metrics rows past ``epoch`` (a run starting over from an older point); False without the lease."""
+    if not _update(session, _held_by(job_id, worker_id), progress_epoch=epoch):
+        return False
+    session.execute(
+        delete(EpochMetrics).where(EpochMetrics.job_id == job_id, EpochMetrics.epoch > epoch)
+        .execution_options(synchronize_session=False)
+    )
+    return True
+
+
+def record_checkpoint(session: Session, *, job_id: str, worker_id: str, key: str, sha256: str, epoch: int) -> bool:
+    """Point the job at its newest checkpoint; False without the lease."""
+    return _update(
+        session, _held_by(job_id, worker_id), checkpoint_key=key, checkpoint_sha256=sha256, checkpoint_epoch=epoch
+    )
+
+
+def finish_job(
+    session: Session,
+    *,
+    job_id: str,
+    worker_id: str,
+    status: JobStatus,
+    error_type: str | None = None,
+    error_message: str | None = None,
+    best_epoch: int | None = None,
+    test_metrics: dict | None = None,
+    model_id: str | None = None,
+    now: datetime | None = None,
+) -> bool:
+    """Move the lease holder's running job to a final status; False without the lease."""
+    status = JobStatus(status)
+    if status not in _FINAL:
+        raise ValueError(f"finish_job needs a final status {[s.value for s in _FINAL]}, got {status.value!r}")
+    return _update(
+        session,
+        _held_by(job_id, worker_id),
+        status=status,
+        finished_at=now or utcnow(),
+        lease_expires_at=None,
+        error_type=error_type,
+        error_message=error_message,
+        best_epoch=best_epoch,
+        test_metrics=json_safe(test_metrics),
+        model_id=model_id,
+    )
+
+
+def release_job(session: Session, *, job_id: str, worker_id: str, now: datetime | None = None) -> bool:
+    """Give a running job back (graceful shutdown): queued again, checkpoint kept, attempt not counted."""
+    return _update(
+        session,
+        _held_by(job_id, worker_id),
+        status=JobStatus.queued,
+        worker_id=None,
+        lease_expires_at=None,
+        attempts=Job.attempts - 1,
+        enqueued_at=now or utcnow(),
+    )
+
+
+def register_artifact(
+    session: Session, *, job_id: str, name: str, blob_key: str, size: int, content_type: str, sha256: str
+) -> None:
+    """Record (or replace) the job's artefact ``name``."""
+    values = {"blob_key": blob_key, "size": int(size), "content_type": content_type, "sha256": sha256}
+    _upsert(session, Artifact, {"job_id": job_id, "name": name, **values}, keys=("job_id", "name"))
+
+
+def register_model(
+    session: Session,
+    *,
+    job_id: str,
+    tenant_id: str,
+    arch: str,
+    class_names: list[str],
+    input_shape: list[int],
+    threshold: float | None,
+    positive_class: int | None,
+    metrics: dict,
+    blob_prefix: str,
+    size_bytes: int = 0,
+) -> Model:
+    """The job's model, inserted once: a second call returns the first model unchanged."""
+    row = {
+        "job_id": job_id,
+        "tenant_id": tenant_id,
+        "arch": arch,
+        "class_names": list(class_names),
+        "input_shape": [int(v) for v in input_shape],
+        "threshold": json_safe(threshold),
+        "positive_class": positive_class,
+        "metrics": json_safe(metrics) or {},
+        "blob_prefix": blob_prefix,
+        "size_bytes": int(size_bytes),
+    }
+    _insert_ignore(session, Model, row, keys=("job_id",))
+    return session.scalars(select(Model).where(Model.job_id == job_id).execution_options(populate_existing=True)).one()
+
+
+def expired_running_jobs(session: Session, *, now: datetime, limit: int = 100) -> list[str]:
+    """Ids of running jobs whose lease ran out (their worker died or lost the database)."""
+    query = select(Job.id).where(
+        Job.status == JobStatus.running, or_(Job.lease_expires_at.is_(None), Job.lease_expires_at < now)
+    )
+    return list(session.scalars(query.order_by(Job.lease_expires_at).limit(limit)))
+
+
+def stale_queued_jobs(session: Session, *, now: datetime, older_than_seconds: float, limit: int = 100) -> list[str]:
+    """Ids of jobs queued (or last re-sent) more than ``older_than_seconds`` ago: their message may be lost."""
+    cutoff = now - timedelta(seconds=older_than_seconds)
+    query = select(Job.id).where(
+        Job.status == JobStatus.queued,
+        or_(Job.enqueued_at < cutoff, and_(Job.enqueued_at.is_(None), Job.created_at < cutoff)),
+    )
+    return list(session.scalars(query.order_by(Job.created_at).limit(limit)))
+
+
+def requeue_expired(
+    session: Session, *, job_id: str, now: datetime, max_attempts: int
+) -> Literal["requeued", "failed", "cancelled"] | None:
+    """Recover a running job whose lease expired; None when it is not (or no longer) expired.
+
+    A cancel request wins (cancelled); otherwise the job is queued again while
+    ``attempts < max_attempts`` and fails with ``WorkerLost`` after that.
+    """
+    expired = (
+        Job.id == job_id,
+        Job.status == JobStatus.running,
+        or_(Job.lease_expires_at.is_(None), Job.lease_expires_at < now),
+    )
+    done = {"finished_at": now, "lease_expires_at": None}
+    if _update(session, (*expired, Job.cancel_requested.is_(True)), status=JobStatus.cancelled, **done):
+        return "cancelled"
+    requeue = {"status": JobStatus.queued, "worker_id": None, "lease_expires_at": None, "enqueued_at": now}
+    if _update(session, (*expired, Job.attempts < max_attempts), **requeue):
+        return "requeued"
+    message = (
+        f"the worker running this job stopped responding {max_attempts} time(s) "
+        "(crashed, was killed, or lost the database); giving up"
+    )
+    if _update(session, expired, status=JobStatus.failed, error_type="WorkerLost", error_message=message, **done):
+        return "failed"
+    return None
+
+
+def json_safe(value: Any) -> Any:
+    """``value`` with NaN/inf as None and numpy scalars as Python numbers (PostgreSQL JSON rejects NaN)."""
+    if isinstance(value, dict):
+        return {str(k): json_safe(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [json_safe(v) for v in value]
+    if hasattr(value, "item") and callable(value.item) and getattr(value, "ndim", 1) == 0:
+        value = value.item()
+    if isinstance(value, float) and not math.isfinite(value):
+        return None
+    return value
+
+
+def aware(moment: datetime | None) -> datetime | None:
+    """SQLite returns naive datetimes; every time we store is UTC."""
+    if moment is not None and moment.tzinfo is None:
+        return moment.replace(tzinfo=timezone.utc)
+    return moment
+
+
+def _held_by(job_id: str, worker_id: str) -> tuple:
+    return (Job.id == job_id, Job.worker_id == worker_id, Job.status == JobStatus.running)
+
+
+def _update(session: Session, where: tuple, **values: Any) -> bool:
+    result = session.execute(update(Job).where(*where).values(**values).execution_options(synchronize_session=False))
+    return result.rowcount == 1
+
+
+def _dialect_insert(session: Session, model: type, row: dict[str, Any]):
+    name = session.get_bind().dialect.name
+    if name == "postgresql":
+        return postgresql.insert(model).values(**row)
+    if name == "sqlite":
+        return sqlite.insert(model).values(**row)
+    raise ValueError(f"unsupported database dialect {name!r}; use PostgreSQL or SQLite")
+
+
+def _upsert(session: Session, model: type, row: dict[str, Any], *, keys: tuple[str, ...]) -> None:
+    statement = _dialect_insert(session, model, row)
+    changes = {name: value for name, value in row.items() if name not in keys}
+    session.execute(statement.on_conflict_do_update(index_elements=list(keys), set_=changes))
+
+
+def _insert_ignore(session: Session, model: type, row: dict[str, Any], *, keys: tuple[str, ...]) -> None:
+    session.execute(_dialect_insert(session, model, row).on_conflict_do_nothing(index_elements=list(keys)))

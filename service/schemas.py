@@ -1,0 +1,261 @@
+"""API response bodies: a vocabulary of their own, separate from ORM rows and the job spec.
+
+Each ``*Out`` model has a ``from_row`` constructor; routes never hand ORM rows
+to FastAPI directly. The request body of ``POST /v1/jobs`` is
+``service.spec.JobSpec`` itself.
+"""
+
+from __future__ import annotations
+
+from datetime import datetime, timezone
+from typing import Annotated, Any, Generic, TypeVar
+
+from pydantic import AfterValidator, BaseModel, ConfigDict, Field
+
+from service.models import Artifact, Dataset, EpochMetrics, Job, Model
+
+
+def _as_utc(value: datetime) -> datetime:
+    # SQLite hands timestamps back naive; every timestamp we store is UTC.
+    return value.replace(tzinfo=timezone.utc) if value.tzinfo is None else value.astimezone(timezone.utc)
+
+
+UtcDatetime = Annotated[datetime, AfterValidator(_as_utc)]
+T = TypeVar("T")
+
+_SPLITS_EXAMPLE = {
+    "train": {"count": 4708, "class_counts": [1214, 3494]},
+    "val": {"count": 524, "class_counts": [135, 389]},
+    "test": {"count": 624, "class_counts": [234, 390]},
+}
+_NOW = "2025-01-01T12:00:00Z"
+_ID = "3f2b8c1d9e4a4b6f8a7c5d2e1f0a9b8c"
+_JOB_ID = "7d1e2f3a4b5c4d6e8f9a0b1c2d3e4f5a"
+
+
+class SplitOut(BaseModel):
+    count: int
+    class_counts: list[int]
+
+
+class DatasetOut(BaseModel):
+    model_config = ConfigDict(
+        json_schema_extra={
+            "examples": [
+                {
+                    "id": _ID, "name": "pneumoniamnist", "status": "ready", "format": "npz",
+                    "num_classes": 2, "class_names": ["0", "1"], "image_shape": [28, 28, 1],
+                    "splits": _SPLITS_EXAMPLE, "imbalance_ratio": 2.88, "size_bytes": 4600000,
+                    "created_at": _NOW,
+                }
+            ]
+        }
+    )
+    id: str
+    name: str
+    status: str
+    format: str
+    num_classes: int
+    class_names: list[str]
+    image_shape: list[int] = Field(description="[H, W, C] of every image")
+    splits: dict[str, SplitOut]
+    imbalance_ratio: float = Field(description="largest train class count / smallest")
+    size_bytes: int
+    created_at: UtcDatetime
+
+    @classmethod
+    def from_row(cls, row: Dataset) -> "DatasetOut":
+        return cls(
+            id=row.id, name=row.name, status=row.status, format=row.format,
+            num_classes=row.num_classes, class_names=[str(n) for n in row.class_names],
+            image_shape=list(row.image_shape), splits=row.splits,
+            imbalance_ratio=row.imbalance_ratio, size_bytes=row.size_bytes, created_at=row.created_at,
+        )
+
+
+class ProgressOut(BaseModel):
+    epoch: int = Field(description="epochs finished so far")
+    epochs: int = Field(description="epochs the spec asks for")
+
+
+class ErrorOut(BaseModel):
+    type: str
+    message: str
+
+
+class JobOut(BaseModel):
+    model_config = ConfigDict(
+        json_schema_extra={
+            "examples": [
+                {
+                    "id": _JOB_ID, "status": "queued", "dataset_id": _ID,
+                    "spec": {"spec_version": 1, "dataset_id": _ID, "epochs": 20, "...": "..."},
+                    "progress": {"epoch": 0, "epochs": 20}, "created_at": _NOW,
+                    "started_at": None, "finished_at": None, "error": None, "model_id": None,
+                    "cancel_requested": False, "attempts": 0,
+                }
+            ]
+        }
+    )
+    id: str
+    status: str = Field(description="queued | running | succeeded | failed | cancelled")
+    dataset_id: str
+    spec: dict[str, Any]
+    progress: ProgressOut
+    created_at: UtcDatetime
+    started_at: UtcDatetime | None
+    finished_at: UtcDatetime | None
+    error: ErrorOut | None
+    model_id: str | None
+    cancel_requested: bool = Field(description="a running job stops at its next epoch boundary")
+    attempts: int = Field(description="times a worker has claimed the job")
+
+    @classmethod
+    def from_row(cls, row: Job) -> "JobOut":
+        error = None
+        if row.error_type is not None or row.error_message is not None:
+            error = ErrorOut(type=row.error_type or "Error", message=row.error_message or "")
+        return cls(
+            id=row.id, status=getattr(row.status, "value", row.status), dataset_id=row.dataset_id,
+            spec=row.spec, progress=ProgressOut(epoch=row.progress_epoch, epochs=row.epochs),
+            created_at=row.created_at, started_at=row.started_at, finished_at=row.finished_at,
+            error=error, model_id=row.model_id, cancel_requested=bool(row.cancel_requested),
+            attempts=row.attempts,
+        )
+
+
+class EpochOut(BaseModel):
+    epoch: int
+    train_loss: float
+    val_loss: float | None
+    val: dict[str, Any] | None = Field(description="metric block on the validation split")
+    lr: float
+    seconds: float
+
+    @classmethod
+    def from_row(cls, row: EpochMetrics) -> "EpochOut":
+        return cls(
+            epoch=row.epoch, train_loss=row.train_loss, val_loss=row.val_loss,
+            val=row.val, lr=row.lr, seconds=row.seconds,
+        )
+
+
+class MetricsOut(BaseModel):
+    model_config = ConfigDict(
+        json_schema_extra={
+            "examples": [
+                {
+                    "history": [
+                        {"epoch": 1, "train_loss": 0.41, "val_loss": 0.33,
+                         "val": {"accuracy": 0.88, "balanced_accuracy": 0.86}, "lr": 0.001, "seconds": 3.2}
+                    ],
+                    "best_epoch": 1,
+                    "test": {"accuracy": 0.86, "balanced_accuracy": 0.83, "threshold": 0.42},
+                }
+            ]
+        }
+    )
+    history: list[EpochOut]
+    best_epoch: int | None
+    test: dict[str, Any] | None = Field(description="metric block on the test split, once finished")
+
+
+class ArtifactOut(BaseModel):
+    model_config = ConfigDict(
+        json_schema_extra={
+            "examples": [{"name": "model.pt2", "size": 45000123, "content_type": "application/octet-stream",
+                          "sha256": "0" * 64}]
+        }
+    )
+    name: str
+    size: int
+    content_type: str
+    sha256: str
+
+    @classmethod
+    def from_row(cls, row: Artifact) -> "ArtifactOut":
+        return cls(name=row.name, size=row.size, content_type=row.content_type, sha256=row.sha256)
+
+
+class ModelOut(BaseModel):
+    model_config = ConfigDict(
+        protected_namespaces=(),
+        json_schema_extra={
+            "examples": [
+                {
+                    "id": _ID, "arch": "resnet18", "class_names": ["0", "1"], "input_shape": [28, 28, 1],
+                    "threshold": 0.42, "positive_class": 0, "source_job_id": _JOB_ID,
+                    "metrics": {"accuracy": 0.86, "balanced_accuracy": 0.83}, "size_bytes": 45000123,
+                    "created_at": _NOW,
+                }
+            ]
+        },
+    )
+    id: str
+    arch: str
+    class_names: list[str]
+    input_shape: list[int] = Field(description="[H, W, C] of the images the model takes")
+    threshold: float | None = Field(description="binary models: tuned decision threshold")
+    positive_class: int | None
+    source_job_id: str
+    metrics: dict[str, Any]
+    size_bytes: int
+    created_at: UtcDatetime
+
+    @classmethod
+    def from_row(cls, row: Model) -> "ModelOut":
+        return cls(
+            id=row.id, arch=row.arch, class_names=[str(n) for n in row.class_names],
+            input_shape=list(row.input_shape), threshold=row.threshold, positive_class=row.positive_class,
+            source_job_id=row.job_id, metrics=row.metrics, size_bytes=row.size_bytes,
+            created_at=row.created_at,
+        )
+
+
+class Page(BaseModel, Generic[T]):
+    """One page of a list: ``next_offset`` is null on the last page."""
+
+    items: list[T]
+    limit: int
+    offset: int
+    next_offset: int | None
+
+    @classmethod
+    def of(cls, rows: list, *, limit: int, offset: int, convert) -> "Page[T]":
+        """``rows`` is fetched with ``limit + 1`` so the extra row tells whether more exist."""
+        more = len(rows) > limit
+        return cls(
+            items=[convert(row) for row in rows[:limit]], limit=limit, offset=offset,
+            next_offset=offset + limit if more else None,
+        )
+
+
+class HealthOut(BaseModel):
+    status: str = "ok"
+
+
+class ReadyOut(BaseModel):
+    database: str
+    broker: str
+    blob_store: str
+
+
+JOB_SPEC_EXAMPLES = {
+    "minimal": {"summary": "only the dataset; every other field has a default", "value": {"dataset_id": _ID}},
+    "focal_cutmix": {
+        "summary": "focal loss, CutMix, class-balanced sampling",
+        "value": {
+            "dataset_id": _ID,
+            "model": {"arch": "resnet18", "init": None, "image_size": None},
+            "loss": {"type": "focal", "gamma": 2.0, "alpha": 0.25, "class_weights": "none", "label_smoothing": 0.0},
+            "mixing": {"mode": "cutmix", "alpha": 1.0, "prob": 1.0},
+            "sampler": {"type": "weighted"},
+            "augment": {"hflip": True, "rotation": 15, "scale": [0.9, 1.1]},
+            "optim": {"name": "adamw", "lr": 0.001, "weight_decay": 0.0001, "scheduler": "cosine"},
+            "epochs": 20, "batch_size": 128, "seed": 0,
+            "early_stopping": {"patience": 5},
+            "selection_metric": "balanced_accuracy",
+            "threshold": {"strategy": "max_f1"},
+        },
+    },
+}

@@ -1,0 +1,155 @@
+"""Real model artefacts for the inference tests, built the way the worker builds them.
+
+A tiny network with its normalisation inside is exported with ``torch.export``
+(dynamic batch), saved as ``model.pt2`` beside ``weights.safetensors`` and a
+``model_card.json`` in a real ``LocalBlobStore``. Exporting takes about a
+second, so each program is exported once per session and copied per test.
+"""
+
+from __future__ import annotations
+
+import io
+import json
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+from PIL import Image
+from safetensors.torch import save_file
+from torch import nn
+
+from service.storage import LocalBlobStore
+
+
+class TinyNet(nn.Module):
+    """Normalise, one conv, a linear head over every pixel (so each pixel matters)."""
+
+    def __init__(self, *, channels: int, height: int, width: int, num_classes: int, seed: int) -> None:
+        super().__init__()
+        self.register_buffer("mean", torch.full((1, channels, 1, 1), 0.4))
+        self.register_buffer("std", torch.full((1, channels, 1, 1), 0.3))
+        self.conv = nn.Conv2d(channels, 3, kernel_size=3, padding=1)
+        self.head = nn.Linear(3 * height * width, num_classes)
+        generator = torch.Generator().manual_seed(seed)
+        with torch.no_grad():
+            for param in self.parameters():
+                param.copy_(torch.randn(param.shape, generator=generator) * 0.3)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        x = (x - self.mean) / self.std
+        return self.head(torch.relu(self.conv(x)).flatten(1))
+
+
+@dataclass(frozen=True)
+class Exported:
+    net: TinyNet
+    folder: Path  # model.pt2 + weights.safetensors + model_card.json
+    height: int
+    width: int
+    channels: int
+    class_names: list[str]
+
+
+@dataclass(frozen=True)
+class Row:
+    """Stands in for the ORM row where no database is involved (same attribute names)."""
+
+    id: str
+    blob_prefix: str
+    class_names: list
+    threshold: float | None = None
+    positive_class: int | None = None
+
+
+def export_net(folder: Path, *, channels: int, height: int, width: int, class_names: list[str], seed: int) -> Exported:
+    net = TinyNet(channels=channels, height=height, width=width, num_classes=len(class_names), seed=seed).eval()
+    example = torch.rand(2, channels, height, width, generator=torch.Generator().manual_seed(seed))
+    batch = torch.export.Dim("batch", min=1, max=4096)
+    program = torch.export.export(net, (example,), dynamic_shapes=({0: batch},))
+    folder.mkdir(parents=True, exist_ok=True)
+    torch.export.save(program, folder / "model.pt2")
+    save_file({k: v.contiguous() for k, v in net.state_dict().items()}, str(folder / "weights.safetensors"))
+    card = {
+        "format_version": 1, "arch": "tiny", "class_names": class_names,
+        "input": {"height": height, "width": width, "channels": channels, "layout": "NCHW",
+                  "dtype": "float32", "range": [0, 1]},
+        "normalization": {"mean": [0.4] * channels, "std": [0.3] * channels},
+        "threshold": None, "positive_class": None, "metrics": {}, "job_id": "job", "spec": {},
+    }
+    (folder / "model_card.json").write_text(json.dumps(card))
+    return Exported(net, folder, height, width, channels, class_names)
+
+
+@pytest.fixture(scope="session")
+def binary_grey(tmp_path_factory: pytest.TempPathFactory) -> Exported:
+    """Two classes, 1 x 12 x 10 (H != W to catch transposes)."""
+    return export_net(tmp_path_factory.mktemp("grey"), channels=1, height=12, width=10,
+                      class_names=["normal", "pneumonia"], seed=1)
+
+
+@pytest.fixture(scope="session")
+def three_rgb(tmp_path_factory: pytest.TempPathFactory) -> Exported:
+    """Three classes, 3 x 8 x 8."""
+    return export_net(tmp_path_factory.mktemp("rgb"), channels=3, height=8, width=8,
+                      class_names=["a", "b", "c"], seed=2)
+
+
+@pytest.fixture
+def store(tmp_path: Path) -> LocalBlobStore:
+    return LocalBlobStore(tmp_path / "blobs")
+
+
+def install(store: LocalBlobStore, exported: Exported, *, prefix: str) -> None:
+    """Copy an exported artefact into the blob store under ``prefix``."""
+    for path in exported.folder.iterdir():
+        store.put_file(f"{prefix}/{path.name}", path)
+
+
+@pytest.fixture
+def installed(store: LocalBlobStore) -> Callable[..., str]:
+    """``installed(exported, model_id)`` -> blob prefix of the copy in ``store``."""
+
+    def make(exported: Exported, model_id: str) -> str:
+        prefix = f"jobs/{model_id}/artifacts"
+        install(store, exported, prefix=prefix)
+        return prefix
+
+    return make
+
+
+def png_bytes(array: np.ndarray) -> bytes:
+    """PNG of a uint8 (H, W) or (H, W, 3) array."""
+    buffer = io.BytesIO()
+    Image.fromarray(array).save(buffer, format="PNG")
+    return buffer.getvalue()
+
+
+def random_images(count: int, *, height: int, width: int, channels: int, seed: int) -> list[np.ndarray]:
+    rng = np.random.default_rng(seed)
+    shape = (height, width) if channels == 1 else (height, width, channels)
+    return [rng.integers(0, 256, size=shape, dtype=np.uint8) for _ in range(count)]
+
+
+def eager_probabilities(exported: Exported, arrays: list[np.ndarray]) -> torch.Tensor:
+    """The oracle: the original (not exported) network on the exact pixels, softmax in float64."""
+    batch = torch.stack([torch.from_numpy(a.reshape(a.shape[0], a.shape[1], -1)).permute(2, 0, 1) for a in arrays])
+    with torch.no_grad():
+        logits = exported.net(batch.float() / 255)
+    return torch.softmax(logits.double(), dim=1)
+
+
+@pytest.fixture
+def helpers() -> type:
+    """Plain helper functions for the test modules (conftest modules are not importable)."""
+
+    class Helpers:
+        png = staticmethod(png_bytes)
+        images = staticmethod(random_images)
+        eager = staticmethod(eager_probabilities)
+        install = staticmethod(install)
+        Row = globals()["Row"]
+
+    return Helpers

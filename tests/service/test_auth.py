@@ -1,0 +1,102 @@
+"""API keys: hashing properties, bearer authentication, revocation, the bootstrap key."""
+
+from __future__ import annotations
+
+import hashlib
+
+import pytest
+
+from service.auth import generate_api_key, hash_api_key, key_prefix, looks_like_api_key
+from service.db import transaction
+from service.main import BOOTSTRAP_TENANT, _bootstrap_key
+from service.models import ApiKey, Tenant
+from service.repository import tenants
+
+
+def test_generated_keys_are_unique_prefixed_and_256_bit():
+    keys = {generate_api_key() for _ in range(200)}
+    assert len(keys) == 200
+    for key in keys:
+        assert key.startswith("rf_") and len(key) == 3 + 43  # 32 bytes -> 43 urlsafe base64 chars
+        assert looks_like_api_key(key)
+
+
+def test_hash_is_sha256_hex_and_prefix_never_reveals_the_key():
+    key = generate_api_key()
+    assert hash_api_key(key) == hashlib.sha256(key.encode()).hexdigest()
+    assert key_prefix(key) == key[:10]
+    assert len(key_prefix("short-key")) <= len("short-key") // 3
+    with pytest.raises(TypeError, match="bytes"):
+        hash_api_key(b"rf_x")  # type: ignore[arg-type]
+
+
+def test_repository_authenticates_live_keys_only(api_db):
+    with transaction(api_db) as session:
+        tenant = tenants.get_or_create_tenant(session, name="acme")
+        row, plaintext = tenants.create_api_key(session, tenant_id=tenant.id)
+    with api_db() as session:
+        stored = session.get(ApiKey, row.id)
+        assert stored.key_hash == hash_api_key(plaintext) and plaintext not in (stored.prefix, stored.key_hash)
+        assert tenants.authenticate(session, plaintext=plaintext).id == row.id
+        assert tenants.authenticate(session, plaintext=plaintext + "x") is None
+    with transaction(api_db) as session:
+        assert tenants.revoke_api_key(session, key_id=row.id)
+        assert not tenants.revoke_api_key(session, key_id=row.id)  # already revoked
+    with api_db() as session:
+        assert tenants.authenticate(session, plaintext=plaintext) is None
+
+
+@pytest.mark.parametrize(
+    "headers",
+    [
+        {},
+        {"Authorization": "Bearer"},
+        {"Authorization": "Basic dXNlcjpwYXNz"},
+        {"Authorization": "Bearer rf_unknown-key"},
+        {"Authorization": "Bearer " + "x" * 5000},
+        {"Authorization": "Bearer rf_\u00e9t\u00e9".encode("latin-1")},
+    ],
+    ids=["missing", "empty", "basic", "unknown", "huge", "non-ascii"],
+)
+def test_bad_credentials_answer_401_problem_with_challenge(api_client, headers):
+    response = api_client.get("/v1/datasets", headers=headers)
+    assert response.status_code == 401
+    assert response.headers["www-authenticate"] == "Bearer"
+    assert response.headers["content-type"] == "application/problem+json"
+    body = response.json()
+    assert body["status"] == 401 and body["title"] == "Unauthorized" and body["detail"]
+    assert "x" * 100 not in response.text
+
+
+def test_revoked_key_answers_401(api_client, api_db, alpha):
+    assert api_client.get("/v1/jobs", headers=alpha).status_code == 200
+    plaintext = alpha["Authorization"].removeprefix("Bearer ")
+    with transaction(api_db) as session:
+        key = tenants.authenticate(session, plaintext=plaintext)
+        assert tenants.revoke_api_key(session, key_id=key.id)
+    assert api_client.get("/v1/jobs", headers=alpha).status_code == 401
+
+
+def test_bootstrap_key_works_and_bootstrap_is_idempotent(api_client, api_db, api_settings, bootstrap_headers):
+    assert api_client.get("/v1/models", headers=bootstrap_headers).status_code == 200
+    _bootstrap_key(api_db, api_settings)  # a second start-up (or a second uvicorn worker)
+    _bootstrap_key(api_db, api_settings)
+    with api_db() as session:
+        tenant = session.query(Tenant).filter_by(name=BOOTSTRAP_TENANT).one()
+        assert session.query(ApiKey).filter_by(tenant_id=tenant.id).count() == 1
+
+
+def test_bootstrap_keeps_a_revoked_key_revoked(api_client, api_db, api_settings, bootstrap_headers):
+    with transaction(api_db) as session:
+        key = tenants.authenticate(session, plaintext=api_settings.bootstrap_api_key.get_secret_value())
+        tenants.revoke_api_key(session, key_id=key.id)
+    _bootstrap_key(api_db, api_settings)
+    assert api_client.get("/v1/models", headers=bootstrap_headers).status_code == 401
+
+
+def test_bootstrap_key_of_another_tenant_is_refused(api_db):
+    with transaction(api_db) as session:
+        tenant = tenants.get_or_create_tenant(session, name="other")
+        _, plaintext = tenants.create_api_key(session, tenant_id=tenant.id)
+    with pytest.raises(ValueError, match="another tenant"), transaction(api_db) as session:
+        tenants.ensure_api_key(session, tenant_name=BOOTSTRAP_TENANT, plaintext=plaintext)

@@ -1,0 +1,140 @@
+"""``build_training``: every spec field lands in the right ``fit`` keyword argument."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+
+from service.spec import JobSpec
+from workers.build import build_training, criterion_kind
+from workers.training.data import channel_stats
+from workers.training.engine import fit
+
+COUNTS = (30, 6)  # class 1 is the minority
+
+
+def arrays(counts=COUNTS, *, shape=(8, 8, 1), seed=0):
+    rng = np.random.default_rng(seed)
+    labels = np.concatenate([np.full(n, c, dtype=np.int64) for c, n in enumerate(counts)])
+    images = rng.integers(0, 256, size=(len(labels), *shape), dtype=np.uint8)
+    return images, labels
+
+
+def dataset(counts=COUNTS, **kwargs):
+    return {"train": arrays(counts, **kwargs), "val": arrays((5, 3), seed=1), "test": arrays((5, 3), seed=2)}
+
+
+def build(overrides: dict | None = None, *, data=None, class_names=("normal", "rare"), init_state=None):
+    spec = JobSpec.model_validate({"dataset_id": "d1", "model": {"arch": "simple_cnn"}, **(overrides or {})})
+    return build_training(
+        spec, dataset_arrays=data or dataset(), class_names=list(class_names), device="cpu", init_state=init_state
+    )
+
+
+def test_defaults_map_to_core_arguments():
+    kwargs = build({"epochs": 4, "batch_size": 8, "seed": 7})
+    assert (kwargs["epochs"], kwargs["batch_size"], kwargs["seed"]) == (4, 8, 7)
+    assert kwargs["class_names"] == ["normal", "rare"] and kwargs["device"] == torch.device("cpu")
+    assert len(kwargs["train"]) == 36 and len(kwargs["val"]) == 8 and len(kwargs["test"]) == 8
+    assert kwargs["criterion"].kind == "cross_entropy" and kwargs["criterion"].weight is None
+    assert kwargs["mixer"] is None and kwargs["sampler"].kind == "random"
+    assert kwargs["selection_metric"] == "balanced_accuracy" and kwargs["threshold_strategy"] == "max_f1"
+    assert kwargs["early_stopping_patience"] is None and kwargs["compile"] is False
+    # The network normalises with the train split's channel statistics.
+    mean, std = channel_stats(kwargs["train"].images)
+    assert torch.allclose(kwargs["model"].mean.flatten(), torch.tensor(mean))
+    assert torch.allclose(kwargs["model"].std.flatten(), torch.tensor(std))
+
+
+def test_balanced_class_weights_and_alpha_come_from_train_counts():
+    kwargs = build({"loss": {"type": "focal", "gamma": 1.5, "alpha": "balanced", "class_weights": "balanced",
+                             "label_smoothing": 0.1, "reweight_from_epoch": 3}})
+    criterion = kwargs["criterion"]
+    n, k = sum(COUNTS), len(COUNTS)
+    expected = torch.tensor([n / (k * c) for c in COUNTS])  # sklearn's "balanced": n / (K n_c)
+    assert criterion.kind == "focal" and criterion.gamma == 1.5
+    assert torch.allclose(criterion.weight, expected) and torch.allclose(criterion.alpha_per_class, expected)
+    assert criterion.label_smoothing == 0.1 and criterion.reweight_from_epoch == 3
+
+
+def test_effective_number_weights_and_scalar_alpha():
+    kwargs = build({"loss": {"type": "focal", "alpha": 0.25, "class_weights": "effective_number",
+                             "effective_number_beta": 0.9}})
+    raw = torch.tensor([(1 - 0.9) / (1 - 0.9**c) for c in COUNTS])
+    assert torch.allclose(kwargs["criterion"].weight, raw * (2 / raw.sum()))
+    assert kwargs["criterion"].alpha_scalar == 0.25
+
+
+def test_sigmoid_variant_selects_sigmoid_focal():
+    spec = JobSpec.model_validate({"dataset_id": "d", "loss": {"type": "focal", "variant": "sigmoid"}})
+    assert criterion_kind(spec.loss) == "sigmoid_focal"
+    assert build({"loss": {"type": "focal", "variant": "sigmoid"}})["criterion"].kind == "sigmoid_focal"
+
+
+@pytest.mark.parametrize(
+    ("kind", "length"),
+    [("random", 36), ("weighted", 36), ("sqrt", 36), ("oversample", 60), ("undersample", 12)],
+)
+def test_sampler_kind_and_scheduler_steps_follow_the_epoch_length(kind, length):
+    kwargs = build({"sampler": {"type": kind}, "batch_size": 5, "epochs": 3,
+                    "optim": {"name": "sgd", "lr": 0.05, "momentum": 0.5, "scheduler": "step", "warmup_epochs": 1}})
+    sampler, scheduler, optimizer = kwargs["sampler"], kwargs["scheduler"], kwargs["optimizer"]
+    assert sampler.kind == kind and sampler.epoch_length == length
+    assert scheduler.steps_per_epoch == length // 5 and scheduler.name == "step"
+    assert scheduler.warmup_steps == length // 5
+    assert isinstance(optimizer, torch.optim.SGD) and optimizer.defaults["momentum"] == 0.5
+
+
+def test_mixing_fields_reach_the_mixer():
+    mixer = build({"mixing": {"mode": "mixup_cutmix", "alpha": 0.4, "cutmix_alpha": 0.8, "prob": 0.7,
+                              "switch_prob": 0.3}})["mixer"]
+    assert (mixer.mode, mixer.num_classes, mixer.alpha, mixer.cutmix_alpha) == ("mixup_cutmix", 2, 0.4, 0.8)
+    assert (mixer.prob, mixer.switch_prob, mixer.label_smoothing) == (0.7, 0.3, 0.0)
+
+
+def test_augment_fields_and_minority_mask():
+    aug = build({"augment": {"hflip": False, "vflip": True, "rotation": 20, "scale": [0.8, 1.2], "translate": 0.1,
+                             "brightness": 0.2, "contrast": 0.3, "minority_only": True, "minority_threshold": 0.5}})[
+        "augment"
+    ]
+    assert (aug.hflip, aug.vflip, aug.rotation, aug.scale) == (False, True, 20.0, (0.8, 1.2))
+    assert (aug.translate, aug.brightness, aug.contrast) == (0.1, 0.2, 0.3)
+    assert aug.augment_classes.tolist() == [False, True]  # 6 < 0.5 * 30
+    assert build()["augment"].augment_classes is None
+
+
+def test_selection_threshold_early_stopping_freeze_compile():
+    kwargs = build({"selection_metric": "auroc", "threshold": {"strategy": "target_recall", "target_recall": 0.9},
+                    "early_stopping": {"patience": 2, "min_delta": 0.01}, "compile": True,
+                    "model": {"arch": "simple_cnn", "freeze_backbone_epochs": 1, "image_size": 16}})
+    assert kwargs["selection_metric"] == "auroc"
+    assert (kwargs["threshold_strategy"], kwargs["target_recall"]) == ("target_recall", 0.9)
+    assert (kwargs["early_stopping_patience"], kwargs["early_stopping_min_delta"]) == (2, 0.01)
+    assert kwargs["freeze_backbone_epochs"] == 1 and kwargs["compile"] is True
+    assert kwargs["model"].image_size == 16
+
+
+def test_seed_makes_initial_weights_reproducible_and_init_state_loads():
+    first, second = build({"seed": 3})["model"], build({"seed": 3})["model"]
+    other = build({"seed": 4})["model"]
+    weights = lambda m: torch.cat([p.flatten() for p in m.parameters()])  # noqa: E731
+    assert torch.equal(weights(first), weights(second)) and not torch.equal(weights(first), weights(other))
+    loaded = build({"seed": 4}, init_state=first.state_dict())["model"]
+    assert torch.equal(weights(loaded), weights(first))
+
+
+def test_bad_data_raises_value_error_naming_it():
+    with pytest.raises(ValueError, match="reach class 2 but the dataset names 2 classes"):
+        build(data={"train": arrays((5, 5, 5))})
+    with pytest.raises(ValueError, match="no train split"):
+        build(data={"val": arrays()})
+    with pytest.raises(ValueError, match="warmup_epochs"):
+        build({"epochs": 2, "optim": {"warmup_epochs": 5}})
+
+
+def test_kwargs_train_with_fit():
+    kwargs = build({"epochs": 1, "batch_size": 12, "loss": {"type": "focal", "alpha": "balanced"},
+                    "mixing": {"mode": "mixup"}, "sampler": {"type": "weighted"}})
+    result = fit(**kwargs)
+    assert [record.epoch for record in result.history] == [1] and result.test is not None

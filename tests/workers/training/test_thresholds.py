@@ -1,0 +1,94 @@
+"""Threshold tuning against a brute-force oracle and sklearn's precision-recall curve."""
+
+from __future__ import annotations
+
+import logging
+
+import numpy as np
+import pytest
+from sklearn.metrics import precision_recall_curve
+
+from workers.training.thresholds import choose_threshold
+
+
+def _data(seed: int, *, n: int = 200, ties: bool = False):
+    rng = np.random.default_rng(seed)
+    is_pos = rng.random(n) < 0.2
+    scores = 1 / (1 + np.exp(-(rng.normal(size=n) + 1.2 * is_pos)))
+    if ties:
+        scores = np.round(scores, 1)
+    return scores, is_pos
+
+
+def _f1_at(scores, is_pos, t):
+    pred = scores >= t
+    tp = int((pred & is_pos).sum())
+    fp = int((pred & ~is_pos).sum())
+    fn = int((~pred & is_pos).sum())
+    return 2 * tp / (2 * tp + fp + fn)
+
+
+def _recall_at(scores, is_pos, t):
+    return float((scores[is_pos] >= t).mean())
+
+
+@pytest.mark.parametrize("seed", range(8))
+@pytest.mark.parametrize("ties", [False, True])
+def test_max_f1_matches_brute_force(seed, ties):
+    scores, is_pos = _data(seed, ties=ties)
+    t = choose_threshold(scores, is_pos, strategy="max_f1")
+    candidates = np.unique(scores)
+    f1 = np.array([_f1_at(scores, is_pos, c) for c in candidates])
+    best = f1.max()
+    assert _f1_at(scores, is_pos, t) == best
+    assert t == candidates[f1 == best].max()  # highest threshold among ties
+
+
+@pytest.mark.parametrize("seed", range(6))
+@pytest.mark.parametrize("ties", [False, True])
+def test_max_f1_agrees_with_sklearn_curve(seed, ties):
+    scores, is_pos = _data(seed, n=500, ties=ties)
+    precision, recall, thresholds = precision_recall_curve(is_pos, scores)
+    with np.errstate(invalid="ignore", divide="ignore"):
+        f1 = np.nan_to_num(2 * precision * recall / (precision + recall))[:-1]
+    t = choose_threshold(scores, is_pos, strategy="max_f1")
+    assert _f1_at(scores, is_pos, t) == pytest.approx(f1.max(), rel=1e-12)
+    assert t in set(thresholds[np.isclose(f1, f1.max(), rtol=1e-12, atol=0)])
+
+
+@pytest.mark.parametrize("seed", range(6))
+@pytest.mark.parametrize("target", [0.1, 0.5, 0.8, 0.95, 1.0])
+@pytest.mark.parametrize("ties", [False, True])
+def test_target_recall_is_the_largest_threshold_reaching_it(seed, target, ties):
+    scores, is_pos = _data(seed, ties=ties)
+    t = choose_threshold(scores, is_pos, strategy="target_recall", target_recall=target)
+    assert _recall_at(scores, is_pos, t) >= target
+    higher = np.unique(scores)[np.unique(scores) > t]
+    assert all(_recall_at(scores, is_pos, h) < target for h in higher)
+
+
+def test_none_and_edge_cases(caplog):
+    scores, is_pos = _data(0)
+    assert choose_threshold(scores, is_pos, strategy="none") is None
+    with caplog.at_level(logging.WARNING):
+        assert choose_threshold(scores, np.zeros_like(is_pos), strategy="max_f1") == 0.5
+    assert "no positive samples" in caplog.text
+    all_pos = np.ones_like(is_pos)
+    assert choose_threshold(scores, all_pos, strategy="max_f1") == scores.min()
+    separable = np.array([0.1, 0.2, 0.7, 0.9])
+    assert choose_threshold(separable, np.array([False, False, True, True]), strategy="max_f1") == 0.7
+
+
+def test_validation():
+    scores, is_pos = _data(0)
+    with pytest.raises(ValueError, match="'youden'.*none, max_f1, target_recall"):
+        choose_threshold(scores, is_pos, strategy="youden")
+    for bad in (None, 0.0, 1.5, float("nan")):
+        with pytest.raises(ValueError, match="target_recall"):
+            choose_threshold(scores, is_pos, strategy="target_recall", target_recall=bad)
+    with pytest.raises(ValueError, match="bool array"):
+        choose_threshold(scores, is_pos.astype(int), strategy="max_f1")
+    with pytest.raises(ValueError, match="non-empty"):
+        choose_threshold(np.array([]), np.array([], dtype=bool), strategy="max_f1")
+    with pytest.raises(ValueError, match="NaN"):
+        choose_threshold(np.array([np.nan]), np.array([True]), strategy="max_f1")

@@ -1,0 +1,1 @@
+"""rarefit workers: the Celery side that runs training jobs, and the training core."""

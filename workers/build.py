@@ -1,0 +1,147 @@
+"""The adapter from a ``JobSpec`` to training-core keyword arguments: the only reader of a spec for training.
+
+``build_training`` turns the spec plus the decoded dataset into the keyword
+arguments of ``workers.training.engine.fit`` (everything but the progress
+callbacks and ``resume``, which belong to the job lifecycle in
+``workers.runner``). Every statistic (channel mean/std, class counts for
+weights, focal α, minority classes) comes from the *train* split only.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Mapping, Sequence
+from typing import Any
+
+import numpy as np
+import torch
+
+from service.spec import JobSpec, LossSpec
+from workers.training.augment import BatchAugment, minority_class_mask
+from workers.training.data import Split, channel_stats
+from workers.training.loop import steps_per_epoch
+from workers.training.losses import Criterion, class_weights, resolve_alpha
+from workers.training.mixing import BatchMixer
+from workers.training.networks import Classifier, build_network, load_init_state
+from workers.training.optim import make_optimizer, make_scheduler
+from workers.training.samplers import make_sampler
+from workers.training.seeding import seed_everything
+
+logger = logging.getLogger(__name__)
+
+SplitArrays = tuple[np.ndarray, np.ndarray]
+
+
+def build_training(
+    spec: JobSpec,
+    *,
+    dataset_arrays: Mapping[str, SplitArrays],
+    class_names: Sequence[str],
+    device: torch.device | str,
+    init_state: Mapping[str, torch.Tensor] | None,
+) -> dict[str, Any]:
+    """Keyword arguments for ``fit(...)`` from ``spec`` and ``{split: (images uint8 NHWC, labels int64)}``.
+
+    Seeds every RNG with ``spec.seed`` first, so the initial weights are
+    reproducible. Raises ``ValueError``/``TypeError`` for data or a spec the
+    core cannot train (the job then fails with that message).
+    """
+    if not isinstance(spec, JobSpec):
+        raise TypeError(f"spec must be a JobSpec, got {type(spec).__name__}")
+    if "train" not in dataset_arrays:
+        raise ValueError(f"the dataset has no train split (splits: {sorted(dataset_arrays)})")
+    device = torch.device(device)
+    splits = {name: _split(dataset_arrays[name]) if name in dataset_arrays else None for name in ("train", "val", "test")}
+    train = splits["train"]
+    names = [str(name) for name in class_names]
+    counts = train.class_counts(len(names))
+    if len(counts) != len(names):
+        raise ValueError(f"train labels reach class {len(counts) - 1} but the dataset names {len(names)} classes")
+    seed_everything(spec.seed)
+    model = _network(spec, train, num_classes=len(names), init_state=init_state).to(device)
+    sampler = make_sampler(spec.sampler.type, labels=train.labels, seed=spec.seed, device=device)
+    optimizer = make_optimizer(
+        spec.optim.name, model.parameters(), lr=spec.optim.lr, weight_decay=spec.optim.weight_decay,
+        momentum=spec.optim.momentum,
+    )
+    scheduler = make_scheduler(
+        spec.optim.scheduler, optimizer, epochs=spec.epochs,
+        steps_per_epoch=steps_per_epoch(sampler.epoch_length, spec.batch_size),
+        warmup_epochs=spec.optim.warmup_epochs, milestones=spec.optim.milestones, step_gamma=spec.optim.step_gamma,
+    )
+    return {
+        "model": model, "train": train, "val": splits["val"], "test": splits["test"], "class_names": names,
+        "criterion": make_criterion(spec.loss, counts=counts),
+        "optimizer": optimizer, "scheduler": scheduler, "sampler": sampler,
+        "mixer": _mixer(spec, num_classes=len(names)), "augment": _augment(spec, counts=counts),
+        "epochs": spec.epochs, "batch_size": spec.batch_size, "seed": spec.seed, "device": device,
+        "selection_metric": spec.selection_metric,
+        "early_stopping_patience": spec.early_stopping.patience,
+        "early_stopping_min_delta": spec.early_stopping.min_delta,
+        "threshold_strategy": spec.threshold.strategy, "target_recall": spec.threshold.target_recall,
+        "freeze_backbone_epochs": spec.model.freeze_backbone_epochs, "compile": spec.compile,
+    }
+
+
+def _split(arrays: SplitArrays) -> Split:
+    images, labels = arrays
+    # Labels are small: a writable copy (torch warns on read-only memmaps); images stay memory-mapped.
+    return Split(images, np.array(labels, dtype=np.int64))
+
+
+def _network(
+    spec: JobSpec, train: Split, *, num_classes: int, init_state: Mapping[str, torch.Tensor] | None
+) -> Classifier:
+    height, width, channels = train.image_shape
+    mean, std = channel_stats(train.images)
+    model = build_network(
+        spec.model.arch, num_classes=num_classes, in_channels=channels, input_size=(height, width),
+        image_size=spec.model.image_size, mean=mean, std=std,
+    )
+    if init_state is not None:
+        skipped = load_init_state(model, init_state, strict_backbone=True)
+        logger.info("initialised %s from %s (%d keys not loaded)", spec.model.arch, spec.model.init, len(skipped))
+    return model
+
+
+def criterion_kind(loss: LossSpec) -> str:
+    """``cross_entropy``, ``focal`` or ``sigmoid_focal`` (focal with the binary sigmoid variant)."""
+    if loss.type == "focal":
+        return "sigmoid_focal" if loss.variant == "sigmoid" else "focal"
+    return "cross_entropy"
+
+
+def make_criterion(loss: LossSpec, *, counts: Sequence[int]) -> Criterion:
+    """The loss with class weights and focal α resolved from the train class ``counts``.
+
+    Label smoothing is applied here (not in the mixer), once, to the mixed targets.
+    """
+    kind = criterion_kind(loss)
+    return Criterion(
+        kind=kind,
+        gamma=loss.gamma,
+        alpha=resolve_alpha(loss.alpha, counts=counts) if kind != "cross_entropy" else None,
+        weight=class_weights(loss.class_weights, counts=counts, beta=loss.effective_number_beta),
+        label_smoothing=loss.label_smoothing,
+        reweight_from_epoch=loss.reweight_from_epoch,
+    )
+
+
+def _mixer(spec: JobSpec, *, num_classes: int) -> BatchMixer | None:
+    mixing = spec.mixing
+    if mixing.mode == "none":
+        return None
+    return BatchMixer(
+        mode=mixing.mode, num_classes=num_classes, alpha=mixing.alpha, cutmix_alpha=mixing.cutmix_alpha,
+        prob=mixing.prob, switch_prob=mixing.switch_prob, label_smoothing=0.0,
+    )
+
+
+def _augment(spec: JobSpec, *, counts: Sequence[int]) -> BatchAugment:
+    aug = spec.augment
+    mask = minority_class_mask(counts, threshold=aug.minority_threshold) if aug.minority_only else None
+    return BatchAugment(
+        hflip=aug.hflip, vflip=aug.vflip, rotation=aug.rotation,
+        scale=None if aug.scale is None else tuple(aug.scale), translate=aug.translate,
+        brightness=aug.brightness, contrast=aug.contrast, augment_classes=mask,
+    )

@@ -1,0 +1,57 @@
+"""The worker's Celery app: ``celery -A workers.celery_app worker -Q train -c <GPUs>``.
+
+Same configuration as the API's client (``service.queue.celery_config``; the
+module docstring there explains early ack, prefetch 1, one task per child).
+Celery's command line needs a module-level ``app``; building it reads the
+settings but opens no database or broker connection.
+
+torch and torchvision are imported here, in the forking parent, so each fresh
+child (``worker_max_tasks_per_child=1``) starts a job without paying for the
+imports again. The parent only imports them: CUDA is first touched in the
+child (``workers.jobrun.resolve_device``), since a CUDA context does not
+survive ``fork``.
+
+On a warm or cold shutdown the parent forwards SIGTERM to the pool children
+running a job,
+so a running job checkpoints, hands itself back to the queue and exits
+promptly instead of holding the shutdown for the rest of its training
+(``docker stop`` signals only the parent).
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import signal
+
+import torch  # noqa: F401  (preload for the children; never call torch.cuda.* here)
+import torchvision  # noqa: F401
+from celery import Celery, signals
+from celery.worker import state as worker_state
+
+from service.config import Settings, get_settings
+from service.queue import celery_config
+
+logger = logging.getLogger(__name__)
+
+
+def make_worker_app(settings: Settings) -> Celery:
+    """A Celery app for the worker with the shared configuration and the ``rarefit.train_job`` task."""
+    app = Celery("rarefit", include=["workers.tasks"])
+    app.config_from_object(celery_config(settings))
+    app.rarefit_settings = settings  # read by the task; the env-built default otherwise
+    return app
+
+
+@signals.worker_shutting_down.connect
+def _forward_shutdown(sig=None, how=None, **_kwargs) -> None:
+    # Only children running a job: an idle child is stopped by the pool itself.
+    busy = {request.worker_pid for request in worker_state.active_requests if request.worker_pid}
+    for pid in busy:
+        try:
+            os.kill(pid, signal.SIGTERM)
+        except ProcessLookupError:
+            pass
+
+
+app = make_worker_app(get_settings())

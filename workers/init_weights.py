@@ -1,0 +1,87 @@
+"""Initial weights for transfer learning: ``model.init`` → a state dict, loaded without pickle.
+
+- ``"job:<id>"``: the registered model of an earlier job *of the same tenant*
+  (its ``weights.safetensors``); another tenant's job is "not found".
+- ``"weights:<name>"``: a file the operator placed in the weights directory:
+  ``.safetensors``, or ``.pt``/``.pth`` read with ``torch.load(weights_only=True)``.
+  The name is a plain file name (no path separators, no leading dot).
+
+Every problem raises ``InitNotFound`` (a ``ValueError``), so the job fails
+with a readable message and no server path.
+"""
+
+from __future__ import annotations
+
+import logging
+import re
+from pathlib import Path
+
+import torch
+from safetensors.torch import load_file
+from sqlalchemy import select
+from sqlalchemy.orm import Session
+
+from service.models import Model
+
+logger = logging.getLogger(__name__)
+
+_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,127}$")
+SUFFIXES = (".safetensors", ".pt", ".pth")
+
+
+class InitNotFound(ValueError):
+    """``model.init`` names weights that do not exist or cannot be read."""
+
+
+def init_blob_key(session: Session, *, init: str, tenant_id: str) -> str | None:
+    """For ``job:<id>``, the blob key of that job's weights; None for other kinds of ``init``."""
+    if not init.startswith("job:"):
+        return None
+    source_job = init.removeprefix("job:")
+    prefix = session.scalar(select(Model.blob_prefix).where(Model.job_id == source_job, Model.tenant_id == tenant_id))
+    if prefix is None:
+        raise InitNotFound(f"init job not found: {source_job} has no registered model for this tenant")
+    return f"{prefix}/weights.safetensors"
+
+
+def load_job_weights(path: Path, *, init: str) -> dict[str, torch.Tensor]:
+    if not path.is_file():
+        raise InitNotFound(f"init job not found: the weights of {init.removeprefix('job:')} are missing")
+    return load_file(str(path), device="cpu")
+
+
+def load_operator_weights(init: str, *, weights_dir: Path) -> dict[str, torch.Tensor]:
+    """The state dict in ``weights_dir/<name>`` for ``init = "weights:<name>"``."""
+    name = init.removeprefix("weights:")
+    if not _NAME.match(name) or name in (".", ".."):
+        raise InitNotFound(f"invalid weights name {name!r}: use a plain file name from the weights directory")
+    path = _find(Path(weights_dir), name)
+    try:
+        if path.suffix == ".safetensors":
+            return load_file(str(path), device="cpu")
+        state = torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as exc:  # corrupt file, pickle with code, wrong format: all the operator's to fix
+        raise InitNotFound(f"weights {name!r} could not be read safely ({type(exc).__name__})") from exc
+    return _state_dict(state, name)
+
+
+def _find(weights_dir: Path, name: str) -> Path:
+    candidates = [weights_dir / name]
+    if not name.endswith(SUFFIXES):
+        candidates += [weights_dir / f"{name}{suffix}" for suffix in SUFFIXES]
+    for path in candidates:
+        if path.is_file() and path.suffix in SUFFIXES:
+            return path
+    raise InitNotFound(f"weights {name!r} not found in the weights directory (expected {', '.join(SUFFIXES)})")
+
+
+def _state_dict(state: object, name: str) -> dict[str, torch.Tensor]:
+    # Common wrappers: {"state_dict": {...}} (Lightning) and {"model": {...}}.
+    if isinstance(state, dict):
+        for key in ("state_dict", "model"):
+            if isinstance(state.get(key), dict):
+                state = state[key]
+                break
+    if not isinstance(state, dict) or not state or not all(torch.is_tensor(v) for v in state.values()):
+        raise InitNotFound(f"weights {name!r} do not hold a state dict of tensors")
+    return {str(key): value for key, value in state.items()}

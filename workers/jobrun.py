@@ -1,0 +1,248 @@
+"""One claimed job's steps: load, build, resume, train with progress callbacks, conclude.
+
+Used by ``workers.runner.run_job``, which claims the job, runs the heartbeat
+and turns exceptions into outcomes. Every database write here is conditional
+on this worker's lease and retried through short outages (``retry_db``).
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+from collections.abc import Callable
+from dataclasses import dataclass
+from datetime import datetime, timedelta
+from typing import Any, TypeVar
+
+import torch
+from celery import Celery
+from pydantic import ValidationError
+from sqlalchemy.orm import Session, sessionmaker
+
+from service.config import Settings
+from service.db import transaction
+from service.ingest import load_canonical
+from service.models import Dataset, Job, JobStatus, utcnow
+from service.queue import enqueue_job, make_celery
+from service.repository import leases
+from service.spec import JobSpec
+from service.storage import BlobStore
+from workers.artifacts import StoredArtifact, checkpoint_key, export_artifacts
+from workers.build import build_training
+from workers.dbretry import retry_db
+from workers.heartbeat import Heartbeat
+from workers.init_weights import init_blob_key, load_job_weights, load_operator_weights
+from workers.training.checkpoint import load_checkpoint, save_checkpoint
+from workers.training.engine import fit
+from workers.training.state import EpochRecord, TrainingState
+from workers.training.trainer import FitResult
+
+logger = logging.getLogger(__name__)
+T = TypeVar("T")
+
+
+class LeaseLost(Exception):
+    """This worker no longer holds the job's lease: stop without writing."""
+
+
+@dataclass(frozen=True)
+class DatasetInfo:
+    blob_prefix: str
+    class_names: list[str]
+
+
+def resolve_device(name: str) -> torch.device:
+    """``auto`` → CUDA when available, else CPU. Call only in the task child (CUDA is first touched here)."""
+    if name == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    device = torch.device(name)
+    if device.type == "cuda" and not torch.cuda.is_available():
+        raise RuntimeError(f"this worker is configured for device {name!r} but CUDA is not available")
+    return device
+
+
+class JobRun:
+    def __init__(self, *, job: Job, settings: Settings, worker_id: str, session_factory: sessionmaker[Session],
+                 store: BlobStore, celery_app: Celery | None) -> None:
+        self.job_id, self.tenant_id, self.dataset_id = job.id, job.tenant_id, job.dataset_id
+        self.spec_data = job.spec
+        self.checkpoint = (job.checkpoint_key, job.checkpoint_sha256)
+        self.times = {"created": job.created_at, "enqueued": job.enqueued_at, "started": job.started_at,
+                      "claimed": utcnow()}
+        self.settings, self.worker_id, self.session_factory = settings, worker_id, session_factory
+        self.store, self.celery_app = store, celery_app
+        self.device_type = "device"
+
+    # --- database ---------------------------------------------------------
+    def write(self, action: Callable[[Session], T], what: str) -> T:
+        def attempt() -> T:
+            with transaction(self.session_factory) as session:
+                return action(session)
+
+        return retry_db(attempt, budget_seconds=self.settings.lease_seconds, what=f"{what} (job {self.job_id})")
+
+    # --- steps ------------------------------------------------------------
+    def execute(self, *, heartbeat: Heartbeat, shutdown: threading.Event) -> str:
+        spec = parse_spec(self.spec_data)
+        dataset = self.write(self._dataset, "read the dataset")
+        arrays = load_canonical(self.store, dataset.blob_prefix, mmap=True)
+        device = resolve_device(self.settings.device)
+        self.device_type = device.type
+        kwargs = build_training(spec, dataset_arrays=arrays, class_names=dataset.class_names, device=device,
+                                init_state=self._init_state(spec))
+        resume = self._resume_point()
+        start_epoch = int(resume["epoch"]) if resume else 0
+        self._held(self.write(lambda s: leases.clear_epochs_after(
+            s, job_id=self.job_id, worker_id=self.worker_id, epoch=start_epoch), "reset progress"))
+        progress = Progress(self, heartbeat=heartbeat, shutdown=shutdown, deadline=self._deadline(spec))
+        result = fit(**kwargs, on_epoch_end=progress.on_epoch_end, should_stop=progress.should_stop, resume=resume)
+        image_shape = kwargs["train"].image_shape
+        return self._conclude(result, spec=spec, class_names=dataset.class_names, image_shape=image_shape)
+
+    def _dataset(self, session: Session) -> DatasetInfo:
+        row = session.get(Dataset, self.dataset_id)
+        if row is None or row.tenant_id != self.tenant_id:
+            raise ValueError(f"dataset {self.dataset_id} no longer exists")
+        return DatasetInfo(blob_prefix=row.blob_prefix, class_names=[str(n) for n in row.class_names])
+
+    def _init_state(self, spec: JobSpec) -> dict[str, torch.Tensor] | None:
+        init = spec.model.init
+        if init is None:
+            return None
+        if init.startswith("weights:"):
+            return load_operator_weights(init, weights_dir=self.settings.operator_weights_dir)
+        key = self.write(lambda s: init_blob_key(s, init=init, tenant_id=self.tenant_id), "find the init model")
+        return load_job_weights(self.store.local_path(key), init=init)
+
+    def _resume_point(self) -> dict[str, Any] | None:
+        key, sha256 = self.checkpoint
+        if not key:
+            return None
+        try:
+            state = load_checkpoint(self.store.local_path(key), sha256=sha256)
+        except Exception as exc:  # missing, torn or tampered: correctness first, start over
+            logger.warning("job %s: checkpoint unusable (%s); starting over", self.job_id, exc)
+            return None
+        logger.info("job %s: resuming after epoch %s", self.job_id, state.get("epoch"))
+        return state
+
+    def _deadline(self, spec: JobSpec) -> datetime:
+        limit = min(spec.max_runtime_seconds or self.settings.max_job_seconds, self.settings.max_job_seconds)
+        self.time_limit = limit
+        return leases.aware(self.times["started"] or self.times["claimed"]) + timedelta(seconds=limit)
+
+    def log_first_step(self) -> None:
+        now = utcnow()
+        since = {name: (now - leases.aware(moment)).total_seconds() for name, moment in self.times.items() if moment}
+        logger.info("job %s: first training step %s", self.job_id,
+                    ", ".join(f"{seconds:.3f} s after {name}" for name, seconds in since.items()))
+
+    # --- endings ----------------------------------------------------------
+    def _conclude(self, result: FitResult, *, spec: JobSpec, class_names: list[str],
+                  image_shape: tuple[int, int, int]) -> str:
+        if result.stopped == "lease_lost":
+            raise LeaseLost(self.job_id)
+        if result.stopped == "shutdown":
+            return self._release()
+        if result.stopped == "cancelled":
+            self._finish(status=JobStatus.cancelled, best_epoch=result.best_epoch or None)
+            return "cancelled"
+        if result.stopped == "deadline":
+            message = (f"the job exceeded its time limit of {self.time_limit} s after {len(result.history)} "
+                       "completed epoch(s); raise max_runtime_seconds or train fewer epochs")
+            return self.fail(error_type="TimeLimitExceeded", message=message)
+        stored = export_artifacts(result, store=self.store, job_id=self.job_id, spec=spec, class_names=class_names,
+                                  image_shape=image_shape)
+        self.write(lambda s: self._register(s, result, stored, spec, class_names, image_shape), "register the model")
+        logger.info("job %s: succeeded (best epoch %d)", self.job_id, result.best_epoch)
+        return "succeeded"
+
+    def _register(self, session: Session, result: FitResult, stored: list[StoredArtifact], spec: JobSpec,
+                  class_names: list[str], image_shape: tuple[int, int, int]) -> None:
+        if self._already_succeeded(session):
+            return  # a retried transaction whose first commit went through
+        for item in stored:
+            leases.register_artifact(session, job_id=self.job_id, name=item.name, blob_key=item.blob_key,
+                                     size=item.size, content_type=item.content_type, sha256=item.sha256)
+        summary = {k: v for k, v in (result.test or {}).items() if isinstance(v, (int, float))}
+        weights = next(item for item in stored if item.name == "weights.safetensors")
+        model = leases.register_model(
+            session, job_id=self.job_id, tenant_id=self.tenant_id, arch=spec.model.arch, class_names=class_names,
+            input_shape=list(image_shape), threshold=result.threshold, positive_class=result.positive_class,
+            metrics=summary, blob_prefix=stored[0].blob_key.rsplit("/", 1)[0], size_bytes=weights.size,
+        )
+        self._held(leases.finish_job(session, job_id=self.job_id, worker_id=self.worker_id,
+                                     status=JobStatus.succeeded, best_epoch=result.best_epoch,
+                                     test_metrics=result.test, model_id=model.id))
+
+    def _already_succeeded(self, session: Session) -> bool:
+        job = session.get(Job, self.job_id)
+        return job is not None and job.status == JobStatus.succeeded and job.worker_id == self.worker_id
+
+    def _release(self) -> str:
+        self._held(self.write(lambda s: leases.release_job(s, job_id=self.job_id, worker_id=self.worker_id),
+                              "release the job"))
+        try:
+            enqueue_job(self.celery_app or make_celery(self.settings), self.job_id)
+        except Exception:  # the reaper re-sends queued jobs whose message was lost
+            logger.warning("job %s: released but not re-sent; the reaper will re-send it", self.job_id, exc_info=True)
+        logger.info("job %s: handed back to the queue at shutdown", self.job_id)
+        return "released"
+
+    def fail(self, *, error_type: str, message: str) -> str:
+        self._finish(status=JobStatus.failed, error_type=error_type, error_message=message)
+        return "failed"
+
+    def _finish(self, **values: Any) -> None:
+        self._held(self.write(lambda s: leases.finish_job(s, job_id=self.job_id, worker_id=self.worker_id, **values),
+                              f"finish the job ({values['status'].value})"))
+
+    def _held(self, held: bool) -> None:
+        if not held:
+            raise LeaseLost(self.job_id)
+
+
+class Progress:
+    """The callbacks ``fit`` calls: ``should_stop`` before every batch, ``on_epoch_end`` after each epoch."""
+
+    def __init__(self, run: JobRun, *, heartbeat: Heartbeat, shutdown: threading.Event, deadline: datetime) -> None:
+        self.run, self.heartbeat, self.shutdown, self.deadline = run, heartbeat, shutdown, deadline
+        self._first_step_logged = False
+
+    def should_stop(self) -> str | None:
+        if not self._first_step_logged:
+            self._first_step_logged = True
+            self.run.log_first_step()
+        if self.heartbeat.lease_lost.is_set():
+            return "lease_lost"
+        if self.shutdown.is_set():
+            return "shutdown"
+        if self.heartbeat.cancel_requested.is_set():
+            return "cancelled"
+        if utcnow() >= self.deadline:
+            return "deadline"
+        return None
+
+    def on_epoch_end(self, record: EpochRecord, state: TrainingState) -> None:
+        run = self.run
+        if self.heartbeat.lease_lost.is_set():
+            return  # never overwrite the checkpoint of the worker that owns the job now
+        key = checkpoint_key(run.job_id)
+        sha256 = save_checkpoint(run.store.local_path(key), state.to_checkpoint())
+
+        def record_both(session: Session) -> bool:
+            return leases.record_epoch(session, job_id=run.job_id, worker_id=run.worker_id,
+                                       record=record.to_dict()) and leases.record_checkpoint(
+                session, job_id=run.job_id, worker_id=run.worker_id, key=key, sha256=sha256, epoch=record.epoch)
+
+        if not run.write(record_both, f"record epoch {record.epoch}"):
+            self.heartbeat.lease_lost.set()
+
+
+def parse_spec(data: dict) -> JobSpec:
+    """The stored spec as a ``JobSpec``; ``ValueError`` listing the problems if this worker cannot read it."""
+    try:
+        return JobSpec.model_validate(data)
+    except ValidationError as exc:
+        problems = "; ".join(f"{'.'.join(map(str, e['loc'])) or 'spec'}: {e['msg']}" for e in exc.errors())
+        raise ValueError(f"the stored job spec is not valid for this worker: {problems}") from None

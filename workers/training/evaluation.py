@@ -1,0 +1,114 @@
+"""Evaluation: softmax probabilities and mean loss over a split, then the metric block.
+
+Logits stay on the device until the end of the pass (one host copy per
+split). For binary tasks the decision threshold is tuned on the validation
+split and the *same* threshold is applied to the test split.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from workers.training.data import BatchSource
+from workers.training.losses import soft_cross_entropy
+from workers.training.metrics import metric_block, selection_score
+from workers.training.state import plain
+from workers.training.thresholds import THRESHOLD_STRATEGIES, choose_threshold
+
+logger = logging.getLogger(__name__)
+
+
+
+
+@torch.no_grad()
+def evaluate(
+    model: nn.Module,
+    source: BatchSource,
+    *,
+    batch_size: int,
+    device: torch.device,
+    amp: bool = False,
+    channels_last: bool = False,
+) -> tuple[np.ndarray, float]:
+    """``(probs float64 (N, K) softmax, mean cross-entropy on the hard labels)`` in eval mode."""
+    if batch_size < 1:
+        raise ValueError(f"batch_size must be >= 1, got {batch_size}")
+    model.eval()
+    memory_format = torch.channels_last if channels_last else torch.contiguous_format
+    order = torch.arange(len(source), device=source.device)
+    logits_parts: list[torch.Tensor] = []
+    loss_sum = torch.zeros((), device=device)
+    for images, labels in source.iter_batches(order, batch_size):
+        images = images.contiguous(memory_format=memory_format)
+        with torch.autocast(device_type=device.type, dtype=torch.bfloat16, enabled=amp):
+            logits = model(images).float()
+        loss_sum += soft_cross_entropy(logits, labels, reduction="sum")
+        logits_parts.append(logits)
+    if not logits_parts:
+        raise ValueError("cannot evaluate an empty split")
+    logits = torch.cat(logits_parts)
+    probs = torch.softmax(logits.double(), dim=1).cpu().numpy()
+    return probs, float(loss_sum) / len(source)
+
+
+@dataclass(frozen=True)
+class Scored:
+    """A split's evaluation: probabilities, loss, the threshold used, the metric block and the score."""
+
+    probs: np.ndarray
+    loss: float
+    threshold: float | None
+    block: dict
+    score: float
+
+
+@dataclass(frozen=True)
+class Scoring:
+    """How to turn probabilities into a metric block (fixed for a run)."""
+
+    class_names: Sequence[str]
+    positive_class: int | None
+    minority_class: int
+    selection_metric: str
+    threshold_strategy: str
+    target_recall: float | None
+
+    def tune_threshold(self, probs: np.ndarray, labels: np.ndarray) -> float | None:
+        """The binary decision threshold on ``p[:, positive_class]``; ``None`` = argmax."""
+        if self.positive_class is None or self.threshold_strategy == "none":
+            return None
+        scores = probs[:, self.positive_class]
+        threshold = choose_threshold(
+            scores, labels == self.positive_class, strategy=self.threshold_strategy, target_recall=self.target_recall
+        )
+        return None if threshold is None else float(threshold)
+
+    def score(
+        self, probs: np.ndarray, loss: float, labels: np.ndarray, *, threshold: float | None, tune: bool
+    ) -> Scored:
+        """Metric block with ``threshold``, or with a threshold tuned on these labels when ``tune``."""
+        if tune:
+            threshold = self.tune_threshold(probs, labels)
+        block = plain(
+            metric_block(
+                probs,
+                labels,
+                class_names=list(self.class_names),
+                threshold=threshold,
+                positive_class=self.positive_class,
+                minority_class=self.minority_class,
+            )
+        )
+        return Scored(probs, loss, threshold, block, float(selection_score(block, self.selection_metric)))
+
+
+def hard_targets(labels: torch.Tensor, num_classes: int) -> torch.Tensor:
+    """One-hot float32 ``(B, K)`` rows: the criterion's target form when no mixer is used."""
+    return F.one_hot(labels, num_classes).float()

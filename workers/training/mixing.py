@@ -1,0 +1,209 @@
+"""Batch-level MixUp (Zhang et al. 2018) and CutMix (Yun et al. 2019) with dense soft targets.
+
+As in torchvision v2 ``MixUp``/``CutMix``, random parameters are sampled
+(:func:`sample_mix_params`) separately from applying them (:func:`apply_mix`),
+so tests and resumes can replay a batch exactly. Targets come out as dense
+``(B, K)`` probabilities; CutMix's λ is corrected to the pasted area (timm
+``correct_lam``).
+
+Generators: parameters are a handful of scalars plus a permutation. The engine
+passes a **CPU** generator, so λ and the box are read on the host without a GPU
+sync; the permutation is moved to the images' device with ``non_blocking=True``.
+A generator on the images' device also works, at the cost of a sync per batch.
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+from dataclasses import dataclass
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor
+
+logger = logging.getLogger(__name__)
+
+MIX_MODES = ("none", "mixup", "cutmix", "mixup_cutmix")
+
+
+@dataclass(frozen=True)
+class MixParams:
+    """One batch's mixing: ``out = λ·x + (1-λ)·x[perm]`` (MixUp) or ``x`` with ``box`` from ``x[perm]`` (CutMix)."""
+
+    mode: str
+    lam: float
+    perm: Tensor
+    box: tuple[int, int, int, int] | None = None  # (x1, y1, x2, y2), half-open
+
+
+def sample_beta(alpha: float, *, size: int, generator: torch.Generator) -> Tensor:
+    """``size`` draws of Beta(α, α) as float64, driven only by ``generator``.
+
+    ``torch.distributions.Beta`` takes no generator, so this uses
+    ``G1 / (G1 + G2)`` with G ~ Gamma(α, 1) from Marsaglia & Tsang (2000),
+    computed as ``sigmoid(log G1 - log G2)`` so that tiny α (G underflowing to 0)
+    still gives a number in [0, 1].
+    """
+    if not (alpha > 0 and math.isfinite(alpha)):
+        raise ValueError(f"Beta alpha must be a finite number > 0, got {alpha!r}")
+    log_g = _log_standard_gamma(float(alpha), size=2 * size, generator=generator)
+    return torch.sigmoid(log_g[:size] - log_g[size:])
+
+
+def _log_standard_gamma(shape: float, *, size: int, generator: torch.Generator) -> Tensor:
+    """``log`` of Gamma(shape, 1) draws: Marsaglia–Tsang squeeze-free rejection, vectorised.
+
+    For shape < 1 it draws Gamma(shape + 1) and multiplies by ``U^(1/shape)``
+    (in log space). Acceptance is above 95 %, so one or two rounds suffice.
+    """
+    options = {"dtype": torch.float64, "device": generator.device, "generator": generator}
+    a = shape + 1.0 if shape < 1.0 else shape
+    d = a - 1.0 / 3.0
+    c = 1.0 / math.sqrt(9.0 * d)
+    accepted: list[Tensor] = []
+    remaining = size
+    while remaining > 0:
+        n = remaining + remaining // 8 + 8
+        x = torch.randn(n, **options)
+        log_u = torch.log1p(-torch.rand(n, **options))  # log of U in (0, 1]
+        v = (1.0 + c * x) ** 3
+        log_v = torch.log(v.clamp_min(1e-300))
+        ok = (v > 0) & (log_u < 0.5 * x * x + d - d * v + d * log_v)
+        draws = (math.log(d) + log_v)[ok][:remaining]
+        accepted.append(draws)
+        remaining -= draws.numel()
+    log_g = torch.cat(accepted)
+    if shape < 1.0:
+        log_g = log_g + torch.log1p(-torch.rand(size, **options)) / shape
+    return log_g
+
+
+def sample_mix_params(
+    *,
+    batch_size: int,
+    height: int,
+    width: int,
+    mode: str,
+    alpha: float,
+    cutmix_alpha: float,
+    prob: float,
+    switch_prob: float,
+    generator: torch.Generator,
+) -> MixParams | None:
+    """Draw one batch's mixing parameters, or ``None`` when this batch is left unmixed (chance ``1 - prob``).
+
+    ``mixup_cutmix`` picks CutMix with chance ``switch_prob``, else MixUp. The
+    CutMix box follows torchvision v2 ``CutMix`` exactly (centre uniform over
+    pixels, half sizes ``int(0.5·sqrt(1-λ)·W)``, clamped to the image).
+    """
+    _check_mode(mode)
+    if not 0.0 <= prob <= 1.0 or not 0.0 <= switch_prob <= 1.0:
+        raise ValueError(f"prob and switch_prob must be in [0, 1], got prob={prob!r}, switch_prob={switch_prob!r}")
+    if mode == "none" or float(torch.rand((), generator=generator, device=generator.device)) >= prob:
+        return None
+    if mode == "mixup_cutmix":
+        use_cutmix = float(torch.rand((), generator=generator, device=generator.device)) < switch_prob
+        mode = "cutmix" if use_cutmix else "mixup"
+    lam = float(sample_beta(cutmix_alpha if mode == "cutmix" else alpha, size=1, generator=generator))
+    box = None
+    if mode == "cutmix":
+        box, lam = _cutmix_box(lam, height=height, width=width, generator=generator)
+    perm = torch.randperm(batch_size, generator=generator, device=generator.device)
+    return MixParams(mode=mode, lam=lam, perm=perm, box=box)
+
+
+def _cutmix_box(
+    lam: float, *, height: int, width: int, generator: torch.Generator
+) -> tuple[tuple[int, int, int, int], float]:
+    r_x = int(torch.randint(width, size=(1,), generator=generator, device=generator.device))
+    r_y = int(torch.randint(height, size=(1,), generator=generator, device=generator.device))
+    r = 0.5 * math.sqrt(1.0 - lam)
+    r_w_half, r_h_half = int(r * width), int(r * height)
+    x1, y1 = max(r_x - r_w_half, 0), max(r_y - r_h_half, 0)
+    x2, y2 = min(r_x + r_w_half, width), min(r_y + r_h_half, height)
+    return (x1, y1, x2, y2), float(1.0 - (x2 - x1) * (y2 - y1) / (width * height))
+
+
+def apply_mix(images: Tensor, targets: Tensor, params: MixParams) -> tuple[Tensor, Tensor]:
+    """Apply ``params`` to a batch; never modifies the inputs in place."""
+    if images.shape[0] != params.perm.shape[0] or targets.shape[0] != params.perm.shape[0]:
+        raise ValueError(
+            f"batch of {images.shape[0]} images / {targets.shape[0]} targets does not match "
+            f"a permutation of {params.perm.shape[0]}"
+        )
+    lam = float(params.lam)
+    perm = params.perm.to(images.device, non_blocking=True)
+    mixed_targets = targets.mul(lam).add_(targets.index_select(0, perm.to(targets.device)).mul_(1.0 - lam))
+    if params.mode == "mixup":
+        return images.mul(lam).add_(images.index_select(0, perm).mul_(1.0 - lam)), mixed_targets
+    if params.mode != "cutmix" or params.box is None:
+        raise ValueError(f"MixParams mode must be 'mixup' or 'cutmix' with a box, got {params.mode!r}")
+    x1, y1, x2, y2 = params.box
+    out = images.clone()
+    out[..., y1:y2, x1:x2] = images[..., y1:y2, x1:x2].index_select(0, perm)
+    return out, mixed_targets
+
+
+class BatchMixer:
+    """Labels to (optionally smoothed) one-hot rows, then MixUp / CutMix / one of them per batch.
+
+    ``label_smoothing`` here smooths the targets before mixing; use it *or*
+    the criterion's, not both.
+    """
+
+    def __init__(
+        self,
+        *,
+        mode: str,
+        num_classes: int,
+        alpha: float = 1.0,
+        cutmix_alpha: float = 1.0,
+        prob: float = 1.0,
+        switch_prob: float = 0.5,
+        label_smoothing: float = 0.0,
+    ) -> None:
+        _check_mode(mode)
+        if num_classes < 2:
+            raise ValueError(f"num_classes must be >= 2, got {num_classes!r}")
+        for name, value in (("alpha", alpha), ("cutmix_alpha", cutmix_alpha)):
+            if not (value > 0 and math.isfinite(value)):
+                raise ValueError(f"{name} must be a finite number > 0, got {value!r}")
+        if not 0.0 <= prob <= 1.0 or not 0.0 <= switch_prob <= 1.0:
+            raise ValueError(f"prob and switch_prob must be in [0, 1], got {prob!r}, {switch_prob!r}")
+        if not 0.0 <= label_smoothing < 1.0:
+            raise ValueError(f"label_smoothing must be in [0, 1), got {label_smoothing!r}")
+        self.mode, self.num_classes = mode, num_classes
+        self.alpha, self.cutmix_alpha = float(alpha), float(cutmix_alpha)
+        self.prob, self.switch_prob, self.label_smoothing = float(prob), float(switch_prob), float(label_smoothing)
+
+    def one_hot(self, labels: Tensor) -> Tensor:
+        """Float32 ``(B, K)`` targets, smoothed as ``(1-ε)·e_y + ε/K``."""
+        targets = F.one_hot(labels, self.num_classes).float()
+        if self.label_smoothing:
+            targets = targets.mul_(1.0 - self.label_smoothing).add_(self.label_smoothing / self.num_classes)
+        return targets
+
+    def __call__(self, images: Tensor, labels: Tensor, *, generator: torch.Generator) -> tuple[Tensor, Tensor]:
+        targets = self.one_hot(labels)
+        if self.mode == "none":
+            return images, targets
+        params = sample_mix_params(
+            batch_size=images.shape[0],
+            height=images.shape[-2],
+            width=images.shape[-1],
+            mode=self.mode,
+            alpha=self.alpha,
+            cutmix_alpha=self.cutmix_alpha,
+            prob=self.prob,
+            switch_prob=self.switch_prob,
+            generator=generator,
+        )
+        if params is None:
+            return images, targets
+        return apply_mix(images, targets, params)
+
+
+def _check_mode(mode: str) -> None:
+    if mode not in MIX_MODES:
+        raise ValueError(f"unknown mixing mode {mode!r}; supported: {', '.join(MIX_MODES)}")
