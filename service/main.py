@@ -31,6 +31,7 @@ from service.storage import make_blob_store
 logger = logging.getLogger(__name__)
 
 BOOTSTRAP_TENANT = "default"
+MULTIPART_SLACK_BYTES = 64 * 1024
 DESCRIPTION = """\
 Training as a service for class-imbalanced image classification.
 
@@ -63,7 +64,11 @@ def create_app(settings: Settings | None = None, *, run_reaper: bool = True) -> 
     app.state.settings = settings
     app.state.run_reaper = run_reaper
     install_error_handlers(app)
-    app.add_middleware(BodySizeLimitMiddleware, max_bytes=settings.max_upload_bytes)
+    # The middleware counts the whole multipart body (boundaries, part headers, the
+    # `name` field) while save_upload enforces the exact limit on the file itself.
+    app.add_middleware(
+        BodySizeLimitMiddleware, max_bytes=settings.max_upload_bytes + MULTIPART_SLACK_BYTES
+    )
     app.include_router(build_router())
     return app
 

@@ -113,11 +113,12 @@ def _broker_config(settings: Settings) -> dict[str, Any]:
     url = settings.celery_broker_url
     if settings.is_embedded:
         # "sqla+sqlite:///…" names kombu's transport; we pass our subclass instead.
+        sqlite = url.startswith("sqla+sqlite")
         return {
             "broker_url": url.split("+", 1)[1],
             "broker_transport": f"{__name__}:SQLBrokerTransport",
-            # create_engine arguments: wait for the file lock instead of failing.
-            "broker_transport_options": {"connect_args": {"timeout": 30}},
+            # create_engine arguments: on SQLite, wait for the file lock instead of failing.
+            "broker_transport_options": {"connect_args": {"timeout": 30}} if sqlite else {},
             # SQLite has no fanout exchange for remote control.
             "worker_enable_remote_control": False,
         }

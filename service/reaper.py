@@ -58,11 +58,19 @@ def reap_once(
 ) -> ReapReport:
     """One pass over expired leases and stale queued jobs. Database errors propagate."""
     now = now or utcnow()
-    session_factory = session_factory or make_session_factory(make_engine(settings.sqlalchemy_url))
+    engine = None if session_factory is not None else make_engine(settings.sqlalchemy_url)
+    session_factory = session_factory or make_session_factory(engine)
+    own_celery = celery_app is None
     celery_app = celery_app or make_celery(settings)
     report = ReapReport()
-    _recover_expired(settings, session_factory, celery_app, now, report)
-    _resend_stale(settings, session_factory, celery_app, now, report)
+    try:
+        _recover_expired(settings, session_factory, celery_app, now, report)
+        _resend_stale(settings, session_factory, celery_app, now, report)
+    finally:  # release what this call created (the API passes its own, long-lived ones)
+        if engine is not None:
+            engine.dispose()
+        if own_celery:
+            celery_app.close()
     if not report.is_empty:
         logger.info(
             "reaper: requeued %s, failed %s, cancelled %s, re-sent %s, send errors %s",

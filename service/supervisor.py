@@ -6,9 +6,10 @@ with the API and its reaper thread in this process. If the worker dies (OOM
 killer, SIGKILL), the restarted one picks the job up once the reaper sees the
 lease expire and re-queues it: at most ``lease_seconds`` plus
 ``reaper_interval_seconds`` later, resuming from the job's checkpoint.
-On SIGINT/SIGTERM uvicorn stops first (no new jobs), then the worker's process
-group gets SIGTERM (a running job checkpoints and goes back to the queue),
-and SIGKILL after a grace period.
+On SIGINT/SIGTERM uvicorn stops first (no new jobs), then the worker gets
+SIGTERM (it forwards it to a child running a job, which goes back to the
+queue with its checkpoint), and its whole process group SIGKILL after a grace
+period.
 
 The service never imports ``workers`` statically (the import-linter contract):
 the worker is loaded by module name, here or in the child's command line.
@@ -33,6 +34,7 @@ from service.config import Settings
 logger = logging.getLogger(__name__)
 
 WORKER_MODULE = "workers.celery_app"
+TASKS_MODULE = "workers.tasks"
 STOP_GRACE_SECONDS = 30.0
 MAX_RESTART_BACKOFF_SECONDS = 30.0
 STABLE_RUN_SECONDS = 60.0  # a worker that ran this long resets the restart backoff
@@ -70,8 +72,10 @@ def worker_environment(settings: Settings) -> dict[str, str]:
 def run_worker(settings: Settings, *, concurrency: int = 1) -> None:
     """Run a Celery training worker in this process until it is shut down."""
     args = worker_args(concurrency=concurrency)
-    module = importlib.import_module(WORKER_MODULE)  # by name: service never imports workers statically
-    app = module.make_worker_app(settings)
+    # By name: service never imports workers statically. The task module first, so its task
+    # (shared with every app) is registered when this app is finalised.
+    importlib.import_module(TASKS_MODULE)
+    app = importlib.import_module(WORKER_MODULE).make_worker_app(settings)
     app.worker_main(args)
 
 
@@ -120,12 +124,12 @@ class WorkerSupervisor:
             self._stopping.wait(backoff)
 
     def stop(self) -> None:
-        """SIGTERM to the worker's process group (jobs hand themselves back), SIGKILL after the grace period."""
+        """SIGTERM to the worker (it tells busy children: jobs hand themselves back), then SIGKILL to its group."""
         with self._lock:
             self._stopping.set()
             process = self._process
         if process is not None and process.poll() is None:
-            _signal_group(process, signal.SIGTERM)
+            process.send_signal(signal.SIGTERM)
             try:
                 process.wait(timeout=self._grace)
             except subprocess.TimeoutExpired:

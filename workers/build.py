@@ -60,15 +60,7 @@ def build_training(
     seed_everything(spec.seed)
     model = _network(spec, train, num_classes=len(names), init_state=init_state).to(device)
     sampler = make_sampler(spec.sampler.type, labels=train.labels, seed=spec.seed, device=device)
-    optimizer = make_optimizer(
-        spec.optim.name, model.parameters(), lr=spec.optim.lr, weight_decay=spec.optim.weight_decay,
-        momentum=spec.optim.momentum,
-    )
-    scheduler = make_scheduler(
-        spec.optim.scheduler, optimizer, epochs=spec.epochs,
-        steps_per_epoch=steps_per_epoch(sampler.epoch_length, spec.batch_size),
-        warmup_epochs=spec.optim.warmup_epochs, milestones=spec.optim.milestones, step_gamma=spec.optim.step_gamma,
-    )
+    optimizer, scheduler = _optimization(spec, model, epoch_length=sampler.epoch_length)
     return {
         "model": model, "train": train, "val": splits["val"], "test": splits["test"], "class_names": names,
         "criterion": make_criterion(spec.loss, counts=counts),
@@ -87,6 +79,19 @@ def _split(arrays: SplitArrays) -> Split:
     images, labels = arrays
     # Labels are small: a writable copy (torch warns on read-only memmaps); images stay memory-mapped.
     return Split(images, np.array(labels, dtype=np.int64))
+
+
+def _optimization(spec: JobSpec, model: Classifier, *, epoch_length: int):
+    # Built after the model is on its device, so the optimizer can pick fused CUDA kernels.
+    optim = spec.optim
+    optimizer = make_optimizer(
+        optim.name, model.parameters(), lr=optim.lr, weight_decay=optim.weight_decay, momentum=optim.momentum
+    )
+    scheduler = make_scheduler(
+        optim.scheduler, optimizer, epochs=spec.epochs, steps_per_epoch=steps_per_epoch(epoch_length, spec.batch_size),
+        warmup_epochs=optim.warmup_epochs, milestones=optim.milestones, step_gamma=optim.step_gamma,
+    )
+    return optimizer, scheduler
 
 
 def _network(

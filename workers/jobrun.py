@@ -126,10 +126,13 @@ class JobRun:
         logger.info("job %s: resuming after epoch %s", self.job_id, state.get("epoch"))
         return state
 
+    def time_limit(self, spec: JobSpec) -> int:
+        """Seconds from the job's first start: its own limit, capped by the server's."""
+        return min(spec.max_runtime_seconds or self.settings.max_job_seconds, self.settings.max_job_seconds)
+
     def _deadline(self, spec: JobSpec) -> datetime:
-        limit = min(spec.max_runtime_seconds or self.settings.max_job_seconds, self.settings.max_job_seconds)
-        self.time_limit = limit
-        return leases.aware(self.times["started"] or self.times["claimed"]) + timedelta(seconds=limit)
+        started = leases.aware(self.times["started"] or self.times["claimed"])
+        return started + timedelta(seconds=self.time_limit(spec))
 
     def log_first_step(self) -> None:
         now = utcnow()
@@ -148,7 +151,7 @@ class JobRun:
             self._finish(status=JobStatus.cancelled, best_epoch=result.best_epoch or None)
             return "cancelled"
         if result.stopped == "deadline":
-            message = (f"the job exceeded its time limit of {self.time_limit} s after {len(result.history)} "
+            message = (f"the job exceeded its time limit of {self.time_limit(spec)} s after {len(result.history)} "
                        "completed epoch(s); raise max_runtime_seconds or train fewer epochs")
             return self.fail(error_type="TimeLimitExceeded", message=message)
         stored = export_artifacts(result, store=self.store, job_id=self.job_id, spec=spec, class_names=class_names,

@@ -56,7 +56,18 @@ def run_job(
     celery_app: Celery | None = None,
 ) -> str:
     """Run job ``job_id`` to one of ``OUTCOMES`` (see the module docstring); never raises for job errors."""
-    factory = session_factory or make_session_factory(make_engine(settings.sqlalchemy_url))
+    engine = None if session_factory is not None else make_engine(settings.sqlalchemy_url)
+    factory = session_factory or make_session_factory(engine)
+    try:
+        return _claim_and_run(job_id, settings=settings, worker_id=worker_id, factory=factory,
+                              store=store or make_blob_store(settings), celery_app=celery_app)
+    finally:
+        if engine is not None:
+            engine.dispose()
+
+
+def _claim_and_run(job_id: str, *, settings: Settings, worker_id: str, factory: sessionmaker[Session],
+                   store: BlobStore, celery_app: Celery | None) -> str:
     try:
         job = retry_db(lambda: _claim(factory, job_id, worker_id, settings), budget_seconds=settings.lease_seconds,
                        what=f"claim job {job_id}")
@@ -67,8 +78,8 @@ def run_job(
         logger.info("job %s: not claimable (duplicate delivery, or no longer queued); skipping", job_id)
         return "skipped"
     logger.info("job %s: claimed by %s (attempt %d)", job_id, worker_id, job.attempts)
-    run = JobRun(job=job, settings=settings, worker_id=worker_id, session_factory=factory,
-                 store=store or make_blob_store(settings), celery_app=celery_app)
+    run = JobRun(job=job, settings=settings, worker_id=worker_id, session_factory=factory, store=store,
+                 celery_app=celery_app)
     return _supervise(run)
 
 

@@ -2,13 +2,17 @@
 
 Untrusted input: the pixel count is read from the header and checked before
 any pixel is decoded (decompression bombs), and only a short list of formats
-is parsed at all.
+is parsed at all. Pixels go through uint8 exactly as upload ingest does
+(``service.ingest.images``: 16-bit grey scaled by 257, bilinear resize of the
+8-bit image), so a served image reaches the model as the same values a
+training image did.
 """
 
 from __future__ import annotations
 
 import io
 import logging
+import struct
 from collections.abc import Sequence
 
 import numpy as np
@@ -18,7 +22,9 @@ from PIL import Image, UnidentifiedImageError
 logger = logging.getLogger(__name__)
 
 ALLOWED_FORMATS = ("PNG", "JPEG", "BMP", "TIFF", "GIF", "WEBP")
-_WIDE_MODES = ("I;16", "I;16B", "I;16L", "I;16N", "I")  # 16-bit greyscale (PNG, TIFF)
+_SIXTEEN_BIT = ("I", "I;16", "I;16L", "I;16B", "I;16N")  # 16-bit greyscale (PNG, TIFF)
+# What a malformed file can make a Pillow decoder raise besides OSError.
+_DECODE_ERRORS = (OSError, SyntaxError, ValueError, EOFError, struct.error, IndexError, TypeError)
 
 
 class InstanceError(ValueError):
@@ -46,7 +52,7 @@ def decode_image(
     image = _open(data, max_pixels=max_pixels)
     try:
         array = _pixels(image, channels=channels, size=(width, height))
-    except (OSError, ValueError, SyntaxError, Image.DecompressionBombError) as exc:
+    except (*_DECODE_ERRORS, Image.DecompressionBombError) as exc:
         # Truncated or corrupt pixel data only shows up here, after the header parsed.
         raise ValueError(f"cannot decode {image.format} image: {_short(exc)}") from exc
     finally:
@@ -85,7 +91,7 @@ def _open(data: bytes, *, max_pixels: int) -> Image.Image:
     except (Image.DecompressionBombError, Image.DecompressionBombWarning) as exc:
         # Pillow's own guard fired while reading the header (far beyond any sane limit).
         raise ValueError(f"image too large (limit {max_pixels} pixels)") from exc
-    except (OSError, ValueError, SyntaxError) as exc:
+    except _DECODE_ERRORS as exc:
         raise ValueError(f"cannot read image header: {_short(exc)}") from exc
     pixels = image.width * image.height
     if pixels > max_pixels or image.width < 1 or image.height < 1:
@@ -97,25 +103,25 @@ def _open(data: bytes, *, max_pixels: int) -> Image.Image:
 
 
 def _pixels(image: Image.Image, *, channels: int, size: tuple[int, int]) -> np.ndarray:
-    """``(H, W, C)`` float32 in [0, 1]; 16-bit greyscale keeps its range instead of clipping."""
-    if image.mode in _WIDE_MODES:
-        image = image.convert("F")  # resize in float, then scale 0..65535 -> 0..1
-        scale = 65535.0
-    else:
-        if image.mode == "P" and "transparency" in image.info:
-            # Via RGBA: a direct P -> RGB conversion with a transparent index warns.
-            image = image.convert("RGBA")
-        image = image.convert("L" if channels == 1 else "RGB")
-        scale = 255.0
+    """``(H, W, C)`` float32 in [0, 1], via the same 8-bit image ingest would have stored."""
+    image = _eight_bit(image)
+    image = image.convert("L" if channels == 1 else "RGB")
     if image.size != size:
         image = image.resize(size, Image.Resampling.BILINEAR)
-    array = np.asarray(image, dtype=np.float32) / np.float32(scale)
-    np.clip(array, 0.0, 1.0, out=array)
-    if array.ndim == 2:
-        array = array[:, :, None]
-    if array.shape[2] != channels:  # 16-bit greyscale fed to an RGB model
-        array = np.repeat(array, channels, axis=2)
-    return array
+    array = np.asarray(image, dtype=np.float32) / np.float32(255)
+    return array[:, :, None] if array.ndim == 2 else array
+
+
+def _eight_bit(image: Image.Image) -> Image.Image:
+    if image.mode in _SIXTEEN_BIT:  # 0..65535 -> 0..255, rounded (clipping would saturate)
+        wide = np.asarray(image, dtype=np.float64)
+        return Image.fromarray(np.clip(np.rint(wide / 257.0), 0, 255).astype(np.uint8))
+    if image.mode == "F":
+        return Image.fromarray(np.clip(np.rint(np.asarray(image, dtype=np.float64)), 0, 255).astype(np.uint8))
+    if image.mode == "P" and "transparency" in image.info:
+        # Via RGBA: a direct P -> RGB/L conversion with a transparent index warns.
+        return image.convert("RGBA")
+    return image
 
 
 def _short(exc: BaseException) -> str:

@@ -122,7 +122,7 @@ def _png_instances(npz: Path, count: int) -> list[bytes]:
     encoded = []
     for image in images:
         buffer = io.BytesIO()
-        Image.fromarray(image)  # (28, 28) uint8 -> mode "L".save(buffer, format="PNG")
+        Image.fromarray(image).save(buffer, format="PNG")  # (28, 28) uint8: mode "L"
         encoded.append(buffer.getvalue())
     return encoded
 

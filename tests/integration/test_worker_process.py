@@ -18,6 +18,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 from sqlalchemy import func, select
+from sqlalchemy.exc import OperationalError
 
 from service.config import Settings
 from service.db import make_engine, make_session_factory, transaction
@@ -169,6 +170,7 @@ def test_worker_trains_a_job_and_a_duplicate_delivery_trains_nothing(world):
     enqueue_job(world.celery, job_id)
     enqueue_job(world.celery, job_id)  # the same message twice: at-least-once delivery
     world.start_worker()
+    world.start_worker()  # two workers: the copies can be delivered at the same time
     job = world.wait_status(job_id, JobStatus.succeeded)
     wait_for(lambda: "not claimable" in world.logs(), 30, "the duplicate delivery to be skipped", world)
     assert (job.attempts, job.progress_epoch, job.error_type) == (1, 2, None)
@@ -203,6 +205,54 @@ def test_sigkilled_worker_job_is_reaped_and_resumed_from_its_checkpoint(world):
         key = session.scalar(select(Artifact.blob_key).where(Artifact.job_id == job_id, Artifact.name == "metrics.json"))
     history = json.loads(world.store.local_path(key).read_text())["history"]
     assert [record["epoch"] for record in history] == [1, 2, 3, 4, 5, 6]
+
+
+def test_sigterm_to_the_worker_hands_the_job_back_and_another_worker_finishes_it(world):
+    job_id = world.job(world.dataset(train=(600, 200)), epochs=6)
+    first = world.start_worker()
+    world.wait_ready(first)
+    enqueue_job(world.celery, job_id)
+    wait_for(lambda: world.row(job_id).checkpoint_epoch >= 1, 60, "the first checkpoint", world)
+    first.send_signal(signal.SIGTERM)  # the parent only, as `docker stop` does: it must tell the child
+    first.wait(timeout=60)
+    released = world.row(job_id)
+    assert (released.status, released.attempts, released.worker_id) == (JobStatus.queued, 0, None)
+    assert "handed back to the queue" in world.logs()
+    world.start_worker()  # the re-sent message is waiting in Redis
+    job = world.wait_status(job_id, JobStatus.succeeded, timeout=90)
+    assert job.attempts == 1 and world.epochs(job_id) == [1, 2, 3, 4, 5, 6]
+    assert f"resuming after epoch {released.checkpoint_epoch}" in world.logs()
+
+
+@pytest.mark.chaos
+def test_job_survives_its_database_connections_being_killed(world, module_postgres_url):
+    import psycopg
+
+    job_id = world.job(world.dataset(train=(600, 200)), epochs=6)
+    world.wait_ready(world.start_worker())
+    enqueue_job(world.celery, job_id)
+    killer = psycopg.connect(module_postgres_url.replace("+psycopg", ""), autocommit=True)
+    terminated = 0
+    try:
+        deadline = time.monotonic() + 90
+        while time.monotonic() < deadline and not _succeeded(world, job_id):
+            rows = killer.execute(
+                "SELECT pg_terminate_backend(pid) FROM pg_stat_activity"
+                " WHERE datname = current_database() AND pid <> pg_backend_pid()"
+            ).fetchall()
+            terminated += len(rows)
+            time.sleep(0.2)
+    finally:
+        killer.close()
+    job = world.wait_status(job_id, JobStatus.succeeded, timeout=5)
+    assert terminated > 0 and job.attempts == 1 and world.epochs(job_id) == [1, 2, 3, 4, 5, 6]
+
+
+def _succeeded(world: World, job_id: str) -> bool:
+    try:
+        return world.row(job_id).status == JobStatus.succeeded
+    except OperationalError:  # our own connection was just terminated too
+        return False
 
 
 def test_embedded_sqlite_broker_starts_a_job_within_two_seconds(tmp_path):

@@ -122,8 +122,9 @@ _REQUEST_BODY = {
     },
 )
 async def predict(
-    model_id: str, request: Request, session: SessionDep, tenant_id: TenantDep, settings: SettingsDep
+    model_id: str, request: Request, session: SessionDep, tenant_id: TenantDep
 ) -> PredictOut:
+    settings = request.app.state.settings
     model = await run_in_threadpool(_find_model, session, tenant_id=tenant_id, model_id=model_id)
     if model is None:
         raise not_found("model", model_id)

@@ -99,44 +99,107 @@ def test_a_lone_request_does_not_wait(executor: ThreadPoolExecutor) -> None:
     assert recorder.sizes == [1] * 5
 
 
-def test_work_queued_during_a_pass_waits_to_fill_then_runs_together(executor: ThreadPoolExecutor) -> None:
+def wait_until(condition, *, timeout: float = 5.0) -> None:
+    deadline = time.perf_counter() + timeout
+    while not condition():
+        if time.perf_counter() > deadline:
+            raise TimeoutError("condition not met")
+        time.sleep(0.001)
+
+
+def test_work_queued_during_a_pass_runs_together_as_soon_as_the_pass_ends(executor: ThreadPoolExecutor) -> None:
     gate = threading.Event()
     recorder = Recorder(gate=gate)
-    batcher = MicroBatcher(forward=recorder, executor=executor, max_batch=4, max_wait_ms=300)
+    batcher = MicroBatcher(forward=recorder, executor=executor, max_batch=4, max_wait_ms=10_000, max_inflight=2)
 
     async def main() -> None:
         first = asyncio.ensure_future(batcher.submit(images(1)))
         await asyncio.to_thread(recorder.started.wait, 5)  # first pass is running (and held)
-        queued = asyncio.ensure_future(batcher.submit(images(1, offset=50)))
-        await asyncio.sleep(0)
-        gate.set()
+        queued = [asyncio.ensure_future(batcher.submit(images(1, offset=o))) for o in (50, 90)]
+        await asyncio.sleep(0.05)
+        assert recorder.sizes == [1]  # a slot is free, but the batch is not full: it waits
+        gate.set()  # the pass ends, nothing runs: the queue goes at once, not after 10 s
         await first
-        # The runner now holds `queued` for up to 300 ms hoping for more; this one joins it.
-        late = await batcher.submit(images(1, offset=90))
-        assert torch.equal(await queued, rows_of(images(1, offset=50)))
-        assert torch.equal(late, rows_of(images(1, offset=90)))
+        for offset, task in zip((50, 90), queued):
+            assert torch.equal(await task, rows_of(images(1, offset=offset)))
 
+    began = time.perf_counter()
     asyncio.run(main())
     assert recorder.sizes == [1, 2]
+    assert time.perf_counter() - began < 5.0
+
+
+def test_while_a_pass_runs_a_free_slot_waits_at_most_max_wait(executor: ThreadPoolExecutor) -> None:
+    gate = threading.Event()
+    recorder = Recorder(gate=gate)
+    batcher = MicroBatcher(forward=recorder, executor=executor, max_batch=8, max_wait_ms=50, max_inflight=2)
+
+    async def main() -> float:
+        first = asyncio.ensure_future(batcher.submit(images(1)))
+        await asyncio.to_thread(recorder.started.wait, 5)
+        began = time.perf_counter()
+        second = asyncio.ensure_future(batcher.submit(images(1, offset=9)))
+        await asyncio.to_thread(wait_until, lambda: len(recorder.sizes) == 2)  # dispatched beside the first
+        waited = time.perf_counter() - began
+        gate.set()
+        await first
+        assert torch.equal(await second, rows_of(images(1, offset=9)))
+        return waited
+
+    assert asyncio.run(main()) >= 0.05
+    assert recorder.sizes == [1, 1]
 
 
 def test_a_full_queue_does_not_wait(executor: ThreadPoolExecutor) -> None:
     gate = threading.Event()
     recorder = Recorder(gate=gate)
-    batcher = MicroBatcher(forward=recorder, executor=executor, max_batch=2, max_wait_ms=10_000)
+    batcher = MicroBatcher(forward=recorder, executor=executor, max_batch=2, max_wait_ms=10_000, max_inflight=2)
 
-    async def main() -> float:
+    async def main() -> None:
         first = asyncio.ensure_future(batcher.submit(images(1)))
         await asyncio.to_thread(recorder.started.wait, 5)
         rest = [asyncio.ensure_future(batcher.submit(images(1, offset=i))) for i in (10, 20)]
-        await asyncio.sleep(0)
-        began = time.perf_counter()
+        await asyncio.to_thread(wait_until, lambda: len(recorder.sizes) == 2)  # full: runs beside the first
         gate.set()
         await asyncio.gather(first, *rest)
-        return time.perf_counter() - began
 
-    assert asyncio.run(main()) < 5.0
+    began = time.perf_counter()
+    asyncio.run(main())
+    assert time.perf_counter() - began < 5.0
     assert recorder.sizes == [1, 2]
+
+
+def test_a_failing_load_fails_only_its_own_request(executor: ThreadPoolExecutor) -> None:
+    recorder = Recorder()
+    batcher = MicroBatcher(forward=recorder, executor=executor, max_batch=16, max_wait_ms=0)
+
+    def broken(start: int, stop: int) -> torch.Tensor:
+        raise ValueError("undecodable")
+
+    async def main() -> list[object]:
+        return await asyncio.gather(
+            batcher.submit(images(2)), batcher.submit_lazy(count=3, load=broken), batcher.submit(images(1, offset=5)),
+            return_exceptions=True,
+        )
+
+    good, bad, other = asyncio.run(main())
+    assert isinstance(bad, ValueError) and str(bad) == "undecodable"
+    assert torch.equal(good, rows_of(images(2))) and torch.equal(other, rows_of(images(1, offset=5)))
+    assert recorder.sizes == [3]
+
+
+def test_lazy_loads_get_their_slice_of_a_split_request(executor: ThreadPoolExecutor) -> None:
+    recorder = Recorder()
+    batcher = MicroBatcher(forward=recorder, executor=executor, max_batch=4, max_wait_ms=0)
+    x = images(10)
+    slices: list[tuple[int, int]] = []
+
+    def load(start: int, stop: int) -> torch.Tensor:
+        slices.append((start, stop))
+        return x[start:stop]
+
+    assert torch.equal(asyncio.run(batcher.submit_lazy(count=10, load=load)), rows_of(x))
+    assert slices == [(0, 4), (4, 8), (8, 10)]
 
 
 def test_a_failed_forward_fails_its_requests_and_the_next_one_works(executor: ThreadPoolExecutor) -> None:
@@ -182,6 +245,7 @@ def test_idle_callback_fires_when_the_queue_drains(executor: ThreadPoolExecutor)
 @pytest.mark.parametrize(
     ("kwargs", "message"),
     [({"max_batch": 0}, "max_batch must be an int >= 1, got 0"),
+     ({"max_inflight": 0}, "max_inflight must be an int >= 1, got 0"),
      ({"max_wait_ms": -1}, "max_wait_ms must be >= 0, got -1")],
 )
 def test_rejects_bad_settings(executor: ThreadPoolExecutor, kwargs: dict, message: str) -> None:

@@ -56,11 +56,29 @@ def test_other_sizes_are_resized_bilinearly_to_the_model_input() -> None:
     assert torch.allclose(tensor[0], torch.from_numpy(expected), atol=1 / 255 + 1e-6)
 
 
-def test_sixteen_bit_grey_keeps_its_range() -> None:
+def test_sixteen_bit_grey_is_scaled_not_clipped() -> None:
     array = np.array([[0, 32768], [65535, 1000]], dtype=np.uint16)
-    data = encode(Image.fromarray(array), "PNG")
-    tensor = decode_image(data, height=2, width=2, channels=1, max_pixels=BIG)
-    assert torch.allclose(tensor[0], torch.from_numpy(array.astype(np.float32) / 65535), atol=1e-6)
+    tensor = decode_image(encode(Image.fromarray(array), "PNG"), height=2, width=2, channels=1, max_pixels=BIG)
+    expected = np.rint(array / 257.0) / 255  # the 8-bit value ingest would have stored
+    assert torch.allclose(tensor[0], torch.from_numpy(expected.astype(np.float32)), atol=1e-7)
+
+
+@pytest.mark.parametrize(
+    ("image", "channels"),
+    [(Image.fromarray(np.random.default_rng(7).integers(0, 65536, (6, 5), dtype=np.uint16)), 1),
+     (Image.fromarray(np.random.default_rng(8).integers(0, 256, (6, 5, 3), dtype=np.uint8)), 3),
+     (Image.fromarray(np.random.default_rng(9).integers(0, 256, (6, 5), dtype=np.uint8)).convert("P"), 1),
+     (Image.fromarray(np.random.default_rng(10).integers(0, 256, (6, 5, 4), dtype=np.uint8)), 3)],
+    ids=["16-bit", "rgb", "palette", "rgba"],
+)
+def test_served_pixels_equal_the_pixels_ingest_stores_for_training(image: Image.Image, channels: int) -> None:
+    from service.ingest.images import decode_image as ingest_decode
+
+    data = encode(image, "PNG")
+    stored = ingest_decode(data, name="x.png", max_pixels=BIG)  # uint8 (H, W) or (H, W, 3)
+    served = decode_image(data, height=6, width=5, channels=channels, max_pixels=BIG)
+    stored = stored[:, :, None] if stored.ndim == 2 else stored
+    assert torch.equal(served, torch.from_numpy(stored.copy()).permute(2, 0, 1).float() / 255)
 
 
 @pytest.mark.parametrize("fmt", ALLOWED_FORMATS)

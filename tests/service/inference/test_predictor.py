@@ -8,6 +8,7 @@ import json
 import math
 from collections.abc import Iterator
 
+import numpy as np
 import pytest
 import torch
 
@@ -184,3 +185,33 @@ def test_rejects_mismatched_names(predictor, helpers) -> None:
     row = helpers.Row(id="x", blob_prefix="p", class_names=["a", "b"])
     with pytest.raises(ValueError, match="got 1 names for 2 images"):
         run(predictor, row, [b"a", b"b"], names=["only-one"])
+
+
+def test_mixed_concurrent_requests_each_get_exactly_their_own_answers(store, three_rgb, installed, helpers) -> None:
+    predictor = Predictor(store=store, max_cache_bytes=10**9, max_batch=4, max_wait_ms=1, threads=2)
+    row = helpers.Row(id="m3", blob_prefix=installed(three_rgb, "m3"), class_names=three_rgb.class_names)
+    rng = np.random.default_rng(11)
+    requests = []
+    for number in range(24):
+        arrays = helpers.images(int(rng.integers(1, 7)), height=8, width=8, channels=3, seed=100 + number)
+        payloads = [helpers.png(a) for a in arrays]
+        bad = int(rng.integers(0, len(payloads))) if number % 5 == 0 else None
+        if bad is not None:
+            payloads[bad] = b"broken"
+        requests.append((arrays, payloads, bad))
+
+    async def main() -> list[object]:
+        return await asyncio.gather(*(
+            predictor.predict(row, images=payloads, names=None, max_pixels=BIG) for _, payloads, _ in requests
+        ), return_exceptions=True)
+
+    try:
+        results = asyncio.run(main())
+    finally:
+        predictor.close()
+    for (arrays, _, bad), result in zip(requests, results):
+        if bad is not None:
+            assert isinstance(result, InstanceError) and result.index == bad
+            continue
+        got = torch.tensor([list(p["probabilities"].values()) for p in result], dtype=torch.float64)
+        assert torch.allclose(got, helpers.eager(three_rgb, arrays), atol=1e-5)

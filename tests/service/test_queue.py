@@ -1,0 +1,56 @@
+"""The shared Celery configuration, sending by task name, and the broker check (real SQLite and Redis brokers)."""
+
+from __future__ import annotations
+
+import time
+
+import pytest
+from kombu.exceptions import OperationalError
+
+from service.queue import QUEUE, TASK_NAME, celery_config, check_broker, enqueue_job, make_celery
+
+
+def test_exactly_once_comes_from_the_database_not_the_broker(sqlite_settings):
+    config = celery_config(sqlite_settings())
+    assert config["task_acks_late"] is False and config["task_reject_on_worker_lost"] is False
+    assert config["worker_prefetch_multiplier"] == 1 and config["worker_max_tasks_per_child"] == 1
+    assert config["task_ignore_result"] is True and config["result_backend"] is None
+    assert config["broker_connection_retry_on_startup"] is True
+    assert config["task_routes"] == {TASK_NAME: {"queue": QUEUE}}
+
+
+def test_embedded_broker_polls_fast_and_redis_keeps_messages_long(sqlite_settings):
+    embedded = celery_config(sqlite_settings())
+    assert embedded["broker_transport"] == "service.queue:SQLBrokerTransport"
+    assert embedded["broker_url"].startswith("sqlite:///") and embedded["worker_enable_remote_control"] is False
+    redis = celery_config(sqlite_settings(broker_url="redis://127.0.0.1:6379/3"))
+    assert redis["broker_url"] == "redis://127.0.0.1:6379/3"
+    assert redis["broker_transport_options"] == {"visibility_timeout": 12 * 3600}
+
+
+def test_enqueue_sends_the_job_id_by_task_name_on_the_embedded_broker(sqlite_settings):
+    app = make_celery(sqlite_settings())
+    check_broker(app)
+    enqueue_job(app, "a" * 32)
+    with app.connection_for_read() as connection:
+        assert connection.transport.polling_interval == pytest.approx(0.1)
+        with connection.SimpleQueue(QUEUE) as queue:
+            message = queue.get(timeout=2)
+            assert message.headers["task"] == TASK_NAME and message.payload[0] == ["a" * 32]
+            message.ack()
+    with pytest.raises(ValueError, match="job_id"):
+        enqueue_job(app, "")
+
+
+def test_check_broker_and_enqueue_fail_fast_when_the_broker_is_down(sqlite_settings):
+    app = make_celery(sqlite_settings(broker_url="redis://127.0.0.1:1/0"))
+    started = time.monotonic()
+    with pytest.raises(OperationalError):
+        check_broker(app, timeout=1)
+    with pytest.raises(OperationalError):
+        enqueue_job(app, "b" * 32)
+    assert time.monotonic() - started < 10
+
+
+def test_check_broker_on_redis(redis_url, sqlite_settings):
+    check_broker(make_celery(sqlite_settings(broker_url=redis_url)))
