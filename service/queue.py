@@ -12,7 +12,9 @@ id); the database is the truth. The choices below follow from that:
   A worker that dies mid-job loses its message on purpose: its lease expires
   and the reaper (``service.reaper``) re-queues the job and sends a new one.
 - **One job per child, one child per GPU**: ``worker_prefetch_multiplier=1``
-  (a busy worker never hoards messages another worker could run),
+  and, on Redis, ``worker_disable_prefetch=True`` (with early ack the slot
+  frees as the job starts, so otherwise a busy worker would reserve the next
+  message while another worker sits idle),
   ``worker_max_tasks_per_child=1`` (a fresh child per job, so CUDA state and
   fragmented memory never leak into the next job; CUDA is touched only in the
   child, never in the forking parent), concurrency 1 per GPU.
@@ -125,6 +127,9 @@ def _broker_config(settings: Settings) -> dict[str, Any]:
     return {
         "broker_url": url,
         "broker_transport_options": {"visibility_timeout": VISIBILITY_TIMEOUT_SECONDS},
+        # Early ack frees the prefetch slot as a job starts; without this a busy worker would
+        # reserve the next message while an idle worker waits (Redis only in Celery 5.7).
+        "worker_disable_prefetch": True,
     }
 
 

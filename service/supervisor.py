@@ -17,6 +17,7 @@ the worker is loaded by module name, here or in the child's command line.
 
 from __future__ import annotations
 
+import ctypes
 import importlib
 import json
 import logging
@@ -38,6 +39,7 @@ TASKS_MODULE = "workers.tasks"
 STOP_GRACE_SECONDS = 30.0
 MAX_RESTART_BACKOFF_SECONDS = 30.0
 STABLE_RUN_SECONDS = 60.0  # a worker that ran this long resets the restart backoff
+_PR_SET_PDEATHSIG = 1  # linux/prctl.h
 
 
 def worker_args(*, concurrency: int) -> list[str]:
@@ -103,7 +105,10 @@ class WorkerSupervisor:
             if self._stopping.is_set():
                 return None
             # Own session: a terminal's Ctrl-C reaches us, not the worker; we stop it in order.
-            self._process = subprocess.Popen(self._command, env=self._env, start_new_session=True)
+            self._process = subprocess.Popen(
+                self._command, env=self._env, start_new_session=True,
+                preexec_fn=_die_with_parent if sys.platform == "linux" else None,
+            )
             logger.info("worker started (pid %d)", self._process.pid)
             return self._process
 
@@ -138,6 +143,16 @@ class WorkerSupervisor:
                 process.wait()
             logger.info("worker stopped (exit code %s)", process.returncode)
         self._thread.join(timeout=5)
+
+
+def _die_with_parent() -> None:
+    # Runs in the child before exec: if this supervisor dies, even by SIGKILL, the kernel sends the
+    # worker SIGTERM (a graceful hand-back), so no orphaned worker keeps taking jobs. The signal fires
+    # when the spawning thread ends, which is the supervisor thread: it outlives every worker it starts.
+    try:
+        ctypes.CDLL(None, use_errno=True).prctl(_PR_SET_PDEATHSIG, signal.SIGTERM)
+    except (OSError, AttributeError):
+        pass
 
 
 def _signal_group(process: subprocess.Popen, signum: int) -> None:

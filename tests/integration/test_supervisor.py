@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import os
 import signal
+import subprocess
 import sys
 import time
 from pathlib import Path
@@ -76,3 +77,24 @@ def test_worker_arguments_and_environment(tmp_path):
     assert env["RAREFIT_LEASE_SECONDS"] == "7" and env["RAREFIT_DATA_DIR"] == str(tmp_path.resolve())
     assert env["RAREFIT_DATABASE_URL"] == settings.sqlalchemy_url
     assert env["RAREFIT_BROKER_URL"] == settings.celery_broker_url
+
+
+@pytest.mark.skipif(sys.platform != "linux", reason="parent-death signal is Linux-only")
+def test_worker_gets_sigterm_when_the_supervisor_is_killed(tmp_path):
+    log = tmp_path / "events"
+    script = (
+        "import os, sys, time\n"
+        "from service.supervisor import WorkerSupervisor\n"
+        f"WorkerSupervisor([sys.executable, '-c', {CHILD!r}, {str(log)!r}, 'exit'], env=dict(os.environ)).start()\n"
+        "time.sleep(120)\n"
+    )
+    parent = subprocess.Popen([sys.executable, "-c", script], cwd=Path(__file__).resolve().parents[2])
+    try:
+        wait_for(lambda: len(events(log)) == 1)
+        child = int(events(log)[0].split()[1])
+        parent.kill()  # SIGKILL: no cleanup code runs in the supervisor
+        parent.wait()
+        wait_for(lambda: events(log)[-1] == f"term {child}")
+    finally:
+        if parent.poll() is None:
+            parent.kill()

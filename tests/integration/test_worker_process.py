@@ -173,6 +173,10 @@ def test_worker_trains_a_job_and_a_duplicate_delivery_trains_nothing(world):
     world.start_worker()  # two workers: the copies can be delivered at the same time
     job = world.wait_status(job_id, JobStatus.succeeded)
     wait_for(lambda: "not claimable" in world.logs(), 30, "the duplicate delivery to be skipped", world)
+    # Each worker took one copy (no prefetching while busy): one trained, the other skipped.
+    logs = [path.read_text() for _, path in world.workers]
+    assert sorted("claimed by" in log for log in logs) == [False, True]
+    assert sorted("not claimable" in log for log in logs) == [False, True]
     assert (job.attempts, job.progress_epoch, job.error_type) == (1, 2, None)
     assert world.epochs(job_id) == [1, 2]
     with world.factory() as session:

@@ -122,9 +122,8 @@ _REQUEST_BODY = {
     },
 )
 async def predict(
-    model_id: str, request: Request, session: SessionDep, tenant_id: TenantDep
+    model_id: str, request: Request, session: SessionDep, tenant_id: TenantDep, settings: SettingsDep
 ) -> PredictOut:
-    settings = request.app.state.settings
     model = await run_in_threadpool(_find_model, session, tenant_id=tenant_id, model_id=model_id)
     if model is None:
         raise not_found("model", model_id)
