@@ -44,12 +44,13 @@ class Plan:
     seconds: float  # per predict measurement
     poll_seconds: float
     overhead_runs: int
+    overhead_epochs: int
     sizes: dict[str, int]
 
 
-FULL = Plan(("simple_cnn", "resnet18"), (1, 16, 64), ("multipart", "json"), 5.0, 10.0, 3,
+FULL = Plan(("simple_cnn", "resnet18"), (1, 16, 64), ("multipart", "json"), 5.0, 10.0, 3, 2,
             {"train": 512, "val": 128, "test": 128})
-QUICK = Plan(("simple_cnn",), (1, 16), ("multipart", "json"), 1.0, 1.5, 1, {"train": 128, "val": 32, "test": 32})
+QUICK = Plan(("simple_cnn",), (1, 16), ("multipart", "json"), 0.5, 1.0, 1, 1, {"train": 128, "val": 32, "test": 32})
 
 
 def train_spec(dataset_id: str, arch: str, *, epochs: int) -> dict[str, Any]:
@@ -110,7 +111,8 @@ def embedded_part(arrays: common.Arrays, plan: Plan, workdir: Path, device: str)
         dataset = api_client.upload_dataset(http, arrays, name="bench")
         models = trained_models(http, dataset["id"], plan, workdir)
         overhead = [
-            job_overhead.measure_once(http, train_spec(dataset["id"], "simple_cnn", epochs=2), log_path=log_path,
+            job_overhead.measure_once(http, train_spec(dataset["id"], "simple_cnn", epochs=plan.overhead_epochs),
+                                      log_path=log_path,
                                       database_url=f"sqlite:///{data_dir / 'rarefit.db'}", timeout=1800)
             for _ in range(plan.overhead_runs)
         ]
@@ -145,6 +147,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     argv = list(sys.argv[1:] if argv is None else argv)
     args = parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(message)s")
+    logging.getLogger("httpx").setLevel(logging.WARNING)  # a log line per request would load the client
     device = common.check_device(args.device)
     plan = QUICK if args.quick else FULL
     arrays, _names = common.load_npz(args.data)

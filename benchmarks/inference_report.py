@@ -92,6 +92,6 @@ def report(results: dict[str, Any], *, plan_seconds: float, poll_seconds: float)
         + "\n\nfloor = `benchmarks/floor_app.py`: the same `model.pt2` in a bare FastAPI endpoint "
         "(no auth, database, cache or batching). Client and servers share this machine's cores.",
         f"### Job-status polling (`GET /v1/jobs/{{id}}`, {poll_seconds:g} s)\n\n" + polling_table(results["polling"]),
-        "### Job overhead (simple_cnn, 2 epochs, warm embedded worker)\n\n" + overhead_table(results["overhead"])
+        "### Job overhead (simple_cnn, warm embedded worker)\n\n" + overhead_table(results["overhead"])
         + "\n\n" + (job_overhead.__doc__ or "").split("\n\n", 1)[1].strip(),
     ])

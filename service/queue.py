@@ -90,6 +90,9 @@ def celery_config(settings: Settings) -> dict[str, Any]:
     """The Celery settings shared by every process (see the module docstring for why)."""
     config: dict[str, Any] = {
         "broker_connection_retry_on_startup": True,
+        # A worker waits out a broker outage of any length (Celery's default gives up after 100 tries,
+        # about 48 min at its 30 s cap, and the worker exits); the jobs are safe in the database meanwhile.
+        "broker_connection_max_retries": None,
         "broker_connection_timeout": 4.0,
         "task_default_queue": QUEUE,
         "task_routes": {TASK_NAME: {"queue": QUEUE}},

@@ -46,7 +46,9 @@ def dataset_name(*, given: str | None, filename: str | None) -> str:
     status_code=status.HTTP_201_CREATED,
     response_model=DatasetOut,
     summary="Upload a dataset (.npz, ImageFolder .zip/.tar.gz, or .zip with labels.csv)",
-    responses=problem_responses(413, 415, 422, s422="malformed or unsafe content, or a bad form field"),
+    responses=problem_responses(
+        400, 413, 415, 422, s400="a malformed multipart body", s422="malformed or unsafe content, or a bad form field"
+    ),
 )
 async def upload_dataset(
     response: Response,

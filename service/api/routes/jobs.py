@@ -47,7 +47,8 @@ def spec_hash(spec: JobSpec) -> str:
     response_model=JobOut,
     summary="Submit a training job",
     responses=problem_responses(
-        404, 422, 429,
+        400, 404, 422, 429,
+        s400="a body that is not UTF-8 text",
         s404="the dataset does not exist for this tenant",
         s422="invalid spec (`errors` names each field), a server limit exceeded, or Idempotency-Key reused",
     ),
@@ -143,7 +144,8 @@ def list_artifacts(job_id: str, session: SessionDep, tenant_id: TenantDep) -> li
     "/{job_id}/artifacts/{name}",
     response_class=StreamingResponse,
     summary="Download one artefact",
-    responses={200: {"content": {"application/octet-stream": {}}, "description": "the file"},
+    # The stored file's own type: binary for the program and weights, JSON for the card and metrics.
+    responses={200: {"content": {"application/octet-stream": {}, "application/json": {}}, "description": "the file"},
                **problem_responses(404)},
 )
 def download_artifact(

@@ -1,0 +1,46 @@
+"""Redis dies (SIGKILL) and comes back empty while one job runs and others wait: nothing is lost.
+
+The running job never needed the broker (early ack: its message was gone when
+it started; the lease lives in PostgreSQL). The queued jobs' messages die
+with Redis; the API's reaper re-sends every job left ``queued`` longer than
+``requeue_after_seconds``, and the worker reconnects by itself.
+"""
+
+from __future__ import annotations
+
+import pytest
+from chaos_support import wait_for
+
+from service.models import JobStatus
+
+pytestmark = [pytest.mark.chaos, pytest.mark.integration, pytest.mark.timeout(240)]
+EPOCHS = 6
+
+
+def test_redis_restart_loses_no_job_and_trains_each_once(cluster):
+    world = cluster(requeue_after_seconds=3)
+    world.start_redis()
+    world.start_api(wait=False)
+    worker = world.start_worker()
+    world.wait_api()
+    dataset = world.upload()
+    jobs = [world.submit(dataset, epochs=EPOCHS, seed=seed) for seed in range(3)]
+    world.wait_row(jobs[0], lambda row: row.status == JobStatus.running and row.progress_epoch >= 1,
+                   what="training under way", timeout=60)
+    assert [world.row(job).status for job in jobs[1:]] == [JobStatus.queued] * 2
+
+    world.redis.kill()  # no goodbye; with --save "" it keeps nothing, like a restarted container
+    wait_for(lambda: "could not send job" in world.api.log(), timeout=30,
+             what="the reaper to hit the dead broker", logs=world.logs)
+    running = world.row(jobs[0])
+    assert running.status == JobStatus.running, "the running job needs no broker"
+    world.start_redis()  # same port, empty: the queued jobs' messages are gone
+
+    for job in jobs:
+        world.wait_final(job, timeout=150)
+    for job in jobs:
+        row = world.assert_trained_once(job, epochs=EPOCHS)
+        assert row.attempts == 1, f"job {job} was claimed {row.attempts} times"
+    assert worker.alive and len(world.workers) == 1, "the same worker process reconnected by itself"
+    assert "Connection to broker lost" in worker.log()
+    assert all(world.job(job)["status"] == "succeeded" for job in jobs)
