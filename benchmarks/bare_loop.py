@@ -173,16 +173,10 @@ class BareTrainer:
         self.weights = (1.0 / counts)[self.labels] if balanced else None
         self.generator = torch.Generator(device=self.device).manual_seed(seed)
         self.rng = np.random.default_rng(seed)
-        mean, std = _stats(images)
-        model = bare_network(
-            arch, in_channels=images.shape[3], num_classes=num_classes, input_size=min(images.shape[1:3]),
-            mean=mean, std=std,
-        ).to(self.device, memory_format=torch.channels_last)
-        self.model = model
-        self.forward = torch.compile(model) if compile else model
-        self.optimizer = torch.optim.AdamW(
-            model.parameters(), lr=lr, weight_decay=weight_decay, fused=True if self.device.type == "cuda" else None
-        )
+        self.model = _model(arch, images, num_classes=num_classes, device=self.device)
+        self.forward = torch.compile(self.model) if compile else self.model
+        fused = True if self.device.type == "cuda" else None  # one kernel for the whole update
+        self.optimizer = torch.optim.AdamW(self.model.parameters(), lr=lr, weight_decay=weight_decay, fused=fused)
 
     def _batch(self, idx: Tensor) -> Tensor:
         # NHWC uint8 seen as NCHW is channels_last; float() keeps those strides.
@@ -212,9 +206,9 @@ class BareTrainer:
         if self.val is None:
             return None
         self.model.eval()
-        parts = []
-        for start in range(0, self.val.shape[0], self.batch_size):
-            x = self.val[start : start + self.batch_size].permute(0, 3, 1, 2).float().div_(255.0)
+        parts, step = [], 2 * self.batch_size  # no activations kept for backward: twice the batch fits
+        for start in range(0, self.val.shape[0], step):
+            x = self.val[start : start + step].permute(0, 3, 1, 2).float().div_(255.0)
             with torch.autocast(device_type=self.device.type, dtype=torch.bfloat16, enabled=self.amp):
                 parts.append(self.forward(x).float())
         self.model.train()
@@ -242,6 +236,15 @@ class BareTrainer:
     def _sync(self) -> None:
         if self.device.type == "cuda":
             torch.cuda.synchronize(self.device)
+
+
+def _model(arch: str, images: np.ndarray, *, num_classes: int, device: torch.device) -> nn.Module:
+    mean, std = _stats(images)
+    model = bare_network(
+        arch, in_channels=images.shape[3], num_classes=num_classes, input_size=min(images.shape[1:3]), mean=mean,
+        std=std,
+    )
+    return model.to(device, memory_format=torch.channels_last)
 
 
 def _stats(images: np.ndarray) -> tuple[list[float], list[float]]:

@@ -28,7 +28,12 @@ import torch
 logger = logging.getLogger(__name__)
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
-DEFAULT_NPZ = REPO_ROOT.parent / "shared" / "data" / "pneumoniamnist.npz"
+# ../shared beside the checkout; a clone elsewhere (CI, a GPU box) finds it at /work/shared (as tests/conftest.py).
+_NPZ_CANDIDATES = (
+    REPO_ROOT.parent / "shared" / "data" / "pneumoniamnist.npz",
+    Path("/work/shared/data/pneumoniamnist.npz"),
+)
+DEFAULT_NPZ = next((p for p in _NPZ_CANDIDATES if p.is_file()), _NPZ_CANDIDATES[0])
 RESULTS_PATH = REPO_ROOT / "benchmarks" / "RESULTS.md"
 BENCH_DATASET_ID = "benchmark"
 SPLITS = ("train", "val", "test")
@@ -262,6 +267,22 @@ def write_results(section: str, markdown: str, command: str, *, path: Path = RES
     tmp.replace(path)
     logger.info("wrote section %s of %s", section, path)
     return path
+
+
+def merge_results(source: Path, *, path: Path = RESULTS_PATH) -> list[str]:
+    """Copy every section of ``source`` (e.g. a GPU machine's file) into ``path`` verbatim; their names."""
+    text = Path(source).read_text(encoding="utf-8")
+    blocks = re.findall(r"<!-- BEGIN ([a-z0-9][a-z0-9_.-]*) -->.*?<!-- END \1 -->", text, flags=re.DOTALL)
+    target = Path(path).read_text(encoding="utf-8") if Path(path).is_file() else _HEADER
+    for name in blocks:
+        block = _section_pattern(name).search(text).group(0)  # type: ignore[union-attr]
+        pattern = _section_pattern(name)
+        if pattern.search(target):
+            target = pattern.sub(lambda _match, block=block: block, target, count=1)
+        else:
+            target = target.rstrip("\n") + "\n\n" + block + "\n"
+    Path(path).write_text(target, encoding="utf-8")
+    return blocks
 
 
 def _section_pattern(section: str) -> re.Pattern[str]:

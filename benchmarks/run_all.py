@@ -3,11 +3,15 @@
     python -m benchmarks.run_all                      # CPU, full sizes, writes benchmarks/RESULTS.md
     python -m benchmarks.run_all --device cuda        # GPU sections (…-gpu)
     python -m benchmarks.run_all --quick --results /tmp/r.md
+    python -m benchmarks.run_all --merge gpu-RESULTS.md   # sections written on another machine
 
 Order: throughput (+ scale), MedMNIST recipes, the 1:10 imbalance study,
-inference. ``--only`` picks a subset; ``--skip-inference`` leaves out the HTTP
-part (e.g. on a GPU box without PostgreSQL). A failing step is reported and
-the rest still run; the exit status is non-zero if any failed.
+inference. The three training-quality steps (hundreds of ResNet-18 epochs)
+run by default only with ``--device cuda`` or ``--quick``; on a CPU they
+would take hours, so name them with ``--only`` to force them. ``--only``
+picks a subset; ``--skip-inference`` leaves out the HTTP part (e.g. on a GPU
+box without PostgreSQL). A failing step is reported and the rest still run;
+the exit status is non-zero if any failed.
 """
 
 from __future__ import annotations
@@ -18,6 +22,7 @@ import subprocess
 import sys
 import time
 from collections.abc import Sequence
+from pathlib import Path
 
 from benchmarks import common
 
@@ -30,6 +35,7 @@ STEPS: dict[str, list[str]] = {
     "imbalanced": ["benchmarks.medmnist", "--imbalanced"],
     "inference": ["benchmarks.inference"],
 }
+GPU_STEPS = ("medmnist", "rarefit_default", "imbalanced")
 
 
 def step_commands(args: argparse.Namespace) -> list[tuple[str, list[str]]]:
@@ -38,13 +44,18 @@ def step_commands(args: argparse.Namespace) -> list[tuple[str, list[str]]]:
         shared.append("--quick")
     if args.results is not None:
         shared += ["--results", str(args.results)]
-    chosen = args.only or list(STEPS)
+    if args.only:
+        chosen = list(args.only)
+    elif args.device == "cuda" or args.quick:
+        chosen = list(STEPS)
+    else:
+        chosen = [name for name in STEPS if name not in GPU_STEPS]
     if args.skip_inference and "inference" in chosen:
         chosen.remove("inference")
     commands = []
     for name in chosen:
         module, *extra = STEPS[name]
-        if name in ("medmnist", "rarefit_default", "imbalanced") and args.seeds:
+        if name in GPU_STEPS and args.seeds:
             extra = [*extra, "--seeds", *map(str, args.seeds)]
         commands.append((name, [sys.executable, "-m", module, *extra, *shared]))
     return commands
@@ -55,12 +66,18 @@ def parse_args(argv: Sequence[str]) -> argparse.Namespace:
     parser.add_argument("--only", nargs="+", choices=sorted(STEPS), default=None)
     parser.add_argument("--skip-inference", action="store_true")
     parser.add_argument("--seeds", type=int, nargs="+", default=None, help="seeds for the MedMNIST steps")
+    parser.add_argument("--merge", type=Path, default=None, metavar="FILE",
+                        help="only copy FILE's sections (e.g. from a GPU machine) into the results file")
     return parser.parse_args(argv)
 
 
 def main(argv: Sequence[str] | None = None) -> int:
     args = parse_args(list(sys.argv[1:] if argv is None else argv))
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(message)s")
+    if args.merge is not None:
+        names = common.merge_results(args.merge, path=args.results or common.RESULTS_PATH)
+        logger.info("merged sections %s", ", ".join(names) or "(none)")
+        return 0
     failed = []
     for name, command in step_commands(args):
         logger.info("running %s: %s", name, " ".join(command))

@@ -67,7 +67,8 @@ def create_app(settings: Settings | None = None, *, run_reaper: bool = True) -> 
     # The middleware counts the whole multipart body (boundaries, part headers, the
     # `name` field) while save_upload enforces the exact limit on the file itself.
     app.add_middleware(
-        BodySizeLimitMiddleware, max_bytes=settings.max_upload_bytes + MULTIPART_SLACK_BYTES
+        BodySizeLimitMiddleware, max_bytes=settings.max_upload_bytes + MULTIPART_SLACK_BYTES,
+        shown_limit=settings.max_upload_bytes,
     )
     app.include_router(build_router())
     return app

@@ -41,8 +41,11 @@ def artifacts_prefix(job_id: str) -> str:
     return f"jobs/{job_id}/artifacts"
 
 
-def checkpoint_key(job_id: str) -> str:
-    return f"jobs/{job_id}/checkpoints/last.pt"
+def checkpoint_key(job_id: str, *, attempt: int = 0, epoch: int = 0) -> str:
+    """A new file per (attempt, epoch): writing the next checkpoint never touches the one the job row
+    points at, so a crash or database outage between the file and the row costs one epoch, not the
+    whole run, and a worker that lost its lease never overwrites its successor's file."""
+    return f"jobs/{job_id}/checkpoints/a{int(attempt)}-e{int(epoch):05d}.pt"
 
 
 def model_card(

@@ -67,6 +67,7 @@ class JobRun:
         self.job_id, self.tenant_id, self.dataset_id = job.id, job.tenant_id, job.dataset_id
         self.spec_data = job.spec
         self.checkpoint = (job.checkpoint_key, job.checkpoint_sha256)
+        self.attempt = job.attempts
         self.times = {"created": job.created_at, "enqueued": job.enqueued_at, "started": job.started_at,
                       "claimed": utcnow()}
         self.settings, self.worker_id, self.session_factory = settings, worker_id, session_factory
@@ -230,7 +231,7 @@ class Progress:
         run = self.run
         if self.heartbeat.lease_lost.is_set():
             return  # never overwrite the checkpoint of the worker that owns the job now
-        key = checkpoint_key(run.job_id)
+        key = checkpoint_key(run.job_id, attempt=run.attempt, epoch=record.epoch)
         sha256 = save_checkpoint(run.store.local_path(key), state.to_checkpoint())
 
         def record_both(session: Session) -> bool:
@@ -240,6 +241,20 @@ class Progress:
 
         if not run.write(record_both, f"record epoch {record.epoch}"):
             self.heartbeat.lease_lost.set()
+            return
+        # Read the cancel flag at every epoch end too: with epochs shorter than the heartbeat interval,
+        # "a running job stops within one epoch" (API.md) would otherwise not hold.
+        self.heartbeat.beat()
+        self._drop_old_checkpoint(key, sha256)
+
+    def _drop_old_checkpoint(self, key: str, sha256: str) -> None:
+        run = self.run
+        previous, run.checkpoint = run.checkpoint[0], (key, sha256)
+        if previous and previous != key:  # the row points at the new file now; the old one is garbage
+            try:
+                run.store.delete_prefix(previous)
+            except OSError:
+                logger.warning("job %s: could not delete the old checkpoint %s", run.job_id, previous, exc_info=True)
 
 
 def parse_spec(data: dict) -> JobSpec:

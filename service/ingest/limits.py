@@ -53,12 +53,17 @@ class _BodyTooLarge(Exception):
 class BodySizeLimitMiddleware:
     """Answer 413 (problem+json) to POSTs under ``path_prefix`` whose body exceeds ``max_bytes``."""
 
-    def __init__(self, app: ASGIApp, *, max_bytes: int, path_prefix: str = "/v1/datasets") -> None:
+    def __init__(
+        self, app: ASGIApp, *, max_bytes: int, path_prefix: str = "/v1/datasets", shown_limit: int | None = None
+    ) -> None:
         if not isinstance(max_bytes, int) or isinstance(max_bytes, bool) or max_bytes <= 0:
             raise ValueError(f"max_bytes must be a positive int, got {max_bytes!r}")
         self.app = app
         self.max_bytes = max_bytes
         self.path_prefix = path_prefix.rstrip("/")
+        # The limit the 413 detail names: the operator's upload limit, not the body cap
+        # (which adds room for the multipart framing), so every 413 names the same number.
+        self.shown_limit = max_bytes if shown_limit is None else shown_limit
 
     def _applies(self, scope: Scope) -> bool:
         if scope["type"] != "http" or scope.get("method") != "POST":
@@ -83,7 +88,7 @@ class BodySizeLimitMiddleware:
                 "type": "about:blank",
                 "title": "Content Too Large",
                 "status": 413,
-                "detail": f"upload exceeds the limit of {mib(self.max_bytes)}",
+                "detail": f"upload exceeds the limit of {mib(self.shown_limit)}",
             }
         ).encode()
         headers = [

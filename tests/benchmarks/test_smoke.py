@@ -154,3 +154,13 @@ def test_write_results_rewrites_only_its_section(tmp_path: Path) -> None:
     assert "--again" in common.read_section("a-cpu", path=path)
     with pytest.raises(ValueError, match="section name"):
         common.write_results("Bad Name", "", "cmd", path=path)
+
+
+def test_merge_results_copies_sections_verbatim(tmp_path: Path) -> None:
+    gpu, main = tmp_path / "gpu.md", tmp_path / "RESULTS.md"
+    common.write_results("throughput-gpu", "| x |\n|---|\n| 9 |", "python -m benchmarks.throughput", path=gpu)
+    common.write_results("throughput-cpu", "| x |\n|---|\n| 1 |", "python -m benchmarks.throughput", path=main)
+    common.write_results("throughput-gpu", "| x |\n|---|\n| 0 |", "old", path=main)
+    assert common.merge_results(gpu, path=main) == ["throughput-gpu"]
+    assert common.read_section("throughput-gpu", path=main) == common.read_section("throughput-gpu", path=gpu)
+    assert common.parse_markdown_table(common.read_section("throughput-cpu", path=main)) == [{"x": "1"}]

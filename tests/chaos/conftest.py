@@ -89,10 +89,10 @@ class Cluster:
             unavailable("redis-server is not on PATH")
         self.redis = self._spawn("redis", [binary, "--port", str(self.redis_port), "--bind", "127.0.0.1",
                                            "--save", "", "--appendonly", "no", "--daemonize", "no"])
-        wait_for(self._redis_answers, timeout=20, what="redis-server to answer", logs=self.logs)
+        wait_for(self.redis_answers, timeout=20, what="redis-server to answer", logs=self.logs)
         return self.redis
 
-    def _redis_answers(self) -> bool:
+    def redis_answers(self) -> bool:
         import redis
 
         client = redis.Redis(host="127.0.0.1", port=self.redis_port, socket_connect_timeout=1)
@@ -164,8 +164,12 @@ class Cluster:
         assert response.status_code == 201, response.text
         return response.json()["id"]
 
+    def post_job(self, dataset_id: str, *, headers: dict[str, str] | None = None, **spec: object) -> httpx.Response:
+        """``POST /v1/jobs`` with a small simple_cnn spec plus ``spec``."""
+        return self.http.post("/v1/jobs", json={**SPEC, **spec, "dataset_id": dataset_id}, headers=headers)
+
     def submit(self, dataset_id: str, **spec: object) -> str:
-        response = self.http.post("/v1/jobs", json={**SPEC, **spec, "dataset_id": dataset_id})
+        response = self.post_job(dataset_id, **spec)
         assert response.status_code == 202, response.text
         return response.json()["id"]
 

@@ -11,7 +11,9 @@ from __future__ import annotations
 import pytest
 from chaos_support import wait_for
 
+from service.config import Settings
 from service.models import JobStatus
+from service.queue import celery_config
 
 pytestmark = [pytest.mark.chaos, pytest.mark.integration, pytest.mark.timeout(240)]
 EPOCHS = 6
@@ -29,11 +31,13 @@ def test_redis_restart_loses_no_job_and_trains_each_once(cluster):
                    what="training under way", timeout=60)
     assert [world.row(job).status for job in jobs[1:]] == [JobStatus.queued] * 2
 
+    at_kill = world.row(jobs[0])
     world.redis.kill()  # no goodbye; with --save "" it keeps nothing, like a restarted container
     wait_for(lambda: "could not send job" in world.api.log(), timeout=30,
              what="the reaper to hit the dead broker", logs=world.logs)
-    running = world.row(jobs[0])
-    assert running.status == JobStatus.running, "the running job needs no broker"
+    world.wait_row(jobs[0], lambda row: row.progress_epoch > at_kill.progress_epoch,
+                   what="training to go on without the broker", timeout=60)
+    assert world.redis.process.returncode is not None and not world.redis_answers()
     world.start_redis()  # same port, empty: the queued jobs' messages are gone
 
     for job in jobs:
@@ -44,3 +48,10 @@ def test_redis_restart_loses_no_job_and_trains_each_once(cluster):
     assert worker.alive and len(world.workers) == 1, "the same worker process reconnected by itself"
     assert "Connection to broker lost" in worker.log()
     assert all(world.job(job)["status"] == "succeeded" for job in jobs)
+
+
+def test_workers_retry_the_broker_forever_and_never_redeliver_a_started_job(tmp_path):
+    config = celery_config(Settings(_env_file=None, data_dir=tmp_path, broker_url="redis://127.0.0.1:1/0"))
+    assert config["broker_connection_max_retries"] is None  # Celery's default gives up after 100 tries
+    assert config["task_acks_late"] is False and config["task_reject_on_worker_lost"] is False
+    assert config["broker_transport_options"]["visibility_timeout"] == 12 * 3600

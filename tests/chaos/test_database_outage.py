@@ -57,7 +57,8 @@ def test_database_outage_longer_than_the_lease_is_recovered_by_the_reaper(cluste
     world.wait_row(job, lambda row: row.progress_epoch >= 2, what="two epochs", timeout=60)
 
     pg_proxy.cut()
-    world.wait_row(job, lambda row: row.status == JobStatus.queued, what="the reaper to re-queue it", timeout=30)
+    requeued = world.wait_row(job, lambda row: row.status == JobStatus.queued, what="the reaper to re-queue it",
+                              timeout=30)
     wait_for(lambda: any(text in worker.log() for text in STOPPED), timeout=30,
              what="the first attempt to stop writing", logs=world.logs)
     assert world.model_count(job) == 0
@@ -66,4 +67,6 @@ def test_database_outage_longer_than_the_lease_is_recovered_by_the_reaper(cluste
     world.wait_final(job, timeout=120)
     row = world.assert_trained_once(job, epochs=12)
     assert row.attempts == 2 and row.error_type is None
+    # Only the epoch in flight is lost: the checkpoint the row pointed at survived the outage.
+    assert f"resuming after epoch {requeued.checkpoint_epoch}" in worker.log()
     assert world.job(job)["status"] == "succeeded"

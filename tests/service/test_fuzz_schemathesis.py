@@ -3,9 +3,17 @@
 The app runs for real: a migrated SQLite database, the SQLite-file broker and a
 ``LocalBlobStore`` under a temp data dir, a dataset uploaded over HTTP and a
 finished job whose registered model is a real exported ``torch.export`` program.
-Every request carries the bootstrap key, and a ``before_call`` hook swaps the
-generated path ids (and a job spec's ``dataset_id``) for real ones on every
-other case, so the fuzzer reaches the code behind the 404s too.
+Every request carries the bootstrap key, and ``RealIds`` swaps the generated
+path ids (and a job spec's ``dataset_id``) for real ones on every other case, so
+the fuzzer reaches the code behind the 404s too. (It runs in the test body:
+schemathesis allows ``before_call`` hooks only globally, where they would reach
+other test modules.)
+
+The schema comes from ``app.openapi()`` and each call names the app
+(``app=``), whose lifespan the module fixture starts once and stops with
+``shutdown_lifespans()``. ``schemathesis.pytest.from_fixture`` would be the
+natural loader, but schemathesis 4.32 rewrites ``request.node._nodeid``, which
+pytest 9 no longer has.
 
 Checks: no 5xx, and every status code, content type, header and body is the
 one the schema documents. Two built-in checks are left out on purpose:
@@ -29,9 +37,8 @@ import importlib.util
 import itertools
 import shutil
 import sys
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from pathlib import Path
-from typing import Any
 
 import numpy as np
 import pytest
@@ -68,10 +75,11 @@ def _inference_support():
     """The artefact builder the inference tests use (a conftest module, so loaded by path)."""
     path = Path(__file__).parent / "inference" / "conftest.py"
     spec = importlib.util.spec_from_file_location("rarefit_inference_artefacts", path)
-    module = importlib.util.module_from_spec(spec)
-    sys.modules.setdefault(spec.name, module)
-    spec.loader.exec_module(module)
-    return module
+    if spec.name not in sys.modules:
+        module = importlib.util.module_from_spec(spec)
+        sys.modules[spec.name] = module  # before running it: its dataclasses look themselves up there
+        spec.loader.exec_module(module)
+    return sys.modules[spec.name]
 
 
 def _npz_bytes(tmp: Path) -> bytes:
@@ -117,7 +125,7 @@ def _finish_with_model(app, job_id: str, *, exported_folder: Path) -> str:
 
 
 def _seed(app, tmp: Path) -> dict[str, list[str]]:
-    """Real objects for the hook to substitute: ids per path parameter."""
+    """Real objects for ``RealIds`` to substitute: ids per path parameter."""
     exported = _inference_support().export_net(tmp / "model", channels=1, height=6, width=6,
                                                class_names=["0", "1"], seed=3)
     with get_client(app) as client:
@@ -161,9 +169,10 @@ def real_ids(tmp_path_factory: pytest.TempPathFactory, _migrated_template: Path)
     data_dir = tmp_path_factory.mktemp("fuzz") / "rarefit-data"
     data_dir.mkdir()
     shutil.copyfile(_migrated_template, data_dir / "rarefit.db")
-    settings = Settings(_env_file=None, data_dir=data_dir, database_url=None, broker_url=None, weights_dir=None,
-                        bootstrap_api_key=BOOTSTRAP_KEY, device="cpu", max_concurrent_jobs_per_tenant=3)
-    app = create_app(settings, run_reaper=False)
+    app_settings = Settings(_env_file=None, data_dir=data_dir, database_url=None, broker_url=None,
+                            weights_dir=None, bootstrap_api_key=BOOTSTRAP_KEY, device="cpu",
+                            max_concurrent_jobs_per_tenant=3)
+    app = create_app(app_settings, run_reaper=False)
     try:
         yield RealIds(_seed(app, data_dir.parent), app=app)
     finally:

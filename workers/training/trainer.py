@@ -192,7 +192,9 @@ class Trainer:
         if state.best_state is not None:
             self.model.load_state_dict(state.best_state)
         val_block = threshold = test_block = None
-        if stopped == "cancelled" or state.best_state is None:
+        # Only a finished run pays for the final evaluation; a run stopped from
+        # outside (cancel, deadline, shutdown, lost lease) must yield quickly.
+        if stopped not in ("completed", "early_stopped") or state.best_state is None:
             best = next((r for r in state.history if r.epoch == state.best_epoch), None)
             val_block = None if best is None else best.val
             threshold = None if val_block is None else val_block.get("threshold")

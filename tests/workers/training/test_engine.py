@@ -143,11 +143,12 @@ def test_should_stop_discards_the_partial_epoch_and_keeps_the_best_model():
     _assert_same_weights(result.model.state_dict(), snapshots[1])
 
 
-def test_a_deadline_stop_still_evaluates_the_best_model_on_test():
+def test_an_outside_stop_skips_the_final_evaluation_and_keeps_the_best_epoch():
     calls = iter(range(1000))
     result = _fit(epochs=5, should_stop=lambda: "deadline" if next(calls) == 9 else None)
     assert result.stopped == "deadline" and len(result.history) == 2
-    assert result.test is not None and result.val is not None
+    best = next(r for r in result.history if r.epoch == result.best_epoch)
+    assert result.test is None and result.val == best.val
 
 
 def test_resume_from_a_checkpoint_reproduces_the_uninterrupted_run(tmp_path):
