@@ -154,9 +154,13 @@ class JobSpec(_Part):
     max_runtime_seconds: int | None = Field(default=None, ge=1, le=30 * 24 * 3600)
 
     @model_validator(mode="after")
-    def _sigmoid_needs_focal(self) -> "JobSpec":
+    def _consistent(self) -> "JobSpec":
         if self.loss.variant == "sigmoid" and self.loss.type != "focal":
             raise ValueError("loss.variant 'sigmoid' is only defined for loss.type 'focal'")
+        if self.optim.warmup_epochs > self.epochs:
+            raise ValueError(
+                f"optim.warmup_epochs ({self.optim.warmup_epochs}) must not exceed epochs ({self.epochs})"
+            )
         return self
 
 

@@ -2,11 +2,14 @@
 
 The running job never needed the broker (early ack: its message was gone when
 it started; the lease lives in PostgreSQL). The queued jobs' messages die
-with Redis; the API's reaper re-sends every job left ``queued`` longer than
+with Redis, and a job submitted during the outage was never sent; the API's
+reaper re-sends every job left ``queued`` longer than
 ``requeue_after_seconds``, and the worker reconnects by itself.
 """
 
 from __future__ import annotations
+
+import time
 
 import pytest
 from chaos_support import wait_for
@@ -37,6 +40,10 @@ def test_redis_restart_loses_no_job_and_trains_each_once(cluster):
              what="the reaper to hit the dead broker", logs=world.logs)
     world.wait_row(jobs[0], lambda row: row.progress_epoch > at_kill.progress_epoch,
                    what="training to go on without the broker", timeout=60)
+    started = time.monotonic()
+    jobs.append(world.submit(dataset, epochs=EPOCHS, seed=3))  # accepted while the broker is down
+    assert time.monotonic() - started < 10, "a dead broker must not hang a submission"
+    assert world.row(jobs[-1]).status == JobStatus.queued and f"could not enqueue job {jobs[-1]}" in world.api.log()
     assert world.redis.process.returncode is not None and not world.redis_answers()
     world.start_redis()  # same port, empty: the queued jobs' messages are gone
 

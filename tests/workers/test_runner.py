@@ -187,7 +187,7 @@ def test_corrupt_checkpoint_starts_over_and_drops_stale_epochs(env, settings):
 @pytest.mark.parametrize(
     ("overrides", "error_type", "fragment"),
     [
-        ({"epochs": 2, "optim": {"warmup_epochs": 5}}, "ValueError", "warmup_epochs"),
+        ({"loss": {"type": "focal", "alpha": [0.1, 0.2, 0.7]}}, "ValueError", "alpha"),
         ({"model": {"arch": "simple_cnn", "init": "job:" + "0" * 32}}, "InitNotFound", "init job not found"),
         ({"model": {"arch": "simple_cnn", "init": "weights:absent.safetensors"}}, "InitNotFound", "not found"),
     ],

@@ -30,16 +30,20 @@ PADDING_MODES = ("zeros", "border", "reflection")
 @dataclass(frozen=True)
 class AugmentParams:
     """Per-sample parameters, each ``(B,)``: flips (bool), angle (radians, positive = counter-clockwise),
-    scale (> 1 zooms in), shift_x/shift_y (fraction of width/height), brightness and contrast factors."""
+    scale (> 1 zooms in), shift_x/shift_y (fraction of width/height), brightness and contrast factors.
 
-    flip_x: Tensor
-    flip_y: Tensor
-    angle: Tensor
-    scale: Tensor
-    shift_x: Tensor
-    shift_y: Tensor
-    brightness: Tensor
-    contrast: Tensor
+    ``None`` marks an operation that is not configured: it costs nothing (on a
+    GPU the loop is bound by kernel launches, so unused parameters are not drawn
+    into tensors at all)."""
+
+    flip_x: Tensor | None
+    flip_y: Tensor | None
+    angle: Tensor | None
+    scale: Tensor | None
+    shift_x: Tensor | None
+    shift_y: Tensor | None
+    brightness: Tensor | None
+    contrast: Tensor | None
 
 
 class BatchAugment:
@@ -90,18 +94,17 @@ class BatchAugment:
     def sample_params(self, batch_size: int, *, generator: torch.Generator) -> AugmentParams:
         """Draw every sample's parameters at once on the generator's device (always 8 uniforms per sample,
         so the stream does not depend on which operations are configured)."""
-        u = torch.rand(8, batch_size, generator=generator, device=generator.device, dtype=torch.float32)
-        signed = u * 2.0 - 1.0
+        u = torch.rand(8, batch_size, generator=generator, device=generator.device, dtype=torch.float32).unbind(0)
         low, high = self.scale if self.scale is not None else (1.0, 1.0)
         return AugmentParams(
-            flip_x=(u[0] < 0.5) & self.hflip,
-            flip_y=(u[1] < 0.5) & self.vflip,
-            angle=signed[2] * math.radians(self.rotation),
-            scale=low + u[3] * (high - low),
-            shift_x=signed[4] * self.translate,
-            shift_y=signed[5] * self.translate,
-            brightness=1.0 + signed[6] * self.brightness,
-            contrast=1.0 + signed[7] * self.contrast,
+            flip_x=u[0] < 0.5 if self.hflip else None,
+            flip_y=u[1] < 0.5 if self.vflip else None,
+            angle=_symmetric(u[2], math.radians(self.rotation)),
+            scale=u[3].mul(high - low).add_(low) if self.scale is not None else None,
+            shift_x=_symmetric(u[4], self.translate),
+            shift_y=_symmetric(u[5], self.translate),
+            brightness=_symmetric(u[6], self.brightness, centre=1.0),
+            contrast=_symmetric(u[7], self.contrast, centre=1.0),
         )
 
     def __call__(self, images01: Tensor, labels: Tensor, *, generator: torch.Generator) -> Tensor:
@@ -132,21 +135,21 @@ class BatchAugment:
 
     def _geometry(self, images: Tensor, params: AugmentParams) -> Tensor:
         if self.geometric:
-            theta = affine_matrices(params, height=images.shape[-2], width=images.shape[-1]).to(images.dtype)
-            grid = F.affine_grid(theta, list(images.shape), align_corners=False)
+            theta = affine_matrices(params, height=images.shape[-2], width=images.shape[-1])
+            grid = F.affine_grid(theta.to(images.dtype), list(images.shape), align_corners=False)
             return F.grid_sample(images, grid, mode="bilinear", padding_mode=self.padding_mode, align_corners=False)
-        if self.hflip:
+        if params.flip_x is not None:
             images = torch.where(params.flip_x.view(-1, 1, 1, 1), images.flip(-1), images)
-        if self.vflip:
+        if params.flip_y is not None:
             images = torch.where(params.flip_y.view(-1, 1, 1, 1), images.flip(-2), images)
         return images
 
     def _photometric(self, images: Tensor, params: AugmentParams) -> Tensor:
-        if not (self.brightness or self.contrast):
+        if params.brightness is None and params.contrast is None:
             return images
-        if self.brightness:
+        if params.brightness is not None:
             images = images * params.brightness.to(images.dtype).view(-1, 1, 1, 1)
-        if self.contrast:
+        if params.contrast is not None:
             mean = images.mean(dim=(1, 2, 3), keepdim=True)
             images = torch.lerp(mean, images, params.contrast.to(images.dtype).view(-1, 1, 1, 1))
         return images.clamp(0.0, 1.0)
@@ -155,17 +158,41 @@ class BatchAugment:
 def affine_matrices(params: AugmentParams, *, height: int, width: int) -> Tensor:
     """``(B, 2, 3)`` matrices for ``F.affine_grid``: output → input coordinates, normalised to [-1, 1].
 
-    The rotation is built in pixel units (``D⁻¹ R D`` with ``D = diag(W, H)``)
-    so it stays a rotation on non-square images.
+    θ = [[c·fx, −s·fy·a, 2·tx], [s·fx/a, c·fy, 2·ty]] with c, s the cosine and
+    sine divided by the scale, f the flip signs and a = H/W: the rotation is
+    built in pixel units (``D⁻¹ R D`` with ``D = diag(W, H)``) so it stays a
+    rotation on non-square images. Built column by column in few kernels.
     """
-    cos, sin = torch.cos(params.angle), torch.sin(params.angle)
-    fx = 1.0 - 2.0 * params.flip_x.to(cos.dtype)
-    fy = 1.0 - 2.0 * params.flip_y.to(cos.dtype)
-    inv_scale = 1.0 / params.scale
+    present = [t for t in (params.angle, params.scale, params.shift_x, params.flip_x, params.flip_y) if t is not None]
+    if not present:
+        raise ValueError("affine_matrices needs at least one geometric parameter")
+    like = present[0].float()
+    if params.angle is not None:
+        cos, sin = params.angle.cos(), params.angle.sin()
+    else:
+        cos, sin = torch.ones_like(like), torch.zeros_like(like)
+    if params.scale is not None:
+        inv_scale = params.scale.reciprocal()
+        cos, sin = cos * inv_scale, sin * inv_scale
     aspect = height / width
-    row0 = torch.stack([cos * fx * inv_scale, -sin * fy * inv_scale * aspect, 2.0 * params.shift_x], dim=-1)
-    row1 = torch.stack([sin * fx * inv_scale / aspect, cos * fy * inv_scale, 2.0 * params.shift_y], dim=-1)
-    return torch.stack([row0, row1], dim=1)
+    col0 = torch.stack([cos, sin * (1.0 / aspect)], dim=-1)
+    col1 = torch.stack([sin * -aspect, cos], dim=-1)
+    if params.flip_x is not None:
+        col0 = torch.where(params.flip_x.view(-1, 1), -col0, col0)
+    if params.flip_y is not None:
+        col1 = torch.where(params.flip_y.view(-1, 1), -col1, col1)
+    if params.shift_x is not None and params.shift_y is not None:
+        col2 = torch.stack([params.shift_x, params.shift_y], dim=-1) * 2.0
+    else:
+        col2 = torch.zeros_like(col0)
+    return torch.stack([col0, col1, col2.to(col0.dtype)], dim=-1)
+
+
+def _symmetric(u: Tensor, half_width: float, *, centre: float = 0.0) -> Tensor | None:
+    """Uniform in ``centre ± half_width`` from uniforms in [0, 1); ``None`` when the width is 0."""
+    if not half_width:
+        return None
+    return u.mul(2.0 * half_width).add_(centre - half_width)
 
 
 def minority_class_mask(counts: Sequence[int], *, threshold: float) -> Tensor:

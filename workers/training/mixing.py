@@ -142,24 +142,28 @@ def sample_mix_params(
     _check_mode(mode)
     if not 0.0 <= prob <= 1.0 or not 0.0 <= switch_prob <= 1.0:
         raise ValueError(f"prob and switch_prob must be in [0, 1], got prob={prob!r}, switch_prob={switch_prob!r}")
-    if mode == "none" or float(torch.rand((), generator=generator, device=generator.device)) >= prob:
+    # One small draw for the batch's decisions and box centre (each tensor call
+    # costs host time on the hot path): prob, switch, centre x, centre y.
+    u_prob, u_switch, u_x, u_y = torch.rand(4, dtype=torch.float64, generator=generator,
+                                            device=generator.device).tolist()
+    if mode == "none" or u_prob >= prob:
         return None
     if mode == "mixup_cutmix":
-        use_cutmix = float(torch.rand((), generator=generator, device=generator.device)) < switch_prob
-        mode = "cutmix" if use_cutmix else "mixup"
+        mode = "cutmix" if u_switch < switch_prob else "mixup"
     lam = float(sample_beta(cutmix_alpha if mode == "cutmix" else alpha, size=1, generator=generator))
     box = None
     if mode == "cutmix":
-        box, lam = _cutmix_box(lam, height=height, width=width, generator=generator)
+        box, lam = _cutmix_box(lam, height=height, width=width, centre=(u_x, u_y))
     perm = torch.randperm(batch_size, generator=generator, device=generator.device)
     return MixParams(mode=mode, lam=lam, perm=perm, box=box)
 
 
 def _cutmix_box(
-    lam: float, *, height: int, width: int, generator: torch.Generator
+    lam: float, *, height: int, width: int, centre: tuple[float, float]
 ) -> tuple[tuple[int, int, int, int], float]:
-    r_x = int(torch.randint(width, size=(1,), generator=generator, device=generator.device))
-    r_y = int(torch.randint(height, size=(1,), generator=generator, device=generator.device))
+    """torchvision v2 CutMix's box for ``lam`` around a centre drawn uniformly over pixels
+    (``centre`` holds two uniforms in [0, 1)); returns it and λ corrected to its area."""
+    r_x, r_y = min(int(centre[0] * width), width - 1), min(int(centre[1] * height), height - 1)
     r = 0.5 * math.sqrt(1.0 - lam)
     r_w_half, r_h_half = int(r * width), int(r * height)
     x1, y1 = max(r_x - r_w_half, 0), max(r_y - r_h_half, 0)

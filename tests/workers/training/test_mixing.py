@@ -84,7 +84,9 @@ def test_cutmix_box_and_output_match_torchvision(seed, raw_lam):
     tv._dist = _FixedBeta(raw_lam)  # pin torchvision's λ; its box centre comes from the global RNG
     torch.manual_seed(seed)
     tv_params = tv.make_params([images])
-    box, lam = _cutmix_box(raw_lam, height=13, width=9, generator=_gen(seed))
+    torch.manual_seed(seed)  # the same two draws torchvision makes for the box centre
+    r_x, r_y = int(torch.randint(9, size=(1,))), int(torch.randint(13, size=(1,)))
+    box, lam = _cutmix_box(raw_lam, height=13, width=9, centre=((r_x + 0.5) / 9, (r_y + 0.5) / 13))
     assert box == tv_params["box"] and lam == tv_params["lam_adjusted"]
     ours = MixParams(mode="cutmix", lam=lam, perm=torch.arange(8).roll(1), box=box)
     out_images, out_targets = apply_mix(images, F.one_hot(labels, 4).float(), ours)
