@@ -27,12 +27,13 @@ from service.queue import enqueue_job, make_celery
 from service.repository import leases
 from service.spec import JobSpec
 from service.storage import BlobStore
-from workers.artifacts import StoredArtifact, checkpoint_key, export_artifacts
+from workers.artifacts import StoredArtifact, export_artifacts
+from workers.checkpointing import CheckpointWriter
 from workers.build import build_training
 from workers.dbretry import retry_db
 from workers.heartbeat import Heartbeat
 from workers.init_weights import init_blob_key, load_job_weights, load_operator_weights
-from workers.training.checkpoint import load_checkpoint, save_checkpoint
+from workers.training.checkpoint import load_checkpoint
 from workers.training.engine import fit
 from workers.training.state import EpochRecord, TrainingState
 from workers.training.trainer import FitResult
@@ -96,7 +97,11 @@ class JobRun:
         self._held(self.write(lambda s: leases.clear_epochs_after(
             s, job_id=self.job_id, worker_id=self.worker_id, epoch=start_epoch), "reset progress"))
         progress = Progress(self, heartbeat=heartbeat, shutdown=shutdown, deadline=self._deadline(spec))
-        result = fit(**kwargs, on_epoch_end=progress.on_epoch_end, should_stop=progress.should_stop, resume=resume)
+        try:
+            result = fit(**kwargs, on_epoch_end=progress.on_epoch_end, should_stop=progress.should_stop,
+                         resume=resume)
+        finally:
+            progress.checkpoints.close()  # the last epoch's checkpoint is on disk and on the row
         image_shape = kwargs["train"].image_shape
         return self._conclude(result, spec=spec, class_names=dataset.class_names, image_shape=image_shape)
 
@@ -197,6 +202,12 @@ class JobRun:
         self._finish(status=JobStatus.failed, error_type=error_type, error_message=message)
         return "failed"
 
+    def record_checkpoint(self, key: str, sha256: str, epoch: int) -> bool:
+        """Point the job row at a written checkpoint; False when this worker lost the lease."""
+        return self.write(lambda s: leases.record_checkpoint(s, job_id=self.job_id, worker_id=self.worker_id,
+                                                             key=key, sha256=sha256, epoch=epoch),
+                          f"record the checkpoint of epoch {epoch}")
+
     def _finish(self, **values: Any) -> None:
         self._held(self.write(lambda s: leases.finish_job(s, job_id=self.job_id, worker_id=self.worker_id, **values),
                               f"finish the job ({values['status'].value})"))
@@ -212,6 +223,10 @@ class Progress:
     def __init__(self, run: JobRun, *, heartbeat: Heartbeat, shutdown: threading.Event, deadline: datetime) -> None:
         self.run, self.heartbeat, self.shutdown, self.deadline = run, heartbeat, shutdown, deadline
         self._first_step_logged = False
+        self.checkpoints = CheckpointWriter(
+            job_id=run.job_id, attempt=run.attempt, store=run.store, record=run.record_checkpoint,
+            current_key=run.checkpoint[0], on_lease_lost=heartbeat.lease_lost.set,
+        )
 
     def should_stop(self) -> str | None:
         if not self._first_step_logged:
@@ -231,30 +246,15 @@ class Progress:
         run = self.run
         if self.heartbeat.lease_lost.is_set():
             return  # never overwrite the checkpoint of the worker that owns the job now
-        key = checkpoint_key(run.job_id, attempt=run.attempt, epoch=record.epoch)
-        sha256 = save_checkpoint(run.store.local_path(key), state.to_checkpoint())
-
-        def record_both(session: Session) -> bool:
-            return leases.record_epoch(session, job_id=run.job_id, worker_id=run.worker_id,
-                                       record=record.to_dict()) and leases.record_checkpoint(
-                session, job_id=run.job_id, worker_id=run.worker_id, key=key, sha256=sha256, epoch=record.epoch)
-
-        if not run.write(record_both, f"record epoch {record.epoch}"):
+        held = run.write(lambda s: leases.record_epoch(s, job_id=run.job_id, worker_id=run.worker_id,
+                                                       record=record.to_dict()), f"record epoch {record.epoch}")
+        if not held:
             self.heartbeat.lease_lost.set()
             return
+        self.checkpoints.submit(record.epoch, state.to_checkpoint())
         # Read the cancel flag at every epoch end too: with epochs shorter than the heartbeat interval,
         # "a running job stops within one epoch" (API.md) would otherwise not hold.
         self.heartbeat.beat()
-        self._drop_old_checkpoint(key, sha256)
-
-    def _drop_old_checkpoint(self, key: str, sha256: str) -> None:
-        run = self.run
-        previous, run.checkpoint = run.checkpoint[0], (key, sha256)
-        if previous and previous != key:  # the row points at the new file now; the old one is garbage
-            try:
-                run.store.delete_prefix(previous)
-            except OSError:
-                logger.warning("job %s: could not delete the old checkpoint %s", run.job_id, previous, exc_info=True)
 
 
 def parse_spec(data: dict) -> JobSpec:
