@@ -6,7 +6,7 @@
     python -m benchmarks.run_all --merge gpu-RESULTS.md   # sections written on another machine
 
 Order: throughput (+ scale), MedMNIST recipes, the 1:10 imbalance study,
-inference. The three training-quality steps (hundreds of ResNet-18 epochs)
+inference, the 100-epoch job wall time. The GPU steps (hundreds of ResNet-18 epochs)
 run by default only with ``--device cuda`` or ``--quick``; on a CPU they
 would take hours, so name them with ``--only`` to force them. ``--only``
 picks a subset; ``--skip-inference`` leaves out the HTTP part (e.g. on a GPU
@@ -34,8 +34,9 @@ STEPS: dict[str, list[str]] = {
     "rarefit_default": ["benchmarks.medmnist", "--recipe", "rarefit_default"],
     "imbalanced": ["benchmarks.medmnist", "--imbalanced"],
     "inference": ["benchmarks.inference"],
+    "job_wall": ["benchmarks.job_wall"],
 }
-GPU_STEPS = ("medmnist", "rarefit_default", "imbalanced")
+GPU_STEPS = ("medmnist", "rarefit_default", "imbalanced", "job_wall")
 
 
 def step_commands(args: argparse.Namespace) -> list[tuple[str, list[str]]]:
@@ -55,7 +56,7 @@ def step_commands(args: argparse.Namespace) -> list[tuple[str, list[str]]]:
     commands = []
     for name in chosen:
         module, *extra = STEPS[name]
-        if name in GPU_STEPS and args.seeds:
+        if module == "benchmarks.medmnist" and args.seeds:
             extra = [*extra, "--seeds", *map(str, args.seeds)]
         commands.append((name, [sys.executable, "-m", module, *extra, *shared]))
     return commands

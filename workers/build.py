@@ -16,7 +16,7 @@ from typing import Any
 import numpy as np
 import torch
 
-from service.spec import JobSpec, LossSpec
+from service.spec import JobSpec, LossSpec, effective_warmup_epochs
 from workers.training.augment import BatchAugment, minority_class_mask
 from workers.training.data import Split, channel_stats
 from workers.training.loop import steps_per_epoch
@@ -89,7 +89,7 @@ def _optimization(spec: JobSpec, model: Classifier, *, epoch_length: int):
     )
     scheduler = make_scheduler(
         optim.scheduler, optimizer, epochs=spec.epochs, steps_per_epoch=steps_per_epoch(epoch_length, spec.batch_size),
-        warmup_epochs=optim.warmup_epochs, milestones=optim.milestones, step_gamma=optim.step_gamma,
+        warmup_epochs=effective_warmup_epochs(spec), milestones=optim.milestones, step_gamma=optim.step_gamma,
     )
     return optimizer, scheduler
 

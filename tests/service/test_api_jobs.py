@@ -91,7 +91,7 @@ def test_idempotency_key_returns_the_first_job(api_client, api_db, alpha, new_da
     dataset_id = new_dataset(alpha)
     headers = {**alpha, "Idempotency-Key": "retry-me"}
     first = _submit(api_client, headers, {"dataset_id": dataset_id})
-    again = _submit(api_client, headers, {"epochs": 20, "dataset_id": dataset_id})  # same spec, spelled out
+    again = _submit(api_client, headers, {"epochs": 40, "dataset_id": dataset_id})  # same spec, spelled out
     assert first.status_code == again.status_code == 202
     assert again.json()["id"] == first.json()["id"]
     assert again.headers["location"] == first.headers["location"]

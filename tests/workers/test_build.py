@@ -38,8 +38,8 @@ def test_defaults_map_to_core_arguments():
     assert kwargs["class_names"] == ["normal", "rare"] and kwargs["device"] == torch.device("cpu")
     assert len(kwargs["train"]) == 36 and len(kwargs["val"]) == 8 and len(kwargs["test"]) == 8
     assert kwargs["criterion"].kind == "cross_entropy" and kwargs["criterion"].weight is None
-    assert kwargs["mixer"] is None and kwargs["sampler"].kind == "random"
-    assert kwargs["selection_metric"] == "balanced_accuracy" and kwargs["threshold_strategy"] == "max_f1"
+    assert kwargs["mixer"] is None and kwargs["sampler"].kind == "weighted"
+    assert kwargs["selection_metric"] == "auroc" and kwargs["threshold_strategy"] == "max_f1"
     assert kwargs["early_stopping_patience"] is None and kwargs["compile"] is False
     # The network normalises with the train split's channel statistics.
     mean, std = channel_stats(kwargs["train"].images)
@@ -138,3 +138,18 @@ def test_kwargs_train_with_fit():
                     "mixing": {"mode": "mixup"}, "sampler": {"type": "weighted"}})
     result = fit(**kwargs)
     assert [record.epoch for record in result.history] == [1] and result.test is not None
+
+
+def test_the_spec_defaults_are_the_benchmarked_recipe():
+    """A spec with only ``dataset_id`` trains ``rarefit_default`` of benchmarks/RESULTS.md, plus the
+    default val-tuned binary threshold (the benchmark reports argmax decisions)."""
+    from benchmarks.medmnist import RECIPES
+
+    recipe = {**RECIPES["rarefit_default"], "threshold": {"strategy": "max_f1"}}
+    assert JobSpec(dataset_id="d1") == JobSpec.model_validate({"dataset_id": "d1", **recipe})
+
+
+def test_the_default_warmup_is_capped_at_the_epochs_but_an_explicit_one_is_not():
+    assert build({"epochs": 1, "batch_size": 8})["scheduler"] is not None  # default warm-up 2 > 1 epoch
+    with pytest.raises(ValueError, match="warmup_epochs"):
+        JobSpec.model_validate({"dataset_id": "d1", "epochs": 1, "optim": {"warmup_epochs": 2}})
