@@ -126,6 +126,19 @@ def test_inference_quick(tmp_path: Path, pneumonia_npz: Path, postgres_url: str)
         positive(overhead[-1][column])
 
 
+@pytest.mark.e2e
+def test_job_wall_quick(tmp_path: Path, pneumonia_npz: Path) -> None:
+    """``rarefit serve`` → upload → warm-up job → timed job → one row with finite numbers."""
+    results = tmp_path / "RESULTS.md"
+    run_quick("benchmarks.job_wall", results, pneumonia_npz)
+    (table,) = section_tables(results, "job-wall-cpu")
+    (row,) = table
+    for column in ("submit → succeeded s", "server started → finished s"):
+        positive(row[column])
+    for column in ("test AUC", "test ACC", "test balanced acc"):
+        unit_interval(row[column])
+
+
 def test_metrics_match_scikit_learn() -> None:
     rng = np.random.default_rng(0)
     labels = rng.integers(0, 2, size=300)

@@ -153,3 +153,11 @@ def test_the_default_warmup_is_capped_at_the_epochs_but_an_explicit_one_is_not()
     assert build({"epochs": 1, "batch_size": 8})["scheduler"] is not None  # default warm-up 2 > 1 epoch
     with pytest.raises(ValueError, match="warmup_epochs"):
         JobSpec.model_validate({"dataset_id": "d1", "epochs": 1, "optim": {"warmup_epochs": 2}})
+
+
+def test_the_spec_and_the_core_name_the_same_choices():
+    """``service`` may not import the core, so the spec keeps its own copies of these lists."""
+    from service import spec
+    from workers.training import metrics, networks
+
+    assert spec.ARCHS == networks.ARCHS and spec.SELECTION_METRICS == metrics.SELECTION_METRICS

@@ -20,7 +20,7 @@ from workers.training.data import BatchSource
 from workers.training.losses import soft_cross_entropy
 from workers.training.metrics import metric_block, selection_score
 from workers.training.state import plain
-from workers.training.thresholds import THRESHOLD_STRATEGIES, choose_threshold
+from workers.training.thresholds import choose_threshold
 
 logger = logging.getLogger(__name__)
 

@@ -20,15 +20,6 @@ from workers.training.optim import make_optimizer, make_scheduler
 from workers.training.samplers import make_sampler
 
 
-@pytest.fixture(autouse=True)
-def _one_thread():
-    # Tiny tensors: intra-op threads only add spin-wait contention on a shared CI machine (10× slower).
-    previous = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(previous)
-
-
 CPU = torch.device("cpu")
 CLASSES = ["common", "rare"]
 BLOCK_KEYS = {

@@ -10,16 +10,6 @@ from workers.training.export import export_program, load_program, load_weights, 
 from workers.training.networks import build_network
 
 
-@pytest.fixture(autouse=True)
-def _one_thread():
-    # Tiny tensors: intra-op threads only add spin-wait contention on a shared CI machine (10× slower).
-    previous = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(previous)
-
-
-
 @pytest.mark.parametrize("arch", ["simple_cnn", "resnet18"])
 def test_exported_program_equals_eager_model_for_batches_1_and_5(tmp_path, arch):
     torch.manual_seed(0)

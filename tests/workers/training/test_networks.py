@@ -16,15 +16,6 @@ from workers.training.networks import (
 )
 
 
-@pytest.fixture(autouse=True)
-def _one_thread():
-    # Tiny tensors: intra-op threads only add spin-wait contention on a shared CI machine (10× slower).
-    previous = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(previous)
-
-
 def _net(arch: str = "simple_cnn", *, classes: int = 3, channels: int = 1, size: int = 28, **kwargs) -> Classifier:
     return build_network(
         arch,
