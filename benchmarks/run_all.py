@@ -34,6 +34,7 @@ STEPS: dict[str, list[str]] = {
     "rarefit_default": ["benchmarks.medmnist", "--recipe", "rarefit_default"],
     "imbalanced": ["benchmarks.medmnist", "--imbalanced"],
     "inference": ["benchmarks.inference"],
+    "api_memory": ["benchmarks.api_memory"],
     "job_wall": ["benchmarks.job_wall"],
 }
 GPU_STEPS = ("medmnist", "rarefit_default", "imbalanced", "job_wall")
@@ -51,8 +52,8 @@ def step_commands(args: argparse.Namespace) -> list[tuple[str, list[str]]]:
         chosen = list(STEPS)
     else:
         chosen = [name for name in STEPS if name not in GPU_STEPS]
-    if args.skip_inference and "inference" in chosen:
-        chosen.remove("inference")
+    if args.skip_inference:  # the HTTP steps
+        chosen = [name for name in chosen if name not in ("inference", "api_memory")]
     commands = []
     for name in chosen:
         module, *extra = STEPS[name]

@@ -139,6 +139,17 @@ def test_job_wall_quick(tmp_path: Path, pneumonia_npz: Path) -> None:
         unit_interval(row[column])
 
 
+@pytest.mark.e2e
+def test_api_memory_quick(tmp_path: Path, pneumonia_npz: Path) -> None:
+    results = tmp_path / "RESULTS.md"
+    run_quick("benchmarks.api_memory", results, pneumonia_npz)
+    (table,) = section_tables(results, "api-memory-cpu")
+    (row,) = table
+    assert row["cached models"] == "2"
+    for column in ("API RSS before models MB", "API RSS after MB", "API peak RSS MB"):
+        positive(row[column])
+
+
 def test_metrics_match_scikit_learn() -> None:
     rng = np.random.default_rng(0)
     labels = rng.integers(0, 2, size=300)
