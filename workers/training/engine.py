@@ -28,7 +28,8 @@ from torch import nn
 from torch.optim import Optimizer
 
 from workers.training.data import Split
-from workers.training.evaluation import THRESHOLD_STRATEGIES, Scoring, evaluate
+from workers.training.evaluation import Scoring, evaluate
+from workers.training.thresholds import THRESHOLD_STRATEGIES
 from workers.training.loop import steps_per_epoch
 from workers.training.metrics import SELECTION_METRICS
 from workers.training.optim import LrSchedule
