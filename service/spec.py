@@ -121,7 +121,7 @@ class OptimSpec(_Part):
     momentum: float = Field(default=0.9, ge=0.0, lt=1.0)
     scheduler: Literal["none", "cosine", "onecycle", "plateau", "step"] = "cosine"
     warmup_epochs: int = Field(
-        default=2, ge=0, le=1000, description="linear warm-up; the default is capped at `epochs`"
+        default=2, ge=0, le=1000, description="linear warm-up, capped at `epochs`"
     )
     milestones: list[Annotated[float, Field(gt=0.0, lt=1.0)]] = Field(
         default=[0.5, 0.75], max_length=16, description="'step': fractions of the epochs"
@@ -146,7 +146,8 @@ class ThresholdSpec(_Part):
 
 
 def effective_warmup_epochs(spec: "JobSpec") -> int:
-    """The warm-up a job runs: an explicit value as given, the default capped at ``epochs``."""
+    """The warm-up a job runs: ``optim.warmup_epochs`` capped at ``epochs`` (a run shorter than the
+    default 2-epoch warm-up warms up throughout, rather than being refused)."""
     return min(spec.optim.warmup_epochs, spec.epochs)
 
 
@@ -169,13 +170,9 @@ class JobSpec(_Part):
     max_runtime_seconds: int | None = Field(default=None, ge=1, le=30 * 24 * 3600)
 
     @model_validator(mode="after")
-    def _consistent(self) -> "JobSpec":
+    def _sigmoid_needs_focal(self) -> "JobSpec":
         if self.loss.variant == "sigmoid" and self.loss.type != "focal":
             raise ValueError("loss.variant 'sigmoid' is only defined for loss.type 'focal'")
-        if "warmup_epochs" in self.optim.model_fields_set and self.optim.warmup_epochs > self.epochs:
-            raise ValueError(
-                f"optim.warmup_epochs ({self.optim.warmup_epochs}) must not exceed epochs ({self.epochs})"
-            )
         return self
 
 
