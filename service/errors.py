@@ -17,6 +17,7 @@ from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
 from pydantic import BaseModel, Field
 from sqlalchemy.exc import OperationalError
+from sqlalchemy.exc import TimeoutError as PoolTimeout
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from service.ingest import DatasetRejected
@@ -142,6 +143,7 @@ def install_error_handlers(app: FastAPI) -> None:
     app.add_exception_handler(RequestValidationError, _validation)
     app.add_exception_handler(StarletteHTTPException, _http)
     app.add_exception_handler(OperationalError, _database_down)
+    app.add_exception_handler(PoolTimeout, _overloaded)
     app.add_exception_handler(Exception, _unexpected)
 
 
@@ -177,6 +179,12 @@ async def _database_down(request: Request, exc: OperationalError) -> JSONRespons
     # Connection refused, locked database, failover: the client may retry; details stay in the log.
     logger.error("database error on %s %s: %s", request.method, request.url.path, type(exc.orig).__name__)
     return problem_response(503, "the database is unavailable; retry later", headers={"Retry-After": "5"})
+
+
+async def _overloaded(request: Request, _exc: PoolTimeout) -> JSONResponse:
+    # Every database connection stayed busy for the pool timeout: overload, not a client error.
+    logger.error("no database connection free for %s %s", request.method, request.url.path)
+    return problem_response(503, "the service is overloaded; retry later", headers={"Retry-After": "1"})
 
 
 async def _unexpected(request: Request, exc: Exception) -> JSONResponse:

@@ -64,9 +64,13 @@ def get_tenant_id(
     if not looks_like_api_key(key):
         raise _unauthorized("malformed API key")
     api_key = tenants.authenticate(session, plaintext=key)
-    if api_key is None:
+    tenant_id = None if api_key is None else api_key.tenant_id
+    # End the read so the connection goes back to the pool now: a predict call
+    # may wait on the model long after authenticating, holding nothing.
+    session.rollback()
+    if tenant_id is None:
         raise _unauthorized("unknown or revoked API key")
-    return api_key.tenant_id
+    return tenant_id
 
 
 TenantDep = Annotated[str, Depends(get_tenant_id)]

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import time
 
+from sqlalchemy.exc import TimeoutError as PoolTimeout
+
 from service.main import create_app
 
 PROBLEM_KEYS = {"type", "title", "status", "detail"}
@@ -62,3 +64,13 @@ def test_readiness_names_the_broken_broker(sqlite_settings, api_settings):
         assert time.monotonic() - started < 15
     assert "broker" in body["detail"] and "database" not in body["detail"]
     assert body["checks"] == {"database": "ok", "broker": "down", "blob_store": "ok"}
+
+
+def test_an_exhausted_connection_pool_is_a_503_to_retry_not_a_500(api_app, api_client):
+    def busy():
+        raise PoolTimeout("QueuePool limit reached")
+
+    api_app.add_api_route("/busy", busy)
+    response = api_client.get("/busy")
+    assert response.status_code == 503 and response.headers["retry-after"] == "1"
+    assert response.json()["detail"] == "the service is overloaded; retry later"
