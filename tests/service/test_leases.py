@@ -10,8 +10,9 @@ from sqlalchemy import func, select
 
 from service.db import make_engine, make_session_factory, transaction
 from service.migrate import upgrade_head
-from service.models import Artifact, Dataset, EpochMetrics, Job, JobStatus, Model, Tenant
+from service.models import Artifact, EpochMetrics, Job, JobStatus, Model
 from service.repository import leases
+from job_rows import make_job
 
 NOW = datetime(2030, 1, 1, 12, 0, tzinfo=timezone.utc)
 
@@ -26,23 +27,6 @@ def factory(request, tmp_path_factory):
     engine = make_engine(url)
     yield make_session_factory(engine)
     engine.dispose()
-
-
-def make_job(factory, **values) -> str:
-    with transaction(factory) as session:
-        tenant = Tenant(name=f"t-{datetime.now().timestamp()}-{id(values)}")
-        session.add(tenant)
-        session.flush()
-        dataset = Dataset(
-            tenant_id=tenant.id, name="d", format="npz", num_classes=2, class_names=["a", "b"],
-            image_shape=[8, 8, 1], splits={}, imbalance_ratio=1.0, blob_prefix="datasets/x",
-        )
-        session.add(dataset)
-        session.flush()
-        job = Job(tenant_id=tenant.id, dataset_id=dataset.id, spec={}, epochs=3, **values)
-        session.add(job)
-        session.flush()
-        return job.id
 
 
 def get(factory, job_id: str) -> Job:

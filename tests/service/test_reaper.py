@@ -9,10 +9,11 @@ import pytest
 
 from service.db import make_engine, make_session_factory, transaction
 from service.migrate import upgrade_head
-from service.models import Dataset, Job, JobStatus, Tenant, utcnow
+from service.models import Job, JobStatus, utcnow
 from service.queue import TASK_NAME, make_celery
 from service.reaper import ReaperThread, reap_once
 from service.repository import leases
+from job_rows import make_job
 
 
 @pytest.fixture
@@ -31,23 +32,6 @@ def factory(settings):
 @pytest.fixture
 def celery_app(settings):
     return make_celery(settings)
-
-
-def make_job(factory, **values) -> str:
-    with transaction(factory) as session:
-        tenant = Tenant(name=f"t{time.monotonic_ns()}")
-        session.add(tenant)
-        session.flush()
-        dataset = Dataset(
-            tenant_id=tenant.id, name="d", format="npz", num_classes=2, class_names=["a", "b"],
-            image_shape=[8, 8, 1], splits={}, imbalance_ratio=1.0, blob_prefix="datasets/x",
-        )
-        session.add(dataset)
-        session.flush()
-        job = Job(tenant_id=tenant.id, dataset_id=dataset.id, spec={}, epochs=3, **values)
-        session.add(job)
-        session.flush()
-        return job.id
 
 
 def running_job(factory, *, lease_seconds: float, now) -> str:
