@@ -14,6 +14,7 @@ from __future__ import annotations
 import hashlib
 import hmac
 import secrets
+import time
 
 KEY_PREFIX = "rf_"
 MAX_KEY_LENGTH = 200
@@ -52,3 +53,29 @@ def looks_like_api_key(key: str) -> bool:
 def hashes_match(stored_hash: str, key: str) -> bool:
     """Constant-time comparison of a stored hash with the hash of ``key``."""
     return hmac.compare_digest(stored_hash.encode("ascii"), hash_api_key(key).encode("ascii"))
+
+
+class KeyCache:
+    """Recently authenticated keys → tenant id, each for ``ttl_seconds``.
+
+    Every ``/v1`` call authenticates; a poll loop would otherwise pay a key
+    lookup per request. Entries are keyed by the key's sha256 (never the key),
+    so a revocation takes effect within ``ttl_seconds`` (0 disables caching).
+    """
+
+    def __init__(self, *, ttl_seconds: float, max_entries: int = 10_000) -> None:
+        self.ttl_seconds, self.max_entries = ttl_seconds, max_entries
+        self._entries: dict[str, tuple[str, float]] = {}
+
+    def get(self, plaintext: str) -> str | None:
+        entry = self._entries.get(hash_api_key(plaintext))
+        if entry is None or entry[1] < time.monotonic():
+            return None
+        return entry[0]
+
+    def put(self, plaintext: str, tenant_id: str) -> None:
+        if self.ttl_seconds <= 0:
+            return
+        if len(self._entries) >= self.max_entries:
+            self._entries.clear()  # a crude bound: refilling costs one lookup per active key
+        self._entries[hash_api_key(plaintext)] = (tenant_id, time.monotonic() + self.ttl_seconds)

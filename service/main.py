@@ -17,6 +17,7 @@ from fastapi import FastAPI
 from sqlalchemy.exc import IntegrityError
 
 from service.api.router import build_router
+from service.auth import KeyCache
 from service.config import Settings, get_settings
 from service.db import make_engine, make_session_factory, transaction
 from service.errors import install_error_handlers
@@ -85,6 +86,7 @@ async def _lifespan(app: FastAPI) -> AsyncIterator[None]:
     engine = make_engine(settings.sqlalchemy_url)
     app.state.engine = engine
     app.state.session_factory = make_session_factory(engine)
+    app.state.key_cache = KeyCache(ttl_seconds=settings.auth_cache_seconds)
     app.state.blob_store = make_blob_store(settings)
     app.state.celery = make_celery(settings)
     reaper = None

@@ -12,10 +12,11 @@ from typing import Annotated
 
 from celery import Celery
 from fastapi import Depends, Query, Request
+from fastapi.concurrency import run_in_threadpool
 from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
 from sqlalchemy.orm import Session
 
-from service.auth import looks_like_api_key
+from service.auth import KeyCache, looks_like_api_key
 from service.config import Settings
 from service.errors import ProblemError
 from service.repository import tenants
@@ -53,24 +54,34 @@ LimitQuery = Annotated[int, Query(ge=1, le=500, description="page size")]
 OffsetQuery = Annotated[int, Query(ge=0, le=10_000_000, description="items to skip")]
 
 
-def get_tenant_id(
-    session: SessionDep,
+async def get_tenant_id(
+    request: Request,
     credentials: Annotated[HTTPAuthorizationCredentials | None, Depends(_bearer)],
 ) -> str:
-    """The tenant of the bearer key; 401 for a missing, malformed, unknown or revoked key."""
+    """The tenant of the bearer key; 401 for a missing, malformed, unknown or revoked key.
+
+    A key authenticated in the last ``auth_cache_seconds`` skips the database
+    (and the thread pool); otherwise one lookup runs off the event loop.
+    """
     if credentials is None:
         raise _unauthorized("missing bearer API key: send 'Authorization: Bearer <api-key>'")
     key = credentials.credentials
     if not looks_like_api_key(key):
         raise _unauthorized("malformed API key")
-    api_key = tenants.authenticate(session, plaintext=key)
-    tenant_id = None if api_key is None else api_key.tenant_id
-    # End the read so the connection goes back to the pool now: a predict call
-    # may wait on the model long after authenticating, holding nothing.
-    session.rollback()
+    cache: KeyCache = request.app.state.key_cache
+    tenant_id = cache.get(key)
     if tenant_id is None:
-        raise _unauthorized("unknown or revoked API key")
+        tenant_id = await run_in_threadpool(_lookup_tenant, request.app.state.session_factory, key)
+        if tenant_id is None:
+            raise _unauthorized("unknown or revoked API key")
+        cache.put(key, tenant_id)
     return tenant_id
+
+
+def _lookup_tenant(session_factory, key: str) -> str | None:
+    with session_factory() as session:
+        api_key = tenants.authenticate(session, plaintext=key)
+        return None if api_key is None else api_key.tenant_id
 
 
 TenantDep = Annotated[str, Depends(get_tenant_id)]

@@ -3,10 +3,11 @@
 from __future__ import annotations
 
 import hashlib
+import time
 
 import pytest
 
-from service.auth import generate_api_key, hash_api_key, key_prefix, looks_like_api_key
+from service.auth import KeyCache, generate_api_key, hash_api_key, key_prefix, looks_like_api_key
 from service.db import transaction
 from service.main import BOOTSTRAP_TENANT, _bootstrap_key
 from service.models import ApiKey, Tenant
@@ -68,13 +69,38 @@ def test_bad_credentials_answer_401_problem_with_challenge(api_client, headers):
     assert "x" * 100 not in response.text
 
 
-def test_revoked_key_answers_401(api_client, api_db, alpha):
-    assert api_client.get("/v1/jobs", headers=alpha).status_code == 200
-    plaintext = alpha["Authorization"].removeprefix("Bearer ")
-    with transaction(api_db) as session:
+def _revoke(factory, headers) -> None:
+    plaintext = headers["Authorization"].removeprefix("Bearer ")
+    with transaction(factory) as session:
         key = tenants.authenticate(session, plaintext=plaintext)
         assert tenants.revoke_api_key(session, key_id=key.id)
+
+
+def test_revoked_key_answers_401_once_the_auth_cache_entry_expires(api_client, api_db, alpha):
+    assert api_client.get("/v1/jobs", headers=alpha).status_code == 200
+    _revoke(api_db, alpha)
+    cache = api_client.app.state.key_cache
+    assert cache.ttl_seconds == 5.0  # the default: revocation takes effect within 5 s
+    assert api_client.get("/v1/jobs", headers=alpha).status_code == 200  # still trusted from the cache
+    cache.ttl_seconds = 0.05
+    cache.put(alpha["Authorization"].removeprefix("Bearer "), "stale")
+    time.sleep(0.1)
     assert api_client.get("/v1/jobs", headers=alpha).status_code == 401
+
+
+def test_without_the_auth_cache_a_revoked_key_fails_at_once(api_client, api_db, alpha):
+    api_client.app.state.key_cache.ttl_seconds = 0.0
+    api_client.app.state.key_cache._entries.clear()
+    assert api_client.get("/v1/jobs", headers=alpha).status_code == 200
+    _revoke(api_db, alpha)
+    assert api_client.get("/v1/jobs", headers=alpha).status_code == 401
+
+
+def test_the_auth_cache_holds_hashes_never_keys():
+    cache = KeyCache(ttl_seconds=60)
+    cache.put("rf_secret-key", "tenant-1")
+    assert cache.get("rf_secret-key") == "tenant-1" and cache.get("rf_other") is None
+    assert "rf_secret-key" not in repr(cache._entries)
 
 
 def test_bootstrap_key_works_and_bootstrap_is_idempotent(api_client, api_db, api_settings, bootstrap_headers):
