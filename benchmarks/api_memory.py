@@ -66,12 +66,8 @@ def main(argv: list[str] | None = None) -> int:
     )
     note = ("\n\nThe `rarefit serve` process (API, reaper and worker supervisor; the worker is a separate "
             "process), after one predict call on each 1-epoch `simple_cnn` model.")
-    print(table + note)
-    target = common.results_target(args)
-    if target is not None:
-        common.write_results(f"api-memory-{common.machine_tag('cpu')}", table + note,
-                             common.command_line("benchmarks.api_memory", sys.argv[1:] if argv is None else argv),
-                             path=target)
+    common.publish(f"api-memory-{common.machine_tag('cpu')}", table + note, args=args,
+                   module="benchmarks.api_memory", argv=sys.argv[1:] if argv is None else argv)
     return 0
 
 

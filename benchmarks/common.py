@@ -74,6 +74,14 @@ def command_line(module: str, argv: Sequence[str]) -> str:
     return shlex.join(["python", "-m", module, *argv])
 
 
+def publish(section: str, markdown: str, *, args: argparse.Namespace, module: str, argv: Sequence[str]) -> None:
+    """Print ``markdown`` and, where :func:`results_target` says, write it as ``section`` with its command."""
+    print(markdown)
+    target = results_target(args)
+    if target is not None:
+        write_results(section, markdown, command_line(module, argv), path=target)
+
+
 def check_device(name: str) -> torch.device:
     device = torch.device(name)
     if device.type == "cuda" and not torch.cuda.is_available():

@@ -164,11 +164,8 @@ def main(argv: Sequence[str] | None = None) -> int:
             logger.warning("PostgreSQL not reachable at %s; polling measured on SQLite only",
                            servers.POSTGRES_ADMIN_URL)
     markdown = inference_report.report(results, plan_seconds=plan.seconds, poll_seconds=plan.poll_seconds)
-    print(markdown)
-    target = common.results_target(args)
-    if target is not None:
-        common.write_results(f"inference-{common.machine_tag(device)}", markdown,
-                             common.command_line("benchmarks.inference", argv), path=target)
+    common.publish(f"inference-{common.machine_tag(device)}", markdown, args=args, module="benchmarks.inference",
+                   argv=argv)
     return 0
 
 

@@ -169,10 +169,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             runs.append((seed, run_one(overrides, arrays=arrays, class_names=class_names, device=device)))
         markdown = recipe_table(args.recipe, runs)
         section = f"medmnist-{args.recipe.replace('_', '-')}-{tag}"
-    print(markdown)
-    target = common.results_target(args)
-    if target is not None:
-        common.write_results(section, markdown, common.command_line("benchmarks.medmnist", argv), path=target)
+    common.publish(section, markdown, args=args, module="benchmarks.medmnist", argv=argv)
     return 0
 
 

@@ -195,17 +195,11 @@ def main(argv: Sequence[str] | None = None) -> int:
                               compile=args.compile)
         results.append((case, result))
     markdown = table(results)
-    print(markdown)
-    target = common.results_target(args)
-    command = common.command_line("benchmarks.throughput", argv)
     tag = common.machine_tag(device)
-    if target is not None:
-        common.write_results(f"throughput-{tag}", markdown, command, path=target)
+    common.publish(f"throughput-{tag}", markdown, args=args, module="benchmarks.throughput", argv=argv)
     if not args.no_scale:
-        scale_markdown = scale.run(args, device=device)
-        print(scale_markdown)
-        if target is not None:
-            common.write_results(f"scale-{tag}", scale_markdown, command, path=target)
+        common.publish(f"scale-{tag}", scale.run(args, device=device), args=args, module="benchmarks.throughput",
+                       argv=argv)
     return 0
 
 

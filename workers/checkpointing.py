@@ -39,7 +39,6 @@ class CheckpointWriter:
         self._record, self._on_lease_lost = record, on_lease_lost
         self.current_key = current_key
         self._pending: tuple[int, dict] | None = None
-        self._busy = False
         self._closed = False
         self._error: BaseException | None = None
         self._cond = threading.Condition()
