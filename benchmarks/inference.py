@@ -8,12 +8,15 @@
    latency and requests/s. The floor is ``benchmarks.floor_app`` serving the
    same downloaded ``model.pt2`` in a uvicorn subprocess, measured the same way.
 3. Job overhead (``benchmarks.job_overhead``) with the worker warm.
-4. Job-status polling: ``GET /v1/jobs/{id}`` at concurrency 16 against
-   ``rarefit api`` on a fresh PostgreSQL database (and, for reference, the
-   embedded SQLite server).
+4. Job-status polling: ``GET /v1/jobs/{id}`` against ``rarefit api`` (one
+   uvicorn worker per core) on a fresh PostgreSQL database, and for
+   reference the embedded SQLite server: capacity with 16 closed-loop
+   clients, then latency with requests started at the target rate of 500/s
+   (open loop).
 
-The load generator runs on the same machine as the servers, so on a small
-machine client and server share the cores (both rarefit and the floor pay it).
+The load generator (``benchmarks.http_load``, raw asyncio keep-alive connections)
+runs on the same machine as the servers, so on a small machine client and
+server share the cores (both rarefit and the floor pay it).
 
     python -m benchmarks.inference
     python -m benchmarks.inference --quick --results /tmp/r.md
@@ -23,6 +26,7 @@ from __future__ import annotations
 
 import argparse
 import logging
+import os
 import secrets
 import sys
 import tempfile
@@ -34,6 +38,9 @@ from typing import Any
 from benchmarks import api_client, common, http_load, inference_report, job_overhead, servers
 
 logger = logging.getLogger(__name__)
+
+# `rarefit api` as deployed: one uvicorn worker process per core (docs/operations.md).
+API_WORKERS = len(os.sched_getaffinity(0))
 
 
 @dataclass(frozen=True)
@@ -75,9 +82,9 @@ def predict_rows(server: str, url: str, headers: dict[str, str], path_for: Any, 
     rows = []
     for arch, info in models.items():
         for encoding in plan.encodings:
-            send = http_load.predict_sender(path_for(info), png=png, encoding=encoding)
+            request = http_load.predict_request(path_for(info), png=png, encoding=encoding)
             for concurrency in plan.concurrencies:
-                result = http_load.measure(base_url=url, headers=headers, send=send, concurrency=concurrency,
+                result = http_load.measure(base_url=url, headers=headers, request=request, concurrency=concurrency,
                                            seconds=plan.seconds)
                 rows.append({"server": server, "model": arch, "encoding": encoding, "result": result})
                 logger.info("%s %s %s c=%d: %.1f req/s p50 %.1f ms", server, arch, encoding, concurrency,
@@ -95,9 +102,14 @@ def floor_rows(models: dict[str, Any], png: bytes, plan: Plan, workdir: Path) ->
     return rows
 
 
-def poll(url: str, headers: dict[str, str], job_id: str, plan: Plan) -> http_load.LoadResult:
-    return http_load.measure(base_url=url, headers=headers, send=http_load.get_sender(f"/v1/jobs/{job_id}"),
-                             concurrency=16, seconds=plan.poll_seconds)
+def poll(url: str, headers: dict[str, str], job_id: str, plan: Plan) -> list[http_load.LoadResult]:
+    """Capacity (closed loop, 16 clients), then latency at the target rate (open loop)."""
+    request = http_load.get_request(f"/v1/jobs/{job_id}")
+    return [
+        http_load.measure(base_url=url, headers=headers, request=request, concurrency=16, seconds=plan.poll_seconds),
+        http_load.measure_rate(base_url=url, headers=headers, request=request, rate=inference_report.POLL_RPS_TARGET,
+                               seconds=plan.poll_seconds),
+    ]
 
 
 def embedded_part(arrays: common.Arrays, plan: Plan, workdir: Path, device: str) -> dict[str, Any]:
@@ -124,12 +136,13 @@ def embedded_part(arrays: common.Arrays, plan: Plan, workdir: Path, device: str)
     return {"predict": rows, "overhead": overhead, "polling": {"SQLite (embedded serve)": polling_sqlite}}
 
 
-def postgres_polling(arrays: common.Arrays, plan: Plan, workdir: Path) -> http_load.LoadResult:
-    """``rarefit api`` on a fresh PostgreSQL database; a queued job polled at concurrency 16."""
+def postgres_polling(arrays: common.Arrays, plan: Plan, workdir: Path) -> list[http_load.LoadResult]:
+    """``rarefit api`` (one uvicorn worker per core) on a fresh PostgreSQL database; a queued job polled."""
     key = "rf_bench_" + secrets.token_urlsafe(24)
     with servers.temp_postgres_database() as url:
         env = servers.rarefit_env(data_dir=workdir / "pg-data", api_key=key, device="cpu", database_url=url)
-        with servers.rarefit_server("api", env=env, log_path=workdir / "api-pg.log") as server, \
+        with servers.rarefit_server("api", env=env, log_path=workdir / "api-pg.log",
+                                    api_workers=API_WORKERS) as server, \
                 api_client.client(server.url, key) as http:
             dataset = api_client.upload_dataset(http, arrays, name="bench-pg")
             job, _ = api_client.submit_job(http, train_spec(dataset["id"], "simple_cnn", epochs=1))
@@ -147,7 +160,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     argv = list(sys.argv[1:] if argv is None else argv)
     args = parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(message)s")
-    logging.getLogger("httpx").setLevel(logging.WARNING)  # a log line per request would load the client
+    logging.getLogger("httpx").setLevel(logging.WARNING)  # the set-up client logs every request at INFO
     device = common.check_device(args.device)
     plan = QUICK if args.quick else FULL
     arrays, _names = common.load_npz(args.data)
@@ -163,7 +176,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         else:
             logger.warning("PostgreSQL not reachable at %s; polling measured on SQLite only",
                            servers.POSTGRES_ADMIN_URL)
-    markdown = inference_report.report(results, plan_seconds=plan.seconds, poll_seconds=plan.poll_seconds)
+    markdown = inference_report.report(results, plan_seconds=plan.seconds, poll_seconds=plan.poll_seconds,
+                                       api_workers=API_WORKERS)
     common.publish(f"inference-{common.machine_tag(device)}", markdown, args=args, module="benchmarks.inference",
                    argv=argv)
     return 0

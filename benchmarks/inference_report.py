@@ -50,12 +50,19 @@ def target_rows(results: dict[str, Any]) -> list[list[str]]:
             scale = sixteen.throughput / single.throughput
             lines.append(_check(f"{model} {encoding} req/s c=16 ÷ c=1", scale, f"≥ {SCALE_TARGET:g}×",
                                 scale >= SCALE_TARGET, "×"))
-    for name, result in results["polling"].items():
-        lines.append(_check(f"polling {name} req/s (c=16)", result.throughput, f"≥ {POLL_RPS_TARGET:g}",
-                            result.throughput >= POLL_RPS_TARGET))
-        p99 = result.percentile(99)
-        lines.append(_check(f"polling {name} p99 (c=16)", p99, f"≤ {POLL_P99_TARGET_MS:g} ms",
-                            p99 <= POLL_P99_TARGET_MS, " ms"))
+    for name, runs in results["polling"].items():
+        for result in runs:
+            if result.offered_rate is None:
+                lines.append(_check(f"polling {name} capacity req/s (c=16)", result.throughput,
+                                    f"≥ {POLL_RPS_TARGET:g}", result.throughput >= POLL_RPS_TARGET))
+                continue
+            # Sustained: the server answered (almost) everything offered, in time.
+            sustained = result.errors == 0 and result.throughput >= 0.98 * result.offered_rate
+            lines.append(_check(f"polling {name} answered req/s at {result.offered_rate:g}/s offered",
+                                result.throughput, f"≥ {0.98 * result.offered_rate:g}", sustained))
+            p99 = result.percentile(99)
+            lines.append(_check(f"polling {name} p99 at {result.offered_rate:g}/s offered", p99,
+                                f"≤ {POLL_P99_TARGET_MS:g} ms", p99 <= POLL_P99_TARGET_MS, " ms"))
     overhead = job_overhead.summarise(results["overhead"])
     first = overhead["post_to_first_step_log"]
     first = overhead["post_to_first_step_rows"] if first is None else first
@@ -67,11 +74,17 @@ def target_rows(results: dict[str, Any]) -> list[list[str]]:
     return lines
 
 
-def polling_table(polling: dict[str, LoadResult]) -> str:
-    headers = ["database", "concurrency", "requests", "req/s", "p50 ms", "p99 ms", "errors"]
-    rows = [[name, r.concurrency, r.requests, common.fmt(r.throughput, 1), common.fmt(r.percentile(50), 2),
-             common.fmt(r.percentile(99), 2), r.errors] for name, r in polling.items()]
+def polling_table(polling: dict[str, list[LoadResult]]) -> str:
+    headers = ["database", "load", "requests", "answered req/s", "p50 ms", "p99 ms", "errors"]
+    rows = [[name, _load_label(r), r.requests, common.fmt(r.throughput, 1), common.fmt(r.percentile(50), 2),
+             common.fmt(r.percentile(99), 2), r.errors] for name, runs in polling.items() for r in runs]
     return common.markdown_table(headers, rows)
+
+
+def _load_label(result: LoadResult) -> str:
+    if result.offered_rate is None:
+        return f"closed loop, {result.concurrency} clients"
+    return f"open loop, {result.offered_rate:g} req/s offered ({result.concurrency} connections)"
 
 
 def overhead_table(runs: list[dict[str, float | None]]) -> str:
@@ -84,14 +97,20 @@ def overhead_table(runs: list[dict[str, float | None]]) -> str:
     return common.markdown_table(headers, rows)
 
 
-def report(results: dict[str, Any], *, plan_seconds: float, poll_seconds: float) -> str:
+def report(results: dict[str, Any], *, plan_seconds: float, poll_seconds: float, api_workers: int) -> str:
     return "\n\n".join([
         "### Targets\n\n" + common.markdown_table(["check", "measured", "target", "met"], target_rows(results)),
         f"### Predict (one 28×28 PNG per request, {plan_seconds:g} s per row after a 0.5 s warm-up)\n\n"
         + predict_table(results["predict"])
         + "\n\nfloor = `benchmarks/floor_app.py`: the same `model.pt2` in a bare FastAPI endpoint "
         "(no auth, database, cache or batching). Client and servers share this machine's cores.",
-        f"### Job-status polling (`GET /v1/jobs/{{id}}`, {poll_seconds:g} s)\n\n" + polling_table(results["polling"]),
+        f"### Job-status polling (`GET /v1/jobs/{{id}}`, {poll_seconds:g} s per row)\n\n"
+        + polling_table(results["polling"])
+        + "\n\nClosed loop: each client sends its next request when the last is answered (capacity). "
+        "Open loop: requests start on a fixed schedule whatever the answers, and latency runs from each "
+        "request's scheduled start (wrk2's method), so the target reads \"sustains 500 req/s at p99 ≤ 50 ms\". "
+        f"PostgreSQL: `rarefit api --workers {api_workers}` (one uvicorn worker per core); "
+        "SQLite: `rarefit serve` (one API process beside its worker).",
         "### Job overhead (simple_cnn, warm embedded worker)\n\n" + overhead_table(results["overhead"])
         + "\n\n" + (job_overhead.__doc__ or "").split("\n\n", 1)[1].strip(),
     ])

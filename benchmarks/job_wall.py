@@ -40,9 +40,12 @@ def run(*, device: str, epochs: int, arch: str, data: Path) -> dict[str, float]:
             job, _ = api_client.submit_job(http, {**spec, "epochs": epochs})
             done = api_client.wait_job(http, job["id"], timeout=3600, poll=0.05)
             wall = time.perf_counter() - started
-            test = http.get(f"/v1/jobs/{job['id']}/metrics").json()["test"]
+            metrics = http.get(f"/v1/jobs/{job['id']}/metrics").json()
+    test = metrics["test"]
     server_seconds = (api_client.parse_time(done["finished_at"]) - api_client.parse_time(done["started_at"]))
-    return {"wall": wall, "server": server_seconds.total_seconds(), "auroc": test["auroc"],
+    epoch_seconds = sorted(row["seconds"] for row in metrics["history"])
+    return {"wall": wall, "server": server_seconds.total_seconds(), "epochs_sum": sum(epoch_seconds),
+            "epoch_median": epoch_seconds[len(epoch_seconds) // 2], "auroc": test["auroc"],
             "accuracy": test["accuracy"], "balanced_accuracy": test["balanced_accuracy"]}
 
 
@@ -57,15 +60,18 @@ def main(argv: list[str] | None = None) -> int:
     result = run(device=str(device), epochs=epochs, arch=arch, data=args.data)
     verdict = "yes" if result["wall"] < TARGET_SECONDS else "no"
     table = common.markdown_table(
-        ["job", "submit → succeeded s", "server started → finished s", "target < 60 s (H100)", "test AUC",
-         "test ACC", "test balanced acc"],
+        ["job", "submit → succeeded s", "server started → finished s", "target < 60 s (H100)",
+         "sum of epoch s", "median epoch s", "test AUC", "test ACC", "test balanced acc"],
         [[f"{arch}, {epochs} epochs, rarefit_default", common.fmt(result["wall"], 1), common.fmt(result["server"], 1),
-          verdict, common.fmt(result["auroc"]), common.fmt(result["accuracy"]),
+          verdict, common.fmt(result["epochs_sum"], 1), common.fmt(result["epoch_median"], 3),
+          common.fmt(result["auroc"]), common.fmt(result["accuracy"]),
           common.fmt(result["balanced_accuracy"])]],
     )
     note = ("\n\nThrough `rarefit serve` (SQLite, file broker, embedded worker) after a 1-epoch warm-up job; "
             "wall time on the client's clock from just before the POST to the poll that saw `succeeded` "
-            "(polling every 50 ms).")
+            "(polling every 50 ms). An epoch's seconds (its metrics row) run from the epoch's start to its "
+            "metric block, before the epoch's database write and checkpoint hand-off; the rest of the wall time "
+            "is start-up, those per-epoch hand-offs, the final evaluation and export.")
     common.publish(f"job-wall-{common.machine_tag(device)}", table + note, args=args, module="benchmarks.job_wall",
                    argv=sys.argv[1:] if argv is None else argv)
     return 0

@@ -113,15 +113,20 @@ def rarefit_env(*, data_dir: Path, api_key: str, device: str, database_url: str 
     return env
 
 
-def rarefit_server(mode: str, *, env: Mapping[str, str], log_path: Path) -> Server:
-    """``rarefit serve`` (API + embedded worker, migrates first) or ``rarefit api`` (migrated here first)."""
+def rarefit_server(mode: str, *, env: Mapping[str, str], log_path: Path, api_workers: int = 1) -> Server:
+    """``rarefit serve`` (API + embedded worker, migrates first) or ``rarefit api`` (migrated here first,
+    ``api_workers`` uvicorn processes)."""
     if mode not in ("serve", "api"):
         raise ValueError(f"mode must be 'serve' or 'api', got {mode!r}")
+    if api_workers != 1 and mode != "api":
+        raise ValueError("api_workers applies to mode 'api' only")
     if mode == "api":
         subprocess.run([sys.executable, "-c", _CLI, "migrate"], cwd=common.REPO_ROOT, env=dict(env), check=True,
                        capture_output=True, timeout=300)
     port = free_port()
     command = [sys.executable, "-c", _CLI, mode, "--host", "127.0.0.1", "--port", str(port)]
+    if mode == "api":
+        command += ["--workers", str(api_workers)]
     return Server(command, port=port, env=env, log_path=log_path, ready_path="/readyz")
 
 

@@ -28,7 +28,8 @@ def build_parser() -> argparse.ArgumentParser:
     serve.add_argument("--concurrency", type=int, default=1, help="jobs the embedded worker runs at once")
     api = commands.add_parser("api", help="run only the HTTP API (uvicorn); the database must be migrated")
     _host_port(api)
-    api.add_argument("--workers", type=int, default=1, help="uvicorn worker processes")
+    api.add_argument("--workers", type=int, default=1,
+                     help="API processes, each on its own SO_REUSEPORT socket (one per core)")
     worker = commands.add_parser("worker", help="run a Celery training worker")
     worker.add_argument("--concurrency", type=int, default=1, help="jobs at once (one per GPU)")
     commands.add_parser("migrate", help="bring the database schema to the newest version")
@@ -73,12 +74,16 @@ def _serve(settings: Settings, args: argparse.Namespace) -> int:
 def _api(settings: Settings, args: argparse.Namespace) -> int:
     import uvicorn
 
+    from service.api_processes import APP_FACTORY, reuse_port_supported, run_api_processes
+
     if args.workers < 1:
         raise SystemExit(f"--workers must be at least 1, got {args.workers}")
-    uvicorn.run(
-        "service.main:asgi", factory=True, host=args.host or settings.host,
-        port=args.port or settings.port, workers=args.workers,
-    )
+    host = args.host or settings.host
+    port = settings.port if args.port is None else args.port
+    if args.workers > 1 and reuse_port_supported():
+        run_api_processes(host=host, port=port, workers=args.workers)
+    else:
+        uvicorn.run(APP_FACTORY, factory=True, host=host, port=port, workers=args.workers)
     return EXIT_OK
 
 

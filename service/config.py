@@ -57,6 +57,10 @@ class Settings(BaseSettings):
         default=5.0, ge=0.0, le=300.0,
         description="how long an authenticated key skips the database; a revocation takes effect within it",
     )
+    api_read_threads: int = Field(
+        default=2, ge=1, le=64,
+        description="threads per API process for the hot database reads (authentication, job polls)",
+    )
 
     # --- inference ---------------------------------------------------------
     model_cache_bytes: int = 512 * 1024 * 1024

@@ -13,6 +13,7 @@ from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from importlib.metadata import PackageNotFoundError, version
 
+import anyio
 from fastapi import FastAPI
 from sqlalchemy.exc import IntegrityError
 
@@ -87,6 +88,7 @@ async def _lifespan(app: FastAPI) -> AsyncIterator[None]:
     app.state.engine = engine
     app.state.session_factory = make_session_factory(engine)
     app.state.key_cache = KeyCache(ttl_seconds=settings.auth_cache_seconds)
+    app.state.read_limiter = anyio.CapacityLimiter(settings.api_read_threads)
     app.state.blob_store = make_blob_store(settings)
     app.state.celery = make_celery(settings)
     reaper = None

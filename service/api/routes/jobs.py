@@ -10,12 +10,14 @@ from datetime import timedelta
 from typing import Annotated, BinaryIO
 from urllib.parse import quote
 
-from fastapi import APIRouter, Body, Header, Query, Response, status
+from fastapi import APIRouter, Body, Header, Query, Request, Response, status
 from fastapi.responses import StreamingResponse
 from sqlalchemy.exc import IntegrityError, SQLAlchemyError
 from sqlalchemy.orm import Session
 
-from service.api.deps import BlobStoreDep, CeleryDep, LimitQuery, OffsetQuery, SessionDep, SettingsDep, TenantDep
+from service.api.deps import (
+    BlobStoreDep, CeleryDep, LimitQuery, OffsetQuery, SessionDep, SettingsDep, TenantDep, read_in_session,
+)
 from service.config import Settings
 from service.errors import ProblemError, dotted, field_error, not_found, problem_responses, shown
 from service.models import Job, JobStatus, utcnow
@@ -93,8 +95,9 @@ def list_jobs(
 
 
 @router.get("/{job_id}", response_model=JobOut, summary="One job (poll it)", responses=problem_responses(404))
-def get_job(job_id: str, session: SessionDep, tenant_id: TenantDep) -> JobOut:
-    return JobOut.from_row(_job_or_404(session, tenant_id=tenant_id, job_id=job_id))
+async def get_job(job_id: str, request: Request, tenant_id: TenantDep) -> JobOut:
+    return await read_in_session(
+        request, lambda session: JobOut.from_row(_job_or_404(session, tenant_id=tenant_id, job_id=job_id)))
 
 
 @router.post(
