@@ -3,10 +3,14 @@
 ``--quick`` runs 1× and 4× of a 64-image subset. Each size runs in a fresh subprocess (``python -m benchmarks.throughput
 --scale-child K``), so the peak resident set size (``VmHWM``) and the peak
 CUDA allocation belong to that size alone. The train split is tiled K times;
-val and test stay as they are. Epoch time is the median job epoch (between
-``on_epoch_end`` calls) after the warm-up epoch. Growth is called linear when
-seconds per training image at the largest size are within ±25 % of the
-smallest's.
+val and test stay as they are. Every size trains on the same number of
+images after its warm-up epoch (32 epochs at 1×, 8 at 4×, 2 at 16×), so the
+sizes are compared over equally long stretches of sustained load: a CPU (or
+a shared VM's share of one) may run a 3 s burst faster than a minute of
+work, which comparing two short epochs with two long ones would count as
+non-linear growth. Time per image is the timed epochs' total (between ``on_epoch_end`` calls)
+over their images. Growth is called linear when seconds per training image
+at the largest size are within ±25 % of the smallest's.
 """
 
 from __future__ import annotations
@@ -30,6 +34,7 @@ MULTIPLIERS = (1, 4, 16)
 QUICK_MULTIPLIERS = (1, 4)
 LINEAR_TOLERANCE = 0.25
 QUICK_BASE = 64  # train images of the 1× size under --quick
+MIN_TIMED_EPOCHS = 2
 _MB = 1024 * 1024
 
 
@@ -50,14 +55,14 @@ def run(args: argparse.Namespace, *, device: torch.device) -> str:
 
 
 def table(rows: list[dict[str, Any]]) -> str:
-    headers = ["train set", "train images", "data MB", "epoch s", "ms per 1k images", "peak RSS MB",
+    headers = ["train set", "train images", "data MB", "median epoch s", "timed epochs", "ms per 1k images", "peak RSS MB",
                "RSS at start MB", "peak GPU MB"]
     lines = []
     for row in rows:
         epoch = common.median_after_warmup(row["epoch_seconds"])
         lines.append([
             f"{row['multiplier']}×", row["train_images"], common.fmt(row["data_bytes"] / _MB, 1),
-            common.fmt(epoch, 2), common.fmt(1e6 * epoch / row["train_images"], 1),
+            common.fmt(epoch, 2), len(row["epoch_seconds"]) - 1, common.fmt(1e6 * seconds_per_image(row), 1),
             common.fmt(row["peak_rss"] / _MB, 0), common.fmt(row["start_rss"] / _MB, 0),
             "–" if row["peak_gpu"] is None else common.fmt(row["peak_gpu"] / _MB, 0),
         ])
@@ -67,7 +72,7 @@ def table(rows: list[dict[str, Any]]) -> str:
 def verdict(rows: list[dict[str, Any]]) -> str:
     """One sentence each on time and memory growth from the smallest to the largest size."""
     first, last = rows[0], rows[-1]
-    per_image = [common.median_after_warmup(r["epoch_seconds"]) / r["train_images"] for r in (first, last)]
+    per_image = [seconds_per_image(r) for r in (first, last)]
     ratio = per_image[1] / per_image[0]
     linear = abs(ratio - 1.0) <= LINEAR_TOLERANCE
     data_growth = (last["data_bytes"] - first["data_bytes"]) / _MB
@@ -84,6 +89,17 @@ def verdict(rows: list[dict[str, Any]]) -> str:
     return text + "."
 
 
+def seconds_per_image(row: dict[str, Any]) -> float:
+    """Total seconds of the epochs after the warm-up over the images they trained on."""
+    timed = row["epoch_seconds"][1:]
+    return sum(timed) / (len(timed) * row["train_images"])
+
+
+def timed_epochs(multiplier: int, largest: int) -> int:
+    """Epochs after the warm-up so that every size trains on as many images as the largest in its timed ones."""
+    return max(MIN_TIMED_EPOCHS, MIN_TIMED_EPOCHS * largest // multiplier)
+
+
 def child_main(args: argparse.Namespace, *, multiplier: int, device: torch.device) -> int:
     """One size: print a JSON line with epoch seconds and memory peaks."""
     from benchmarks.throughput import Case, job_overrides
@@ -97,7 +113,8 @@ def child_main(args: argparse.Namespace, *, multiplier: int, device: torch.devic
         arrays = common.subset(arrays, sizes={"train": QUICK_BASE, "val": 32, "test": 32})
     images, labels = arrays["train"]
     arrays["train"] = (np.tile(images, (multiplier, 1, 1, 1)), np.tile(labels, multiplier))
-    epochs = 2 if args.quick else 3
+    sizes = QUICK_MULTIPLIERS if args.quick else MULTIPLIERS
+    epochs = 1 + timed_epochs(multiplier, max(sizes))
     case = Case("scale", "simple_cnn", 28, len(arrays["train"][1]), len(arrays["val"][1]), 128, epochs)
     kwargs = common.job_fit_kwargs(job_overrides(case, compile=False), arrays=arrays, class_names=class_names,
                                    device=device)

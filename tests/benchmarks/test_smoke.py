@@ -74,7 +74,7 @@ def test_throughput_and_scale_quick(tmp_path: Path, pneumonia_npz: Path) -> None
     assert [row["train set"] for row in scale] == ["1×", "4×"]
     assert [int(row["train images"]) for row in scale] == [64, 256]
     for row in scale:
-        for column in ("epoch s", "ms per 1k images", "peak RSS MB"):
+        for column in ("median epoch s", "timed epochs", "ms per 1k images", "peak RSS MB"):
             positive(row[column])
     assert "growth is" in common.read_section("scale-cpu", path=results)
 

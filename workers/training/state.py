@@ -94,7 +94,9 @@ class TrainingState:
             "model": cpu_state(self.model),
             "optimizer": _to_cpu(self.optimizer.state_dict()),
             "scheduler": self.scheduler.state_dict(),
-            "best_state": None if self.best_state is None else cpu_state(self.best_state),
+            # Already a private CPU copy that nothing mutates (it is replaced, never updated), so
+            # the snapshot shares it instead of copying ResNet-18's 45 MB again every epoch.
+            "best_state": self.best_state,
             "best_score": float(self.best_score),
             "best_epoch": self.best_epoch,
             "epochs_without_improvement": self.epochs_without_improvement,

@@ -14,13 +14,12 @@ from collections.abc import AsyncIterator
 from dataclasses import dataclass
 
 from fastapi import APIRouter, Request
-from fastapi.concurrency import run_in_threadpool
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 from sqlalchemy.orm import Session
 from starlette.datastructures import UploadFile
 from starlette.formparsers import MultiPartException, MultiPartParser
 
-from service.api.deps import SessionDep, SettingsDep, TenantDep
+from service.api.deps import SettingsDep, TenantDep, read_in_session
 from service.config import Settings
 from service.errors import ProblemError, dotted, field_error, not_found, shown
 from service.inference import ALLOWED_FORMATS, ArtifactError, InstanceError, Predictor
@@ -121,10 +120,10 @@ _REQUEST_BODY = {
         503: {"description": "the stored model cannot be loaded"},
     },
 )
-async def predict(
-    model_id: str, request: Request, session: SessionDep, tenant_id: TenantDep, settings: SettingsDep
-) -> PredictOut:
-    model = await run_in_threadpool(_find_model, session, tenant_id=tenant_id, model_id=model_id)
+async def predict(model_id: str, request: Request, tenant_id: TenantDep, settings: SettingsDep) -> PredictOut:
+    # One hop to the hot-read threads; the session closes before inference starts.
+    model = await read_in_session(request, lambda session: _find_model(session, tenant_id=tenant_id,
+                                                                       model_id=model_id))
     if model is None:
         raise not_found("model", model_id)
     images, names = await read_instances(request, settings=settings)
@@ -143,13 +142,10 @@ async def predict(
 
 def _find_model(session: Session, *, tenant_id: str, model_id: str) -> ModelRef | None:
     row = repo.get_model(session, tenant_id=tenant_id, model_id=model_id)
-    ref = None if row is None else ModelRef(
-        id=row.id, blob_prefix=row.blob_prefix, class_names=list(row.class_names),
-        threshold=row.threshold, positive_class=row.positive_class,
-    )
-    # End the read transaction now: inference may take a while and must not hold a connection.
-    session.rollback()
-    return ref
+    if row is None:
+        return None
+    return ModelRef(id=row.id, blob_prefix=row.blob_prefix, class_names=list(row.class_names),
+                    threshold=row.threshold, positive_class=row.positive_class)
 
 
 async def read_instances(request: Request, *, settings: Settings) -> tuple[list[bytes], list[str | None]]:

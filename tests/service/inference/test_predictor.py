@@ -13,6 +13,7 @@ import pytest
 import torch
 
 from service.inference import ArtifactError, InstanceError, Predictor, decide, load_artifact
+from service.inference.predictor import CoreShare
 from service.storage import LocalBlobStore
 
 BIG = 10**8
@@ -215,3 +216,15 @@ def test_mixed_concurrent_requests_each_get_exactly_their_own_answers(store, thr
             continue
         got = torch.tensor([list(p["probabilities"].values()) for p in result], dtype=torch.float64)
         assert torch.allclose(got, helpers.eager(three_rgb, arrays), atol=1e-5)
+
+
+def test_forward_passes_share_the_cores_among_those_running() -> None:
+    share = CoreShare(4)
+    with share.claim() as alone:
+        assert alone == 4  # a lone request gets every core
+        with share.claim() as second, share.claim() as third:
+            assert (second, third) == (2, 1)  # cores ÷ passes running when each starts, at least one
+    with share.claim() as again:
+        assert again == 4  # released claims give their cores back
+    with pytest.raises(ValueError, match="cores"):
+        CoreShare(0)
