@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import statistics
 from typing import Any
 
 from benchmarks import common, job_overhead
@@ -51,18 +52,20 @@ def target_rows(results: dict[str, Any]) -> list[list[str]]:
             lines.append(_check(f"{model} {encoding} req/s c=16 ÷ c=1", scale, f"≥ {SCALE_TARGET:g}×",
                                 scale >= SCALE_TARGET, "×"))
     for name, runs in results["polling"].items():
-        for result in runs:
-            if result.offered_rate is None:
-                lines.append(_check(f"polling {name} capacity req/s (c=16)", result.throughput,
-                                    f"≥ {POLL_RPS_TARGET:g}", result.throughput >= POLL_RPS_TARGET))
-                continue
-            # Sustained: the server answered (almost) everything offered, in time.
-            sustained = result.errors == 0 and result.throughput >= 0.98 * result.offered_rate
-            lines.append(_check(f"polling {name} answered req/s at {result.offered_rate:g}/s offered",
-                                result.throughput, f"≥ {0.98 * result.offered_rate:g}", sustained))
-            p99 = result.percentile(99)
-            lines.append(_check(f"polling {name} p99 at {result.offered_rate:g}/s offered", p99,
-                                f"≤ {POLL_P99_TARGET_MS:g} ms", p99 <= POLL_P99_TARGET_MS, " ms"))
+        closed = [r for r in runs if r.offered_rate is None]
+        opened = [r for r in runs if r.offered_rate is not None]
+        capacity = statistics.median(r.throughput for r in closed)
+        lines.append(_check(f"polling {name} capacity req/s (c=16, median of {len(closed)})", capacity,
+                            f"≥ {POLL_RPS_TARGET:g}", capacity >= POLL_RPS_TARGET))
+        rate = opened[0].offered_rate
+        answered = statistics.median(r.throughput for r in opened)
+        # Sustained: the server answered (almost) everything offered, in time.
+        lines.append(_check(f"polling {name} answered req/s at {rate:g}/s offered (median of {len(opened)})",
+                            answered, f"≥ {0.98 * rate:g}",
+                            all(r.errors == 0 for r in opened) and answered >= 0.98 * rate))
+        p99 = statistics.median(r.percentile(99) for r in opened)
+        lines.append(_check(f"polling {name} p99 at {rate:g}/s offered (median of {len(opened)})", p99,
+                            f"≤ {POLL_P99_TARGET_MS:g} ms", p99 <= POLL_P99_TARGET_MS, " ms"))
     overhead = job_overhead.summarise(results["overhead"])
     first = overhead["post_to_first_step_log"]
     first = overhead["post_to_first_step_rows"] if first is None else first
@@ -109,6 +112,7 @@ def report(results: dict[str, Any], *, plan_seconds: float, poll_seconds: float,
         + "\n\nClosed loop: each client sends its next request when the last is answered (capacity). "
         "Open loop: requests start on a fixed schedule whatever the answers, and latency runs from each "
         "request's scheduled start (wrk2's method), so the target reads \"sustains 500 req/s at p99 ≤ 50 ms\". "
+        "The two alternate, repeated as listed; the target checks take the median over the repeats. "
         f"PostgreSQL: `rarefit api --workers {api_workers}` (one uvicorn worker per core); "
         "SQLite: `rarefit serve` (one API process beside its worker).",
         "### Job overhead (simple_cnn, warm embedded worker)\n\n" + overhead_table(results["overhead"])

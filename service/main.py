@@ -8,6 +8,7 @@ job do that before the API starts.
 
 from __future__ import annotations
 
+import gc
 import logging
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
@@ -105,6 +106,11 @@ async def _lifespan(app: FastAPI) -> AsyncIterator[None]:
         if app.state.run_reaper:
             reaper = ReaperThread(settings, app.state.session_factory, app.state.celery)
             reaper.start()
+        # torch and the app leave ~430k long-lived objects; a full collection walks them all
+        # (~225 ms on 2 cores), which showed as the p99 of polling. Frozen, they are never
+        # scanned again; what requests allocate is still collected.
+        gc.collect()
+        gc.freeze()
         yield
     finally:
         _shutdown(app, reaper)

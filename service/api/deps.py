@@ -80,7 +80,8 @@ async def get_tenant_id(
     """The tenant of the bearer key; 401 for a missing, malformed, unknown or revoked key.
 
     A key authenticated in the last ``auth_cache_seconds`` skips the database
-    (and the thread pool); otherwise one lookup runs on the hot-read threads (``read_in_session``).
+    (and the thread pool); otherwise one lookup, shared by the requests that
+    miss at the same time, runs on the hot-read threads (``read_in_session``).
     """
     if credentials is None:
         raise _unauthorized("missing bearer API key: send 'Authorization: Bearer <api-key>'")
@@ -88,12 +89,11 @@ async def get_tenant_id(
     if not looks_like_api_key(key):
         raise _unauthorized("malformed API key")
     cache: KeyCache = request.app.state.key_cache
-    tenant_id = cache.get(key)
+    tenant_id = await cache.resolve(
+        key, lambda: read_in_session(request, lambda session: _lookup_tenant(session, key))
+    )
     if tenant_id is None:
-        tenant_id = await read_in_session(request, lambda session: _lookup_tenant(session, key))
-        if tenant_id is None:
-            raise _unauthorized("unknown or revoked API key")
-        cache.put(key, tenant_id)
+        raise _unauthorized("unknown or revoked API key")
     return tenant_id
 
 

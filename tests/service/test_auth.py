@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import hashlib
 import time
 
@@ -126,3 +127,39 @@ def test_bootstrap_key_of_another_tenant_is_refused(api_db):
         _, plaintext = tenants.create_api_key(session, tenant_id=tenant.id)
     with pytest.raises(ValueError, match="another tenant"), transaction(api_db) as session:
         tenants.ensure_api_key(session, tenant_name=BOOTSTRAP_TENANT, plaintext=plaintext)
+
+
+def test_concurrent_misses_share_one_lookup_and_unknown_keys_are_not_cached():
+    cache = KeyCache(ttl_seconds=60)
+    calls = []
+
+    async def lookup(result):
+        calls.append(result)
+        await asyncio.sleep(0.05)
+        return result
+
+    async def scenario():
+        found = await asyncio.gather(*(cache.resolve("rf_k", lambda: lookup("tenant-1")) for _ in range(10)))
+        again = await cache.resolve("rf_k", lambda: lookup("never called"))
+        unknown = [await cache.resolve("rf_x", lambda: lookup(None)) for _ in range(2)]
+        return found, again, unknown
+
+    found, again, unknown = asyncio.run(scenario())
+    assert found == ["tenant-1"] * 10 and again == "tenant-1" and unknown == [None, None]
+    assert calls == ["tenant-1", None, None]  # one shared lookup; an unknown key is asked again
+
+
+def test_a_failed_shared_lookup_fails_every_waiter_and_is_retried():
+    cache = KeyCache(ttl_seconds=60)
+
+    async def broken():
+        await asyncio.sleep(0.01)
+        raise ConnectionError("database down")
+
+    async def scenario():
+        results = await asyncio.gather(*(cache.resolve("rf_k", broken) for _ in range(3)), return_exceptions=True)
+        recovered = await cache.resolve("rf_k", lambda: asyncio.sleep(0, result="tenant-1"))
+        return results, recovered
+
+    results, recovered = asyncio.run(scenario())
+    assert all(isinstance(r, ConnectionError) for r in results) and recovered == "tenant-1"
