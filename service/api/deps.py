@@ -49,9 +49,16 @@ async def read_in_session(request: Request, read: Callable[[Session], T]) -> T:
     open-loop poll answered at p99 over a second with 40 threads and tens of
     milliseconds with 1 to 4 (``api_read_threads``, default 2). The separate limiter
     also keeps polls from queueing behind uploads.
+
+    ``read`` runs in autocommit: a single-statement read needs no transaction,
+    and on PostgreSQL that drops the ``BEGIN`` and the ``ROLLBACK`` when the
+    connection goes back to the pool, two of a poll's four round trips
+    (polling p99 at 500 req/s on 2 cores: median 68 → 23 ms over six runs).
+    ``read`` must therefore not write.
     """
     def run() -> T:
         with request.app.state.session_factory() as session:
+            session.connection(execution_options={"isolation_level": "AUTOCOMMIT"})
             return read(session)
 
     return await anyio.to_thread.run_sync(run, limiter=request.app.state.read_limiter)
