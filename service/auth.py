@@ -74,32 +74,41 @@ class KeyCache:
         """The cached tenant of ``plaintext``, else ``await lookup()``, cached when found.
 
         Concurrent misses for one key share a single lookup: when an entry
-        expires under a polling storm, every request in flight would
-        otherwise queue its own database read (p99 of polling: ~50 → ~25 ms).
+        expires under a polling storm, every request in flight would otherwise
+        queue its own database read behind the few hot-read threads.
         """
-        cached = self.get(plaintext)
+        digest = hash_api_key(plaintext)
+        cached = self._fresh(digest)
         if cached is not None:
             return cached
-        digest = hash_api_key(plaintext)
         pending = self._lookups.get(digest)
         if pending is None:
-            pending = asyncio.ensure_future(lookup())
+            pending = asyncio.ensure_future(self._look_up(digest, lookup))
             self._lookups[digest] = pending
             pending.add_done_callback(lambda _done: self._lookups.pop(digest, None))
-        tenant_id = await asyncio.shield(pending)  # one waiter going away must not cancel the others' lookup
+        return await asyncio.shield(pending)  # one waiter going away must not cancel the others' lookup
+
+    async def _look_up(self, digest: str, lookup: Callable[[], Awaitable[str | None]]) -> str | None:
+        tenant_id = await lookup()
         if tenant_id is not None:
-            self.put(plaintext, tenant_id)
+            self._store(digest, tenant_id)
         return tenant_id
 
     def get(self, plaintext: str) -> str | None:
-        entry = self._entries.get(hash_api_key(plaintext))
+        return self._fresh(hash_api_key(plaintext))
+
+    def put(self, plaintext: str, tenant_id: str) -> None:
+        self._store(hash_api_key(plaintext), tenant_id)
+
+    def _fresh(self, digest: str) -> str | None:
+        entry = self._entries.get(digest)
         if entry is None or entry[1] < time.monotonic():
             return None
         return entry[0]
 
-    def put(self, plaintext: str, tenant_id: str) -> None:
+    def _store(self, digest: str, tenant_id: str) -> None:
         if self.ttl_seconds <= 0:
             return
         if len(self._entries) >= self.max_entries:
             self._entries.clear()  # a crude bound: refilling costs one lookup per active key
-        self._entries[hash_api_key(plaintext)] = (tenant_id, time.monotonic() + self.ttl_seconds)
+        self._entries[digest] = (tenant_id, time.monotonic() + self.ttl_seconds)

@@ -46,8 +46,8 @@ async def read_in_session(request: Request, read: Callable[[Session], T]) -> T:
     A sync route with ``SessionDep`` costs three hops to the shared 40-thread
     pool (open the session, run the route, close it). Under a polling storm
     those threads fight over the interpreter lock: on 2 cores a 500 req/s
-    open-loop poll answered at p99 over a second with 40 threads and tens of
-    milliseconds with 1 to 4 (``api_read_threads``, default 2). The separate limiter
+    open-loop poll answered at p99 1.1–1.8 s with 40 threads and 22–230 ms
+    with 2 to 4 (``api_read_threads``, default 2). The separate limiter
     also keeps polls from queueing behind uploads.
 
     ``read`` runs in autocommit: a single-statement read needs no transaction,
