@@ -33,10 +33,8 @@ run is reproducible; ``max_examples`` bounds the fuzzing phase per operation.
 
 from __future__ import annotations
 
-import importlib.util
 import itertools
 import shutil
-import sys
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -58,6 +56,7 @@ from service.db import transaction
 from service.main import create_app
 from service.models import Artifact, EpochMetrics, Job, JobStatus, Model, utcnow
 from service.storage import BlobStore
+from inference_artefacts import inference_support
 
 BOOTSTRAP_KEY = "rf_test-bootstrap-key-0123456789abcdef"  # as in tests/service/conftest.py
 BOOTSTRAP = {"Authorization": f"Bearer {BOOTSTRAP_KEY}"}
@@ -69,17 +68,6 @@ CHECKS = [
     response_headers_conformance,
 ]
 ID_PARAMETERS = ("dataset_id", "job_id", "model_id", "name")
-
-
-def _inference_support():
-    """The artefact builder the inference tests use (a conftest module, so loaded by path)."""
-    path = Path(__file__).parent / "inference" / "conftest.py"
-    spec = importlib.util.spec_from_file_location("rarefit_inference_artefacts", path)
-    if spec.name not in sys.modules:
-        module = importlib.util.module_from_spec(spec)
-        sys.modules[spec.name] = module  # before running it: its dataclasses look themselves up there
-        spec.loader.exec_module(module)
-    return sys.modules[spec.name]
 
 
 def _npz_bytes(tmp: Path) -> bytes:
@@ -126,8 +114,8 @@ def _finish_with_model(app, job_id: str, *, exported_folder: Path) -> str:
 
 def _seed(app, tmp: Path) -> dict[str, list[str]]:
     """Real objects for ``RealIds`` to substitute: ids per path parameter."""
-    exported = _inference_support().export_net(tmp / "model", channels=1, height=6, width=6,
-                                               class_names=["0", "1"], seed=3)
+    exported = inference_support().export_net(tmp / "model", channels=1, height=6, width=6,
+                                              class_names=["0", "1"], seed=3)
     with get_client(app) as client:
         data = _npz_bytes(tmp)
         dataset_id, doomed_id = _upload(client, data, name="kept"), _upload(client, data, name="doomed")

@@ -11,11 +11,9 @@ the temporary data directory's path.
 from __future__ import annotations
 
 import base64
-import importlib.util
 import io
 import json
 import logging
-import sys
 import zipfile
 from collections.abc import Iterator
 from pathlib import Path
@@ -29,20 +27,16 @@ from service.db import transaction
 from service.main import create_app
 from service.models import Job, JobStatus, Model
 from service.repository import tenants
+from inference_artefacts import inference_support
 
 BOOTSTRAP_KEY = "rf_test-bootstrap-key-0123456789abcdef"  # api_settings' key (tests/service/conftest.py)
 _FORMATTER = logging.Formatter()
 
 
 def _export_tiny(folder: Path) -> Path:
-    """A real ``torch.export`` artefact, built by the inference tests' helper (loaded by path)."""
-    path = Path(__file__).parent / "inference" / "conftest.py"
-    spec = importlib.util.spec_from_file_location("rarefit_inference_artefacts", path)
-    if spec.name not in sys.modules:
-        module = importlib.util.module_from_spec(spec)
-        sys.modules[spec.name] = module  # before running it: its dataclasses look themselves up there
-        spec.loader.exec_module(module)
-    return sys.modules[spec.name].export_net(folder, channels=1, height=6, width=6, class_names=["0", "1"], seed=5).folder
+    """A real ``torch.export`` artefact, built by the inference tests' helper."""
+    return inference_support().export_net(folder, channels=1, height=6, width=6, class_names=["0", "1"],
+                                          seed=5).folder
 
 
 def _npz_bytes() -> bytes:
