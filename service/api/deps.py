@@ -53,7 +53,7 @@ async def read_in_session(request: Request, read: Callable[[Session], T]) -> T:
     ``read`` runs in autocommit: a single-statement read needs no transaction,
     and on PostgreSQL that drops the ``BEGIN`` and the ``ROLLBACK`` when the
     connection goes back to the pool, two of a poll's four round trips
-    (polling p99 at 500 req/s on 2 cores: median 68 → 23 ms over six runs).
+    (polling p99 at 500 req/s on 2 cores: median 68 → 23 ms over six 5 s windows).
     ``read`` must therefore not write.
     """
     def run() -> T:
