@@ -53,6 +53,10 @@ class Settings(BaseSettings):
     requeue_after_seconds: int = 300
     reaper_interval_seconds: float = 15.0
     idempotency_ttl_hours: int = 48
+    checkpoint_seconds: float = Field(
+        default=10.0, ge=0.0, le=3600.0,
+        description="at most one checkpoint write per this many seconds (0: after every epoch)",
+    )
     auth_cache_seconds: float = Field(
         default=5.0, ge=0.0, le=300.0,
         description="how long an authenticated key skips the database; a revocation takes effect within it",

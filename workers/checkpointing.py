@@ -1,28 +1,37 @@
-"""Epoch checkpoints written off the training thread.
+"""Epoch checkpoints written off the training thread, at most one per interval.
 
-A checkpoint of a ResNet-18 with its AdamW moments is ~130 MB; writing,
-fsyncing and hashing it synchronously after every epoch cost ~0.4 s per epoch
-on an H100, as much as the epoch itself. Training instead hands over the CPU
-snapshot ``TrainingState.to_checkpoint()`` already makes and carries on; one
-thread writes it atomically (``save_checkpoint``), then records key and sha256
-on the job row, then deletes the previous file. The job row only ever names a
-complete file, so a crash at any moment resumes from a valid checkpoint.
+A checkpoint of a ResNet-18 with its AdamW moments is ~130 MB. Writing,
+fsyncing and hashing it after every epoch cost ~0.4 s per epoch on an H100,
+as much as the epoch itself, and even on a background thread ``torch.save``
+holds the interpreter lock long enough to slow the training thread's kernel
+launches by ~6 %. So training hands over a ``Snapshot`` (tensors cloned on
+the device, no host transfer) after each epoch and carries on; one thread
+makes it a checkpoint dict (the host transfer), writes it atomically
+(``save_checkpoint``), records key and sha256 on the job row, then deletes
+the previous file. The job row only ever names a complete file, so a crash
+at any moment resumes from a valid checkpoint.
 
-Newest wins: a snapshot that arrives while another is being written replaces
-any snapshot still waiting (a checkpoint is only a resume point). ``close()``
-waits for the last one, so a job handed back at SIGTERM resumes from its last
-finished epoch.
+Newest wins: a snapshot that arrives while another is being written, or
+before ``min_interval`` seconds have passed since the last write began,
+replaces any snapshot still waiting (a checkpoint is only a resume point; a
+crash loses at most the interval plus the epoch in flight). The first
+snapshot is written at once. ``close()`` writes the one still waiting, so a
+job handed back at SIGTERM resumes from its last finished epoch; a run that
+finished needs no resume point and closes with ``write_pending=False``.
 """
 
 from __future__ import annotations
 
 import logging
+import math
 import threading
+import time
 from collections.abc import Callable
 from typing import Any
 
 from workers.artifacts import checkpoint_key
 from workers.training.checkpoint import save_checkpoint
+from workers.training.state import Snapshot
 
 logger = logging.getLogger(__name__)
 
@@ -34,28 +43,33 @@ class CheckpointWriter:
     """One background thread that writes, records and rotates a job's checkpoints."""
 
     def __init__(self, *, job_id: str, attempt: int, store: Any, record: RecordCheckpoint,
-                 current_key: str | None, on_lease_lost: Callable[[], None]) -> None:
+                 current_key: str | None, on_lease_lost: Callable[[], None], min_interval: float = 0.0) -> None:
         self.job_id, self.attempt, self.store = job_id, attempt, store
         self._record, self._on_lease_lost = record, on_lease_lost
         self.current_key = current_key
-        self._pending: tuple[int, dict] | None = None
+        self.min_interval = float(min_interval)
+        self._last_write = -math.inf  # time.monotonic() when the last write began
+        self._pending: Snapshot | None = None
         self._closed = False
         self._error: BaseException | None = None
         self._cond = threading.Condition()
         self._thread = threading.Thread(target=self._run, name=f"checkpoint-{job_id}", daemon=True)
         self._thread.start()
 
-    def submit(self, epoch: int, state: dict) -> None:
-        """Queue ``state`` (CPU tensors only) as the checkpoint after ``epoch``; re-raises a writer failure."""
+    def submit(self, snapshot: Snapshot) -> None:
+        """Queue ``snapshot`` as the job's next checkpoint; re-raises a writer failure."""
         with self._cond:
             self._raise_error()
-            self._pending = (epoch, state)
+            self._pending = snapshot
             self._cond.notify_all()
 
-    def close(self, *, timeout: float | None = None) -> None:
-        """Write what is queued, stop the thread, and re-raise a writer failure."""
+    def close(self, *, write_pending: bool = True, timeout: float | None = None) -> None:
+        """Write what is queued (unless ``write_pending`` is False), stop the thread, and re-raise a
+        writer failure."""
         with self._cond:
             self._closed = True
+            if not write_pending:
+                self._pending = None
             self._cond.notify_all()
         self._thread.join(timeout)
         with self._cond:
@@ -68,22 +82,37 @@ class CheckpointWriter:
 
     def _run(self) -> None:
         while True:
-            with self._cond:
-                while self._pending is None and not self._closed:
-                    self._cond.wait()
-                if self._pending is None:
-                    return
-                (epoch, state), self._pending = self._pending, None
+            snapshot = self._next()
+            if snapshot is None:
+                return
             try:
-                self._write(epoch, state)
+                self._write(snapshot)
             except BaseException as exc:  # handed to the training thread at its next submit/close
-                logger.warning("job %s: checkpoint after epoch %d failed: %s", self.job_id, epoch, exc)
+                logger.warning("job %s: checkpoint after epoch %d failed: %s", self.job_id, snapshot.epoch, exc)
                 with self._cond:
                     self._error = exc
 
-    def _write(self, epoch: int, state: dict) -> None:
+    def _next(self) -> Snapshot | None:
+        """The snapshot to write once one is waiting and the interval has passed (at once when closing);
+        None when closed with nothing waiting."""
+        with self._cond:
+            while True:
+                if self._pending is None:
+                    if self._closed:
+                        return None
+                    self._cond.wait()
+                    continue
+                wait = self._last_write + self.min_interval - time.monotonic()
+                if wait <= 0 or self._closed:
+                    snapshot, self._pending = self._pending, None
+                    self._last_write = time.monotonic()
+                    return snapshot
+                self._cond.wait(wait)
+
+    def _write(self, snapshot: Snapshot) -> None:
+        epoch = snapshot.epoch
         key = checkpoint_key(self.job_id, attempt=self.attempt, epoch=epoch)
-        sha256 = save_checkpoint(self.store.local_path(key), state)
+        sha256 = save_checkpoint(self.store.local_path(key), snapshot.to_checkpoint())
         if not self._record(key, sha256, epoch):
             self._on_lease_lost()
             return

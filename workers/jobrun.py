@@ -97,11 +97,13 @@ class JobRun:
         self._held(self.write(lambda s: leases.clear_epochs_after(
             s, job_id=self.job_id, worker_id=self.worker_id, epoch=start_epoch), "reset progress"))
         progress = Progress(self, heartbeat=heartbeat, shutdown=shutdown, deadline=self._deadline(spec))
+        result = None
         try:
             result = fit(**kwargs, on_epoch_end=progress.on_epoch_end, should_stop=progress.should_stop,
                          resume=resume)
         finally:
-            progress.checkpoints.close()  # the last epoch's checkpoint is on disk and on the row
+            # Only a job handed back resumes: its last finished epoch goes on disk and on the row.
+            progress.checkpoints.close(write_pending=result is not None and result.stopped == "shutdown")
         image_shape = kwargs["train"].image_shape
         return self._conclude(result, spec=spec, class_names=dataset.class_names, image_shape=image_shape)
 
@@ -226,6 +228,7 @@ class Progress:
         self.checkpoints = CheckpointWriter(
             job_id=run.job_id, attempt=run.attempt, store=run.store, record=run.record_checkpoint,
             current_key=run.checkpoint[0], on_lease_lost=heartbeat.lease_lost.set,
+            min_interval=run.settings.checkpoint_seconds,
         )
 
     def should_stop(self) -> str | None:
@@ -251,7 +254,7 @@ class Progress:
         if not held:
             self.heartbeat.lease_lost.set()
             return
-        self.checkpoints.submit(record.epoch, state.to_checkpoint())
+        self.checkpoints.submit(state.snapshot())
         # Read the cancel flag at every epoch end too: with epochs shorter than the heartbeat interval,
         # "a running job stops within one epoch" (API.md) would otherwise not hold.
         self.heartbeat.beat()

@@ -1,6 +1,6 @@
 """What survives an epoch: the per-epoch record and the resumable training state.
 
-``TrainingState.to_checkpoint()`` is a plain dict of tensors, numbers,
+``TrainingState.to_checkpoint()`` (or ``snapshot()``, made into one later) is a plain dict of tensors, numbers,
 strings, lists and dicts (safe for ``torch.load(weights_only=True)``);
 ``restore`` puts a run back exactly where it was after the last completed
 epoch. Per-epoch randomness is derived from ``(seed, epoch)``, so no RNG state
@@ -26,7 +26,7 @@ logger = logging.getLogger(__name__)
 CHECKPOINT_FORMAT = 1
 
 
-@dataclass
+@dataclass(frozen=True)
 class EpochRecord:
     """One completed epoch (1-based ``epoch``); ``val`` is the validation metric block."""
 
@@ -55,20 +55,71 @@ def plain(value: Any) -> Any:
     return value
 
 
-def cpu_state(module_or_state: nn.Module | dict[str, Tensor]) -> dict[str, Tensor]:
-    """A detached CPU copy of a state dict (never aliasing the live weights)."""
+def state_copy(module_or_state: nn.Module | dict[str, Tensor]) -> dict[str, Tensor]:
+    """A detached copy of a state dict where it lives (never aliasing the live weights): on a GPU a
+    device-to-device copy, so keeping the best weights costs the training thread no host transfer."""
     state = module_or_state.state_dict() if isinstance(module_or_state, nn.Module) else module_or_state
-    return {key: value.detach().to("cpu", copy=True) for key, value in state.items()}
+    return {key: value.detach().clone() for key, value in state.items()}
 
 
-def _to_cpu(value: Any) -> Any:
+def _frozen_copy(value: Any) -> Any:
+    """``value`` with each tensor cloned where it lives and each dict and list copied: nothing later
+    training does (in-place updates, appended lists) reaches it."""
     if torch.is_tensor(value):
-        return value.detach().to("cpu", copy=True)
+        return value.detach().clone()
     if isinstance(value, dict):
-        return {key: _to_cpu(item) for key, item in value.items()}
-    if isinstance(value, list):
-        return [_to_cpu(item) for item in value]
+        return {key: _frozen_copy(item) for key, item in value.items()}
+    if isinstance(value, (list, tuple)):
+        return type(value)(_frozen_copy(item) for item in value)
     return value
+
+
+def _on_host(value: Any) -> Any:
+    # Only for private copies: a tensor already on the CPU is used as it is.
+    if torch.is_tensor(value):
+        return value.to("cpu")
+    if isinstance(value, dict):
+        return {key: _on_host(item) for key, item in value.items()}
+    if isinstance(value, list):
+        return [_on_host(item) for item in value]
+    return value
+
+
+@dataclass(frozen=True)
+class Snapshot:
+    """The training state after one epoch, taken cheaply on the training thread and made into a
+    checkpoint dict later, on whichever thread writes it.
+
+    Taking it clones tensors where they live (on a GPU, a few hundred microseconds of device copies
+    instead of a ~25 ms host transfer of ResNet-18 with its AdamW moments); ``to_checkpoint`` does
+    the host transfer and the conversion of the history to plain dicts.
+    """
+
+    epoch: int
+    model: dict[str, Tensor]
+    optimizer: dict[str, Any]
+    scheduler: dict[str, Any]
+    best_state: dict[str, Tensor] | None
+    best_score: float
+    best_epoch: int
+    epochs_without_improvement: int
+    history: tuple[EpochRecord, ...]
+
+    def to_checkpoint(self) -> dict[str, Any]:
+        """Keys: format_version, epoch, model, optimizer, scheduler, best_state, best_score,
+        best_epoch, epochs_without_improvement, history (list of EpochRecord dicts)."""
+        return {
+            "format_version": CHECKPOINT_FORMAT,
+            "epoch": self.epoch,
+            "model": _on_host(self.model),
+            "optimizer": _on_host(self.optimizer),
+            "scheduler": self.scheduler,
+            "best_state": _on_host(self.best_state),
+            "best_score": float(self.best_score),
+            "best_epoch": self.best_epoch,
+            "epochs_without_improvement": self.epochs_without_improvement,
+            "history": [record.to_dict() for record in self.history],
+        }
 
 
 @dataclass
@@ -79,29 +130,30 @@ class TrainingState:
     optimizer: Optimizer
     scheduler: LrSchedule
     epoch: int = 0
-    best_state: dict[str, Tensor] | None = None
+    best_state: dict[str, Tensor] | None = None  # replaced, never updated in place
     best_score: float = -math.inf
     best_epoch: int = 0
     epochs_without_improvement: int = 0
     history: list[EpochRecord] = field(default_factory=list)
 
+    def snapshot(self) -> Snapshot:
+        """The state as it is now; training on does not change it."""
+        return Snapshot(
+            epoch=self.epoch,
+            model=state_copy(self.model),
+            optimizer=_frozen_copy(self.optimizer.state_dict()),
+            scheduler=_frozen_copy(self.scheduler.state_dict()),
+            # Replaced, never updated in place: the snapshot can share it.
+            best_state=self.best_state,
+            best_score=self.best_score,
+            best_epoch=self.best_epoch,
+            epochs_without_improvement=self.epochs_without_improvement,
+            history=tuple(self.history),
+        )
+
     def to_checkpoint(self) -> dict[str, Any]:
-        """Keys: format_version, epoch, model, optimizer, scheduler, best_state, best_score,
-        best_epoch, epochs_without_improvement, history (list of EpochRecord dicts)."""
-        return {
-            "format_version": CHECKPOINT_FORMAT,
-            "epoch": self.epoch,
-            "model": cpu_state(self.model),
-            "optimizer": _to_cpu(self.optimizer.state_dict()),
-            "scheduler": self.scheduler.state_dict(),
-            # Already a private CPU copy that nothing mutates (it is replaced, never updated), so
-            # the snapshot shares it instead of copying ResNet-18's 45 MB again every epoch.
-            "best_state": self.best_state,
-            "best_score": float(self.best_score),
-            "best_epoch": self.best_epoch,
-            "epochs_without_improvement": self.epochs_without_improvement,
-            "history": [record.to_dict() for record in self.history],
-        }
+        """``snapshot().to_checkpoint()``: the state as a plain dict of CPU tensors and numbers."""
+        return self.snapshot().to_checkpoint()
 
     def restore(self, checkpoint: dict[str, Any]) -> None:
         """Load a ``to_checkpoint()`` dict into the live model, optimiser and scheduler."""
@@ -114,7 +166,7 @@ class TrainingState:
         self.scheduler.load_state_dict(checkpoint["scheduler"])
         self.epoch = int(checkpoint["epoch"])
         best = checkpoint["best_state"]
-        self.best_state = None if best is None else cpu_state(best)
+        self.best_state = None if best is None else state_copy(best)
         self.best_score = float(checkpoint["best_score"])
         self.best_epoch = int(checkpoint["best_epoch"])
         self.epochs_without_improvement = int(checkpoint["epochs_without_improvement"])

@@ -23,7 +23,7 @@ from workers.training.loop import StepParts, steps_per_epoch, train_epoch
 from workers.training.networks import set_backbone_trainable
 from workers.training.optim import LrSchedule
 from workers.training.seeding import derive_seed, make_generator
-from workers.training.state import EpochRecord, TrainingState, cpu_state
+from workers.training.state import EpochRecord, TrainingState, state_copy
 
 logger = logging.getLogger(__name__)
 
@@ -182,7 +182,7 @@ class Trainer:
         state = self.state
         improved = state.best_state is None or score > state.best_score + self.config.min_delta
         if improved:
-            state.best_state, state.best_score, state.best_epoch = cpu_state(self.model), score, epoch
+            state.best_state, state.best_score, state.best_epoch = state_copy(self.model), score, epoch
             state.epochs_without_improvement = 0
         else:
             state.epochs_without_improvement += 1
