@@ -45,11 +45,9 @@ def sample_beta(alpha: float, *, size: int, generator: torch.Generator) -> Tenso
     computed as ``sigmoid(log G1 - log G2)`` so that tiny α (G underflowing to 0)
     still gives a number in [0, 1].
     """
-    if not (alpha > 0 and math.isfinite(alpha)):
-        raise ValueError(f"Beta alpha must be a finite number > 0, got {alpha!r}")
+    _check_beta_alpha(alpha)
     if size <= _SCALAR_DRAWS:
-        logs = _log_standard_gamma_scalars(float(alpha), count=2 * size, generator=generator)
-        return torch.tensor([_sigmoid(a - b) for a, b in zip(logs[:size], logs[size:])], dtype=torch.float64)
+        return torch.tensor(_beta_scalars(float(alpha), count=size, generator=generator), dtype=torch.float64)
     log_g = _log_standard_gamma(float(alpha), size=2 * size, generator=generator)
     return torch.sigmoid(log_g[:size] - log_g[size:])
 
@@ -59,6 +57,16 @@ def sample_beta(alpha: float, *, size: int, generator: torch.Generator) -> Tenso
 # draws, the same Marsaglia–Tsang rejection runs on Python floats fed by ONE
 # ``torch.rand`` call on the generator, so results stay generator-driven.
 _SCALAR_DRAWS = 8
+
+
+def _check_beta_alpha(alpha: float) -> None:
+    if not (alpha > 0 and math.isfinite(alpha)):
+        raise ValueError(f"Beta alpha must be a finite number > 0, got {alpha!r}")
+
+
+def _beta_scalars(alpha: float, *, count: int, generator: torch.Generator) -> list[float]:
+    logs = _log_standard_gamma_scalars(alpha, count=2 * count, generator=generator)
+    return [_sigmoid(a - b) for a, b in zip(logs[:count], logs[count:])]
 
 
 def _sigmoid(x: float) -> float:
@@ -150,7 +158,9 @@ def sample_mix_params(
         return None
     if mode == "mixup_cutmix":
         mode = "cutmix" if u_switch < switch_prob else "mixup"
-    lam = float(sample_beta(cutmix_alpha if mode == "cutmix" else alpha, size=1, generator=generator))
+    lam_alpha = cutmix_alpha if mode == "cutmix" else alpha
+    _check_beta_alpha(lam_alpha)
+    lam = _beta_scalars(float(lam_alpha), count=1, generator=generator)[0]  # no tensor for one number
     box = None
     if mode == "cutmix":
         box, lam = _cutmix_box(lam, height=height, width=width, centre=(u_x, u_y))
