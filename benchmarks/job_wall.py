@@ -5,9 +5,10 @@ data dir, uploads PneumoniaMNIST over HTTP, warms the worker with a 1-epoch
 job, then submits the timed job (default: 100 epochs of ResNet-18 at 28×28 with
 the documented default recipe) and reports submit → succeeded wall time
 (client clock), the server's started → finished time and test AUC / ACC.
-Target on an H100: under 60 s.
+Target on an H100: under 60 s. ``--server-log FILE`` keeps the server's log: its
+worker lines time the claim, the first step, each epoch, the export and the finish.
 
-    python -m benchmarks.job_wall --device cuda --epochs 100
+    python -m benchmarks.job_wall --device cuda --epochs 100 --server-log benchmarks/out/serve.log
 """
 
 from __future__ import annotations

@@ -4,7 +4,8 @@ A checkpoint of a ResNet-18 with its AdamW moments is ~130 MB. Writing,
 fsyncing and hashing it after every epoch cost ~0.4 s per epoch on an H100,
 as much as the epoch itself, and even on a background thread ``torch.save``
 holds the interpreter lock long enough to slow the training thread's kernel
-launches by ~6 %. So training hands over a ``Snapshot`` (tensors cloned on
+launches by ~7 % (an A/B of 15-epoch ResNet-18 fits on an H100: 472 against
+440 ms per epoch). So training hands over a ``Snapshot`` (tensors cloned on
 the device, no host transfer) after each epoch and carries on; one thread
 makes it a checkpoint dict (the host transfer), writes it atomically
 (``save_checkpoint``), records key and sha256 on the job row, then deletes
@@ -14,7 +15,7 @@ at any moment resumes from a valid checkpoint.
 Newest wins: a snapshot that arrives while another is being written, or
 before ``min_interval`` seconds have passed since the last write began,
 replaces any snapshot still waiting (a checkpoint is only a resume point; a
-crash loses at most the interval plus the epoch in flight). The first
+crash loses about the interval, the write and the epoch in flight). The first
 snapshot is written at once. ``close()`` writes the one still waiting, so a
 job handed back at SIGTERM resumes from its last finished epoch; a run that
 finished needs no resume point and closes with ``write_pending=False``.

@@ -1,7 +1,8 @@
 """What survives an epoch: the per-epoch record and the resumable training state.
 
-``TrainingState.to_checkpoint()`` (or ``snapshot()``, made into one later) is a plain dict of tensors, numbers,
-strings, lists and dicts (safe for ``torch.load(weights_only=True)``);
+``TrainingState.to_checkpoint()`` (or a ``snapshot()`` made into one later)
+is a plain dict of tensors, numbers, strings, lists and dicts (safe for
+``torch.load(weights_only=True)``);
 ``restore`` puts a run back exactly where it was after the last completed
 epoch. Per-epoch randomness is derived from ``(seed, epoch)``, so no RNG state
 needs saving.
@@ -90,9 +91,9 @@ class Snapshot:
     """The training state after one epoch, taken cheaply on the training thread and made into a
     checkpoint dict later, on whichever thread writes it.
 
-    Taking it clones tensors where they live (on a GPU, a few hundred microseconds of device copies
-    instead of a ~25 ms host transfer of ResNet-18 with its AdamW moments); ``to_checkpoint`` does
-    the host transfer and the conversion of the history to plain dicts.
+    Taking it clones tensors where they live: for ResNet-18 with its AdamW moments on an H100, ~5 ms
+    of the training thread's time per epoch, against ~25 ms for the host transfer it used to make.
+    ``to_checkpoint`` does the host transfer and the conversion of the history to plain dicts.
     """
 
     epoch: int
