@@ -65,8 +65,8 @@ def cases(*, device: str, quick: bool) -> list[Case]:
             Case("resnet18 64px synthetic (quick)", "resnet18", 64, 8, 4, 4, 2),
         ]
     gpu = device == "cuda"
-    # A 28 px epoch on a GPU takes 0.2-0.5 s and the GPU box's host has spells of ±20 % in kernel-launch
-    # rate: twenty alternations keep a spell from deciding the median.
+    # A 28 px epoch on a GPU takes 0.2-0.5 s and the GPU box's host has slow spells (one fit ran 376 and
+    # 477 ms per epoch within one process): twenty alternations keep a spell from deciding the median.
     return [
         Case("simple_cnn 28px", "simple_cnn", 28, 4708, 524, 128, 21 if gpu else 6),
         Case("resnet18 28px", "resnet18", 28, 4708, 524, 128, 21 if gpu else 4),

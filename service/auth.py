@@ -94,12 +94,6 @@ class KeyCache:
             self._store(digest, tenant_id)
         return tenant_id
 
-    def get(self, plaintext: str) -> str | None:
-        return self._fresh(hash_api_key(plaintext))
-
-    def put(self, plaintext: str, tenant_id: str) -> None:
-        self._store(hash_api_key(plaintext), tenant_id)
-
     def _fresh(self, digest: str) -> str | None:
         entry = self._entries.get(digest)
         if entry is None or entry[1] < time.monotonic():

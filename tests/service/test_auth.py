@@ -84,7 +84,8 @@ def test_revoked_key_answers_401_once_the_auth_cache_entry_expires(api_client, a
     assert cache.ttl_seconds == 5.0  # the default: revocation takes effect within 5 s
     assert api_client.get("/v1/jobs", headers=alpha).status_code == 200  # still trusted from the cache
     cache.ttl_seconds = 0.05
-    cache.put(alpha["Authorization"].removeprefix("Bearer "), "stale")
+    cache._entries.clear()  # re-cached below with the short lifetime
+    asyncio.run(cache.resolve(alpha["Authorization"].removeprefix("Bearer "), _found("stale")))
     time.sleep(0.1)
     assert api_client.get("/v1/jobs", headers=alpha).status_code == 401
 
@@ -97,10 +98,20 @@ def test_without_the_auth_cache_a_revoked_key_fails_at_once(api_client, api_db, 
     assert api_client.get("/v1/jobs", headers=alpha).status_code == 401
 
 
+def _found(tenant_id):
+    return lambda: asyncio.sleep(0, result=tenant_id)
+
+
 def test_the_auth_cache_holds_hashes_never_keys():
     cache = KeyCache(ttl_seconds=60)
-    cache.put("rf_secret-key", "tenant-1")
-    assert cache.get("rf_secret-key") == "tenant-1" and cache.get("rf_other") is None
+
+    async def scenario():
+        stored = await cache.resolve("rf_secret-key", _found("tenant-1"))
+        cached = await cache.resolve("rf_secret-key", _found("not asked"))
+        other = await cache.resolve("rf_other", _found(None))
+        return stored, cached, other
+
+    assert asyncio.run(scenario()) == ("tenant-1", "tenant-1", None)
     assert "rf_secret-key" not in repr(cache._entries)
 
 
@@ -158,7 +169,7 @@ def test_a_failed_shared_lookup_fails_every_waiter_and_is_retried():
 
     async def scenario():
         results = await asyncio.gather(*(cache.resolve("rf_k", broken) for _ in range(3)), return_exceptions=True)
-        recovered = await cache.resolve("rf_k", lambda: asyncio.sleep(0, result="tenant-1"))
+        recovered = await cache.resolve("rf_k", _found("tenant-1"))
         return results, recovered
 
     results, recovered = asyncio.run(scenario())

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import logging
 import math
+from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
@@ -59,31 +60,29 @@ def plain(value: Any) -> Any:
 def state_copy(module_or_state: nn.Module | dict[str, Tensor]) -> dict[str, Tensor]:
     """A detached copy of a state dict where it lives (never aliasing the live weights): on a GPU a
     device-to-device copy, so keeping the best weights costs the training thread no host transfer."""
-    state = module_or_state.state_dict() if isinstance(module_or_state, nn.Module) else module_or_state
-    return {key: value.detach().clone() for key, value in state.items()}
+    return _frozen_copy(module_or_state.state_dict() if isinstance(module_or_state, nn.Module) else module_or_state)
+
+
+def _map_tensors(value: Any, leaf: Callable[[Tensor], Tensor]) -> Any:
+    """``value`` rebuilt with ``leaf`` applied to each tensor; dicts, lists and tuples are new containers."""
+    if torch.is_tensor(value):
+        return leaf(value)
+    if isinstance(value, dict):
+        return {key: _map_tensors(item, leaf) for key, item in value.items()}
+    if isinstance(value, (list, tuple)):
+        return type(value)(_map_tensors(item, leaf) for item in value)
+    return value
 
 
 def _frozen_copy(value: Any) -> Any:
     """``value`` with each tensor cloned where it lives and each dict and list copied: nothing later
     training does (in-place updates, appended lists) reaches it."""
-    if torch.is_tensor(value):
-        return value.detach().clone()
-    if isinstance(value, dict):
-        return {key: _frozen_copy(item) for key, item in value.items()}
-    if isinstance(value, (list, tuple)):
-        return type(value)(_frozen_copy(item) for item in value)
-    return value
+    return _map_tensors(value, lambda tensor: tensor.detach().clone())
 
 
 def _on_host(value: Any) -> Any:
     # Only for private copies: a tensor already on the CPU is used as it is.
-    if torch.is_tensor(value):
-        return value.to("cpu")
-    if isinstance(value, dict):
-        return {key: _on_host(item) for key, item in value.items()}
-    if isinstance(value, list):
-        return [_on_host(item) for item in value]
-    return value
+    return _map_tensors(value, lambda tensor: tensor.to("cpu"))
 
 
 @dataclass(frozen=True)
