@@ -31,8 +31,11 @@ def npz_bytes(arrays: common.Arrays) -> bytes:
 
 
 def upload_dataset(http: httpx.Client, arrays: common.Arrays, *, name: str) -> dict[str, Any]:
-    response = http.post("/v1/datasets", files={"file": (f"{name}.npz", npz_bytes(arrays), "application/octet-stream")},
-                         data={"name": name})
+    response = http.post(
+        "/v1/datasets",
+        files={"file": (f"{name}.npz", npz_bytes(arrays), "application/octet-stream")},
+        data={"name": name},
+    )
     _expect(response, 201, "upload the dataset")
     return response.json()
 

@@ -38,14 +38,24 @@ def run(*, data: Path, models: int) -> dict[str, float]:
     png = http_load.png_bytes(arrays["test"][0][0])
     with tempfile.TemporaryDirectory(prefix="rarefit-api-memory-") as tmp:
         env = servers.rarefit_env(data_dir=Path(tmp) / "data", api_key="bench-key", device="cpu")
-        with servers.rarefit_server("serve", env=env, log_path=Path(tmp) / "serve.log") as server, \
-                api_client.client(server.url, "bench-key") as http:
+        with (
+            servers.rarefit_server("serve", env=env, log_path=Path(tmp) / "serve.log") as server,
+            api_client.client(server.url, "bench-key") as http,
+        ):
             dataset = api_client.upload_dataset(http, arrays, name="subset")
             before = proc_memory_mb(server.process.pid)
             model_ids = []
             for seed in range(models):  # one at a time: a tenant may have only a few active jobs
-                job, _ = api_client.submit_job(http, {"dataset_id": dataset["id"], "model": {"arch": "simple_cnn"},
-                                                      "epochs": 1, "batch_size": 32, "seed": seed})
+                job, _ = api_client.submit_job(
+                    http,
+                    {
+                        "dataset_id": dataset["id"],
+                        "model": {"arch": "simple_cnn"},
+                        "epochs": 1,
+                        "batch_size": 32,
+                        "seed": seed,
+                    },
+                )
                 model_ids.append(api_client.wait_job(http, job["id"], timeout=900)["model_id"])
             for model_id in model_ids:
                 response = http.post(f"/v1/models/{model_id}/predict", files={"files": ("x.png", png, "image/png")})
@@ -61,13 +71,27 @@ def main(argv: list[str] | None = None) -> int:
     result = run(data=args.data, models=2 if args.quick else 10)
     table = common.markdown_table(
         ["cached models", "API RSS before models MB", "API RSS after MB", "API peak RSS MB", "target ≤ 1024 MB"],
-        [[int(result["models"]), common.fmt(result["rss_before"], 0), common.fmt(result["rss_after"], 0),
-          common.fmt(result["peak"], 0), "yes" if result["peak"] <= TARGET_MB else "no"]],
+        [
+            [
+                int(result["models"]),
+                common.fmt(result["rss_before"], 0),
+                common.fmt(result["rss_after"], 0),
+                common.fmt(result["peak"], 0),
+                "yes" if result["peak"] <= TARGET_MB else "no",
+            ]
+        ],
     )
-    note = ("\n\nThe `rarefit serve` process (API, reaper and worker supervisor; the worker is a separate "
-            "process), after one predict call on each 1-epoch `simple_cnn` model.")
-    common.publish(f"api-memory-{common.machine_tag('cpu')}", table + note, args=args,
-                   module="benchmarks.api_memory", argv=sys.argv[1:] if argv is None else argv)
+    note = (
+        "\n\nThe `rarefit serve` process (API, reaper and worker supervisor; the worker is a separate "
+        "process), after one predict call on each 1-epoch `simple_cnn` model."
+    )
+    common.publish(
+        f"api-memory-{common.machine_tag('cpu')}",
+        table + note,
+        args=args,
+        module="benchmarks.api_memory",
+        argv=sys.argv[1:] if argv is None else argv,
+    )
     return 0
 
 

@@ -241,7 +241,11 @@ class BareTrainer:
 def _model(arch: str, images: np.ndarray, *, num_classes: int, device: torch.device) -> nn.Module:
     mean, std = _stats(images)
     model = bare_network(
-        arch, in_channels=images.shape[3], num_classes=num_classes, input_size=min(images.shape[1:3]), mean=mean,
+        arch,
+        in_channels=images.shape[3],
+        num_classes=num_classes,
+        input_size=min(images.shape[1:3]),
+        mean=mean,
         std=std,
     )
     return model.to(device, memory_format=torch.channels_last)

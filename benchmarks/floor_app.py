@@ -77,8 +77,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--threads", type=int, default=1, help="torch intra-op threads")
     args = parser.parse_args(argv)
     torch.set_num_threads(args.threads)
-    app = create_floor_app(model_path=args.model, class_names=args.classes, threshold=args.threshold,
-                           positive_class=args.positive_class)
+    app = create_floor_app(
+        model_path=args.model, class_names=args.classes, threshold=args.threshold, positive_class=args.positive_class
+    )
     uvicorn.run(app, host="127.0.0.1", port=args.port, log_level="warning", access_log=False)
     return 0
 

@@ -87,7 +87,7 @@ class _Connection:
         self.reader, self.writer = reader, writer
 
     @classmethod
-    async def open(cls, host: str, port: int) -> "_Connection":
+    async def open(cls, host: str, port: int) -> _Connection:
         return cls(*await asyncio.open_connection(host, port, limit=1 << 20))
 
     async def exchange(self, wire: bytes) -> tuple[int, bytes]:
@@ -144,16 +144,24 @@ def _record(status: int, body: bytes, elapsed_ms: float, latencies: list[float],
         errors.append(f"{status}: {body[:200]!r}")
 
 
-async def _closed_client(connection: _Connection, wire: bytes, *, until: float, out: list[float],
-                         errors: list[str]) -> None:
+async def _closed_client(
+    connection: _Connection, wire: bytes, *, until: float, out: list[float], errors: list[str]
+) -> None:
     while time.perf_counter() < until:
         started = time.perf_counter()
         status, body = await connection.exchange(wire)
         _record(status, body, (time.perf_counter() - started) * 1000.0, out, errors)
 
 
-async def run_load(*, base_url: str, headers: dict[str, str], request: HttpRequest, concurrency: int,
-                   seconds: float, warmup_seconds: float = 0.5) -> LoadResult:
+async def run_load(
+    *,
+    base_url: str,
+    headers: dict[str, str],
+    request: HttpRequest,
+    concurrency: int,
+    seconds: float,
+    warmup_seconds: float = 0.5,
+) -> LoadResult:
     """Closed loop: ``concurrency`` clients for ``seconds`` (after ``warmup_seconds``)."""
     if concurrency < 1 or seconds <= 0:
         raise ValueError(f"concurrency must be >= 1 and seconds > 0, got {concurrency}, {seconds}")
@@ -162,12 +170,15 @@ async def run_load(*, base_url: str, headers: dict[str, str], request: HttpReque
     try:
         errors: list[str] = []
         until = time.perf_counter() + warmup_seconds
-        await asyncio.gather(*(_closed_client(c, target.wire, until=until, out=[], errors=errors)
-                               for c in connections))
+        await asyncio.gather(*(_closed_client(c, target.wire, until=until, out=[], errors=errors) for c in connections))
         latencies: list[float] = []
         started = time.perf_counter()
-        await asyncio.gather(*(_closed_client(c, target.wire, until=started + seconds, out=latencies, errors=errors)
-                               for c in connections))
+        await asyncio.gather(
+            *(
+                _closed_client(c, target.wire, until=started + seconds, out=latencies, errors=errors)
+                for c in connections
+            )
+        )
         elapsed = time.perf_counter() - started
     finally:
         await asyncio.gather(*(connection.close() for connection in connections))
@@ -175,8 +186,16 @@ async def run_load(*, base_url: str, headers: dict[str, str], request: HttpReque
     return LoadResult(concurrency, len(latencies), len(errors), elapsed, tuple(latencies))
 
 
-async def run_rate(*, base_url: str, headers: dict[str, str], request: HttpRequest, rate: float, seconds: float,
-                   connections: int = 64, warmup_seconds: float = 0.5) -> LoadResult:
+async def run_rate(
+    *,
+    base_url: str,
+    headers: dict[str, str],
+    request: HttpRequest,
+    rate: float,
+    seconds: float,
+    connections: int = 64,
+    warmup_seconds: float = 0.5,
+) -> LoadResult:
     """Open loop: start ``rate`` requests/s for ``seconds`` over a pool of ``connections``.
 
     A request whose turn comes while every connection is busy waits for one,
@@ -265,8 +284,14 @@ def predict_request(path: str, *, png: bytes, encoding: str) -> HttpRequest:
     """One image: ``multipart`` (field ``files``) or ``json`` (``instances[].b64``)."""
     if encoding == "multipart":
         boundary = secrets.token_hex(16)
-        body = (f"--{boundary}\r\nContent-Disposition: form-data; name=\"files\"; filename=\"image.png\"\r\n"
-                f"Content-Type: image/png\r\n\r\n").encode() + png + f"\r\n--{boundary}--\r\n".encode()
+        body = (
+            (
+                f'--{boundary}\r\nContent-Disposition: form-data; name="files"; filename="image.png"\r\n'
+                f"Content-Type: image/png\r\n\r\n"
+            ).encode()
+            + png
+            + f"\r\n--{boundary}--\r\n".encode()
+        )
         return HttpRequest("POST", path, {"Content-Type": f"multipart/form-data; boundary={boundary}"}, body)
     if encoding == "json":
         body = json.dumps({"instances": [{"b64": base64.b64encode(png).decode("ascii")}]}).encode()

@@ -97,10 +97,16 @@ def run(
     return report(results, counts=counts, base_spec=base_spec, seeds=seeds)
 
 
-def report(results: Mapping[str, list[dict[str, float]]], *, counts: list[int], base_spec: Mapping[str, Any],
-           seeds: Sequence[int]) -> str:
-    stats = {name: {key: common.mean_std([r[key] for r in runs]) for key, _ in COLUMNS}
-             for name, runs in results.items()}
+def report(
+    results: Mapping[str, list[dict[str, float]]],
+    *,
+    counts: list[int],
+    base_spec: Mapping[str, Any],
+    seeds: Sequence[int],
+) -> str:
+    stats = {
+        name: {key: common.mean_std([r[key] for r in runs]) for key, _ in COLUMNS} for name, runs in results.items()
+    }
     headers = ["strategy", *[label for _, label in COLUMNS]]
     rows = [[name, *[f"{s[key][0]:.3f} ± {s[key][1]:.3f}" for key, _ in COLUMNS]] for name, s in stats.items()]
     return (

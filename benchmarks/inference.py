@@ -56,14 +56,29 @@ class Plan:
     sizes: dict[str, int]
 
 
-FULL = Plan(("simple_cnn", "resnet18"), (1, 16, 64), ("multipart", "json"), 5.0, 10.0, 3, 3, 2,
-            {"train": 512, "val": 128, "test": 128})
+FULL = Plan(
+    ("simple_cnn", "resnet18"),
+    (1, 16, 64),
+    ("multipart", "json"),
+    5.0,
+    10.0,
+    3,
+    3,
+    2,
+    {"train": 512, "val": 128, "test": 128},
+)
 QUICK = Plan(("simple_cnn",), (1, 16), ("multipart", "json"), 0.5, 1.0, 1, 1, 1, {"train": 128, "val": 32, "test": 32})
 
 
 def train_spec(dataset_id: str, arch: str, *, epochs: int) -> dict[str, Any]:
-    return {"dataset_id": dataset_id, "model": {"arch": arch}, "epochs": epochs, "batch_size": 32,
-            "sampler": {"type": "weighted"}, "threshold": {"strategy": "max_f1"}}
+    return {
+        "dataset_id": dataset_id,
+        "model": {"arch": arch},
+        "epochs": epochs,
+        "batch_size": 32,
+        "sampler": {"type": "weighted"},
+        "threshold": {"strategy": "max_f1"},
+    }
 
 
 def trained_models(http: Any, dataset_id: str, plan: Plan, workdir: Path) -> dict[str, dict[str, Any]]:
@@ -78,27 +93,40 @@ def trained_models(http: Any, dataset_id: str, plan: Plan, workdir: Path) -> dic
     return models
 
 
-def predict_rows(server: str, url: str, headers: dict[str, str], path_for: Any, models: dict[str, Any],
-                 png: bytes, plan: Plan) -> list[dict[str, Any]]:
+def predict_rows(
+    server: str, url: str, headers: dict[str, str], path_for: Any, models: dict[str, Any], png: bytes, plan: Plan
+) -> list[dict[str, Any]]:
     rows = []
     for arch, info in models.items():
         for encoding in plan.encodings:
             request = http_load.predict_request(path_for(info), png=png, encoding=encoding)
             for concurrency in plan.concurrencies:
-                result = http_load.measure(base_url=url, headers=headers, request=request, concurrency=concurrency,
-                                           seconds=plan.seconds)
+                result = http_load.measure(
+                    base_url=url, headers=headers, request=request, concurrency=concurrency, seconds=plan.seconds
+                )
                 rows.append({"server": server, "model": arch, "encoding": encoding, "result": result})
-                logger.info("%s %s %s c=%d: %.1f req/s p50 %.1f ms", server, arch, encoding, concurrency,
-                            result.throughput, result.percentile(50))
+                logger.info(
+                    "%s %s %s c=%d: %.1f req/s p50 %.1f ms",
+                    server,
+                    arch,
+                    encoding,
+                    concurrency,
+                    result.throughput,
+                    result.percentile(50),
+                )
     return rows
 
 
 def floor_rows(models: dict[str, Any], png: bytes, plan: Plan, workdir: Path) -> list[dict[str, Any]]:
     rows = []
     for arch, info in models.items():
-        with servers.floor_server(model_path=info["path"], class_names=info["class_names"],
-                                  threshold=info.get("threshold"), positive_class=info.get("positive_class"),
-                                  log_path=workdir / f"floor-{arch}.log") as floor:
+        with servers.floor_server(
+            model_path=info["path"],
+            class_names=info["class_names"],
+            threshold=info.get("threshold"),
+            positive_class=info.get("positive_class"),
+            log_path=workdir / f"floor-{arch}.log",
+        ) as floor:
             rows += predict_rows("floor", floor.url, {}, lambda _info: "/predict", {arch: info}, png, plan)
     return rows
 
@@ -109,10 +137,18 @@ def poll(url: str, headers: dict[str, str], job_id: str, plan: Plan) -> list[htt
     request = http_load.get_request(f"/v1/jobs/{job_id}")
     runs = []
     for _ in range(plan.poll_repeats):
-        runs.append(http_load.measure(base_url=url, headers=headers, request=request, concurrency=16,
-                                      seconds=plan.poll_seconds))
-        runs.append(http_load.measure_rate(base_url=url, headers=headers, request=request,
-                                           rate=inference_report.POLL_RPS_TARGET, seconds=plan.poll_seconds))
+        runs.append(
+            http_load.measure(base_url=url, headers=headers, request=request, concurrency=16, seconds=plan.poll_seconds)
+        )
+        runs.append(
+            http_load.measure_rate(
+                base_url=url,
+                headers=headers,
+                request=request,
+                rate=inference_report.POLL_RPS_TARGET,
+                seconds=plan.poll_seconds,
+            )
+        )
     return runs
 
 
@@ -122,19 +158,26 @@ def embedded_part(arrays: common.Arrays, plan: Plan, workdir: Path, device: str)
     env = servers.rarefit_env(data_dir=data_dir, api_key=key, device=device)
     log_path = workdir / "serve.log"
     headers = {"Authorization": f"Bearer {key}"}
-    with servers.rarefit_server("serve", env=env, log_path=log_path) as server, \
-            api_client.client(server.url, key) as http:
+    with (
+        servers.rarefit_server("serve", env=env, log_path=log_path) as server,
+        api_client.client(server.url, key) as http,
+    ):
         dataset = api_client.upload_dataset(http, arrays, name="bench")
         models = trained_models(http, dataset["id"], plan, workdir)
         overhead = [
-            job_overhead.measure_once(http, train_spec(dataset["id"], "simple_cnn", epochs=plan.overhead_epochs),
-                                      log_path=log_path,
-                                      database_url=f"sqlite:///{data_dir / 'rarefit.db'}", timeout=1800)
+            job_overhead.measure_once(
+                http,
+                train_spec(dataset["id"], "simple_cnn", epochs=plan.overhead_epochs),
+                log_path=log_path,
+                database_url=f"sqlite:///{data_dir / 'rarefit.db'}",
+                timeout=1800,
+            )
             for _ in range(plan.overhead_runs)
         ]
         png = http_load.png_bytes(arrays["test"][0][0])
-        rows = predict_rows("rarefit", server.url, headers, lambda info: f"/v1/models/{info['id']}/predict",
-                            models, png, plan)
+        rows = predict_rows(
+            "rarefit", server.url, headers, lambda info: f"/v1/models/{info['id']}/predict", models, png, plan
+        )
         polling_sqlite = poll(server.url, headers, next(iter(models.values()))["job_id"], plan)
     rows += floor_rows(models, png, plan, workdir)
     return {"predict": rows, "overhead": overhead, "polling": {"SQLite (embedded serve)": polling_sqlite}}
@@ -145,9 +188,10 @@ def postgres_polling(arrays: common.Arrays, plan: Plan, workdir: Path) -> list[h
     key = "rf_bench_" + secrets.token_urlsafe(24)
     with servers.temp_postgres_database() as url:
         env = servers.rarefit_env(data_dir=workdir / "pg-data", api_key=key, device="cpu", database_url=url)
-        with servers.rarefit_server("api", env=env, log_path=workdir / "api-pg.log",
-                                    api_workers=API_WORKERS) as server, \
-                api_client.client(server.url, key) as http:
+        with (
+            servers.rarefit_server("api", env=env, log_path=workdir / "api-pg.log", api_workers=API_WORKERS) as server,
+            api_client.client(server.url, key) as http,
+        ):
             dataset = api_client.upload_dataset(http, arrays, name="bench-pg")
             job, _ = api_client.submit_job(http, train_spec(dataset["id"], "simple_cnn", epochs=1))
             return poll(server.url, {"Authorization": f"Bearer {key}"}, job["id"], plan)
@@ -178,12 +222,15 @@ def main(argv: Sequence[str] | None = None) -> int:
         elif servers.postgres_available():
             results["polling"]["PostgreSQL (rarefit api)"] = postgres_polling(arrays, plan, workdir)
         else:
-            logger.warning("PostgreSQL not reachable at %s; polling measured on SQLite only",
-                           servers.POSTGRES_ADMIN_URL)
-    markdown = inference_report.report(results, plan_seconds=plan.seconds, poll_seconds=plan.poll_seconds,
-                                       api_workers=API_WORKERS)
-    common.publish(f"inference-{common.machine_tag(device)}", markdown, args=args, module="benchmarks.inference",
-                   argv=argv)
+            logger.warning(
+                "PostgreSQL not reachable at %s; polling measured on SQLite only", servers.POSTGRES_ADMIN_URL
+            )
+    markdown = inference_report.report(
+        results, plan_seconds=plan.seconds, poll_seconds=plan.poll_seconds, api_workers=API_WORKERS
+    )
+    common.publish(
+        f"inference-{common.machine_tag(device)}", markdown, args=args, module="benchmarks.inference", argv=argv
+    )
     return 0
 
 

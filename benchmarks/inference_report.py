@@ -18,16 +18,37 @@ def _key(row: dict[str, Any]) -> tuple[str, str, int]:
 
 def predict_table(rows: list[dict[str, Any]]) -> str:
     floor = {_key(r): r["result"] for r in rows if r["server"] == "floor"}
-    headers = ["server", "model", "encoding", "concurrency", "requests", "p50 ms", "p99 ms", "req/s", "errors",
-               "req/s vs floor"]
+    headers = [
+        "server",
+        "model",
+        "encoding",
+        "concurrency",
+        "requests",
+        "p50 ms",
+        "p99 ms",
+        "req/s",
+        "errors",
+        "req/s vs floor",
+    ]
     lines = []
     for row in rows:
         result: LoadResult = row["result"]
         reference = floor.get(_key(row)) if row["server"] != "floor" else None
         ratio = common.fmt(result.throughput / reference.throughput, 2) if reference else "–"
-        lines.append([row["server"], row["model"], row["encoding"], result.concurrency, result.requests,
-                      common.fmt(result.percentile(50), 2), common.fmt(result.percentile(99), 2),
-                      common.fmt(result.throughput, 1), result.errors, ratio])
+        lines.append(
+            [
+                row["server"],
+                row["model"],
+                row["encoding"],
+                result.concurrency,
+                result.requests,
+                common.fmt(result.percentile(50), 2),
+                common.fmt(result.percentile(99), 2),
+                common.fmt(result.throughput, 1),
+                result.errors,
+                ratio,
+            ]
+        )
     return common.markdown_table(headers, lines)
 
 
@@ -44,43 +65,93 @@ def target_rows(results: dict[str, Any]) -> list[list[str]]:
         if single is None:
             continue
         p50, p99 = single.percentile(50), single.percentile(99)
-        lines.append(_check(f"{model} {encoding} p50 at c=1", p50, f"≤ {P50_TARGET_MS:g} ms", p50 <= P50_TARGET_MS, " ms"))
-        lines.append(_check(f"{model} {encoding} p99 at c=1", p99, f"≤ {P99_TARGET_MS:g} ms", p99 <= P99_TARGET_MS, " ms"))
+        lines.append(
+            _check(f"{model} {encoding} p50 at c=1", p50, f"≤ {P50_TARGET_MS:g} ms", p50 <= P50_TARGET_MS, " ms")
+        )
+        lines.append(
+            _check(f"{model} {encoding} p99 at c=1", p99, f"≤ {P99_TARGET_MS:g} ms", p99 <= P99_TARGET_MS, " ms")
+        )
         sixteen = ours.get((model, encoding, 16))
         if sixteen is not None:
             scale = sixteen.throughput / single.throughput
-            lines.append(_check(f"{model} {encoding} req/s c=16 ÷ c=1", scale, f"≥ {SCALE_TARGET:g}×",
-                                scale >= SCALE_TARGET, "×"))
+            lines.append(
+                _check(
+                    f"{model} {encoding} req/s c=16 ÷ c=1", scale, f"≥ {SCALE_TARGET:g}×", scale >= SCALE_TARGET, "×"
+                )
+            )
     for name, runs in results["polling"].items():
         closed = [r for r in runs if r.offered_rate is None]
         opened = [r for r in runs if r.offered_rate is not None]
         capacity = statistics.median(r.throughput for r in closed)
-        lines.append(_check(f"polling {name} capacity req/s (c=16, median of {len(closed)})", capacity,
-                            f"≥ {POLL_RPS_TARGET:g}", capacity >= POLL_RPS_TARGET))
+        lines.append(
+            _check(
+                f"polling {name} capacity req/s (c=16, median of {len(closed)})",
+                capacity,
+                f"≥ {POLL_RPS_TARGET:g}",
+                capacity >= POLL_RPS_TARGET,
+            )
+        )
         rate = opened[0].offered_rate
         answered = statistics.median(r.throughput for r in opened)
         # Sustained: the server answered (almost) everything offered, in time.
-        lines.append(_check(f"polling {name} answered req/s at {rate:g}/s offered (median of {len(opened)})",
-                            answered, f"≥ {0.98 * rate:g}",
-                            all(r.errors == 0 for r in opened) and answered >= 0.98 * rate))
+        lines.append(
+            _check(
+                f"polling {name} answered req/s at {rate:g}/s offered (median of {len(opened)})",
+                answered,
+                f"≥ {0.98 * rate:g}",
+                all(r.errors == 0 for r in opened) and answered >= 0.98 * rate,
+            )
+        )
         p99 = statistics.median(r.percentile(99) for r in opened)
-        lines.append(_check(f"polling {name} p99 at {rate:g}/s offered (median of {len(opened)})", p99,
-                            f"≤ {POLL_P99_TARGET_MS:g} ms", p99 <= POLL_P99_TARGET_MS, " ms"))
+        lines.append(
+            _check(
+                f"polling {name} p99 at {rate:g}/s offered (median of {len(opened)})",
+                p99,
+                f"≤ {POLL_P99_TARGET_MS:g} ms",
+                p99 <= POLL_P99_TARGET_MS,
+                " ms",
+            )
+        )
     overhead = job_overhead.summarise(results["overhead"])
     first = overhead["post_to_first_step_log"]
     first = overhead["post_to_first_step_rows"] if first is None else first
     last = overhead["last_epoch_to_succeeded"]
-    lines.append(_check("POST /v1/jobs → first training step", first, f"< {OVERHEAD_TARGET_S:g} s",
-                        None if first is None else first < OVERHEAD_TARGET_S, " s"))
-    lines.append(_check("last epoch → succeeded", last, f"< {OVERHEAD_TARGET_S:g} s",
-                        None if last is None else last < OVERHEAD_TARGET_S, " s"))
+    lines.append(
+        _check(
+            "POST /v1/jobs → first training step",
+            first,
+            f"< {OVERHEAD_TARGET_S:g} s",
+            None if first is None else first < OVERHEAD_TARGET_S,
+            " s",
+        )
+    )
+    lines.append(
+        _check(
+            "last epoch → succeeded",
+            last,
+            f"< {OVERHEAD_TARGET_S:g} s",
+            None if last is None else last < OVERHEAD_TARGET_S,
+            " s",
+        )
+    )
     return lines
 
 
 def polling_table(polling: dict[str, list[LoadResult]]) -> str:
     headers = ["database", "load", "requests", "answered req/s", "p50 ms", "p99 ms", "errors"]
-    rows = [[name, _load_label(r), r.requests, common.fmt(r.throughput, 1), common.fmt(r.percentile(50), 2),
-             common.fmt(r.percentile(99), 2), r.errors] for name, runs in polling.items() for r in runs]
+    rows = [
+        [
+            name,
+            _load_label(r),
+            r.requests,
+            common.fmt(r.throughput, 1),
+            common.fmt(r.percentile(50), 2),
+            common.fmt(r.percentile(99), 2),
+            r.errors,
+        ]
+        for name, runs in polling.items()
+        for r in runs
+    ]
     return common.markdown_table(headers, rows)
 
 
@@ -92,8 +163,13 @@ def _load_label(result: LoadResult) -> str:
 
 def overhead_table(runs: list[dict[str, float | None]]) -> str:
     keys = ("post_to_claimed", "post_to_first_step_log", "post_to_first_step_rows", "last_epoch_to_succeeded")
-    headers = ["run", "POST → claimed s", "POST → first step s (runner log)", "POST → first step s (epoch row)",
-               "last epoch → succeeded s"]
+    headers = [
+        "run",
+        "POST → claimed s",
+        "POST → first step s (runner log)",
+        "POST → first step s (epoch row)",
+        "last epoch → succeeded s",
+    ]
     rows = [[str(i + 1), *[common.fmt(run[k], 3) for k in keys]] for i, run in enumerate(runs)]
     median = job_overhead.summarise(runs)
     rows.append(["median", *[common.fmt(median[k], 3) for k in keys]])
@@ -101,20 +177,24 @@ def overhead_table(runs: list[dict[str, float | None]]) -> str:
 
 
 def report(results: dict[str, Any], *, plan_seconds: float, poll_seconds: float, api_workers: int) -> str:
-    return "\n\n".join([
-        "### Targets\n\n" + common.markdown_table(["check", "measured", "target", "met"], target_rows(results)),
-        f"### Predict (one 28×28 PNG per request, {plan_seconds:g} s per row after a 0.5 s warm-up)\n\n"
-        + predict_table(results["predict"])
-        + "\n\nfloor = `benchmarks/floor_app.py`: the same `model.pt2` in a bare FastAPI endpoint "
-        "(no auth, database, cache or batching). Client and servers share this machine's cores.",
-        f"### Job-status polling (`GET /v1/jobs/{{id}}`, {poll_seconds:g} s per row)\n\n"
-        + polling_table(results["polling"])
-        + "\n\nClosed loop: each client sends its next request when the last is answered (capacity). "
-        "Open loop: requests start on a fixed schedule whatever the answers, and latency runs from each "
-        "request's scheduled start (wrk2's method), so the target reads \"sustains 500 req/s at p99 ≤ 50 ms\". "
-        "The two alternate, repeated as listed; the target checks take the median over the repeats. "
-        f"PostgreSQL: `rarefit api --workers {api_workers}` (one uvicorn worker per core); "
-        "SQLite: `rarefit serve` (one API process beside its worker).",
-        "### Job overhead (simple_cnn, warm embedded worker)\n\n" + overhead_table(results["overhead"])
-        + "\n\n" + (job_overhead.__doc__ or "").split("\n\n", 1)[1].strip(),
-    ])
+    return "\n\n".join(
+        [
+            "### Targets\n\n" + common.markdown_table(["check", "measured", "target", "met"], target_rows(results)),
+            f"### Predict (one 28×28 PNG per request, {plan_seconds:g} s per row after a 0.5 s warm-up)\n\n"
+            + predict_table(results["predict"])
+            + "\n\nfloor = `benchmarks/floor_app.py`: the same `model.pt2` in a bare FastAPI endpoint "
+            "(no auth, database, cache or batching). Client and servers share this machine's cores.",
+            f"### Job-status polling (`GET /v1/jobs/{{id}}`, {poll_seconds:g} s per row)\n\n"
+            + polling_table(results["polling"])
+            + "\n\nClosed loop: each client sends its next request when the last is answered (capacity). "
+            "Open loop: requests start on a fixed schedule whatever the answers, and latency runs from each "
+            "request's scheduled start (wrk2's method), so the target reads \"sustains 500 req/s at p99 ≤ 50 ms\". "
+            "The two alternate, repeated as listed; the target checks take the median over the repeats. "
+            f"PostgreSQL: `rarefit api --workers {api_workers}` (one uvicorn worker per core); "
+            "SQLite: `rarefit serve` (one API process beside its worker).",
+            "### Job overhead (simple_cnn, warm embedded worker)\n\n"
+            + overhead_table(results["overhead"])
+            + "\n\n"
+            + (job_overhead.__doc__ or "").split("\n\n", 1)[1].strip(),
+        ]
+    )

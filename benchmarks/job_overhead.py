@@ -46,15 +46,17 @@ def epoch_rows(database_url: str, job_id: str) -> list[tuple[int, datetime, floa
         with engine.connect() as connection:
             rows = connection.execute(
                 select(EpochMetrics.epoch, EpochMetrics.created_at, EpochMetrics.seconds)
-                .where(EpochMetrics.job_id == job_id).order_by(EpochMetrics.epoch)
+                .where(EpochMetrics.job_id == job_id)
+                .order_by(EpochMetrics.epoch)
             ).all()
     finally:
         engine.dispose()
     return [(int(e), c if c.tzinfo else c.replace(tzinfo=timezone.utc), float(s)) for e, c, s in rows]
 
 
-def measure_once(http: httpx.Client, spec: dict[str, Any], *, log_path: Path, database_url: str,
-                 timeout: float) -> dict[str, float | None]:
+def measure_once(
+    http: httpx.Client, spec: dict[str, Any], *, log_path: Path, database_url: str, timeout: float
+) -> dict[str, float | None]:
     """Submit one job, wait for it, and return its overhead numbers in seconds."""
     job, sent_at = api_client.submit_job(http, spec)
     done = api_client.wait_job(http, job["id"], timeout=timeout)

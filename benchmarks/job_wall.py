@@ -29,11 +29,12 @@ def run(*, device: str, epochs: int, arch: str, data: Path, server_log: Path | N
     arrays, _ = common.load_npz(data)
     with tempfile.TemporaryDirectory(prefix="rarefit-job-wall-") as tmp:
         env = servers.rarefit_env(data_dir=Path(tmp) / "data", api_key="bench-key", device=device)
-        with servers.rarefit_server("serve", env=env, log_path=server_log or Path(tmp) / "serve.log") as server, \
-                api_client.client(server.url, "bench-key") as http:
+        with (
+            servers.rarefit_server("serve", env=env, log_path=server_log or Path(tmp) / "serve.log") as server,
+            api_client.client(server.url, "bench-key") as http,
+        ):
             dataset = api_client.upload_dataset(http, arrays, name="pneumoniamnist")
-            spec = common.deep_merge(RECIPES["rarefit_default"], {"dataset_id": dataset["id"],
-                                                                   "model": {"arch": arch}})
+            spec = common.deep_merge(RECIPES["rarefit_default"], {"dataset_id": dataset["id"], "model": {"arch": arch}})
             warm_up = common.deep_merge(spec, {"epochs": 1, "optim": {"warmup_epochs": 0}})
             warm, _ = api_client.submit_job(http, warm_up)
             api_client.wait_job(http, warm["id"], timeout=600)
@@ -43,11 +44,17 @@ def run(*, device: str, epochs: int, arch: str, data: Path, server_log: Path | N
             wall = time.perf_counter() - started
             metrics = http.get(f"/v1/jobs/{job['id']}/metrics").json()
     test = metrics["test"]
-    server_seconds = (api_client.parse_time(done["finished_at"]) - api_client.parse_time(done["started_at"]))
+    server_seconds = api_client.parse_time(done["finished_at"]) - api_client.parse_time(done["started_at"])
     epoch_seconds = sorted(row["seconds"] for row in metrics["history"])
-    return {"wall": wall, "server": server_seconds.total_seconds(), "epochs_sum": sum(epoch_seconds),
-            "epoch_median": epoch_seconds[len(epoch_seconds) // 2], "auroc": test["auroc"],
-            "accuracy": test["accuracy"], "balanced_accuracy": test["balanced_accuracy"]}
+    return {
+        "wall": wall,
+        "server": server_seconds.total_seconds(),
+        "epochs_sum": sum(epoch_seconds),
+        "epoch_median": epoch_seconds[len(epoch_seconds) // 2],
+        "auroc": test["auroc"],
+        "accuracy": test["accuracy"],
+        "balanced_accuracy": test["balanced_accuracy"],
+    }
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -62,20 +69,45 @@ def main(argv: list[str] | None = None) -> int:
     result = run(device=str(device), epochs=epochs, arch=arch, data=args.data, server_log=args.server_log)
     verdict = "yes" if result["wall"] < TARGET_SECONDS else "no"
     table = common.markdown_table(
-        ["job", "submit → succeeded s", "server started → finished s", "target < 60 s (H100)",
-         "sum of epoch s", "median epoch s", "test AUC", "test ACC", "test balanced acc"],
-        [[f"{arch}, {epochs} epochs, rarefit_default", common.fmt(result["wall"], 1), common.fmt(result["server"], 1),
-          verdict, common.fmt(result["epochs_sum"], 1), common.fmt(result["epoch_median"], 3),
-          common.fmt(result["auroc"]), common.fmt(result["accuracy"]),
-          common.fmt(result["balanced_accuracy"])]],
+        [
+            "job",
+            "submit → succeeded s",
+            "server started → finished s",
+            "target < 60 s (H100)",
+            "sum of epoch s",
+            "median epoch s",
+            "test AUC",
+            "test ACC",
+            "test balanced acc",
+        ],
+        [
+            [
+                f"{arch}, {epochs} epochs, rarefit_default",
+                common.fmt(result["wall"], 1),
+                common.fmt(result["server"], 1),
+                verdict,
+                common.fmt(result["epochs_sum"], 1),
+                common.fmt(result["epoch_median"], 3),
+                common.fmt(result["auroc"]),
+                common.fmt(result["accuracy"]),
+                common.fmt(result["balanced_accuracy"]),
+            ]
+        ],
     )
-    note = ("\n\nThrough `rarefit serve` (SQLite, file broker, embedded worker) after a 1-epoch warm-up job; "
-            "wall time on the client's clock from just before the POST to the poll that saw `succeeded` "
-            "(polling every 50 ms). An epoch's seconds (its metrics row) run from the epoch's start to its "
-            "metric block, before the epoch's database write and checkpoint hand-off; the rest of the wall time "
-            "is start-up, those per-epoch hand-offs, the final evaluation and export.")
-    common.publish(f"job-wall-{common.machine_tag(device)}", table + note, args=args, module="benchmarks.job_wall",
-                   argv=sys.argv[1:] if argv is None else argv)
+    note = (
+        "\n\nThrough `rarefit serve` (SQLite, file broker, embedded worker) after a 1-epoch warm-up job; "
+        "wall time on the client's clock from just before the POST to the poll that saw `succeeded` "
+        "(polling every 50 ms). An epoch's seconds (its metrics row) run from the epoch's start to its "
+        "metric block, before the epoch's database write and checkpoint hand-off; the rest of the wall time "
+        "is start-up, those per-epoch hand-offs, the final evaluation and export."
+    )
+    common.publish(
+        f"job-wall-{common.machine_tag(device)}",
+        table + note,
+        args=args,
+        module="benchmarks.job_wall",
+        argv=sys.argv[1:] if argv is None else argv,
+    )
     return 0
 
 

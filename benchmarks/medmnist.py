@@ -42,8 +42,15 @@ RECIPES: dict[str, dict[str, Any]] = {
         "mixing": {"mode": "none"},
         "sampler": {"type": "random"},
         "augment": _NO_AUGMENT,
-        "optim": {"name": "adam", "lr": 1e-3, "weight_decay": 0.0, "scheduler": "step",
-                  "milestones": [0.5, 0.75], "step_gamma": 0.1, "warmup_epochs": 0},
+        "optim": {
+            "name": "adam",
+            "lr": 1e-3,
+            "weight_decay": 0.0,
+            "scheduler": "step",
+            "milestones": [0.5, 0.75],
+            "step_gamma": 0.1,
+            "warmup_epochs": 0,
+        },
         "epochs": 100,
         "batch_size": 128,
         "selection_metric": "auroc",
@@ -76,8 +83,9 @@ REFERENCE_ROWS: tuple[tuple[str, float, float], ...] = (
 QUICK_SIZES = {"train": 256, "val": 64, "test": 128}
 
 
-def run_one(overrides: Mapping[str, Any], *, arrays: common.Arrays, class_names: Sequence[str],
-            device: torch.device) -> dict[str, float]:
+def run_one(
+    overrides: Mapping[str, Any], *, arrays: common.Arrays, class_names: Sequence[str], device: torch.device
+) -> dict[str, float]:
     """Train one job spec and return its test summary plus best epoch and wall seconds."""
     from workers.training.engine import fit
 
@@ -88,8 +96,9 @@ def run_one(overrides: Mapping[str, Any], *, arrays: common.Arrays, class_names:
     test_images, test_labels = arrays["test"]
     probs = predict_probs(result.model, test_images, device=device)
     minority = int(np.argmin(np.bincount(arrays["train"][1], minlength=len(class_names))))
-    row = summary(probs, test_labels, threshold=result.threshold, positive_class=result.positive_class,
-                  minority=minority)
+    row = summary(
+        probs, test_labels, threshold=result.threshold, positive_class=result.positive_class, minority=minority
+    )
     return {**row, "best_epoch": float(result.best_epoch), "seconds": seconds}
 
 
@@ -113,14 +122,19 @@ def with_epochs(spec: Mapping[str, Any], epochs: int | None) -> dict[str, Any]:
 def recipe_table(recipe: str, runs: list[tuple[int, dict[str, float]]]) -> str:
     keys = [key for key, _ in METRIC_COLUMNS]
     headers = ["run", *[label for _, label in METRIC_COLUMNS], "best epoch", "train s"]
-    rows = [[f"seed {seed}", *[common.fmt(r[k]) for k in keys], int(r["best_epoch"]), common.fmt(r["seconds"], 0)]
-            for seed, r in runs]
+    rows = [
+        [f"seed {seed}", *[common.fmt(r[k]) for k in keys], int(r["best_epoch"]), common.fmt(r["seconds"], 0)]
+        for seed, r in runs
+    ]
     stats = {k: common.mean_std([r[k] for _, r in runs]) for k in keys}
-    rows.append([f"**mean ± std ({len(runs)} seeds)**", *[f"{stats[k][0]:.3f} ± {stats[k][1]:.3f}" for k in keys],
-                 "", ""])
+    rows.append(
+        [f"**mean ± std ({len(runs)} seeds)**", *[f"{stats[k][0]:.3f} ± {stats[k][1]:.3f}" for k in keys], "", ""]
+    )
     auc, acc = stats["auc"][0], stats["acc"][0]
-    reference = [[name, f"{ref_auc:.3f}", f"{ref_acc:.3f}", f"{auc - ref_auc:+.3f}", f"{acc - ref_acc:+.3f}"]
-                 for name, ref_auc, ref_acc in REFERENCE_ROWS]
+    reference = [
+        [name, f"{ref_auc:.3f}", f"{ref_acc:.3f}", f"{auc - ref_auc:+.3f}", f"{acc - ref_acc:+.3f}"]
+        for name, ref_auc, ref_acc in REFERENCE_ROWS
+    ]
     best_resnet = max((r for r in REFERENCE_ROWS if r[0].startswith("ResNet")), key=lambda r: r[1])
     best = max(REFERENCE_ROWS, key=lambda r: r[1])
     return (
@@ -157,9 +171,17 @@ def main(argv: Sequence[str] | None = None) -> int:
     arch = args.arch or ("simple_cnn" if args.quick else None)
     tag = common.machine_tag(device)
     if args.imbalanced:
-        markdown = imbalance.run(arrays=arrays, class_names=class_names, device=device, seeds=seeds,
-                                 epochs=epochs, arch=arch, base=RECIPES["rarefit_default"], run_one=run_one,
-                                 with_epochs=with_epochs)
+        markdown = imbalance.run(
+            arrays=arrays,
+            class_names=class_names,
+            device=device,
+            seeds=seeds,
+            epochs=epochs,
+            arch=arch,
+            base=RECIPES["rarefit_default"],
+            run_one=run_one,
+            with_epochs=with_epochs,
+        )
         section = f"imbalanced-{tag}"
     else:
         runs = []

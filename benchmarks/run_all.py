@@ -68,8 +68,13 @@ def parse_args(argv: Sequence[str]) -> argparse.Namespace:
     parser.add_argument("--only", nargs="+", choices=sorted(STEPS), default=None)
     parser.add_argument("--skip-inference", action="store_true")
     parser.add_argument("--seeds", type=int, nargs="+", default=None, help="seeds for the MedMNIST steps")
-    parser.add_argument("--merge", type=Path, default=None, metavar="FILE",
-                        help="only copy FILE's sections (e.g. from a GPU machine) into the results file")
+    parser.add_argument(
+        "--merge",
+        type=Path,
+        default=None,
+        metavar="FILE",
+        help="only copy FILE's sections (e.g. from a GPU machine) into the results file",
+    )
     return parser.parse_args(argv)
 
 

@@ -42,8 +42,17 @@ def run(args: argparse.Namespace, *, device: torch.device) -> str:
     """Run every size in its own process; the scale section's markdown."""
     rows = []
     for multiplier in QUICK_MULTIPLIERS if args.quick else MULTIPLIERS:
-        command = [sys.executable, "-m", "benchmarks.throughput", "--scale-child", str(multiplier),
-                   "--device", device.type, "--data", str(args.data)]
+        command = [
+            sys.executable,
+            "-m",
+            "benchmarks.throughput",
+            "--scale-child",
+            str(multiplier),
+            "--device",
+            device.type,
+            "--data",
+            str(args.data),
+        ]
         if args.quick:
             command.append("--quick")
         logger.info("scale %d×", multiplier)
@@ -55,17 +64,33 @@ def run(args: argparse.Namespace, *, device: torch.device) -> str:
 
 
 def table(rows: list[dict[str, Any]]) -> str:
-    headers = ["train set", "train images", "data MB", "median epoch s", "timed epochs", "ms per 1k images", "peak RSS MB",
-               "RSS at start MB", "peak GPU MB"]
+    headers = [
+        "train set",
+        "train images",
+        "data MB",
+        "median epoch s",
+        "timed epochs",
+        "ms per 1k images",
+        "peak RSS MB",
+        "RSS at start MB",
+        "peak GPU MB",
+    ]
     lines = []
     for row in rows:
         epoch = common.median_after_warmup(row["epoch_seconds"])
-        lines.append([
-            f"{row['multiplier']}×", row["train_images"], common.fmt(row["data_bytes"] / _MB, 1),
-            common.fmt(epoch, 2), len(row["epoch_seconds"]) - 1, common.fmt(1e6 * seconds_per_image(row), 1),
-            common.fmt(row["peak_rss"] / _MB, 0), common.fmt(row["start_rss"] / _MB, 0),
-            "–" if row["peak_gpu"] is None else common.fmt(row["peak_gpu"] / _MB, 0),
-        ])
+        lines.append(
+            [
+                f"{row['multiplier']}×",
+                row["train_images"],
+                common.fmt(row["data_bytes"] / _MB, 1),
+                common.fmt(epoch, 2),
+                len(row["epoch_seconds"]) - 1,
+                common.fmt(1e6 * seconds_per_image(row), 1),
+                common.fmt(row["peak_rss"] / _MB, 0),
+                common.fmt(row["start_rss"] / _MB, 0),
+                "–" if row["peak_gpu"] is None else common.fmt(row["peak_gpu"] / _MB, 0),
+            ]
+        )
     return common.markdown_table(headers, lines) + "\n\n" + verdict(rows)
 
 
@@ -116,8 +141,9 @@ def child_main(args: argparse.Namespace, *, multiplier: int, device: torch.devic
     sizes = QUICK_MULTIPLIERS if args.quick else MULTIPLIERS
     epochs = 1 + timed_epochs(multiplier, max(sizes))
     case = Case("scale", "simple_cnn", 28, len(arrays["train"][1]), len(arrays["val"][1]), 128, epochs)
-    kwargs = common.job_fit_kwargs(job_overrides(case, compile=False), arrays=arrays, class_names=class_names,
-                                   device=device)
+    kwargs = common.job_fit_kwargs(
+        job_overrides(case, compile=False), arrays=arrays, class_names=class_names, device=device
+    )
     if device.type == "cuda":
         torch.cuda.reset_peak_memory_stats(device)
     seconds: list[float] = []
@@ -132,11 +158,19 @@ def child_main(args: argparse.Namespace, *, multiplier: int, device: torch.devic
 
     kwargs["on_epoch_end"] = on_epoch_end
     fit(**kwargs)
-    print(json.dumps({
-        "multiplier": multiplier, "train_images": int(len(arrays["train"][1])),
-        "data_bytes": int(arrays["train"][0].nbytes), "epoch_seconds": seconds, "peak_rss": common.peak_rss_bytes(),
-        "start_rss": start_rss, "peak_gpu": torch.cuda.max_memory_allocated(device) if device.type == "cuda" else None,
-    }))
+    print(
+        json.dumps(
+            {
+                "multiplier": multiplier,
+                "train_images": int(len(arrays["train"][1])),
+                "data_bytes": int(arrays["train"][0].nbytes),
+                "epoch_seconds": seconds,
+                "peak_rss": common.peak_rss_bytes(),
+                "start_rss": start_rss,
+                "peak_gpu": torch.cuda.max_memory_allocated(device) if device.type == "cuda" else None,
+            }
+        )
+    )
     return 0
 
 

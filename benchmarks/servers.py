@@ -39,8 +39,16 @@ def free_port() -> int:
 class Server:
     """A subprocess serving HTTP on ``127.0.0.1:port``; use as a context manager."""
 
-    def __init__(self, command: Sequence[str], *, port: int, env: Mapping[str, str], log_path: Path,
-                 ready_path: str = "/healthz", ready_timeout: float = 120.0) -> None:
+    def __init__(
+        self,
+        command: Sequence[str],
+        *,
+        port: int,
+        env: Mapping[str, str],
+        log_path: Path,
+        ready_path: str = "/healthz",
+        ready_timeout: float = 120.0,
+    ) -> None:
         self.command, self.port, self.env, self.log_path = list(command), port, dict(env), log_path
         self.ready_path, self.ready_timeout = ready_path, ready_timeout
         self.process: subprocess.Popen[bytes] | None = None
@@ -49,11 +57,15 @@ class Server:
     def url(self) -> str:
         return f"http://127.0.0.1:{self.port}"
 
-    def __enter__(self) -> "Server":
+    def __enter__(self) -> Server:
         self.log_path.parent.mkdir(parents=True, exist_ok=True)
         log = open(self.log_path, "ab")  # noqa: SIM115 - the child owns it for its lifetime
         self.process = subprocess.Popen(
-            self.command, cwd=common.REPO_ROOT, env=self.env, stdout=log, stderr=subprocess.STDOUT,
+            self.command,
+            cwd=common.REPO_ROOT,
+            env=self.env,
+            stdout=log,
+            stderr=subprocess.STDOUT,
             start_new_session=True,
         )
         log.close()
@@ -102,12 +114,14 @@ class Server:
 def rarefit_env(*, data_dir: Path, api_key: str, device: str, database_url: str | None = None) -> dict[str, str]:
     """The process environment of a benchmark server: our settings only, none inherited from the shell."""
     env = {k: v for k, v in os.environ.items() if not k.upper().startswith("RAREFIT_")}
-    env.update({
-        "RAREFIT_DATA_DIR": str(data_dir),
-        "RAREFIT_BOOTSTRAP_API_KEY": api_key,
-        "RAREFIT_DEVICE": device,
-        "PYTHONPATH": os.pathsep.join(filter(None, [str(common.REPO_ROOT), env.get("PYTHONPATH")])),
-    })
+    env.update(
+        {
+            "RAREFIT_DATA_DIR": str(data_dir),
+            "RAREFIT_BOOTSTRAP_API_KEY": api_key,
+            "RAREFIT_DEVICE": device,
+            "PYTHONPATH": os.pathsep.join(filter(None, [str(common.REPO_ROOT), env.get("PYTHONPATH")])),
+        }
+    )
     if database_url is not None:
         env["RAREFIT_DATABASE_URL"] = database_url
     return env
@@ -121,8 +135,14 @@ def rarefit_server(mode: str, *, env: Mapping[str, str], log_path: Path, api_wor
     if api_workers != 1 and mode != "api":
         raise ValueError("api_workers applies to mode 'api' only")
     if mode == "api":
-        subprocess.run([sys.executable, "-c", _CLI, "migrate"], cwd=common.REPO_ROOT, env=dict(env), check=True,
-                       capture_output=True, timeout=300)
+        subprocess.run(
+            [sys.executable, "-c", _CLI, "migrate"],
+            cwd=common.REPO_ROOT,
+            env=dict(env),
+            check=True,
+            capture_output=True,
+            timeout=300,
+        )
     port = free_port()
     command = [sys.executable, "-c", _CLI, mode, "--host", "127.0.0.1", "--port", str(port)]
     if mode == "api":
@@ -130,12 +150,22 @@ def rarefit_server(mode: str, *, env: Mapping[str, str], log_path: Path, api_wor
     return Server(command, port=port, env=env, log_path=log_path, ready_path="/readyz")
 
 
-def floor_server(*, model_path: Path, class_names: Sequence[str], threshold: float | None,
-                 positive_class: int | None, log_path: Path) -> Server:
+def floor_server(
+    *, model_path: Path, class_names: Sequence[str], threshold: float | None, positive_class: int | None, log_path: Path
+) -> Server:
     """The minimal FastAPI endpoint (``benchmarks.floor_app``) serving ``model_path``."""
     port = free_port()
-    command = [sys.executable, "-m", "benchmarks.floor_app", "--model", str(model_path), "--port", str(port),
-               "--classes", *class_names]
+    command = [
+        sys.executable,
+        "-m",
+        "benchmarks.floor_app",
+        "--model",
+        str(model_path),
+        "--port",
+        str(port),
+        "--classes",
+        *class_names,
+    ]
     if threshold is not None and positive_class is not None:
         command += ["--threshold", str(threshold), "--positive-class", str(positive_class)]
     return Server(command, port=port, env=dict(os.environ), log_path=log_path)

@@ -73,8 +73,13 @@ def cases(*, device: str, quick: bool) -> list[Case]:
         # On the CPU an epoch is a few steps, so that five epochs (four timed, alternating with the
         # bare loop) fit in minutes: two timed epochs of this noisy 2-core VM varied ±5 %.
         Case(
-            "resnet50 224px synthetic", "resnet50", 224, 8192 if gpu else 128, 512 if gpu else 32,
-            128 if gpu else 32, 6 if gpu else 5,
+            "resnet50 224px synthetic",
+            "resnet50",
+            224,
+            8192 if gpu else 128,
+            512 if gpu else 32,
+            128 if gpu else 32,
+            6 if gpu else 5,
         ),
     ]
 
@@ -112,17 +117,31 @@ def case_arrays(case: Case, pneumonia: common.Arrays) -> common.Arrays:
     return arrays
 
 
-def measure_case(case: Case, *, arrays: common.Arrays, class_names: Sequence[str], device: torch.device,
-                 compile: bool) -> dict[str, Any]:
+def measure_case(
+    case: Case, *, arrays: common.Arrays, class_names: Sequence[str], device: torch.device, compile: bool
+) -> dict[str, Any]:
     """Alternate job and bare epochs; per-epoch images/s of both."""
     from workers.training.engine import fit
 
-    kwargs = common.job_fit_kwargs(job_overrides(case, compile=compile), arrays=arrays, class_names=class_names,
-                                   device=device)
+    kwargs = common.job_fit_kwargs(
+        job_overrides(case, compile=compile), arrays=arrays, class_names=class_names, device=device
+    )
     bare = BareTrainer(
-        arch=case.arch, train=arrays["train"], val_images=arrays["val"][0], num_classes=len(class_names),
-        device=device, batch_size=case.batch_size, gamma=GAMMA, cutmix_alpha=CUTMIX_ALPHA, balanced=True,
-        hflip=True, rotation=ROTATION, scale=SCALE, lr=LR, weight_decay=WEIGHT_DECAY, compile=compile,
+        arch=case.arch,
+        train=arrays["train"],
+        val_images=arrays["val"][0],
+        num_classes=len(class_names),
+        device=device,
+        batch_size=case.batch_size,
+        gamma=GAMMA,
+        cutmix_alpha=CUTMIX_ALPHA,
+        balanced=True,
+        hflip=True,
+        rotation=ROTATION,
+        scale=SCALE,
+        lr=LR,
+        weight_decay=WEIGHT_DECAY,
+        compile=compile,
         drop_last=True,
     )
     n_train = len(arrays["train"][1])
@@ -152,17 +171,34 @@ def _sync(device: torch.device) -> None:
 
 
 def table(results: list[tuple[Case, dict[str, Any]]]) -> str:
-    headers = ["case", "train images", "batch", "epochs timed", "job img/s", "bare img/s", "ratio",
-               f"target ≥{TARGET_RATIO}", "job train-only img/s"]
+    headers = [
+        "case",
+        "train images",
+        "batch",
+        "epochs timed",
+        "job img/s",
+        "bare img/s",
+        "ratio",
+        f"target ≥{TARGET_RATIO}",
+        "job train-only img/s",
+    ]
     rows = []
     for case, result in results:
         job, bare = common.median_after_warmup(result["job"]), common.median_after_warmup(result["bare"])
         ratio = job / bare
-        rows.append([
-            case.name, case.train, case.batch_size, max(1, len(result["job"]) - 1), common.fmt(job, 1),
-            common.fmt(bare, 1), common.fmt(ratio, 3), "yes" if ratio >= TARGET_RATIO else "no",
-            common.fmt(common.median_after_warmup(result["job_train"]), 1),
-        ])
+        rows.append(
+            [
+                case.name,
+                case.train,
+                case.batch_size,
+                max(1, len(result["job"]) - 1),
+                common.fmt(job, 1),
+                common.fmt(bare, 1),
+                common.fmt(ratio, 3),
+                "yes" if ratio >= TARGET_RATIO else "no",
+                common.fmt(common.median_after_warmup(result["job_train"]), 1),
+            ]
+        )
     note = (
         "\n\nMedian over the epochs after the first (warm-up). Job img/s: training images per epoch / wall time "
         "of the whole job epoch (train + validation + metrics + threshold + best-weights copy), measured between "
@@ -195,15 +231,17 @@ def main(argv: Sequence[str] | None = None) -> int:
         if args.cases and case.arch not in args.cases:
             continue
         logger.info("case %s", case.name)
-        result = measure_case(case, arrays=case_arrays(case, pneumonia), class_names=class_names, device=device,
-                              compile=args.compile)
+        result = measure_case(
+            case, arrays=case_arrays(case, pneumonia), class_names=class_names, device=device, compile=args.compile
+        )
         results.append((case, result))
     markdown = table(results)
     tag = common.machine_tag(device)
     common.publish(f"throughput-{tag}", markdown, args=args, module="benchmarks.throughput", argv=argv)
     if not args.no_scale:
-        common.publish(f"scale-{tag}", scale.run(args, device=device), args=args, module="benchmarks.throughput",
-                       argv=argv)
+        common.publish(
+            f"scale-{tag}", scale.run(args, device=device), args=args, module="benchmarks.throughput", argv=argv
+        )
     return 0
 
 

@@ -43,8 +43,9 @@ def bind_sockets(host: str, port: int, count: int) -> list[socket.socket]:
     """``count`` listening sockets on one ``host:port`` (``port`` 0: one free port for all)."""
     if count < 1:
         raise ValueError(f"count must be at least 1, got {count}")
-    family, kind, proto, _, address = socket.getaddrinfo(host, port, type=socket.SOCK_STREAM,
-                                                         flags=socket.AI_PASSIVE)[0]
+    family, kind, proto, _, address = socket.getaddrinfo(host, port, type=socket.SOCK_STREAM, flags=socket.AI_PASSIVE)[
+        0
+    ]
     sockets: list[socket.socket] = []
     try:
         for _ in range(count):
@@ -116,7 +117,6 @@ def _stop_all(processes: list[BaseProcess]) -> None:
     for process in processes:
         process.join(STOP_GRACE_SECONDS)
         if process.exitcode is None:
-            logger.warning("API process pid %d did not stop within %.0f s; killing it", process.pid,
-                           STOP_GRACE_SECONDS)
+            logger.warning("API process pid %d did not stop within %.0f s; killing it", process.pid, STOP_GRACE_SECONDS)
             process.kill()
             process.join()

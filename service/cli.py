@@ -28,8 +28,9 @@ def build_parser() -> argparse.ArgumentParser:
     serve.add_argument("--concurrency", type=int, default=1, help="jobs the embedded worker runs at once")
     api = commands.add_parser("api", help="run only the HTTP API (uvicorn); the database must be migrated")
     _host_port(api)
-    api.add_argument("--workers", type=int, default=1,
-                     help="API processes, each on its own SO_REUSEPORT socket (one per core)")
+    api.add_argument(
+        "--workers", type=int, default=1, help="API processes, each on its own SO_REUSEPORT socket (one per core)"
+    )
     worker = commands.add_parser("worker", help="run a Celery training worker")
     worker.add_argument("--concurrency", type=int, default=1, help="jobs at once (one per GPU)")
     commands.add_parser("migrate", help="bring the database schema to the newest version")
@@ -57,7 +58,12 @@ def main(argv: Sequence[str] | None = None) -> int:
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     settings = get_settings()
     handlers = {
-        "serve": _serve, "api": _api, "worker": _worker, "migrate": _migrate, "reap": _reap, "keys": _keys,
+        "serve": _serve,
+        "api": _api,
+        "worker": _worker,
+        "migrate": _migrate,
+        "reap": _reap,
+        "keys": _keys,
     }
     return handlers[args.command](settings, args)
 
@@ -124,8 +130,10 @@ def _keys(settings: Settings, args: argparse.Namespace) -> int:
         with transaction(make_session_factory(engine)) as session:
             return _KEY_ACTIONS[args.keys_command](session, args)
     except OperationalError as exc:
-        print(f"error: cannot use the database ({type(exc.orig).__name__}); is it migrated and reachable?",
-              file=sys.stderr)
+        print(
+            f"error: cannot use the database ({type(exc.orig).__name__}); is it migrated and reachable?",
+            file=sys.stderr,
+        )
         return EXIT_NOT_READY
     finally:
         engine.dispose()

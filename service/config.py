@@ -19,9 +19,7 @@ class Settings(BaseSettings):
 
     # --- where things live -------------------------------------------------
     data_dir: Path = Path("./rarefit-data")
-    database_url: str | None = Field(
-        default=None, description="SQLAlchemy URL; default: SQLite file in data_dir"
-    )
+    database_url: str | None = Field(default=None, description="SQLAlchemy URL; default: SQLite file in data_dir")
     broker_url: str | None = Field(
         default=None, description="Celery broker URL; default: SQLite file broker in data_dir"
     )
@@ -54,15 +52,21 @@ class Settings(BaseSettings):
     reaper_interval_seconds: float = 15.0
     idempotency_ttl_hours: int = 48
     checkpoint_seconds: float = Field(
-        default=10.0, ge=0.0, le=3600.0,
+        default=10.0,
+        ge=0.0,
+        le=3600.0,
         description="at most one checkpoint write per this many seconds (0: after every epoch)",
     )
     auth_cache_seconds: float = Field(
-        default=5.0, ge=0.0, le=300.0,
+        default=5.0,
+        ge=0.0,
+        le=300.0,
         description="how long an authenticated key skips the database; a revocation takes effect within it",
     )
     api_read_threads: int = Field(
-        default=2, ge=1, le=64,
+        default=2,
+        ge=1,
+        le=64,
         description="threads per API process for the hot database reads (authentication, job polls)",
     )
 
@@ -76,7 +80,7 @@ class Settings(BaseSettings):
     device: str = Field(default="auto", description="'auto', 'cpu', 'cuda' or 'cuda:N'")
 
     @model_validator(mode="after")
-    def _absolute_data_dir(self) -> "Settings":
+    def _absolute_data_dir(self) -> Settings:
         object.__setattr__(self, "data_dir", self.data_dir.expanduser().resolve())
         return self
 

@@ -149,8 +149,13 @@ def install_error_handlers(app: FastAPI) -> None:
 
 async def _problem(_request: Request, exc: ProblemError) -> JSONResponse:
     return problem_response(
-        exc.status, exc.detail, title=exc.title, errors=exc.errors, type_=exc.type_,
-        headers=exc.headers, extra=exc.extra,
+        exc.status,
+        exc.detail,
+        title=exc.title,
+        errors=exc.errors,
+        type_=exc.type_,
+        headers=exc.headers,
+        extra=exc.extra,
     )
 
 
@@ -162,8 +167,9 @@ async def _validation(_request: Request, exc: RequestValidationError) -> JSONRes
     errors = [_clean_error(error) for error in exc.errors()]
     if errors and errors[0]["type"] == "json_invalid":
         position = errors[0]["loc"][-1] if len(errors[0]["loc"]) > 1 else "?"
-        return problem_response(422, f"body: invalid JSON near character {position}", title="Validation failed",
-                                errors=errors)
+        return problem_response(
+            422, f"body: invalid JSON near character {position}", title="Validation failed", errors=errors
+        )
     detail = f"{dotted(errors[0]['loc'])}: {errors[0]['msg']}" if errors else "invalid request"
     if len(errors) > 1:
         detail += f" (and {len(errors) - 1} more)"

@@ -70,7 +70,8 @@ def create_app(settings: Settings | None = None, *, run_reaper: bool = True) -> 
     # The middleware counts the whole multipart body (boundaries, part headers, the
     # `name` field) while save_upload enforces the exact limit on the file itself.
     app.add_middleware(
-        BodySizeLimitMiddleware, max_bytes=settings.max_upload_bytes + MULTIPART_SLACK_BYTES,
+        BodySizeLimitMiddleware,
+        max_bytes=settings.max_upload_bytes + MULTIPART_SLACK_BYTES,
         shown_limit=settings.max_upload_bytes,
     )
     app.include_router(build_router())
@@ -131,7 +132,9 @@ def _check_schema(engine) -> None:
     if revision is None:
         raise RuntimeError("the database has no rarefit tables; run `rarefit migrate` first")
     if revision != head_revision():
-        logger.warning("database schema is at %s, this code expects %s; run `rarefit migrate`", revision, head_revision())
+        logger.warning(
+            "database schema is at %s, this code expects %s; run `rarefit migrate`", revision, head_revision()
+        )
 
 
 def _bootstrap_key(session_factory, settings: Settings) -> None:

@@ -74,7 +74,11 @@ def reap_once(
     if not report.is_empty:
         logger.info(
             "reaper: requeued %s, failed %s, cancelled %s, re-sent %s, send errors %s",
-            report.requeued, report.failed, report.cancelled, report.resent, report.send_errors,
+            report.requeued,
+            report.failed,
+            report.cancelled,
+            report.resent,
+            report.send_errors,
         )
     return report
 

@@ -43,9 +43,16 @@ class DatasetOut(BaseModel):
         json_schema_extra={
             "examples": [
                 {
-                    "id": _ID, "name": "pneumoniamnist", "status": "ready", "format": "npz",
-                    "num_classes": 2, "class_names": ["0", "1"], "image_shape": [28, 28, 1],
-                    "splits": _SPLITS_EXAMPLE, "imbalance_ratio": 2.88, "size_bytes": 4600000,
+                    "id": _ID,
+                    "name": "pneumoniamnist",
+                    "status": "ready",
+                    "format": "npz",
+                    "num_classes": 2,
+                    "class_names": ["0", "1"],
+                    "image_shape": [28, 28, 1],
+                    "splits": _SPLITS_EXAMPLE,
+                    "imbalance_ratio": 2.88,
+                    "size_bytes": 4600000,
                     "created_at": _NOW,
                 }
             ]
@@ -64,12 +71,19 @@ class DatasetOut(BaseModel):
     created_at: UtcDatetime
 
     @classmethod
-    def from_row(cls, row: Dataset) -> "DatasetOut":
+    def from_row(cls, row: Dataset) -> DatasetOut:
         return cls(
-            id=row.id, name=row.name, status=row.status, format=row.format,
-            num_classes=row.num_classes, class_names=[str(n) for n in row.class_names],
-            image_shape=list(row.image_shape), splits=row.splits,
-            imbalance_ratio=row.imbalance_ratio, size_bytes=row.size_bytes, created_at=row.created_at,
+            id=row.id,
+            name=row.name,
+            status=row.status,
+            format=row.format,
+            num_classes=row.num_classes,
+            class_names=[str(n) for n in row.class_names],
+            image_shape=list(row.image_shape),
+            splits=row.splits,
+            imbalance_ratio=row.imbalance_ratio,
+            size_bytes=row.size_bytes,
+            created_at=row.created_at,
         )
 
 
@@ -88,11 +102,18 @@ class JobOut(BaseModel):
         json_schema_extra={
             "examples": [
                 {
-                    "id": _JOB_ID, "status": "queued", "dataset_id": _ID,
+                    "id": _JOB_ID,
+                    "status": "queued",
+                    "dataset_id": _ID,
                     "spec": {"spec_version": 1, "dataset_id": _ID, "epochs": 20, "...": "..."},
-                    "progress": {"epoch": 0, "epochs": 20}, "created_at": _NOW,
-                    "started_at": None, "finished_at": None, "error": None, "model_id": None,
-                    "cancel_requested": False, "attempts": 0,
+                    "progress": {"epoch": 0, "epochs": 20},
+                    "created_at": _NOW,
+                    "started_at": None,
+                    "finished_at": None,
+                    "error": None,
+                    "model_id": None,
+                    "cancel_requested": False,
+                    "attempts": 0,
                 }
             ]
         }
@@ -111,15 +132,22 @@ class JobOut(BaseModel):
     attempts: int = Field(description="times a worker has claimed the job")
 
     @classmethod
-    def from_row(cls, row: Job) -> "JobOut":
+    def from_row(cls, row: Job) -> JobOut:
         error = None
         if row.error_type is not None or row.error_message is not None:
             error = ErrorOut(type=row.error_type or "Error", message=row.error_message or "")
         return cls(
-            id=row.id, status=getattr(row.status, "value", row.status), dataset_id=row.dataset_id,
-            spec=row.spec, progress=ProgressOut(epoch=row.progress_epoch, epochs=row.epochs),
-            created_at=row.created_at, started_at=row.started_at, finished_at=row.finished_at,
-            error=error, model_id=row.model_id, cancel_requested=bool(row.cancel_requested),
+            id=row.id,
+            status=getattr(row.status, "value", row.status),
+            dataset_id=row.dataset_id,
+            spec=row.spec,
+            progress=ProgressOut(epoch=row.progress_epoch, epochs=row.epochs),
+            created_at=row.created_at,
+            started_at=row.started_at,
+            finished_at=row.finished_at,
+            error=error,
+            model_id=row.model_id,
+            cancel_requested=bool(row.cancel_requested),
             attempts=row.attempts,
         )
 
@@ -133,10 +161,14 @@ class EpochOut(BaseModel):
     seconds: float
 
     @classmethod
-    def from_row(cls, row: EpochMetrics) -> "EpochOut":
+    def from_row(cls, row: EpochMetrics) -> EpochOut:
         return cls(
-            epoch=row.epoch, train_loss=row.train_loss, val_loss=row.val_loss,
-            val=row.val, lr=row.lr, seconds=row.seconds,
+            epoch=row.epoch,
+            train_loss=row.train_loss,
+            val_loss=row.val_loss,
+            val=row.val,
+            lr=row.lr,
+            seconds=row.seconds,
         )
 
 
@@ -146,8 +178,14 @@ class MetricsOut(BaseModel):
             "examples": [
                 {
                     "history": [
-                        {"epoch": 1, "train_loss": 0.41, "val_loss": 0.33,
-                         "val": {"accuracy": 0.88, "balanced_accuracy": 0.86}, "lr": 0.001, "seconds": 3.2}
+                        {
+                            "epoch": 1,
+                            "train_loss": 0.41,
+                            "val_loss": 0.33,
+                            "val": {"accuracy": 0.88, "balanced_accuracy": 0.86},
+                            "lr": 0.001,
+                            "seconds": 3.2,
+                        }
                     ],
                     "best_epoch": 1,
                     "test": {"accuracy": 0.86, "balanced_accuracy": 0.83, "threshold": 0.42},
@@ -163,8 +201,9 @@ class MetricsOut(BaseModel):
 class ArtifactOut(BaseModel):
     model_config = ConfigDict(
         json_schema_extra={
-            "examples": [{"name": "model.pt2", "size": 45000123, "content_type": "application/octet-stream",
-                          "sha256": "0" * 64}]
+            "examples": [
+                {"name": "model.pt2", "size": 45000123, "content_type": "application/octet-stream", "sha256": "0" * 64}
+            ]
         }
     )
     name: str
@@ -173,7 +212,7 @@ class ArtifactOut(BaseModel):
     sha256: str
 
     @classmethod
-    def from_row(cls, row: Artifact) -> "ArtifactOut":
+    def from_row(cls, row: Artifact) -> ArtifactOut:
         return cls(name=row.name, size=row.size, content_type=row.content_type, sha256=row.sha256)
 
 
@@ -183,9 +222,15 @@ class ModelOut(BaseModel):
         json_schema_extra={
             "examples": [
                 {
-                    "id": _ID, "arch": "resnet18", "class_names": ["0", "1"], "input_shape": [28, 28, 1],
-                    "threshold": 0.42, "positive_class": 0, "source_job_id": _JOB_ID,
-                    "metrics": {"accuracy": 0.86, "balanced_accuracy": 0.83}, "size_bytes": 45000123,
+                    "id": _ID,
+                    "arch": "resnet18",
+                    "class_names": ["0", "1"],
+                    "input_shape": [28, 28, 1],
+                    "threshold": 0.42,
+                    "positive_class": 0,
+                    "source_job_id": _JOB_ID,
+                    "metrics": {"accuracy": 0.86, "balanced_accuracy": 0.83},
+                    "size_bytes": 45000123,
                     "created_at": _NOW,
                 }
             ]
@@ -203,11 +248,17 @@ class ModelOut(BaseModel):
     created_at: UtcDatetime
 
     @classmethod
-    def from_row(cls, row: Model) -> "ModelOut":
+    def from_row(cls, row: Model) -> ModelOut:
         return cls(
-            id=row.id, arch=row.arch, class_names=[str(n) for n in row.class_names],
-            input_shape=list(row.input_shape), threshold=row.threshold, positive_class=row.positive_class,
-            source_job_id=row.job_id, metrics=row.metrics, size_bytes=row.size_bytes,
+            id=row.id,
+            arch=row.arch,
+            class_names=[str(n) for n in row.class_names],
+            input_shape=list(row.input_shape),
+            threshold=row.threshold,
+            positive_class=row.positive_class,
+            source_job_id=row.job_id,
+            metrics=row.metrics,
+            size_bytes=row.size_bytes,
             created_at=row.created_at,
         )
 
@@ -221,11 +272,13 @@ class Page(BaseModel, Generic[T]):
     next_offset: int | None
 
     @classmethod
-    def of(cls, rows: list, *, limit: int, offset: int, convert) -> "Page[T]":
+    def of(cls, rows: list, *, limit: int, offset: int, convert) -> Page[T]:
         """``rows`` is fetched with ``limit + 1`` so the extra row tells whether more exist."""
         more = len(rows) > limit
         return cls(
-            items=[convert(row) for row in rows[:limit]], limit=limit, offset=offset,
+            items=[convert(row) for row in rows[:limit]],
+            limit=limit,
+            offset=offset,
             next_offset=offset + limit if more else None,
         )
 
@@ -252,7 +305,9 @@ JOB_SPEC_EXAMPLES = {
             "sampler": {"type": "weighted"},
             "augment": {"hflip": True, "rotation": 15, "scale": [0.9, 1.1]},
             "optim": {"name": "adamw", "lr": 0.001, "weight_decay": 0.0001, "scheduler": "cosine"},
-            "epochs": 20, "batch_size": 128, "seed": 0,
+            "epochs": 20,
+            "batch_size": 128,
+            "seed": 0,
             "early_stopping": {"patience": 5},
             "selection_metric": "balanced_accuracy",
             "threshold": {"strategy": "max_f1"},

@@ -68,9 +68,9 @@ class LossSpec(_Part):
     alpha: Probability | list[Probability] | Literal["balanced"] | None = Field(
         default=None, description="focal α: number, one value per class, or 'balanced'"
     )
-    class_weights: Literal["none", "balanced", "effective_number"] | list[
-        Annotated[float, Field(gt=0.0, le=1e6)]
-    ] = "none"
+    class_weights: Literal["none", "balanced", "effective_number"] | list[Annotated[float, Field(gt=0.0, le=1e6)]] = (
+        "none"
+    )
     effective_number_beta: float = Field(default=0.999, gt=0.0, lt=1.0)
     label_smoothing: float = Field(default=0.0, ge=0.0, lt=1.0)
     reweight_from_epoch: int | None = Field(
@@ -120,9 +120,7 @@ class OptimSpec(_Part):
     weight_decay: float = Field(default=5e-4, ge=0.0, le=1.0)
     momentum: float = Field(default=0.9, ge=0.0, lt=1.0)
     scheduler: Literal["none", "cosine", "onecycle", "plateau", "step"] = "cosine"
-    warmup_epochs: int = Field(
-        default=2, ge=0, le=1000, description="linear warm-up, capped at `epochs`"
-    )
+    warmup_epochs: int = Field(default=2, ge=0, le=1000, description="linear warm-up, capped at `epochs`")
     milestones: list[Annotated[float, Field(gt=0.0, lt=1.0)]] = Field(
         default=[0.5, 0.75], max_length=16, description="'step': fractions of the epochs"
     )
@@ -139,13 +137,13 @@ class ThresholdSpec(_Part):
     target_recall: float | None = Field(default=None, gt=0.0, le=1.0)
 
     @model_validator(mode="after")
-    def _target_given(self) -> "ThresholdSpec":
+    def _target_given(self) -> ThresholdSpec:
         if self.strategy == "target_recall" and self.target_recall is None:
             raise ValueError("threshold.target_recall is required when strategy is 'target_recall'")
         return self
 
 
-def effective_warmup_epochs(spec: "JobSpec") -> int:
+def effective_warmup_epochs(spec: JobSpec) -> int:
     """The warm-up a job runs: ``optim.warmup_epochs`` capped at ``epochs`` (a run shorter than the
     default 2-epoch warm-up warms up throughout, rather than being refused)."""
     return min(spec.optim.warmup_epochs, spec.epochs)
@@ -170,7 +168,7 @@ class JobSpec(_Part):
     max_runtime_seconds: int | None = Field(default=None, ge=1, le=30 * 24 * 3600)
 
     @model_validator(mode="after")
-    def _sigmoid_needs_focal(self) -> "JobSpec":
+    def _sigmoid_needs_focal(self) -> JobSpec:
         if self.loss.variant == "sigmoid" and self.loss.type != "focal":
             raise ValueError("loss.variant 'sigmoid' is only defined for loss.type 'focal'")
         return self
@@ -184,9 +182,7 @@ def limit_violations(
     if spec.epochs > max_epochs:
         problems.append((("epochs",), f"epochs {spec.epochs} exceeds this server's limit {max_epochs}"))
     if spec.batch_size > max_batch_size:
-        problems.append(
-            (("batch_size",), f"batch_size {spec.batch_size} exceeds this server's limit {max_batch_size}")
-        )
+        problems.append((("batch_size",), f"batch_size {spec.batch_size} exceeds this server's limit {max_batch_size}"))
     if spec.model.image_size is not None and spec.model.image_size > max_image_size:
         problems.append(
             (

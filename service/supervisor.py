@@ -47,8 +47,20 @@ def worker_args(*, concurrency: int) -> list[str]:
     if isinstance(concurrency, bool) or not isinstance(concurrency, int) or concurrency < 1:
         raise ValueError(f"concurrency must be a positive int (one per GPU), got {concurrency!r}")
     return [
-        "worker", "-Q", "train", "-c", str(concurrency), "--prefetch-multiplier", "1", "-O", "fair",
-        "--without-gossip", "--without-mingle", "--without-heartbeat", "-l", "INFO",
+        "worker",
+        "-Q",
+        "train",
+        "-c",
+        str(concurrency),
+        "--prefetch-multiplier",
+        "1",
+        "-O",
+        "fair",
+        "--without-gossip",
+        "--without-mingle",
+        "--without-heartbeat",
+        "-l",
+        "INFO",
     ]
 
 
@@ -106,7 +118,9 @@ class WorkerSupervisor:
                 return None
             # Own session: a terminal's Ctrl-C reaches us, not the worker; we stop it in order.
             self._process = subprocess.Popen(
-                self._command, env=self._env, start_new_session=True,
+                self._command,
+                env=self._env,
+                start_new_session=True,
                 preexec_fn=_die_with_parent if sys.platform == "linux" else None,
             )
             logger.info("worker started (pid %d)", self._process.pid)

@@ -130,8 +130,7 @@ def _admin_connection():
 def _drop_database(admin, name: str) -> None:
     # Terminate stragglers first: a leaked pool connection must not keep the database alive.
     admin.execute(
-        "SELECT pg_terminate_backend(pid) FROM pg_stat_activity"
-        " WHERE datname = %s AND pid <> pg_backend_pid()",
+        "SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE datname = %s AND pid <> pg_backend_pid()",
         (name,),
     )
     admin.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')

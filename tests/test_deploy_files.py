@@ -45,7 +45,7 @@ def _option(argv: list[str], name: str) -> str:
     return argv[argv.index(name) + 1]
 
 
-@functools.lru_cache(maxsize=None)
+@functools.cache
 def _subcommand_help(rarefit: tuple[str, ...], subcommand: str) -> str:
     result = subprocess.run(
         [*rarefit, subcommand, "--help"],

@@ -54,34 +54,44 @@ def model_card(
     """The JSON card inference and users read: input contract, normalisation, threshold, metrics, provenance."""
     height, width, channels = image_shape
     model = result.model
-    return json_safe({
-        "format_version": CARD_FORMAT_VERSION,
-        "arch": spec.model.arch,
-        "class_names": list(class_names),
-        "input": {"height": height, "width": width, "channels": channels, "layout": "NCHW",
-                  "dtype": "float32", "range": [0, 1]},
-        "normalization": {"mean": model.mean.flatten().tolist(), "std": model.std.flatten().tolist()},
-        "threshold": result.threshold,
-        "positive_class": result.positive_class,
-        "metrics": result.test or {},
-        "best_epoch": result.best_epoch,
-        "job_id": job_id,
-        "spec": spec.model_dump(mode="json"),
-    })
+    return json_safe(
+        {
+            "format_version": CARD_FORMAT_VERSION,
+            "arch": spec.model.arch,
+            "class_names": list(class_names),
+            "input": {
+                "height": height,
+                "width": width,
+                "channels": channels,
+                "layout": "NCHW",
+                "dtype": "float32",
+                "range": [0, 1],
+            },
+            "normalization": {"mean": model.mean.flatten().tolist(), "std": model.std.flatten().tolist()},
+            "threshold": result.threshold,
+            "positive_class": result.positive_class,
+            "metrics": result.test or {},
+            "best_epoch": result.best_epoch,
+            "job_id": job_id,
+            "spec": spec.model_dump(mode="json"),
+        }
+    )
 
 
 def metrics_document(result: FitResult) -> dict[str, Any]:
     """``metrics.json``: the whole history, the selected epoch and the final blocks."""
-    return json_safe({
-        "history": [record.to_dict() for record in result.history],
-        "best_epoch": result.best_epoch,
-        "best_score": result.best_score,
-        "stopped": result.stopped,
-        "threshold": result.threshold,
-        "positive_class": result.positive_class,
-        "val": result.val,
-        "test": result.test,
-    })
+    return json_safe(
+        {
+            "history": [record.to_dict() for record in result.history],
+            "best_epoch": result.best_epoch,
+            "best_score": result.best_score,
+            "stopped": result.stopped,
+            "threshold": result.threshold,
+            "positive_class": result.positive_class,
+            "val": result.val,
+            "test": result.test,
+        }
+    )
 
 
 def export_artifacts(

@@ -51,7 +51,9 @@ def build_training(
     if "train" not in dataset_arrays:
         raise ValueError(f"the dataset has no train split (splits: {sorted(dataset_arrays)})")
     device = torch.device(device)
-    splits = {name: _split(dataset_arrays[name]) if name in dataset_arrays else None for name in ("train", "val", "test")}
+    splits = {
+        name: _split(dataset_arrays[name]) if name in dataset_arrays else None for name in ("train", "val", "test")
+    }
     train = splits["train"]
     names = [str(name) for name in class_names]
     counts = train.class_counts(len(names))
@@ -62,16 +64,28 @@ def build_training(
     sampler = make_sampler(spec.sampler.type, labels=train.labels, seed=spec.seed, device=device)
     optimizer, scheduler = _optimization(spec, model, epoch_length=sampler.epoch_length)
     return {
-        "model": model, "train": train, "val": splits["val"], "test": splits["test"], "class_names": names,
+        "model": model,
+        "train": train,
+        "val": splits["val"],
+        "test": splits["test"],
+        "class_names": names,
         "criterion": make_criterion(spec.loss, counts=counts),
-        "optimizer": optimizer, "scheduler": scheduler, "sampler": sampler,
-        "mixer": _mixer(spec, num_classes=len(names)), "augment": _augment(spec, counts=counts),
-        "epochs": spec.epochs, "batch_size": spec.batch_size, "seed": spec.seed, "device": device,
+        "optimizer": optimizer,
+        "scheduler": scheduler,
+        "sampler": sampler,
+        "mixer": _mixer(spec, num_classes=len(names)),
+        "augment": _augment(spec, counts=counts),
+        "epochs": spec.epochs,
+        "batch_size": spec.batch_size,
+        "seed": spec.seed,
+        "device": device,
         "selection_metric": spec.selection_metric,
         "early_stopping_patience": spec.early_stopping.patience,
         "early_stopping_min_delta": spec.early_stopping.min_delta,
-        "threshold_strategy": spec.threshold.strategy, "target_recall": spec.threshold.target_recall,
-        "freeze_backbone_epochs": spec.model.freeze_backbone_epochs, "compile": spec.compile,
+        "threshold_strategy": spec.threshold.strategy,
+        "target_recall": spec.threshold.target_recall,
+        "freeze_backbone_epochs": spec.model.freeze_backbone_epochs,
+        "compile": spec.compile,
     }
 
 
@@ -88,8 +102,13 @@ def _optimization(spec: JobSpec, model: Classifier, *, epoch_length: int):
         optim.name, model.parameters(), lr=optim.lr, weight_decay=optim.weight_decay, momentum=optim.momentum
     )
     scheduler = make_scheduler(
-        optim.scheduler, optimizer, epochs=spec.epochs, steps_per_epoch=steps_per_epoch(epoch_length, spec.batch_size),
-        warmup_epochs=effective_warmup_epochs(spec), milestones=optim.milestones, step_gamma=optim.step_gamma,
+        optim.scheduler,
+        optimizer,
+        epochs=spec.epochs,
+        steps_per_epoch=steps_per_epoch(epoch_length, spec.batch_size),
+        warmup_epochs=effective_warmup_epochs(spec),
+        milestones=optim.milestones,
+        step_gamma=optim.step_gamma,
     )
     return optimizer, scheduler
 
@@ -100,8 +119,13 @@ def _network(
     height, width, channels = train.image_shape
     mean, std = channel_stats(train.images)
     model = build_network(
-        spec.model.arch, num_classes=num_classes, in_channels=channels, input_size=(height, width),
-        image_size=spec.model.image_size, mean=mean, std=std,
+        spec.model.arch,
+        num_classes=num_classes,
+        in_channels=channels,
+        input_size=(height, width),
+        image_size=spec.model.image_size,
+        mean=mean,
+        std=std,
     )
     if init_state is not None:
         skipped = load_init_state(model, init_state, strict_backbone=True)
@@ -137,8 +161,13 @@ def _mixer(spec: JobSpec, *, num_classes: int) -> BatchMixer | None:
     if mixing.mode == "none":
         return None
     return BatchMixer(
-        mode=mixing.mode, num_classes=num_classes, alpha=mixing.alpha, cutmix_alpha=mixing.cutmix_alpha,
-        prob=mixing.prob, switch_prob=mixing.switch_prob, label_smoothing=0.0,
+        mode=mixing.mode,
+        num_classes=num_classes,
+        alpha=mixing.alpha,
+        cutmix_alpha=mixing.cutmix_alpha,
+        prob=mixing.prob,
+        switch_prob=mixing.switch_prob,
+        label_smoothing=0.0,
     )
 
 
@@ -146,7 +175,12 @@ def _augment(spec: JobSpec, *, counts: Sequence[int]) -> BatchAugment:
     aug = spec.augment
     mask = minority_class_mask(counts, threshold=aug.minority_threshold) if aug.minority_only else None
     return BatchAugment(
-        hflip=aug.hflip, vflip=aug.vflip, rotation=aug.rotation,
-        scale=None if aug.scale is None else tuple(aug.scale), translate=aug.translate,
-        brightness=aug.brightness, contrast=aug.contrast, augment_classes=mask,
+        hflip=aug.hflip,
+        vflip=aug.vflip,
+        rotation=aug.rotation,
+        scale=None if aug.scale is None else tuple(aug.scale),
+        translate=aug.translate,
+        brightness=aug.brightness,
+        contrast=aug.contrast,
+        augment_classes=mask,
     )

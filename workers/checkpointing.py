@@ -43,8 +43,17 @@ RecordCheckpoint = Callable[[str, str, int], bool]
 class CheckpointWriter:
     """One background thread that writes, records and rotates a job's checkpoints."""
 
-    def __init__(self, *, job_id: str, attempt: int, store: Any, record: RecordCheckpoint,
-                 current_key: str | None, on_lease_lost: Callable[[], None], min_interval: float = 0.0) -> None:
+    def __init__(
+        self,
+        *,
+        job_id: str,
+        attempt: int,
+        store: Any,
+        record: RecordCheckpoint,
+        current_key: str | None,
+        on_lease_lost: Callable[[], None],
+        min_interval: float = 0.0,
+    ) -> None:
         self.job_id, self.attempt, self.store = job_id, attempt, store
         self._record, self._on_lease_lost = record, on_lease_lost
         self.current_key = current_key
@@ -122,5 +131,4 @@ class CheckpointWriter:
             try:
                 self.store.delete_prefix(previous)
             except OSError:
-                logger.warning("job %s: could not delete the old checkpoint %s", self.job_id, previous,
-                               exc_info=True)
+                logger.warning("job %s: could not delete the old checkpoint %s", self.job_id, previous, exc_info=True)

@@ -59,13 +59,17 @@ class Heartbeat:
         try:
             with transaction(self._factory) as session:
                 status = leases.renew_lease(
-                    session, job_id=self._job_id, worker_id=self._worker_id, lease_seconds=self._lease_seconds,
+                    session,
+                    job_id=self._job_id,
+                    worker_id=self._worker_id,
+                    lease_seconds=self._lease_seconds,
                     now=utcnow(),
                 )
         except Exception:
             silent = time.monotonic() - self._last_success
-            logger.warning("job %s: lease renewal failed (%.0f s since the last one)", self._job_id, silent,
-                           exc_info=True)
+            logger.warning(
+                "job %s: lease renewal failed (%.0f s since the last one)", self._job_id, silent, exc_info=True
+            )
             if silent >= self._lease_seconds:
                 logger.error("job %s: no lease renewal for a whole lease; stopping", self._job_id)
                 self.lease_lost.set()

@@ -28,8 +28,8 @@ from service.repository import leases
 from service.spec import JobSpec
 from service.storage import BlobStore
 from workers.artifacts import StoredArtifact, export_artifacts
-from workers.checkpointing import CheckpointWriter
 from workers.build import build_training
+from workers.checkpointing import CheckpointWriter
 from workers.dbretry import retry_db
 from workers.heartbeat import Heartbeat
 from workers.init_weights import init_blob_key, load_job_weights, load_operator_weights
@@ -63,14 +63,26 @@ def resolve_device(name: str) -> torch.device:
 
 
 class JobRun:
-    def __init__(self, *, job: Job, settings: Settings, worker_id: str, session_factory: sessionmaker[Session],
-                 store: BlobStore, celery_app: Celery | None) -> None:
+    def __init__(
+        self,
+        *,
+        job: Job,
+        settings: Settings,
+        worker_id: str,
+        session_factory: sessionmaker[Session],
+        store: BlobStore,
+        celery_app: Celery | None,
+    ) -> None:
         self.job_id, self.tenant_id, self.dataset_id = job.id, job.tenant_id, job.dataset_id
         self.spec_data = job.spec
         self.checkpoint = (job.checkpoint_key, job.checkpoint_sha256)
         self.attempt = job.attempts
-        self.times = {"created": job.created_at, "enqueued": job.enqueued_at, "started": job.started_at,
-                      "claimed": utcnow()}
+        self.times = {
+            "created": job.created_at,
+            "enqueued": job.enqueued_at,
+            "started": job.started_at,
+            "claimed": utcnow(),
+        }
         self.settings, self.worker_id, self.session_factory = settings, worker_id, session_factory
         self.store, self.celery_app = store, celery_app
         self.device_type = "device"
@@ -90,17 +102,25 @@ class JobRun:
         arrays = load_canonical(self.store, dataset.blob_prefix, mmap=True)
         device = resolve_device(self.settings.device)
         self.device_type = device.type
-        kwargs = build_training(spec, dataset_arrays=arrays, class_names=dataset.class_names, device=device,
-                                init_state=self._init_state(spec))
+        kwargs = build_training(
+            spec,
+            dataset_arrays=arrays,
+            class_names=dataset.class_names,
+            device=device,
+            init_state=self._init_state(spec),
+        )
         resume = self._resume_point()
         start_epoch = int(resume["epoch"]) if resume else 0
-        self._held(self.write(lambda s: leases.clear_epochs_after(
-            s, job_id=self.job_id, worker_id=self.worker_id, epoch=start_epoch), "reset progress"))
+        self._held(
+            self.write(
+                lambda s: leases.clear_epochs_after(s, job_id=self.job_id, worker_id=self.worker_id, epoch=start_epoch),
+                "reset progress",
+            )
+        )
         progress = Progress(self, heartbeat=heartbeat, shutdown=shutdown, deadline=self._deadline(spec))
         result = None
         try:
-            result = fit(**kwargs, on_epoch_end=progress.on_epoch_end, should_stop=progress.should_stop,
-                         resume=resume)
+            result = fit(**kwargs, on_epoch_end=progress.on_epoch_end, should_stop=progress.should_stop, resume=resume)
         finally:
             # Only a job handed back resumes: its last finished epoch goes on disk and on the row.
             progress.checkpoints.close(write_pending=result is not None and result.stopped == "shutdown")
@@ -145,12 +165,16 @@ class JobRun:
     def log_first_step(self) -> None:
         now = utcnow()
         since = {name: (now - leases.aware(moment)).total_seconds() for name, moment in self.times.items() if moment}
-        logger.info("job %s: first training step %s", self.job_id,
-                    ", ".join(f"{seconds:.3f} s after {name}" for name, seconds in since.items()))
+        logger.info(
+            "job %s: first training step %s",
+            self.job_id,
+            ", ".join(f"{seconds:.3f} s after {name}" for name, seconds in since.items()),
+        )
 
     # --- endings ----------------------------------------------------------
-    def _conclude(self, result: FitResult, *, spec: JobSpec, class_names: list[str],
-                  image_shape: tuple[int, int, int]) -> str:
+    def _conclude(
+        self, result: FitResult, *, spec: JobSpec, class_names: list[str], image_shape: tuple[int, int, int]
+    ) -> str:
         if result.stopped == "lease_lost":
             raise LeaseLost(self.job_id)
         if result.stopped == "shutdown":
@@ -159,40 +183,74 @@ class JobRun:
             self._finish(status=JobStatus.cancelled, best_epoch=result.best_epoch or None)
             return "cancelled"
         if result.stopped == "deadline":
-            message = (f"the job exceeded its time limit of {self.time_limit(spec)} s after {len(result.history)} "
-                       "completed epoch(s); raise max_runtime_seconds or train fewer epochs")
+            message = (
+                f"the job exceeded its time limit of {self.time_limit(spec)} s after {len(result.history)} "
+                "completed epoch(s); raise max_runtime_seconds or train fewer epochs"
+            )
             return self.fail(error_type="TimeLimitExceeded", message=message)
-        stored = export_artifacts(result, store=self.store, job_id=self.job_id, spec=spec, class_names=class_names,
-                                  image_shape=image_shape)
+        stored = export_artifacts(
+            result, store=self.store, job_id=self.job_id, spec=spec, class_names=class_names, image_shape=image_shape
+        )
         self.write(lambda s: self._register(s, result, stored, spec, class_names, image_shape), "register the model")
         logger.info("job %s: succeeded (best epoch %d)", self.job_id, result.best_epoch)
         return "succeeded"
 
-    def _register(self, session: Session, result: FitResult, stored: list[StoredArtifact], spec: JobSpec,
-                  class_names: list[str], image_shape: tuple[int, int, int]) -> None:
+    def _register(
+        self,
+        session: Session,
+        result: FitResult,
+        stored: list[StoredArtifact],
+        spec: JobSpec,
+        class_names: list[str],
+        image_shape: tuple[int, int, int],
+    ) -> None:
         if self._already_succeeded(session):
             return  # a retried transaction whose first commit went through
         for item in stored:
-            leases.register_artifact(session, job_id=self.job_id, name=item.name, blob_key=item.blob_key,
-                                     size=item.size, content_type=item.content_type, sha256=item.sha256)
+            leases.register_artifact(
+                session,
+                job_id=self.job_id,
+                name=item.name,
+                blob_key=item.blob_key,
+                size=item.size,
+                content_type=item.content_type,
+                sha256=item.sha256,
+            )
         summary = {k: v for k, v in (result.test or {}).items() if isinstance(v, (int, float))}
         weights = next(item for item in stored if item.name == "weights.safetensors")
         model = leases.register_model(
-            session, job_id=self.job_id, tenant_id=self.tenant_id, arch=spec.model.arch, class_names=class_names,
-            input_shape=list(image_shape), threshold=result.threshold, positive_class=result.positive_class,
-            metrics=summary, blob_prefix=stored[0].blob_key.rsplit("/", 1)[0], size_bytes=weights.size,
+            session,
+            job_id=self.job_id,
+            tenant_id=self.tenant_id,
+            arch=spec.model.arch,
+            class_names=class_names,
+            input_shape=list(image_shape),
+            threshold=result.threshold,
+            positive_class=result.positive_class,
+            metrics=summary,
+            blob_prefix=stored[0].blob_key.rsplit("/", 1)[0],
+            size_bytes=weights.size,
         )
-        self._held(leases.finish_job(session, job_id=self.job_id, worker_id=self.worker_id,
-                                     status=JobStatus.succeeded, best_epoch=result.best_epoch,
-                                     test_metrics=result.test, model_id=model.id))
+        self._held(
+            leases.finish_job(
+                session,
+                job_id=self.job_id,
+                worker_id=self.worker_id,
+                status=JobStatus.succeeded,
+                best_epoch=result.best_epoch,
+                test_metrics=result.test,
+                model_id=model.id,
+            )
+        )
 
     def _already_succeeded(self, session: Session) -> bool:
         job = session.get(Job, self.job_id)
         return job is not None and job.status == JobStatus.succeeded and job.worker_id == self.worker_id
 
     def _release(self) -> str:
-        self._held(self.write(lambda s: leases.release_job(s, job_id=self.job_id, worker_id=self.worker_id),
-                              "release the job"))
+        self._held(
+            self.write(lambda s: leases.release_job(s, job_id=self.job_id, worker_id=self.worker_id), "release the job")
+        )
         try:
             enqueue_job(self.celery_app or make_celery(self.settings), self.job_id)
         except Exception:  # the reaper re-sends queued jobs whose message was lost
@@ -206,13 +264,20 @@ class JobRun:
 
     def record_checkpoint(self, key: str, sha256: str, epoch: int) -> bool:
         """Point the job row at a written checkpoint; False when this worker lost the lease."""
-        return self.write(lambda s: leases.record_checkpoint(s, job_id=self.job_id, worker_id=self.worker_id,
-                                                             key=key, sha256=sha256, epoch=epoch),
-                          f"record the checkpoint of epoch {epoch}")
+        return self.write(
+            lambda s: leases.record_checkpoint(
+                s, job_id=self.job_id, worker_id=self.worker_id, key=key, sha256=sha256, epoch=epoch
+            ),
+            f"record the checkpoint of epoch {epoch}",
+        )
 
     def _finish(self, **values: Any) -> None:
-        self._held(self.write(lambda s: leases.finish_job(s, job_id=self.job_id, worker_id=self.worker_id, **values),
-                              f"finish the job ({values['status'].value})"))
+        self._held(
+            self.write(
+                lambda s: leases.finish_job(s, job_id=self.job_id, worker_id=self.worker_id, **values),
+                f"finish the job ({values['status'].value})",
+            )
+        )
 
     def _held(self, held: bool) -> None:
         if not held:
@@ -226,8 +291,12 @@ class Progress:
         self.run, self.heartbeat, self.shutdown, self.deadline = run, heartbeat, shutdown, deadline
         self._first_step_logged = False
         self.checkpoints = CheckpointWriter(
-            job_id=run.job_id, attempt=run.attempt, store=run.store, record=run.record_checkpoint,
-            current_key=run.checkpoint[0], on_lease_lost=heartbeat.lease_lost.set,
+            job_id=run.job_id,
+            attempt=run.attempt,
+            store=run.store,
+            record=run.record_checkpoint,
+            current_key=run.checkpoint[0],
+            on_lease_lost=heartbeat.lease_lost.set,
             min_interval=run.settings.checkpoint_seconds,
         )
 
@@ -249,8 +318,10 @@ class Progress:
         run = self.run
         if self.heartbeat.lease_lost.is_set():
             return  # never overwrite the checkpoint of the worker that owns the job now
-        held = run.write(lambda s: leases.record_epoch(s, job_id=run.job_id, worker_id=run.worker_id,
-                                                       record=record.to_dict()), f"record epoch {record.epoch}")
+        held = run.write(
+            lambda s: leases.record_epoch(s, job_id=run.job_id, worker_id=run.worker_id, record=record.to_dict()),
+            f"record epoch {record.epoch}",
+        )
         if not held:
             self.heartbeat.lease_lost.set()
             return

@@ -59,18 +59,34 @@ def run_job(
     engine = None if session_factory is not None else make_engine(settings.sqlalchemy_url)
     factory = session_factory or make_session_factory(engine)
     try:
-        return _claim_and_run(job_id, settings=settings, worker_id=worker_id, factory=factory,
-                              store=store or make_blob_store(settings), celery_app=celery_app)
+        return _claim_and_run(
+            job_id,
+            settings=settings,
+            worker_id=worker_id,
+            factory=factory,
+            store=store or make_blob_store(settings),
+            celery_app=celery_app,
+        )
     finally:
         if engine is not None:
             engine.dispose()
 
 
-def _claim_and_run(job_id: str, *, settings: Settings, worker_id: str, factory: sessionmaker[Session],
-                   store: BlobStore, celery_app: Celery | None) -> str:
+def _claim_and_run(
+    job_id: str,
+    *,
+    settings: Settings,
+    worker_id: str,
+    factory: sessionmaker[Session],
+    store: BlobStore,
+    celery_app: Celery | None,
+) -> str:
     try:
-        job = retry_db(lambda: _claim(factory, job_id, worker_id, settings), budget_seconds=settings.lease_seconds,
-                       what=f"claim job {job_id}")
+        job = retry_db(
+            lambda: _claim(factory, job_id, worker_id, settings),
+            budget_seconds=settings.lease_seconds,
+            what=f"claim job {job_id}",
+        )
     except InfrastructureError:
         logger.exception("job %s: could not reach the database to claim it", job_id)
         return "abandoned"
@@ -78,8 +94,9 @@ def _claim_and_run(job_id: str, *, settings: Settings, worker_id: str, factory: 
         logger.info("job %s: not claimable (duplicate delivery, or no longer queued); skipping", job_id)
         return "skipped"
     logger.info("job %s: claimed by %s (attempt %d)", job_id, worker_id, job.attempts)
-    run = JobRun(job=job, settings=settings, worker_id=worker_id, session_factory=factory, store=store,
-                 celery_app=celery_app)
+    run = JobRun(
+        job=job, settings=settings, worker_id=worker_id, session_factory=factory, store=store, celery_app=celery_app
+    )
     return _supervise(run)
 
 
@@ -93,8 +110,11 @@ def _claim(factory: sessionmaker[Session], job_id: str, worker_id: str, settings
 def _supervise(run: JobRun) -> str:
     settings = run.settings
     heartbeat = Heartbeat(
-        session_factory=run.session_factory, job_id=run.job_id, worker_id=run.worker_id,
-        lease_seconds=settings.lease_seconds, interval_seconds=min(settings.heartbeat_seconds, settings.lease_seconds / 3),
+        session_factory=run.session_factory,
+        job_id=run.job_id,
+        worker_id=run.worker_id,
+        lease_seconds=settings.lease_seconds,
+        interval_seconds=min(settings.heartbeat_seconds, settings.lease_seconds / 3),
     )
     heartbeat.start()
     try:
@@ -147,4 +167,3 @@ def readable(message: str, *, limit: int = 2000) -> str:
     text = _PATH.sub("<path>", message)
     text = " ".join(text.split())
     return text if len(text) <= limit else text[: limit - 1] + "…"
-

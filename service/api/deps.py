@@ -56,6 +56,7 @@ async def read_in_session(request: Request, read: Callable[[Session], T]) -> T:
     (polling p99 at 500 req/s on 2 cores: median 68 → 23 ms over six 5 s windows).
     ``read`` must therefore not write.
     """
+
     def run() -> T:
         with request.app.state.session_factory() as session:
             session.connection(execution_options={"isolation_level": "AUTOCOMMIT"})
@@ -96,9 +97,7 @@ async def get_tenant_id(
     if not looks_like_api_key(key):
         raise _unauthorized("malformed API key")
     cache: KeyCache = request.app.state.key_cache
-    tenant_id = await cache.resolve(
-        key, lambda: read_in_session(request, lambda session: _lookup_tenant(session, key))
-    )
+    tenant_id = await cache.resolve(key, lambda: read_in_session(request, lambda session: _lookup_tenant(session, key)))
     if tenant_id is None:
         raise _unauthorized("unknown or revoked API key")
     return tenant_id

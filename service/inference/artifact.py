@@ -121,9 +121,7 @@ def _artifact_bytes(store: BlobStore, *, blob_prefix: str) -> int:
 def _warm_up(loaded: LoadedModel, *, key: str) -> None:
     """First call compiles nothing but is slow; also check the output shape and that rows
     are independent of their batch-mates (micro-batching relies on it)."""
-    probe = torch.rand(
-        2, loaded.channels, loaded.height, loaded.width, generator=torch.Generator().manual_seed(0)
-    )
+    probe = torch.rand(2, loaded.channels, loaded.height, loaded.width, generator=torch.Generator().manual_seed(0))
     with torch.inference_mode():
         try:
             pair, single = loaded.module(probe), loaded.module(probe[:1])

@@ -166,7 +166,7 @@ class MicroBatcher:
         start = 0
         for chunk in ready:
             if not chunk.future.done():
-                chunk.future.set_result(rows[start:start + chunk.count])
+                chunk.future.set_result(rows[start : start + chunk.count])
             start += chunk.count
 
     def _load_and_forward(self, batch: list[_Chunk]):

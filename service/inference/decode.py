@@ -36,9 +36,7 @@ class InstanceError(ValueError):
         super().__init__(f"{where}: {reason}")
 
 
-def decode_image(
-    data: bytes, *, height: int, width: int, channels: int, max_pixels: int
-) -> torch.Tensor:
+def decode_image(data: bytes, *, height: int, width: int, channels: int, max_pixels: int) -> torch.Tensor:
     """Decode ``data`` to float32 ``(channels, height, width)`` in ``[0, 1]``.
 
     Converts to greyscale (``channels=1``) or RGB (``channels=3``) and resizes
@@ -75,9 +73,7 @@ def decode_batch(
     tensors = []
     for index, (data, name) in enumerate(zip(images, names, strict=True), start=first_index):
         try:
-            tensors.append(
-                decode_image(data, height=height, width=width, channels=channels, max_pixels=max_pixels)
-            )
+            tensors.append(decode_image(data, height=height, width=width, channels=channels, max_pixels=max_pixels))
         except ValueError as exc:
             raise InstanceError(index, str(exc), name=name) from exc
     return torch.stack(tensors)
@@ -96,9 +92,7 @@ def _open(data: bytes, *, max_pixels: int) -> Image.Image:
     pixels = image.width * image.height
     if pixels > max_pixels or image.width < 1 or image.height < 1:
         image.close()
-        raise ValueError(
-            f"image is {image.width}x{image.height} = {pixels} pixels; the limit is {max_pixels}"
-        )
+        raise ValueError(f"image is {image.width}x{image.height} = {pixels} pixels; the limit is {max_pixels}")
     return image
 
 

@@ -17,8 +17,8 @@ import logging
 import os
 import threading
 from collections.abc import Iterator, Sequence
-from contextlib import contextmanager
 from concurrent.futures import ThreadPoolExecutor
+from contextlib import contextmanager
 from functools import partial
 from typing import Any, Protocol
 
@@ -133,14 +133,18 @@ class Predictor:
 
         def decode(start: int, stop: int) -> torch.Tensor:  # runs on the pool, inside the batch
             return decode_batch(
-                images[start:stop], names=names[start:stop], height=shape[0], width=shape[1],
-                channels=shape[2], max_pixels=max_pixels, first_index=start,
+                images[start:stop],
+                names=names[start:stop],
+                height=shape[0],
+                width=shape[1],
+                channels=shape[2],
+                max_pixels=max_pixels,
+                first_index=start,
             )
 
         probs = await self._batcher(model.id, loaded).submit_lazy(count=len(images), load=decode)
         return [
-            _prediction(row, class_names=class_names, threshold=model.threshold,
-                        positive_class=model.positive_class)
+            _prediction(row, class_names=class_names, threshold=model.threshold, positive_class=model.positive_class)
             for row in probs.tolist()
         ]
 
@@ -156,8 +160,11 @@ class Predictor:
         batcher = self._batchers.get(model_id)
         if batcher is None or batcher.loop not in (None, asyncio.get_running_loop()):
             batcher = MicroBatcher(
-                forward=partial(self._forward, loaded.module), executor=self._executor,
-                max_batch=self.max_batch, max_wait_ms=self.max_wait_ms, max_inflight=self.threads,
+                forward=partial(self._forward, loaded.module),
+                executor=self._executor,
+                max_batch=self.max_batch,
+                max_wait_ms=self.max_wait_ms,
+                max_inflight=self.threads,
                 on_idle=partial(self._drop_batcher, model_id),
             )
             self._batchers[model_id] = batcher

@@ -53,9 +53,7 @@ def normalise_name(raw: str) -> str:
         raise DatasetRejected(422, f"entry {safe_name(raw)} has a NUL byte in its name")
     name = raw.replace("\\", "/")  # some Windows tools write backslash separators
     if name.startswith("/") or _DRIVE.match(name):
-        raise DatasetRejected(
-            422, f"entry {safe_name(raw)} has an absolute path; only relative paths are allowed"
-        )
+        raise DatasetRejected(422, f"entry {safe_name(raw)} has an absolute path; only relative paths are allowed")
     parts = [part for part in name.split("/") if part not in ("", ".")]
     if ".." in parts:
         raise DatasetRejected(422, f"entry {safe_name(raw)} contains '..' (path traversal)")
@@ -87,8 +85,7 @@ class SafeArchive:
                 if count > member.size:
                     raise DatasetRejected(
                         422,
-                        f"entry {safe_name(member.name)} holds more than the "
-                        f"{member.size} bytes its header declares",
+                        f"entry {safe_name(member.name)} holds more than the {member.size} bytes its header declares",
                     )
                 chunks.append(chunk)
         self._budget -= count
@@ -139,9 +136,7 @@ def check_zip_entry(info: zipfile.ZipInfo, tally: EntryTally) -> Member | None:
     if _zip_is_dir(info, name) or not name:
         return None
     if info.flag_bits & 0x1:
-        raise DatasetRejected(
-            422, f"entry {safe_name(name)} is encrypted; encrypted archives are not supported"
-        )
+        raise DatasetRejected(422, f"entry {safe_name(name)} is encrypted; encrypted archives are not supported")
     tally.add(name, info.file_size)
     if info.file_size > BOMB_MIN_BYTES and info.file_size > BOMB_RATIO * max(info.compress_size, 1):
         raise DatasetRejected(

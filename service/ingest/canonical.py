@@ -102,9 +102,7 @@ def load_meta(store: BlobStore, prefix: str) -> dict:
         return json.load(handle)
 
 
-def load_canonical(
-    store: BlobStore, prefix: str, *, mmap: bool = True
-) -> dict[str, tuple[np.ndarray, np.ndarray]]:
+def load_canonical(store: BlobStore, prefix: str, *, mmap: bool = True) -> dict[str, tuple[np.ndarray, np.ndarray]]:
     """``{split: (images uint8 (N,H,W,C), labels int64 (N,))}``, memory-mapped read-only by default."""
     mode = "r" if mmap else None
     splits = {}

@@ -108,9 +108,7 @@ def stack_images(arrays: list[np.ndarray]) -> tuple[np.ndarray, list[str]]:
         out[index] = array  # broadcasts a grey (H, W, 1) image over 3 channels
     notes = []
     if resized:
-        notes.append(
-            f"resized {resized} of {len(arrays)} images to {height}x{width} (the most common size), bilinear"
-        )
+        notes.append(f"resized {resized} of {len(arrays)} images to {height}x{width} (the most common size), bilinear")
     if greyed:
         notes.append(f"converted {greyed} greyscale images to RGB because other images are colour")
     return out, notes

@@ -69,9 +69,7 @@ def plan_folders(members: list[Member]) -> Layout:
     if len(pairs) < len(members):
         notes.append(f"ignored {len(members) - len(pairs)} loose files at the top of the archive")
     if not pairs:
-        raise DatasetRejected(
-            422, "no class folders found: expected train/<class>/<image> or <class>/<image>"
-        )
+        raise DatasetRejected(422, "no class folders found: expected train/<class>/<image> or <class>/<image>")
     if not any(parts[0] in SPLITS for _, parts in pairs):
         items = [Item(member, parts[0], None) for member, parts in pairs]
         return Layout("imagefolder", items, sort_class_names(i.class_name for i in items), notes)
@@ -133,9 +131,7 @@ def plan_labels_csv(members: list[Member], *, csv_member: Member, text: str) -> 
     for number, row in rows[1:] if has_header else rows:
         item = _csv_item(number, row, columns=columns, base=base, by_name=by_name)
         if item.member.name in seen:
-            raise DatasetRejected(
-                422, f"labels.csv line {number}: {safe_name(item.member.name)} is listed twice"
-            )
+            raise DatasetRejected(422, f"labels.csv line {number}: {safe_name(item.member.name)} is listed twice")
         seen.add(item.member.name)
         items.append(item)
     if not items:
@@ -149,9 +145,7 @@ def plan_labels_csv(members: list[Member], *, csv_member: Member, text: str) -> 
 
 def _csv_item(number: int, row: list[str], *, columns: dict[str, int], base: str, by_name: dict) -> Item:
     if len(row) <= max(columns.values()):
-        raise DatasetRejected(
-            422, f"labels.csv line {number}: expected columns path,label[,split], got {len(row)}"
-        )
+        raise DatasetRejected(422, f"labels.csv line {number}: expected columns path,label[,split], got {len(row)}")
     path, label = row[columns["path"]].strip(), row[columns["label"]].strip()
     split = row[columns["split"]].strip().lower() if "split" in columns else None
     if not path or not label:
@@ -164,7 +158,5 @@ def _csv_item(number: int, row: list[str], *, columns: dict[str, int], base: str
     if member is None:
         raise DatasetRejected(422, f"labels.csv line {number}: {safe_name(path)} is not in the archive")
     if split is not None and split not in ("", *SPLITS):
-        raise DatasetRejected(
-            422, f"labels.csv line {number}: split {safe_name(split)} is not one of train, val, test"
-        )
+        raise DatasetRejected(422, f"labels.csv line {number}: split {safe_name(split)} is not one of train, val, test")
     return Item(member, label, (split or "train") if split is not None else None)

@@ -34,9 +34,7 @@ def _check_header(archive: zipfile.ZipFile, info: zipfile.ZipInfo, key: str) -> 
             elif version == (2, 0):
                 shape, _, dtype = np.lib.format.read_array_header_2_0(handle)
             else:
-                raise DatasetRejected(
-                    422, f"member {key!r} uses .npy format {version}; only 1.0 and 2.0 are read"
-                )
+                raise DatasetRejected(422, f"member {key!r} uses .npy format {version}; only 1.0 and 2.0 are read")
         except ValueError as exc:
             raise DatasetRejected(422, f"member {key!r} is not a valid .npy array: {exc}") from exc
     if dtype.hasobject:
@@ -75,9 +73,7 @@ def _images(array: np.ndarray, split: str) -> np.ndarray:
     if array.ndim == 3:
         array = array[..., None]
     if array.ndim != 4 or array.shape[-1] not in (1, 3) or min(array.shape[1:3], default=0) < 1:
-        raise DatasetRejected(
-            422, f"{key} has shape {array.shape}; expected (N, H, W) or (N, H, W, C) with C = 1 or 3"
-        )
+        raise DatasetRejected(422, f"{key} has shape {array.shape}; expected (N, H, W) or (N, H, W, C) with C = 1 or 3")
     if array.dtype != np.uint8:
         if array.size and (array.min() < 0 or array.max() > 255):
             raise DatasetRejected(422, f"{key} has values outside 0..255 (dtype {array.dtype})")
@@ -131,10 +127,6 @@ def parse_npz(path: Path, *, limits: IngestLimits, label: str) -> DecodedDataset
             images = _images(arrays[f"{split}_images"], split)
             splits[split] = (images, _labels(arrays[f"{split}_labels"], split, len(images)))
     names = _class_names(arrays.get("class_names"), [labels for _, labels in splits.values()])
-    notes = (
-        [f"ignored members not in the MedMNIST layout: {', '.join(map(safe_name, ignored))}"]
-        if ignored
-        else []
-    )
+    notes = [f"ignored members not in the MedMNIST layout: {', '.join(map(safe_name, ignored))}"] if ignored else []
     shape = tuple(int(d) for d in splits["train"][0].shape[1:])
     return DecodedDataset(format="npz", class_names=names, image_shape=shape, splits=splits, notes=notes)  # type: ignore[arg-type]

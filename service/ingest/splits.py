@@ -26,8 +26,7 @@ def _carve_class(indices: np.ndarray, *, missing: list[str], class_name: str) ->
         if remaining - count < 1:
             raise DatasetRejected(
                 422,
-                f"too few images in class {safe_name(class_name)} ({len(indices)} in train) "
-                f"to make a {split} split",
+                f"too few images in class {safe_name(class_name)} ({len(indices)} in train) to make a {split} split",
             )
         taken[split] = indices[start : start + count]
         start, remaining = start + count, remaining - count

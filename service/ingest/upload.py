@@ -76,9 +76,7 @@ async def ingest_upload(
     tmp = store.tmp_dir() / f"upload-{uuid.uuid4().hex}"
     try:
         await save_upload(upload, dest=tmp, max_bytes=max_upload_bytes)
-        work = functools.partial(
-            _parse_and_store, tmp, filename=filename, limits=limits, store=store, prefix=prefix
-        )
+        work = functools.partial(_parse_and_store, tmp, filename=filename, limits=limits, store=store, prefix=prefix)
         decoded, size_bytes = await anyio.to_thread.run_sync(work)
     except BaseException:
         store.delete_prefix(prefix)

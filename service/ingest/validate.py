@@ -11,9 +11,7 @@ from service.ingest.errors import DatasetRejected, safe_name
 def _check_split(decoded: DecodedDataset, split: str) -> None:
     images, labels = decoded.splits[split]
     if images.dtype != np.uint8 or images.ndim != 4:
-        raise DatasetRejected(
-            422, f"split {split!r} images are {images.dtype} {images.shape}, not uint8 (N, H, W, C)"
-        )
+        raise DatasetRejected(422, f"split {split!r} images are {images.dtype} {images.shape}, not uint8 (N, H, W, C)")
     if tuple(images.shape[1:]) != tuple(decoded.image_shape):
         raise DatasetRejected(
             422,

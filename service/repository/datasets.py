@@ -56,9 +56,7 @@ def get_dataset(session: Session, *, tenant_id: str, dataset_id: str) -> Dataset
     if not findable(dataset_id):
         return None
     return session.scalar(
-        select(Dataset).where(
-            Dataset.id == dataset_id, Dataset.tenant_id == tenant_id, Dataset.status != DELETED
-        )
+        select(Dataset).where(Dataset.id == dataset_id, Dataset.tenant_id == tenant_id, Dataset.status != DELETED)
     )
 
 
@@ -100,6 +98,4 @@ def delete_dataset(session: Session, *, tenant_id: str, dataset_id: str) -> bool
 
 
 def _active_job_exists(tenant_id: str, dataset_id: str):
-    return exists().where(
-        Job.dataset_id == dataset_id, Job.tenant_id == tenant_id, Job.status.in_(_ACTIVE)
-    )
+    return exists().where(Job.dataset_id == dataset_id, Job.tenant_id == tenant_id, Job.status.in_(_ACTIVE))

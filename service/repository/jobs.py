@@ -74,9 +74,7 @@ def get_job(session: Session, *, tenant_id: str, job_id: str) -> Job | None:
     return session.scalar(select(Job).where(Job.id == job_id, Job.tenant_id == tenant_id))
 
 
-def list_jobs(
-    session: Session, *, tenant_id: str, status: JobStatus | None, limit: int, offset: int
-) -> list[Job]:
+def list_jobs(session: Session, *, tenant_id: str, status: JobStatus | None, limit: int, offset: int) -> list[Job]:
     """The tenant's jobs, newest first, optionally of one status."""
     query = select(Job).where(Job.tenant_id == tenant_id)
     if status is not None:

@@ -46,13 +46,9 @@ def claim_job(session: Session, *, job_id: str, worker_id: str, lease_seconds: f
     return session.get(Job, job_id, populate_existing=True) if claimed else None
 
 
-def renew_lease(
-    session: Session, *, job_id: str, worker_id: str, lease_seconds: float, now: datetime
-) -> LeaseStatus:
+def renew_lease(session: Session, *, job_id: str, worker_id: str, lease_seconds: float, now: datetime) -> LeaseStatus:
     """Extend the lease; ``held`` is False if another worker owns the job or it stopped running."""
-    held = _update(
-        session, _held_by(job_id, worker_id), lease_expires_at=now + timedelta(seconds=lease_seconds)
-    )
+    held = _update(session, _held_by(job_id, worker_id), lease_expires_at=now + timedelta(seconds=lease_seconds))
     cancel = session.scalar(select(Job.cancel_requested).where(Job.id == job_id))
     return LeaseStatus(held=held, cancel_requested=bool(cancel))
 
@@ -80,7 +76,8 @@ def clear_epochs_after(session: Session, *, job_id: str, worker_id: str, epoch: 
     if not _update(session, _held_by(job_id, worker_id), progress_epoch=epoch):
         return False
     session.execute(
-        delete(EpochMetrics).where(EpochMetrics.job_id == job_id, EpochMetrics.epoch > epoch)
+        delete(EpochMetrics)
+        .where(EpochMetrics.job_id == job_id, EpochMetrics.epoch > epoch)
         .execution_options(synchronize_session=False)
     )
     return True

@@ -24,8 +24,9 @@ async def _handle(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) ->
             body = await reader.readexactly(length)
             path = head.split(b" ")[1]
             if path == b"/chunked":
-                writer.write(b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n"
-                             b"5\r\nhello\r\n6;ext=1\r\n world\r\n0\r\n\r\n")
+                writer.write(
+                    b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n5\r\nhello\r\n6;ext=1\r\n world\r\n0\r\n\r\n"
+                )
             elif path == b"/fail":
                 writer.write(b"HTTP/1.1 503 Service Unavailable\r\nContent-Length: 4\r\n\r\nbusy")
             else:
@@ -52,7 +53,7 @@ def test_wire_format_carries_headers_and_length() -> None:
     request = http_load.HttpRequest("POST", "/p", {"Content-Type": "application/json"}, b'{"a":1}')
     wire = request.wire("h:1", {"Authorization": "Bearer k"})
     assert wire.startswith(b"POST /p HTTP/1.1\r\nHost: h:1\r\nAuthorization: Bearer k\r\n")
-    assert b"Content-Length: 7\r\n\r\n{\"a\":1}" in wire
+    assert b'Content-Length: 7\r\n\r\n{"a":1}' in wire
     assert b"Content-Length" not in http_load.get_request("/g").wire("h:1", {})
 
 
@@ -70,12 +71,30 @@ def test_predict_request_encodings() -> None:
 def test_closed_loop_reads_bodies_and_counts_errors() -> None:
     async def scenario() -> tuple[http_load.LoadResult, ...]:
         async with server() as url:
-            ok = await http_load.run_load(base_url=url, headers={}, request=http_load.HttpRequest("POST", "/", {}, b"x"),
-                                          concurrency=3, seconds=0.3, warmup_seconds=0.05)
-            chunked = await http_load.run_load(base_url=url, headers={}, request=http_load.get_request("/chunked"),
-                                               concurrency=1, seconds=0.1, warmup_seconds=0.0)
-            failing = await http_load.run_load(base_url=url, headers={}, request=http_load.get_request("/fail"),
-                                               concurrency=2, seconds=0.1, warmup_seconds=0.0)
+            ok = await http_load.run_load(
+                base_url=url,
+                headers={},
+                request=http_load.HttpRequest("POST", "/", {}, b"x"),
+                concurrency=3,
+                seconds=0.3,
+                warmup_seconds=0.05,
+            )
+            chunked = await http_load.run_load(
+                base_url=url,
+                headers={},
+                request=http_load.get_request("/chunked"),
+                concurrency=1,
+                seconds=0.1,
+                warmup_seconds=0.0,
+            )
+            failing = await http_load.run_load(
+                base_url=url,
+                headers={},
+                request=http_load.get_request("/fail"),
+                concurrency=2,
+                seconds=0.1,
+                warmup_seconds=0.0,
+            )
             return ok, chunked, failing
 
     ok, chunked, failing = asyncio.run(scenario())
@@ -92,8 +111,15 @@ def test_open_loop_sends_the_schedule_and_charges_queueing() -> None:
 
     async def scenario() -> http_load.LoadResult:
         async with server() as url:
-            return await http_load.run_rate(base_url=url, headers={}, request=http_load.get_request("/slow"),
-                                            rate=200, seconds=0.5, connections=1, warmup_seconds=0.0)
+            return await http_load.run_rate(
+                base_url=url,
+                headers={},
+                request=http_load.get_request("/slow"),
+                rate=200,
+                seconds=0.5,
+                connections=1,
+                warmup_seconds=0.0,
+            )
 
     result = asyncio.run(scenario())
     assert result.requests == 100 and result.errors == 0 and result.offered_rate == 200
@@ -103,8 +129,14 @@ def test_open_loop_sends_the_schedule_and_charges_queueing() -> None:
 
 def test_rejects_bad_arguments() -> None:
     with pytest.raises(ValueError, match="base_url"):
-        asyncio.run(http_load.run_load(base_url="https://x", headers={}, request=http_load.get_request("/"),
-                                       concurrency=1, seconds=1))
+        asyncio.run(
+            http_load.run_load(
+                base_url="https://x", headers={}, request=http_load.get_request("/"), concurrency=1, seconds=1
+            )
+        )
     with pytest.raises(ValueError, match="rate"):
-        asyncio.run(http_load.run_rate(base_url="http://127.0.0.1:1", headers={}, request=http_load.get_request("/"),
-                                       rate=0, seconds=1))
+        asyncio.run(
+            http_load.run_rate(
+                base_url="http://127.0.0.1:1", headers={}, request=http_load.get_request("/"), rate=0, seconds=1
+            )
+        )

@@ -92,7 +92,11 @@ def test_medmnist_recipe_and_imbalance_quick(tmp_path: Path, pneumonia_npz: Path
     run_quick("benchmarks.medmnist", results, pneumonia_npz, "--imbalanced", "--seeds", "0")
     (strategies,) = section_tables(results, "imbalanced-cpu")
     assert [row["strategy"] for row in strategies] == [
-        "plain CE", "focal (γ=2)", "weighted sampler", "CutMix", "focal + weighted + CutMix",
+        "plain CE",
+        "focal (γ=2)",
+        "weighted sampler",
+        "CutMix",
+        "focal + weighted + CutMix",
     ]
     for row in strategies:
         for column in ("minority recall", "balanced acc", "macro-F1", "PR-AUC (minority)", "test AUC"):
@@ -111,14 +115,16 @@ def test_inference_quick(tmp_path: Path, pneumonia_npz: Path, postgres_url: str)
     targets, predict, polling, overhead = section_tables(results, "inference-cpu")
     assert {row["met"] for row in targets} <= {"yes", "no"}
     keys = {(r["server"], r["model"], r["encoding"], r["concurrency"]) for r in predict}
-    assert keys == {(s, "simple_cnn", e, c) for s in ("rarefit", "floor") for e in ("multipart", "json")
-                    for c in ("1", "16")}
+    assert keys == {
+        (s, "simple_cnn", e, c) for s in ("rarefit", "floor") for e in ("multipart", "json") for c in ("1", "16")
+    }
     for row in predict:
         assert row["errors"] == "0"
         for column in ("p50 ms", "p99 ms", "req/s"):
             positive(row[column])
     assert [(row["database"], row["load"].split(",")[0]) for row in polling] == [
-        (database, load) for database in ("SQLite (embedded serve)", "PostgreSQL (rarefit api)")
+        (database, load)
+        for database in ("SQLite (embedded serve)", "PostgreSQL (rarefit api)")
         for load in ("closed loop", "open loop")
     ]
     for row in polling:

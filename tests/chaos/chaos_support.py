@@ -28,8 +28,9 @@ def pick_port() -> int:
         return int(sock.getsockname()[1])
 
 
-def wait_for(condition: Callable[[], object], *, timeout: float, what: str, logs: Callable[[], str] = str,
-             interval: float = 0.1) -> object:
+def wait_for(
+    condition: Callable[[], object], *, timeout: float, what: str, logs: Callable[[], str] = str, interval: float = 0.1
+) -> object:
     """Poll ``condition`` until it returns something truthy (returned); AssertionError with logs after ``timeout``."""
     deadline = time.monotonic() + timeout
     while True:
@@ -51,8 +52,9 @@ class Proc:
     def __init__(self, name: str, argv: list[str], *, env: dict[str, str], log_path: Path, cwd: Path) -> None:
         self.name, self.argv, self.log_path = name, list(argv), log_path
         with log_path.open("ab") as log:
-            self.process = subprocess.Popen(argv, cwd=cwd, env=env, stdout=log, stderr=subprocess.STDOUT,
-                                            start_new_session=True)
+            self.process = subprocess.Popen(
+                argv, cwd=cwd, env=env, stdout=log, stderr=subprocess.STDOUT, start_new_session=True
+            )
 
     @property
     def pid(self) -> int:

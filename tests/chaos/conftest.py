@@ -31,8 +31,12 @@ REPO_ROOT = Path(__file__).resolve().parents[2]
 API_KEY = "rf_chaos_default_tenant_key_0123456789"
 ARTEFACTS = ["metrics.json", "model.pt2", "model_card.json", "weights.safetensors"]
 FAST = {"lease_seconds": 4, "heartbeat_seconds": 1, "reaper_interval_seconds": 1, "requeue_after_seconds": 30}
-SPEC = {"model": {"arch": "simple_cnn"}, "batch_size": 32, "augment": {"rotation": 0, "scale": None},
-        "optim": {"lr": 0.01}}
+SPEC = {
+    "model": {"arch": "simple_cnn"},
+    "batch_size": 32,
+    "augment": {"rotation": 0, "scale": None},
+    "optim": {"lr": 0.01},
+}
 READY_TIMEOUT = 90.0
 
 
@@ -62,17 +66,25 @@ class Cluster:
         self.api: Proc | None = None
         self.workers: list[Proc] = []
         self.procs: list[Proc] = []
-        self.http = httpx.Client(base_url=f"http://127.0.0.1:{self.api_port}", timeout=30.0,
-                                 headers={"Authorization": f"Bearer {API_KEY}"})
+        self.http = httpx.Client(
+            base_url=f"http://127.0.0.1:{self.api_port}", timeout=30.0, headers={"Authorization": f"Bearer {API_KEY}"}
+        )
 
     # --- processes ------------------------------------------------------------
     def env(self, *, database_url: str | None = None) -> dict[str, str]:
         env = {k: v for k, v in os.environ.items() if not k.startswith("RAREFIT_")}
-        env.update(PYTHONUNBUFFERED="1", OMP_NUM_THREADS="1", RAREFIT_DATA_DIR=str(self.data_dir),
-                   RAREFIT_BOOTSTRAP_API_KEY=API_KEY, RAREFIT_DEVICE="cpu")
+        env.update(
+            PYTHONUNBUFFERED="1",
+            OMP_NUM_THREADS="1",
+            RAREFIT_DATA_DIR=str(self.data_dir),
+            RAREFIT_BOOTSTRAP_API_KEY=API_KEY,
+            RAREFIT_DEVICE="cpu",
+        )
         if not self.embedded:
-            env.update(RAREFIT_DATABASE_URL=database_url or self.database_url,
-                       RAREFIT_BROKER_URL=f"redis://127.0.0.1:{self.redis_port}/0")
+            env.update(
+                RAREFIT_DATABASE_URL=database_url or self.database_url,
+                RAREFIT_BROKER_URL=f"redis://127.0.0.1:{self.redis_port}/0",
+            )
         env.update({f"RAREFIT_{name.upper()}": str(value) for name, value in self.settings.items()})
         return env
 
@@ -87,8 +99,22 @@ class Cluster:
         binary = shutil.which("redis-server")
         if binary is None:
             unavailable("redis-server is not on PATH")
-        self.redis = self._spawn("redis", [binary, "--port", str(self.redis_port), "--bind", "127.0.0.1",
-                                           "--save", "", "--appendonly", "no", "--daemonize", "no"])
+        self.redis = self._spawn(
+            "redis",
+            [
+                binary,
+                "--port",
+                str(self.redis_port),
+                "--bind",
+                "127.0.0.1",
+                "--save",
+                "",
+                "--appendonly",
+                "no",
+                "--daemonize",
+                "no",
+            ],
+        )
         wait_for(self.redis_answers, timeout=20, what="redis-server to answer", logs=self.logs)
         return self.redis
 
@@ -111,8 +137,9 @@ class Cluster:
 
     def start_serve(self) -> Proc:
         """``rarefit serve``: the API with its reaper, and an embedded worker it supervises."""
-        self.api = self._spawn("serve", [*self.rarefit_cmd, "serve", "--host", "127.0.0.1",
-                                         "--port", str(self.api_port)])
+        self.api = self._spawn(
+            "serve", [*self.rarefit_cmd, "serve", "--host", "127.0.0.1", "--port", str(self.api_port)]
+        )
         self.wait_api()
         return self.api
 
@@ -184,12 +211,17 @@ class Cluster:
             return session.get(Job, job_id)
 
     def wait_row(self, job_id: str, predicate: Callable[[Job], bool], *, what: str, timeout: float = 60) -> Job:
-        return wait_for(lambda: (row := self.row(job_id)) is not None and predicate(row) and row,
-                        timeout=timeout, what=f"job {job_id}: {what}", logs=self.logs)
+        return wait_for(
+            lambda: (row := self.row(job_id)) is not None and predicate(row) and row,
+            timeout=timeout,
+            what=f"job {job_id}: {what}",
+            logs=self.logs,
+        )
 
     def wait_final(self, job_id: str, *, timeout: float = 90) -> Job:
-        return self.wait_row(job_id, lambda row: JobStatus(row.status).is_terminal, what="a final status",
-                             timeout=timeout)
+        return self.wait_row(
+            job_id, lambda row: JobStatus(row.status).is_terminal, what="a final status", timeout=timeout
+        )
 
     def epochs(self, job_id: str) -> list[int]:
         with self.factory() as session:
@@ -227,8 +259,9 @@ def cluster(tmp_path: Path, new_postgres_url, rarefit_cmd: list[str]) -> Iterato
 
     def make(*, embedded: bool = False, **settings: object) -> Cluster:
         url = None if embedded else new_postgres_url()
-        made.append(Cluster(root=tmp_path / f"cluster-{len(made)}", rarefit_cmd=rarefit_cmd, database_url=url,
-                            **settings))
+        made.append(
+            Cluster(root=tmp_path / f"cluster-{len(made)}", rarefit_cmd=rarefit_cmd, database_url=url, **settings)
+        )
         return made[-1]
 
     yield make
@@ -242,8 +275,7 @@ def running_cluster(tmp_path_factory: pytest.TempPathFactory, new_postgres_url, 
     """One API + one worker + Redis shared by a module's tests that do not break them."""
     if sys.platform != "linux":
         pytest.skip("process groups and /proc are Linux-only")
-    item = Cluster(root=tmp_path_factory.mktemp("cluster"), rarefit_cmd=rarefit_cmd,
-                   database_url=new_postgres_url())
+    item = Cluster(root=tmp_path_factory.mktemp("cluster"), rarefit_cmd=rarefit_cmd, database_url=new_postgres_url())
     try:
         item.start_redis()
         item.start_api(wait=False)

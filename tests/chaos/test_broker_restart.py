@@ -30,16 +30,28 @@ def test_redis_restart_loses_no_job_and_trains_each_once(cluster):
     world.wait_api()
     dataset = world.upload()
     jobs = [world.submit(dataset, epochs=EPOCHS, seed=seed) for seed in range(3)]
-    world.wait_row(jobs[0], lambda row: row.status == JobStatus.running and row.progress_epoch >= 1,
-                   what="training under way", timeout=60)
+    world.wait_row(
+        jobs[0],
+        lambda row: row.status == JobStatus.running and row.progress_epoch >= 1,
+        what="training under way",
+        timeout=60,
+    )
     assert [world.row(job).status for job in jobs[1:]] == [JobStatus.queued] * 2
 
     at_kill = world.row(jobs[0])
     world.redis.kill()  # no goodbye; with --save "" it keeps nothing, like a restarted container
-    wait_for(lambda: "could not send job" in world.api.log(), timeout=30,
-             what="the reaper to hit the dead broker", logs=world.logs)
-    world.wait_row(jobs[0], lambda row: row.progress_epoch > at_kill.progress_epoch,
-                   what="training to go on without the broker", timeout=60)
+    wait_for(
+        lambda: "could not send job" in world.api.log(),
+        timeout=30,
+        what="the reaper to hit the dead broker",
+        logs=world.logs,
+    )
+    world.wait_row(
+        jobs[0],
+        lambda row: row.progress_epoch > at_kill.progress_epoch,
+        what="training to go on without the broker",
+        timeout=60,
+    )
     started = time.monotonic()
     jobs.append(world.submit(dataset, epochs=EPOCHS, seed=3))  # accepted while the broker is down
     assert time.monotonic() - started < 10, "a dead broker must not hang a submission"

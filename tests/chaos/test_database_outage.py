@@ -57,10 +57,15 @@ def test_database_outage_longer_than_the_lease_is_recovered_by_the_reaper(cluste
     world.wait_row(job, lambda row: row.progress_epoch >= 2, what="two epochs", timeout=60)
 
     pg_proxy.cut()
-    requeued = world.wait_row(job, lambda row: row.status == JobStatus.queued, what="the reaper to re-queue it",
-                              timeout=30)
-    wait_for(lambda: any(text in worker.log() for text in STOPPED), timeout=30,
-             what="the first attempt to stop writing", logs=world.logs)
+    requeued = world.wait_row(
+        job, lambda row: row.status == JobStatus.queued, what="the reaper to re-queue it", timeout=30
+    )
+    wait_for(
+        lambda: any(text in worker.log() for text in STOPPED),
+        timeout=30,
+        what="the first attempt to stop writing",
+        logs=world.logs,
+    )
     assert world.model_count(job) == 0
     pg_proxy.restore()
 

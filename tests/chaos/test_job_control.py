@@ -18,8 +18,9 @@ def test_cancel_a_running_job_stops_it_within_an_epoch_and_frees_the_worker(runn
     world = running_cluster
     dataset = world.upload()
     job = world.submit(dataset, epochs=100)
-    world.wait_row(job, lambda row: row.status == JobStatus.running and row.progress_epoch >= 1,
-                   what="training under way")
+    world.wait_row(
+        job, lambda row: row.status == JobStatus.running and row.progress_epoch >= 1, what="training under way"
+    )
 
     response = world.http.post(f"/v1/jobs/{job}/cancel")
     assert response.status_code == 202, response.text

@@ -32,8 +32,9 @@ def test_api_killed_and_restarted_mid_job_leaves_the_job_untouched(cluster):
     world.start_worker()
     world.wait_api()
     job = world.submit(world.upload(), epochs=8)
-    seen = world.wait_row(job, lambda row: row.status == JobStatus.running and row.progress_epoch >= 1,
-                          what="training under way")
+    seen = world.wait_row(
+        job, lambda row: row.status == JobStatus.running and row.progress_epoch >= 1, what="training under way"
+    )
 
     world.api.kill()
     with pytest.raises(httpx.TransportError):
@@ -41,8 +42,12 @@ def test_api_killed_and_restarted_mid_job_leaves_the_job_untouched(cluster):
     world.wait_row(job, lambda row: row.progress_epoch > seen.progress_epoch, what="training to go on without the API")
     world.start_api()  # same port, same database
 
-    polled = wait_for(lambda: (body := world.job(job))["status"] == "succeeded" and body, timeout=90,
-                      what="the job to succeed, polled over HTTP", logs=world.logs)
+    polled = wait_for(
+        lambda: (body := world.job(job))["status"] == "succeeded" and body,
+        timeout=90,
+        what="the job to succeed, polled over HTTP",
+        logs=world.logs,
+    )
     row = world.assert_trained_once(job, epochs=8)
     assert row.attempts == 1 and polled["model_id"] == row.model_id
     history = world.http.get(f"/v1/jobs/{job}/metrics").json()["history"]
@@ -83,8 +88,9 @@ def test_serve_recovers_a_job_whose_embedded_worker_was_killed_twice(cluster):
     os.kill(int(first.worker_id.rsplit(":", 1)[1]), signal.SIGKILL)  # the pool child; Celery's parent survives
     killed = world.row(job)
     resumed = _running_with_checkpoint(killed.checkpoint_epoch)
-    second = world.wait_row(job, lambda row: row.attempts == 2 and resumed(row),
-                            what="a new pool process to resume it", timeout=60)
+    second = world.wait_row(
+        job, lambda row: row.attempts == 2 and resumed(row), what="a new pool process to resume it", timeout=60
+    )
 
     child = int(second.worker_id.rsplit(":", 1)[1])
     worker_group = os.getpgid(child)

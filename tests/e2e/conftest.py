@@ -105,9 +105,7 @@ def _stop(process: subprocess.Popen) -> None:
 
 
 @pytest.fixture
-def start_server(
-    tmp_path: Path, free_port: int, rarefit_cmd: list[str]
-) -> Iterator[Callable[..., Server]]:
+def start_server(tmp_path: Path, free_port: int, rarefit_cmd: list[str]) -> Iterator[Callable[..., Server]]:
     """Factory: ``start_server(extra_env={...})`` runs ``rarefit serve`` and waits for /readyz.
 
     The server's output goes to a log file, printed at teardown (pytest shows
@@ -122,7 +120,10 @@ def start_server(
         with log_path.open("wb") as log:
             process = subprocess.Popen(
                 [*rarefit_cmd, "serve", "--host", "127.0.0.1", "--port", str(free_port)],
-                cwd=REPO_ROOT, env=env, stdout=log, stderr=subprocess.STDOUT,
+                cwd=REPO_ROOT,
+                env=env,
+                stdout=log,
+                stderr=subprocess.STDOUT,
                 start_new_session=True,
             )
         server = Server(f"http://127.0.0.1:{free_port}", api_key, env, log_path, process)

@@ -26,8 +26,15 @@ pytestmark = pytest.mark.e2e
 REPO_ROOT = Path(__file__).resolve().parents[2]
 POLL_TIMEOUT_S = 8 * 60
 METRIC_FIELDS = {
-    "accuracy", "balanced_accuracy", "macro_f1", "auroc", "average_precision",
-    "per_class", "confusion_matrix", "threshold", "pr_curve",
+    "accuracy",
+    "balanced_accuracy",
+    "macro_f1",
+    "auroc",
+    "average_precision",
+    "per_class",
+    "confusion_matrix",
+    "threshold",
+    "pr_curve",
 }
 PER_CLASS_FIELDS = {"class", "precision", "recall", "f1", "support"}
 ARTEFACTS = {"model.pt2", "weights.safetensors", "model_card.json", "metrics.json"}
@@ -156,7 +163,12 @@ def _check_predict(client: httpx.Client, model_id: str, npz: Path) -> None:
 def _create_key(server, rarefit_cmd: list[str], tenant: str) -> str:
     result = subprocess.run(
         [*rarefit_cmd, "keys", "create", "--tenant", tenant],
-        cwd=REPO_ROOT, env=server.env, capture_output=True, text=True, timeout=120, check=False,
+        cwd=REPO_ROOT,
+        env=server.env,
+        capture_output=True,
+        text=True,
+        timeout=120,
+        check=False,
     )
     assert result.returncode == 0, result.stderr
     keys = re.findall(r"rf_[A-Za-z0-9_\-]{20,}", result.stdout)
@@ -166,8 +178,12 @@ def _create_key(server, rarefit_cmd: list[str], tenant: str) -> str:
 
 def _check_isolation(other: httpx.Client, *, dataset_id: str, job_id: str, model_id: str) -> None:
     for path in (
-        f"/v1/datasets/{dataset_id}", f"/v1/jobs/{job_id}", f"/v1/jobs/{job_id}/metrics",
-        f"/v1/jobs/{job_id}/artifacts", f"/v1/jobs/{job_id}/artifacts/model.pt2", f"/v1/models/{model_id}",
+        f"/v1/datasets/{dataset_id}",
+        f"/v1/jobs/{job_id}",
+        f"/v1/jobs/{job_id}/metrics",
+        f"/v1/jobs/{job_id}/artifacts",
+        f"/v1/jobs/{job_id}/artifacts/model.pt2",
+        f"/v1/models/{model_id}",
     ):
         assert other.get(path).status_code == 404, path
     predict = other.post(f"/v1/models/{model_id}/predict", json={"instances": [{"b64": "AAAA"}]})
@@ -188,7 +204,11 @@ def _backend_env(backend: str, request: pytest.FixtureRequest) -> dict[str, str]
     [("embedded", 3), pytest.param("postgres_redis", 1, marks=pytest.mark.integration)],
 )
 def test_upload_train_predict_over_http(
-    backend: str, epochs: int, request: pytest.FixtureRequest, start_server, rarefit_cmd: list[str],
+    backend: str,
+    epochs: int,
+    request: pytest.FixtureRequest,
+    start_server,
+    rarefit_cmd: list[str],
     pneumonia_npz: Path,
 ) -> None:
     server = start_server(extra_env=_backend_env(backend, request))

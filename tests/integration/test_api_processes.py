@@ -84,8 +84,9 @@ def test_bind_sockets_share_one_port_and_report_a_taken_one() -> None:
         bind_sockets("127.0.0.1", 0, 0)
 
 
-def test_two_api_processes_share_connections_restart_and_stop(sqlite_settings, free_port, rarefit_cmd,
-                                                               tmp_path) -> None:
+def test_two_api_processes_share_connections_restart_and_stop(
+    sqlite_settings, free_port, rarefit_cmd, tmp_path
+) -> None:
     settings = sqlite_settings()
     env = {k: v for k, v in os.environ.items() if not k.startswith("RAREFIT_")}
     env.update(RAREFIT_DATA_DIR=str(settings.data_dir), PYTHONUNBUFFERED="1")
@@ -93,9 +94,14 @@ def test_two_api_processes_share_connections_restart_and_stop(sqlite_settings, f
     url = f"http://127.0.0.1:{free_port}"
     log_path = tmp_path / "api.log"
     with log_path.open("wb") as log:
-        parent = subprocess.Popen([*rarefit_cmd, "api", "--host", "127.0.0.1", "--port", str(free_port),
-                                   "--workers", "2"], cwd=REPO_ROOT, env=env, stdout=log,
-                                  stderr=subprocess.STDOUT, start_new_session=True)
+        parent = subprocess.Popen(
+            [*rarefit_cmd, "api", "--host", "127.0.0.1", "--port", str(free_port), "--workers", "2"],
+            cwd=REPO_ROOT,
+            env=env,
+            stdout=log,
+            stderr=subprocess.STDOUT,
+            start_new_session=True,
+        )
     try:
         wait_for(lambda: len(api_children(parent.pid)) == 2 and ready(url), timeout=180, what="two API processes")
         children = api_children(parent.pid)
@@ -112,8 +118,11 @@ def test_two_api_processes_share_connections_restart_and_stop(sqlite_settings, f
             client.close()
 
         os.kill(children[0], signal.SIGKILL)
-        wait_for(lambda: children[0] not in api_children(parent.pid) and len(api_children(parent.pid)) == 2
-                 and ready(url), timeout=180, what="the killed API process to be replaced")
+        wait_for(
+            lambda: children[0] not in api_children(parent.pid) and len(api_children(parent.pid)) == 2 and ready(url),
+            timeout=180,
+            what="the killed API process to be replaced",
+        )
         assert parent.poll() is None
 
         parent.send_signal(signal.SIGTERM)

@@ -59,8 +59,9 @@ def test_killed_worker_is_restarted_and_stop_sends_sigterm(tmp_path):
 
 def test_worker_ignoring_sigterm_is_killed_after_the_grace_period(tmp_path):
     log = tmp_path / "events"
-    supervisor = WorkerSupervisor([sys.executable, "-c", CHILD, str(log), "ignore"], env=dict(os.environ),
-                                  grace_seconds=0.5)
+    supervisor = WorkerSupervisor(
+        [sys.executable, "-c", CHILD, str(log), "ignore"], env=dict(os.environ), grace_seconds=0.5
+    )
     supervisor.start()
     wait_for(lambda: len(events(log)) == 1)
     started = time.monotonic()

@@ -35,8 +35,12 @@ from service.supervisor import worker_command, worker_environment
 pytestmark = pytest.mark.integration
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
-SPEC = {"model": {"arch": "simple_cnn"}, "batch_size": 32, "augment": {"rotation": 0, "scale": None},
-        "optim": {"lr": 0.01}}
+SPEC = {
+    "model": {"arch": "simple_cnn"},
+    "batch_size": 32,
+    "augment": {"rotation": 0, "scale": None},
+    "optim": {"lr": 0.01},
+}
 
 
 def synthetic(counts, *, side, seed):
@@ -66,14 +70,27 @@ class World:
 
     def dataset(self, *, train=(96, 32), side=8) -> str:
         decoded = DecodedDataset(
-            format="npz", class_names=["normal", "rare"], image_shape=(side, side, 1),
-            splits={"train": synthetic(train, side=side, seed=0), "val": synthetic((16, 8), side=side, seed=1),
-                    "test": synthetic((16, 8), side=side, seed=2)},
+            format="npz",
+            class_names=["normal", "rare"],
+            image_shape=(side, side, 1),
+            splits={
+                "train": synthetic(train, side=side, seed=0),
+                "val": synthetic((16, 8), side=side, seed=1),
+                "test": synthetic((16, 8), side=side, seed=2),
+            },
         )
         with transaction(self.factory) as session:
-            row = Dataset(tenant_id=self.tenant_id, name="synthetic", format="npz", num_classes=2,
-                          class_names=["normal", "rare"], image_shape=[side, side, 1], splits={},
-                          imbalance_ratio=train[0] / train[1], blob_prefix="")
+            row = Dataset(
+                tenant_id=self.tenant_id,
+                name="synthetic",
+                format="npz",
+                num_classes=2,
+                class_names=["normal", "rare"],
+                image_shape=[side, side, 1],
+                splits={},
+                imbalance_ratio=train[0] / train[1],
+                blob_prefix="",
+            )
             session.add(row)
             session.flush()
             row.blob_prefix = f"datasets/{row.id}"
@@ -83,8 +100,13 @@ class World:
     def job(self, dataset_id: str, **overrides) -> str:
         spec = JobSpec.model_validate({"dataset_id": dataset_id, **SPEC, **overrides})
         with transaction(self.factory) as session:
-            job = Job(tenant_id=self.tenant_id, dataset_id=dataset_id, spec=spec.model_dump(mode="json"),
-                      epochs=spec.epochs, enqueued_at=utcnow())
+            job = Job(
+                tenant_id=self.tenant_id,
+                dataset_id=dataset_id,
+                spec=spec.model_dump(mode="json"),
+                epochs=spec.epochs,
+                enqueued_at=utcnow(),
+            )
             session.add(job)
             session.flush()
             return job.id
@@ -93,8 +115,12 @@ class World:
         log = self.log_dir / f"worker-{len(self.workers)}.log"
         with open(log, "wb") as out:
             process = subprocess.Popen(
-                worker_command(concurrency=1), cwd=REPO_ROOT, env=worker_environment(self.settings),
-                stdout=out, stderr=subprocess.STDOUT, start_new_session=True,
+                worker_command(concurrency=1),
+                cwd=REPO_ROOT,
+                env=worker_environment(self.settings),
+                stdout=out,
+                stderr=subprocess.STDOUT,
+                start_new_session=True,
             )
         self.workers.append((process, log))
         return process
@@ -156,9 +182,16 @@ def module_postgres_url(new_postgres_url) -> str:
 
 @pytest.fixture
 def world(module_postgres_url, redis_url, tmp_path) -> Iterator[World]:
-    settings = Settings(_env_file=None, data_dir=tmp_path / "data", database_url=module_postgres_url,
-                        broker_url=redis_url, device="cpu", lease_seconds=3, heartbeat_seconds=0.5,
-                        requeue_after_seconds=300)
+    settings = Settings(
+        _env_file=None,
+        data_dir=tmp_path / "data",
+        database_url=module_postgres_url,
+        broker_url=redis_url,
+        device="cpu",
+        lease_seconds=3,
+        heartbeat_seconds=0.5,
+        requeue_after_seconds=300,
+    )
     settings.data_dir.mkdir()
     world = World(settings, tmp_path)
     yield world
@@ -206,7 +239,9 @@ def test_sigkilled_worker_job_is_reaped_and_resumed_from_its_checkpoint(world):
     assert job.attempts == 2 and world.epochs(job_id) == [1, 2, 3, 4, 5, 6]
     assert f"resuming after epoch {killed_at.checkpoint_epoch}" in world.logs()
     with world.factory() as session:
-        key = session.scalar(select(Artifact.blob_key).where(Artifact.job_id == job_id, Artifact.name == "metrics.json"))
+        key = session.scalar(
+            select(Artifact.blob_key).where(Artifact.job_id == job_id, Artifact.name == "metrics.json")
+        )
     history = json.loads(world.store.local_path(key).read_text())["history"]
     assert [record["epoch"] for record in history] == [1, 2, 3, 4, 5, 6]
 
@@ -260,8 +295,15 @@ def _succeeded(world: World, job_id: str) -> bool:
 
 
 def test_embedded_sqlite_broker_starts_a_job_within_two_seconds(tmp_path):
-    settings = Settings(_env_file=None, data_dir=tmp_path / "data", database_url=None, broker_url=None,
-                        device="cpu", lease_seconds=10, heartbeat_seconds=1)
+    settings = Settings(
+        _env_file=None,
+        data_dir=tmp_path / "data",
+        database_url=None,
+        broker_url=None,
+        device="cpu",
+        lease_seconds=10,
+        heartbeat_seconds=1,
+    )
     settings.data_dir.mkdir()
     world = World(settings, tmp_path)
     try:

@@ -100,8 +100,14 @@ def _add_dataset_row(factory: sessionmaker[Session], headers: dict[str, str], *,
     dataset_id = new_id()
     with transaction(factory) as session:
         datasets.add_dataset(
-            session, tenant_id=tenant_id_of(factory, headers), dataset_id=dataset_id, name="toy",
-            format="npz", summary=summary, blob_prefix=f"datasets/{dataset_id}", size_bytes=123,
+            session,
+            tenant_id=tenant_id_of(factory, headers),
+            dataset_id=dataset_id,
+            name="toy",
+            format="npz",
+            summary=summary,
+            blob_prefix=f"datasets/{dataset_id}",
+            size_bytes=123,
         )
     return dataset_id
 
@@ -112,17 +118,42 @@ def _finish_job(factory: sessionmaker[Session], job_id: str, *, store, with_mode
         job.status, job.progress_epoch, job.best_epoch = JobStatus.succeeded, 2, 2
         job.test_metrics = {"accuracy": 0.9}
         for epoch in (2, 1):
-            session.add(EpochMetrics(job_id=job_id, epoch=epoch, train_loss=1.0 / epoch, val_loss=0.5,
-                                     lr=1e-3, seconds=0.1, val={"accuracy": 0.8 + epoch / 100}))
+            session.add(
+                EpochMetrics(
+                    job_id=job_id,
+                    epoch=epoch,
+                    train_loss=1.0 / epoch,
+                    val_loss=0.5,
+                    lr=1e-3,
+                    seconds=0.1,
+                    val={"accuracy": 0.8 + epoch / 100},
+                )
+            )
         key = f"jobs/{job_id}/artifacts/metrics.json"
         info = store.put_bytes(key, b'{"ok": true}')
-        session.add(Artifact(job_id=job_id, name="metrics.json", blob_key=key, size=info.size,
-                             content_type="application/json", sha256=info.sha256))
+        session.add(
+            Artifact(
+                job_id=job_id,
+                name="metrics.json",
+                blob_key=key,
+                size=info.size,
+                content_type="application/json",
+                sha256=info.sha256,
+            )
+        )
         if not with_model:
             return None
-        model = Model(tenant_id=job.tenant_id, job_id=job_id, arch="simple_cnn", class_names=["c0", "c1"],
-                      input_shape=[8, 8, 1], threshold=0.4, positive_class=0, metrics={"accuracy": 0.9},
-                      blob_prefix=f"jobs/{job_id}/artifacts")
+        model = Model(
+            tenant_id=job.tenant_id,
+            job_id=job_id,
+            arch="simple_cnn",
+            class_names=["c0", "c1"],
+            input_shape=[8, 8, 1],
+            threshold=0.4,
+            positive_class=0,
+            metrics={"accuracy": 0.9},
+            blob_prefix=f"jobs/{job_id}/artifacts",
+        )
         session.add(model)
         session.flush()
         job.model_id = model.id

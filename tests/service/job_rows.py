@@ -16,8 +16,15 @@ def make_job(factory, **values) -> str:
         session.add(tenant)
         session.flush()
         dataset = Dataset(
-            tenant_id=tenant.id, name="d", format="npz", num_classes=2, class_names=["a", "b"],
-            image_shape=[8, 8, 1], splits={}, imbalance_ratio=1.0, blob_prefix="datasets/x",
+            tenant_id=tenant.id,
+            name="d",
+            format="npz",
+            num_classes=2,
+            class_names=["a", "b"],
+            image_shape=[8, 8, 1],
+            splits={},
+            imbalance_ratio=1.0,
+            blob_prefix="datasets/x",
         )
         session.add(dataset)
         session.flush()

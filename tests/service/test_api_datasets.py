@@ -39,9 +39,7 @@ def test_upload_pneumoniamnist_answers_201_with_the_summary(api_client, alpha, p
 
 
 def test_rejected_upload_is_a_problem_and_leaves_nothing(api_client, alpha):
-    response = api_client.post(
-        "/v1/datasets", files={"file": ("notes.txt", b"hello", "text/plain")}, headers=alpha
-    )
+    response = api_client.post("/v1/datasets", files={"file": ("notes.txt", b"hello", "text/plain")}, headers=alpha)
     assert response.status_code == 415, response.text
     assert response.headers["content-type"] == "application/problem+json"
     assert response.json()["detail"]

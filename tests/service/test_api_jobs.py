@@ -52,13 +52,20 @@ def test_submit_sends_the_job_id_to_the_broker(api_client, alpha, new_dataset):
         ('{"dataset_id": "d", "batch_size": 100000}', "batch_size"),
         ('{"dataset_id": "d",', "body"),
     ],
-    ids=["nan", "negative-gamma", "alpha-1.5", "unknown-key", "inf", "missing-dataset", "epochs-cap",
-         "batch-size", "broken-json"],
+    ids=[
+        "nan",
+        "negative-gamma",
+        "alpha-1.5",
+        "unknown-key",
+        "inf",
+        "missing-dataset",
+        "epochs-cap",
+        "batch-size",
+        "broken-json",
+    ],
 )
 def test_invalid_specs_answer_422_naming_the_field(api_client, alpha, raw, field):
-    response = api_client.post(
-        "/v1/jobs", content=raw, headers={**alpha, "Content-Type": "application/json"}
-    )
+    response = api_client.post("/v1/jobs", content=raw, headers={**alpha, "Content-Type": "application/json"})
     assert response.status_code == 422, response.text
     assert response.headers["content-type"] == "application/problem+json"
     body = response.json()
@@ -69,8 +76,9 @@ def test_invalid_specs_answer_422_naming_the_field(api_client, alpha, raw, field
 
 def test_server_cap_is_reported_like_a_validation_error(api_client, alpha, new_dataset):
     body = _submit(api_client, alpha, {"dataset_id": new_dataset(alpha), "epochs": 51}).json()
-    assert body["errors"] == [{"loc": ["body", "epochs"], "msg": "epochs 51 exceeds this server's limit 50",
-                               "type": "value_error"}]
+    assert body["errors"] == [
+        {"loc": ["body", "epochs"], "msg": "epochs 51 exceeds this server's limit 50", "type": "value_error"}
+    ]
 
 
 def test_per_class_lists_must_match_the_dataset(api_client, alpha, new_dataset):
@@ -155,7 +163,9 @@ def test_list_filters_by_status_newest_first_and_pages(api_client, alpha, new_da
 def test_metrics_and_artifacts_of_a_finished_job(api_client, alpha, new_dataset, complete_job):
     job_id = _submit(api_client, alpha, {"dataset_id": new_dataset(alpha)}).json()["id"]
     assert api_client.get(f"/v1/jobs/{job_id}/metrics", headers=alpha).json() == {
-        "history": [], "best_epoch": None, "test": None
+        "history": [],
+        "best_epoch": None,
+        "test": None,
     }
     model_id = complete_job(job_id)
     metrics = api_client.get(f"/v1/jobs/{job_id}/metrics", headers=alpha).json()
@@ -180,4 +190,3 @@ def test_openapi_documents_the_job_spec_example(api_client):
     examples = operation["requestBody"]["content"]["application/json"]["examples"]
     assert examples["focal_cutmix"]["value"]["loss"]["type"] == "focal"
     assert "/v1/jobs/{job_id}/cancel" in schema["paths"]
-

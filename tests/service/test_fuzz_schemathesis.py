@@ -42,6 +42,7 @@ import numpy as np
 import pytest
 import schemathesis
 from hypothesis import HealthCheck, settings
+from inference_artefacts import inference_support
 from schemathesis.checks import not_a_server_error
 from schemathesis.python.asgi import get_client, shutdown_lifespans
 from schemathesis.specs.openapi.checks import (
@@ -56,7 +57,6 @@ from service.db import transaction
 from service.main import create_app
 from service.models import Artifact, EpochMetrics, Job, JobStatus, Model, utcnow
 from service.storage import BlobStore
-from inference_artefacts import inference_support
 
 BOOTSTRAP_KEY = "rf_test-bootstrap-key-0123456789abcdef"  # as in tests/service/conftest.py
 BOOTSTRAP = {"Authorization": f"Bearer {BOOTSTRAP_KEY}"}
@@ -96,16 +96,36 @@ def _finish_with_model(app, job_id: str, *, exported_folder: Path) -> str:
         job.status, job.progress_epoch, job.best_epoch = JobStatus.succeeded, 1, 1
         job.started_at = job.finished_at = utcnow()
         job.test_metrics = {"accuracy": 0.5}
-        session.add(EpochMetrics(job_id=job_id, epoch=1, train_loss=0.7, val_loss=0.6, lr=1e-3, seconds=0.1,
-                                 val={"accuracy": 0.5}))
+        session.add(
+            EpochMetrics(
+                job_id=job_id, epoch=1, train_loss=0.7, val_loss=0.6, lr=1e-3, seconds=0.1, val={"accuracy": 0.5}
+            )
+        )
         for path in sorted(exported_folder.iterdir()):
             info = store.put_file(f"{prefix}/{path.name}", path)
             kind = "application/json" if path.suffix == ".json" else "application/octet-stream"
-            session.add(Artifact(job_id=job_id, name=path.name, blob_key=f"{prefix}/{path.name}",
-                                 size=info.size, content_type=kind, sha256=info.sha256))
-        model = Model(tenant_id=job.tenant_id, job_id=job_id, arch="tiny", class_names=["0", "1"],
-                      input_shape=[6, 6, 1], threshold=0.5, positive_class=1, metrics={"accuracy": 0.5},
-                      blob_prefix=prefix, size_bytes=0)
+            session.add(
+                Artifact(
+                    job_id=job_id,
+                    name=path.name,
+                    blob_key=f"{prefix}/{path.name}",
+                    size=info.size,
+                    content_type=kind,
+                    sha256=info.sha256,
+                )
+            )
+        model = Model(
+            tenant_id=job.tenant_id,
+            job_id=job_id,
+            arch="tiny",
+            class_names=["0", "1"],
+            input_shape=[6, 6, 1],
+            threshold=0.5,
+            positive_class=1,
+            metrics={"accuracy": 0.5},
+            blob_prefix=prefix,
+            size_bytes=0,
+        )
         session.add(model)
         session.flush()
         job.model_id = model.id
@@ -114,8 +134,9 @@ def _finish_with_model(app, job_id: str, *, exported_folder: Path) -> str:
 
 def _seed(app, tmp: Path) -> dict[str, list[str]]:
     """Real objects for ``RealIds`` to substitute: ids per path parameter."""
-    exported = inference_support().export_net(tmp / "model", channels=1, height=6, width=6,
-                                              class_names=["0", "1"], seed=3)
+    exported = inference_support().export_net(
+        tmp / "model", channels=1, height=6, width=6, class_names=["0", "1"], seed=3
+    )
     with get_client(app) as client:
         data = _npz_bytes(tmp)
         dataset_id, doomed_id = _upload(client, data, name="kept"), _upload(client, data, name="doomed")
@@ -124,8 +145,13 @@ def _seed(app, tmp: Path) -> dict[str, list[str]]:
         job_id = response.json()["id"]
     model_id = _finish_with_model(app, job_id, exported_folder=exported.folder)
     names = sorted(path.name for path in exported.folder.iterdir())
-    return {"dataset_id": [dataset_id], "doomed_dataset_id": [doomed_id], "job_id": [job_id],
-            "model_id": [model_id], "name": names}
+    return {
+        "dataset_id": [dataset_id],
+        "doomed_dataset_id": [doomed_id],
+        "job_id": [job_id],
+        "model_id": [model_id],
+        "name": names,
+    }
 
 
 class RealIds:
@@ -157,9 +183,16 @@ def real_ids(tmp_path_factory: pytest.TempPathFactory, _migrated_template: Path)
     data_dir = tmp_path_factory.mktemp("fuzz") / "rarefit-data"
     data_dir.mkdir()
     shutil.copyfile(_migrated_template, data_dir / "rarefit.db")
-    app_settings = Settings(_env_file=None, data_dir=data_dir, database_url=None, broker_url=None,
-                            weights_dir=None, bootstrap_api_key=BOOTSTRAP_KEY, device="cpu",
-                            max_concurrent_jobs_per_tenant=3)
+    app_settings = Settings(
+        _env_file=None,
+        data_dir=data_dir,
+        database_url=None,
+        broker_url=None,
+        weights_dir=None,
+        bootstrap_api_key=BOOTSTRAP_KEY,
+        device="cpu",
+        max_concurrent_jobs_per_tenant=3,
+    )
     app = create_app(app_settings, run_reaper=False)
     try:
         yield RealIds(_seed(app, data_dir.parent), app=app)
@@ -172,8 +205,7 @@ schema = schemathesis.openapi.from_dict(create_app(Settings(_env_file=None), run
 
 
 @schema.parametrize()
-@settings(max_examples=30, deadline=None, derandomize=True, database=None,
-          suppress_health_check=list(HealthCheck))
+@settings(max_examples=30, deadline=None, derandomize=True, database=None, suppress_health_check=list(HealthCheck))
 def test_every_operation_conforms_to_its_schema(case, real_ids: RealIds) -> None:
     real_ids.apply(case)
     case.call_and_validate(headers=BOOTSTRAP, checks=CHECKS, app=real_ids.app)

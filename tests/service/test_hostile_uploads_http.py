@@ -40,8 +40,11 @@ ALLOWED_FILES = {
 def api_settings(sqlite_settings: Callable[..., Settings], _migrated_template: Path) -> Settings:
     """The shared app settings with test-sized limits (overrides tests/service/conftest.py)."""
     settings = sqlite_settings(
-        bootstrap_api_key="rf_test-bootstrap-key-0123456789abcdef", max_upload_bytes=MAX_UPLOAD,
-        max_expanded_bytes=MAX_EXPANDED, max_archive_entries=MAX_ENTRIES, max_image_pixels=MAX_PIXELS,
+        bootstrap_api_key="rf_test-bootstrap-key-0123456789abcdef",
+        max_upload_bytes=MAX_UPLOAD,
+        max_expanded_bytes=MAX_EXPANDED,
+        max_archive_entries=MAX_ENTRIES,
+        max_image_pixels=MAX_PIXELS,
     )
     shutil.copyfile(_migrated_template, settings.data_dir / "rarefit.db")
     return settings
@@ -55,9 +58,7 @@ def _npz(path: Path, **overrides) -> Path:
 def _labels_out_of_range(path: Path) -> Path:
     val = small_npz_arrays(counts=(2, 2))
     val["train_labels"][0] = 5
-    return _npz(
-        path, val_images=val["train_images"], val_labels=val["train_labels"], class_names=np.array(["a", "b"])
-    )
+    return _npz(path, val_images=val["train_images"], val_labels=val["train_labels"], class_names=np.array(["a", "b"]))
 
 
 def _tar_slip(path: Path) -> Path:
@@ -78,38 +79,80 @@ def _empty(path: Path) -> Path:
 
 # (file name, builder, status, fragments the detail must contain)
 CORPUS = {
-    "zip_slip_relative": ("slip.zip", lambda p: hostile.zip_with(p, "train/cat/../../../evil.png"), 422,
-                          ["contains '..'"]),
+    "zip_slip_relative": (
+        "slip.zip",
+        lambda p: hostile.zip_with(p, "train/cat/../../../evil.png"),
+        422,
+        ["contains '..'"],
+    ),
     "zip_slip_absolute": ("abs.zip", lambda p: hostile.zip_with(p, "/etc/x"), 422, ["'/etc/x' has an absolute path"]),
     "tar_slip": ("slip.tar.gz", _tar_slip, 422, ["'../evil.png'"]),
     "zip_symlink": ("link.zip", hostile.zip_symlink, 422, ["'train/cat/link.png' is a symbolic link"]),
     "zip_device": ("dev.zip", hostile.zip_device, 422, ["'train/cat/tty.png' is a device"]),
-    "zip_bomb": ("bomb.zip", lambda p: hostile.zip_bomb(p, expanded=4 * MAX_EXPANDED), 413,
-                 ["bomb.png", f"limit of {MAX_EXPANDED} bytes"]),
-    "too_many_entries": ("many.zip", lambda p: hostile.zip_many_entries(p, count=3 * MAX_ENTRIES), 413,
-                         [f"more than {MAX_ENTRIES} entries"]),
-    "decompression_bomb_png": ("png.zip", lambda p: hostile.zip_with(
-        p, "train/cat/bomb.png", hostile.bomb_png(width=20000, height=20000)), 422,
-        ["'train/cat/bomb.png'", "decompression bomb"]),
-    "truncated_png": ("cut.zip", lambda p: hostile.zip_with(p, "train/dog/cut.png", hostile.truncated_png()), 422,
-                      ["'train/dog/cut.png' is truncated or corrupt"]),
+    "zip_bomb": (
+        "bomb.zip",
+        lambda p: hostile.zip_bomb(p, expanded=4 * MAX_EXPANDED),
+        413,
+        ["bomb.png", f"limit of {MAX_EXPANDED} bytes"],
+    ),
+    "too_many_entries": (
+        "many.zip",
+        lambda p: hostile.zip_many_entries(p, count=3 * MAX_ENTRIES),
+        413,
+        [f"more than {MAX_ENTRIES} entries"],
+    ),
+    "decompression_bomb_png": (
+        "png.zip",
+        lambda p: hostile.zip_with(p, "train/cat/bomb.png", hostile.bomb_png(width=20000, height=20000)),
+        422,
+        ["'train/cat/bomb.png'", "decompression bomb"],
+    ),
+    "truncated_png": (
+        "cut.zip",
+        lambda p: hostile.zip_with(p, "train/dog/cut.png", hostile.truncated_png()),
+        422,
+        ["'train/dog/cut.png' is truncated or corrupt"],
+    ),
     "polyglot": ("poly.zip", hostile.polyglot_png_zip, 415, ["'poly.zip' is named like a .zip file", "PNG image"]),
-    "non_utf8_names": ("names.zip", lambda p: hostile.zip_non_utf8_names(p, raw=b"\xff\x1b[31m", image=b"no"), 422,
-                       ["not a readable image", "\\x1b[31m"]),
+    "non_utf8_names": (
+        "names.zip",
+        lambda p: hostile.zip_non_utf8_names(p, raw=b"\xff\x1b[31m", image=b"no"),
+        422,
+        ["not a readable image", "\\x1b[31m"],
+    ),
     "zero_bytes": ("empty.zip", _empty, 422, ["'empty.zip' is empty (0 bytes)"]),
     "pickled_npz": ("pickle.npz", hostile.npz_object_array, 422, ["'train_images' is an object array"]),
-    "one_class_npz": ("one.npz", lambda p: _npz(p, train_labels=np.zeros((18, 1), np.uint8)), 422,
-                      ["1 class ('0'); at least 2 classes are needed"]),
-    "empty_class_npz": ("gap.npz", lambda p: _npz(p, train_labels=np.array([0, 2] * 9, np.uint8)), 422,
-                        ["class '1' has no train images"]),
-    "mismatched_split": ("mis.npz", lambda p: _npz(p, train_labels=np.array([0, 1] * 8, np.uint8)), 422,
-                         ["train_labels has 16 labels but train_images has 18"]),
-    "split_of_other_shape": ("shape.npz", lambda p: _npz(p, test_images=np.zeros((4, 5, 5), np.uint8),
-                                                         test_labels=np.array([0, 1, 0, 1])), 422,
-                             ["split 'test' has images of shape (5, 5, 1)"]),
+    "one_class_npz": (
+        "one.npz",
+        lambda p: _npz(p, train_labels=np.zeros((18, 1), np.uint8)),
+        422,
+        ["1 class ('0'); at least 2 classes are needed"],
+    ),
+    "empty_class_npz": (
+        "gap.npz",
+        lambda p: _npz(p, train_labels=np.array([0, 2] * 9, np.uint8)),
+        422,
+        ["class '1' has no train images"],
+    ),
+    "mismatched_split": (
+        "mis.npz",
+        lambda p: _npz(p, train_labels=np.array([0, 1] * 8, np.uint8)),
+        422,
+        ["train_labels has 16 labels but train_images has 18"],
+    ),
+    "split_of_other_shape": (
+        "shape.npz",
+        lambda p: _npz(p, test_images=np.zeros((4, 5, 5), np.uint8), test_labels=np.array([0, 1, 0, 1])),
+        422,
+        ["split 'test' has images of shape (5, 5, 1)"],
+    ),
     "labels_out_of_range": ("range.npz", _labels_out_of_range, 422, ["split 'val' has label 5 outside 0..1"]),
-    "float_images": ("float.npz", lambda p: _npz(p, train_images=np.zeros((18, 6, 6), np.float32)), 422,
-                     ["train_images has dtype float32"]),
+    "float_images": (
+        "float.npz",
+        lambda p: _npz(p, train_images=np.zeros((18, 6, 6), np.float32)),
+        422,
+        ["train_images has dtype float32"],
+    ),
     "random_bytes": ("blob.bin", _random_bytes, 415, ["'blob.bin' is not a supported format", "Accepted: .npz"]),
     "random_bytes_named_zip": ("x.zip", _random_bytes, 415, ["'x.zip' is named like a .zip file", "not a zip"]),
     "npy_named_npz": ("x.npz", hostile.npy_named_npz, 415, ["not a zip archive"]),
@@ -157,8 +200,10 @@ def test_hostile_upload_is_refused_and_leaves_nothing(api_client, alpha, api_set
 
 def _multipart(filename: str, size: int, boundary: str = "hostile-boundary") -> Iterator[bytes]:
     """A multipart body with one file part of ``size`` bytes, in 64 KiB chunks."""
-    yield (f"--{boundary}\r\nContent-Disposition: form-data; name=\"file\"; filename=\"{filename}\"\r\n"
-           "Content-Type: application/octet-stream\r\n\r\n").encode()
+    yield (
+        f'--{boundary}\r\nContent-Disposition: form-data; name="file"; filename="{filename}"\r\n'
+        "Content-Type: application/octet-stream\r\n\r\n"
+    ).encode()
     chunk = bytes(64 * 1024)
     for start in range(0, size, len(chunk)):
         yield chunk[: min(len(chunk), size - start)]
@@ -174,9 +219,7 @@ def _multipart(filename: str, size: int, boundary: str = "hostile-boundary") -> 
         (MAX_UPLOAD + 1, True),
     ],
 )
-def test_oversize_upload_is_413_and_leaves_nothing(
-    api_client, alpha, api_settings, size: int, streamed: bool
-) -> None:
+def test_oversize_upload_is_413_and_leaves_nothing(api_client, alpha, api_settings, size: int, streamed: bool) -> None:
     headers = {**alpha, "Content-Type": "multipart/form-data; boundary=hostile-boundary"}
     parts = _multipart("big.npz", size)
     content = parts if streamed else b"".join(parts)

@@ -6,13 +6,13 @@ import threading
 from datetime import datetime, timedelta, timezone
 
 import pytest
+from job_rows import make_job
 from sqlalchemy import func, select
 
 from service.db import make_engine, make_session_factory, transaction
 from service.migrate import upgrade_head
 from service.models import Artifact, EpochMetrics, Job, JobStatus, Model
 from service.repository import leases
-from job_rows import make_job
 
 NOW = datetime(2030, 1, 1, 12, 0, tzinfo=timezone.utc)
 
@@ -113,8 +113,13 @@ def test_checkpoint_and_finish_only_by_the_holder(factory):
         assert leases.record_checkpoint(session, job_id=job_id, worker_id="w1", key="k", sha256="a" * 64, epoch=1)
         assert not leases.finish_job(session, job_id=job_id, worker_id="w2", status=JobStatus.succeeded)
         assert leases.finish_job(
-            session, job_id=job_id, worker_id="w1", status=JobStatus.succeeded, best_epoch=1,
-            test_metrics={"accuracy": 0.5}, now=NOW,
+            session,
+            job_id=job_id,
+            worker_id="w1",
+            status=JobStatus.succeeded,
+            best_epoch=1,
+            test_metrics={"accuracy": 0.5},
+            now=NOW,
         )
     row = get(factory, job_id)
     assert (row.status, row.checkpoint_key, row.checkpoint_epoch, row.best_epoch) == (JobStatus.succeeded, "k", 1, 1)
@@ -127,8 +132,15 @@ def test_register_model_and_artifacts_are_idempotent(factory):
     job_id = make_job(factory)
     tenant_id = get(factory, job_id).tenant_id
     kwargs = dict(
-        job_id=job_id, tenant_id=tenant_id, arch="simple_cnn", class_names=["a", "b"], input_shape=[8, 8, 1],
-        threshold=0.4, positive_class=0, metrics={"accuracy": 0.9}, blob_prefix=f"jobs/{job_id}/artifacts",
+        job_id=job_id,
+        tenant_id=tenant_id,
+        arch="simple_cnn",
+        class_names=["a", "b"],
+        input_shape=[8, 8, 1],
+        threshold=0.4,
+        positive_class=0,
+        metrics={"accuracy": 0.9},
+        blob_prefix=f"jobs/{job_id}/artifacts",
     )
     with transaction(factory) as session:
         first = leases.register_model(session, **kwargs)
@@ -138,8 +150,13 @@ def test_register_model_and_artifacts_are_idempotent(factory):
     for size in (10, 20):
         with transaction(factory) as session:
             leases.register_artifact(
-                session, job_id=job_id, name="weights.safetensors", blob_key="k", size=size,
-                content_type="application/octet-stream", sha256="b" * 64,
+                session,
+                job_id=job_id,
+                name="weights.safetensors",
+                blob_key="k",
+                size=size,
+                content_type="application/octet-stream",
+                sha256="b" * 64,
             )
     with factory() as session:
         assert session.scalar(select(func.count()).select_from(Model).where(Model.job_id == job_id)) == 1
@@ -165,7 +182,10 @@ def test_expired_lease_requeues_then_fails_after_max_attempts(factory):
         claim(factory, job_id, now=start, lease=60)
         with transaction(factory) as session:
             assert job_id not in leases.expired_running_jobs(session, now=start + timedelta(seconds=59))
-            assert leases.requeue_expired(session, job_id=job_id, now=start + timedelta(seconds=59), max_attempts=2) is None
+            assert (
+                leases.requeue_expired(session, job_id=job_id, now=start + timedelta(seconds=59), max_attempts=2)
+                is None
+            )
             expired = start + timedelta(seconds=61)
             assert job_id in leases.expired_running_jobs(session, now=expired)
             outcome = leases.requeue_expired(session, job_id=job_id, now=expired, max_attempts=2)

@@ -20,6 +20,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from inference_artefacts import inference_support
 from starlette.testclient import TestClient
 
 from service.config import Settings
@@ -27,7 +28,6 @@ from service.db import transaction
 from service.main import create_app
 from service.models import Job, JobStatus, Model
 from service.repository import tenants
-from inference_artefacts import inference_support
 
 BOOTSTRAP_KEY = "rf_test-bootstrap-key-0123456789abcdef"  # api_settings' key (tests/service/conftest.py)
 _FORMATTER = logging.Formatter()
@@ -35,8 +35,7 @@ _FORMATTER = logging.Formatter()
 
 def _export_tiny(folder: Path) -> Path:
     """A real ``torch.export`` artefact, built by the inference tests' helper."""
-    return inference_support().export_net(folder, channels=1, height=6, width=6, class_names=["0", "1"],
-                                          seed=5).folder
+    return inference_support().export_net(folder, channels=1, height=6, width=6, class_names=["0", "1"], seed=5).folder
 
 
 def _npz_bytes() -> bytes:
@@ -69,8 +68,18 @@ def _register_model(app, *, tenant_id: str, dataset_id: str, program: bytes | No
                 store.put_bytes(f"{prefix}/{path.name}", program)
             else:
                 store.put_file(f"{prefix}/{path.name}", path)
-        model = Model(tenant_id=tenant_id, job_id=job.id, arch="tiny", class_names=["0", "1"], input_shape=[6, 6, 1],
-                      threshold=None, positive_class=None, metrics={}, blob_prefix=prefix, size_bytes=0)
+        model = Model(
+            tenant_id=tenant_id,
+            job_id=job.id,
+            arch="tiny",
+            class_names=["0", "1"],
+            input_shape=[6, 6, 1],
+            threshold=None,
+            positive_class=None,
+            metrics={},
+            blob_prefix=prefix,
+            size_bytes=0,
+        )
         session.add(model)
         session.flush()
         job.model_id = model.id
@@ -111,9 +120,14 @@ def _keys(app) -> tuple[str, str, str]:
 
 
 def _auth_failures(probe: Probe, *, revoked: str) -> None:
-    for headers in ({}, {"Authorization": "Bearer not-a-key"}, {"Authorization": f"Bearer {revoked}"},
-                    {"Authorization": "Bearer rf_" + "A" * 43}, {"Authorization": f"Basic {revoked}"},
-                    {"Authorization": f"Bearer {BOOTSTRAP_KEY}x"}):
+    for headers in (
+        {},
+        {"Authorization": "Bearer not-a-key"},
+        {"Authorization": f"Bearer {revoked}"},
+        {"Authorization": "Bearer rf_" + "A" * 43},
+        {"Authorization": f"Basic {revoked}"},
+        {"Authorization": f"Bearer {BOOTSTRAP_KEY}x"},
+    ):
         probe.send("GET", "/v1/datasets", expect=401, headers=headers)
         probe.send("POST", "/v1/jobs", expect=401, headers=headers, json={"dataset_id": "0" * 32})
 
@@ -143,16 +157,29 @@ def _bad_specs(probe: Probe, headers: dict[str, str], *, dataset_id: str) -> Non
     ]
     for spec in specs:
         probe.send("POST", "/v1/jobs", expect=404 if spec == specs[-1] else 422, headers=headers, json=spec)
-    probe.send("POST", "/v1/jobs", expect=422, headers={**headers, "Content-Type": "application/json"},
-               content=b'{"dataset_id": ')
-    probe.send("POST", "/v1/jobs", expect=422, headers={**headers, "Content-Type": "application/json"},
-               content=b"\xff\xfe{}")
+    probe.send(
+        "POST",
+        "/v1/jobs",
+        expect=422,
+        headers={**headers, "Content-Type": "application/json"},
+        content=b'{"dataset_id": ',
+    )
+    probe.send(
+        "POST", "/v1/jobs", expect=422, headers={**headers, "Content-Type": "application/json"}, content=b"\xff\xfe{}"
+    )
 
 
 def _unknown_ids(probe: Probe, headers: dict[str, str], *, job_id: str) -> None:
-    for path in ("/v1/datasets/nope", "/v1/jobs/nope", "/v1/jobs/nope/metrics", "/v1/jobs/nope/artifacts",
-                 f"/v1/jobs/{job_id}/artifacts/nope", f"/v1/jobs/{job_id}/artifacts/..%2F..%2Frarefit.db",
-                 "/v1/models/nope", f"/v1/models/{'0' * 32}"):
+    for path in (
+        "/v1/datasets/nope",
+        "/v1/jobs/nope",
+        "/v1/jobs/nope/metrics",
+        "/v1/jobs/nope/artifacts",
+        f"/v1/jobs/{job_id}/artifacts/nope",
+        f"/v1/jobs/{job_id}/artifacts/..%2F..%2Frarefit.db",
+        "/v1/models/nope",
+        f"/v1/models/{'0' * 32}",
+    ):
         probe.send("GET", path, expect=404, headers=headers)
     probe.send("DELETE", "/v1/datasets/nope", expect=404, headers=headers)
     probe.send("POST", "/v1/jobs/nope/cancel", expect=404, headers=headers)
@@ -161,16 +188,21 @@ def _unknown_ids(probe: Probe, headers: dict[str, str], *, job_id: str) -> None:
 def _garbage_predictions(probe: Probe, headers: dict[str, str], *, good: str, corrupt: str) -> None:
     url = f"/v1/models/{good}/predict"
     probe.send("POST", url, expect=422, headers=headers, json={"instances": [{"b64": "!!not base64!!"}]})
-    probe.send("POST", url, expect=422, headers=headers,
-               json={"instances": [{"b64": base64.b64encode(b"\x89PNG\r\n\x1a\n garbage").decode()}]})
+    probe.send(
+        "POST",
+        url,
+        expect=422,
+        headers=headers,
+        json={"instances": [{"b64": base64.b64encode(b"\x89PNG\r\n\x1a\n garbage").decode()}]},
+    )
     probe.send("POST", url, expect=422, headers=headers, files={"files": ("x.png", b"GIF89a nonsense")})
     probe.send("POST", url, expect=422, headers=headers, json={"instances": [], "extra": True})
     probe.send("POST", url, expect=415, headers={**headers, "Content-Type": "text/plain"}, content=b"hi")
-    probe.send("POST", url, expect=400, headers={**headers, "Content-Type": "multipart/form-data"},
-               content=b"--x\r\nbroken")  # no boundary
+    probe.send(
+        "POST", url, expect=400, headers={**headers, "Content-Type": "multipart/form-data"}, content=b"--x\r\nbroken"
+    )  # no boundary
     png = base64.b64encode(_png()).decode()
-    probe.send("POST", f"/v1/models/{corrupt}/predict", expect=503, headers=headers,
-               json={"instances": [{"b64": png}]})
+    probe.send("POST", f"/v1/models/{corrupt}/predict", expect=503, headers=headers, json={"instances": [{"b64": png}]})
     probe.send("POST", "/v1/models/nope/predict", expect=404, headers=headers, json={"instances": [{"b64": png}]})
 
 
@@ -194,13 +226,15 @@ def test_errors_and_logs_hold_no_keys_or_paths(probe: Probe, api_settings: Setti
     app = probe.client.app
     tenant_id, live, revoked = _keys(app)
     headers = {"Authorization": f"Bearer {live}"}
-    dataset = probe.send("POST", "/v1/datasets", expect=201, headers=headers,
-                         files={"file": ("small.npz", _npz_bytes())}).json()["id"]
+    dataset = probe.send(
+        "POST", "/v1/datasets", expect=201, headers=headers, files={"file": ("small.npz", _npz_bytes())}
+    ).json()["id"]
     job_id = probe.send("POST", "/v1/jobs", expect=202, headers=headers, json={"dataset_id": dataset}).json()["id"]
     folder = _export_tiny(tmp_path / "artefact")
     good = _register_model(app, tenant_id=tenant_id, dataset_id=dataset, program=None, folder=folder)
-    corrupt = _register_model(app, tenant_id=tenant_id, dataset_id=dataset, program=b"PK\x03\x04 not a program",
-                              folder=folder)
+    corrupt = _register_model(
+        app, tenant_id=tenant_id, dataset_id=dataset, program=b"PK\x03\x04 not a program", folder=folder
+    )
 
     _auth_failures(probe, revoked=revoked)
     _bad_uploads(probe, headers)
@@ -208,8 +242,13 @@ def test_errors_and_logs_hold_no_keys_or_paths(probe: Probe, api_settings: Setti
     _unknown_ids(probe, headers, job_id=job_id)
     _garbage_predictions(probe, headers, good=good, corrupt=corrupt)
 
-    secrets = {"live key": live, "revoked key": revoked, "bootstrap key": BOOTSTRAP_KEY,
-               "data dir": str(api_settings.data_dir), "tmp dir": str(tmp_path)}
+    secrets = {
+        "live key": live,
+        "revoked key": revoked,
+        "bootstrap key": BOOTSTRAP_KEY,
+        "data dir": str(api_settings.data_dir),
+        "tmp dir": str(tmp_path),
+    }
     for response in probe.responses:
         shown = response.text + json.dumps(dict(response.headers))
         for what, secret in secrets.items():

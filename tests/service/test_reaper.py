@@ -6,6 +6,7 @@ import time
 from datetime import timedelta
 
 import pytest
+from job_rows import make_job
 
 from service.db import make_engine, make_session_factory, transaction
 from service.migrate import upgrade_head
@@ -13,7 +14,6 @@ from service.models import Job, JobStatus, utcnow
 from service.queue import TASK_NAME, make_celery
 from service.reaper import ReaperThread, reap_once
 from service.repository import leases
-from job_rows import make_job
 
 
 @pytest.fixture

@@ -36,8 +36,14 @@ CASES = {
         {"loss": {"type": "focal", "alpha": [0.3, 0.7]}},
         lambda k: torch.allclose(k["criterion"].alpha_per_class, torch.tensor([0.3, 0.7])),
     ),
-    "focal_alpha_balanced": ({"loss": {"type": "focal", "alpha": "balanced"}}, lambda k: k["criterion"].alpha_per_class is not None),
-    "sigmoid_focal": ({"loss": {"type": "focal", "variant": "sigmoid"}}, lambda k: k["criterion"].kind == "sigmoid_focal"),
+    "focal_alpha_balanced": (
+        {"loss": {"type": "focal", "alpha": "balanced"}},
+        lambda k: k["criterion"].alpha_per_class is not None,
+    ),
+    "sigmoid_focal": (
+        {"loss": {"type": "focal", "variant": "sigmoid"}},
+        lambda k: k["criterion"].kind == "sigmoid_focal",
+    ),
     "class_weights_balanced": ({"loss": {"class_weights": "balanced"}}, lambda k: k["criterion"].weight is not None),
     "class_weights_effective_number": (
         {"loss": {"class_weights": "effective_number", "effective_number_beta": 0.99}},
@@ -54,14 +60,26 @@ CASES = {
     ),
     "mixup": ({"mixing": {"mode": "mixup", "alpha": 0.4}}, lambda k: k["mixer"].mode == "mixup"),
     "cutmix": ({"mixing": {"mode": "cutmix", "prob": 0.5}}, lambda k: k["mixer"].mode == "cutmix"),
-    "mixup_cutmix": ({"mixing": {"mode": "mixup_cutmix", "switch_prob": 0.3}}, lambda k: k["mixer"].mode == "mixup_cutmix"),
+    "mixup_cutmix": (
+        {"mixing": {"mode": "mixup_cutmix", "switch_prob": 0.3}},
+        lambda k: k["mixer"].mode == "mixup_cutmix",
+    ),
     **{
         f"sampler_{kind}": ({"sampler": {"type": kind}}, lambda k, kind=kind: k["sampler"].kind == kind)
         for kind in ("random", "weighted", "sqrt", "oversample", "undersample")
     },
     "augment_all": (
-        {"augment": {"hflip": True, "vflip": True, "rotation": 20, "scale": [0.8, 1.2], "translate": 0.1,
-                     "brightness": 0.2, "contrast": 0.2}},
+        {
+            "augment": {
+                "hflip": True,
+                "vflip": True,
+                "rotation": 20,
+                "scale": [0.8, 1.2],
+                "translate": 0.1,
+                "brightness": 0.2,
+                "contrast": 0.2,
+            }
+        },
         lambda k: not k["augment"].is_identity,
     ),
     "augment_minority_only": (
@@ -72,7 +90,10 @@ CASES = {
         f"arch_{arch}": ({"model": {"arch": arch}}, lambda k, arch=arch: k["model"] is not None)
         for arch in ("resnet18", "resnet34", "mobilenet_v3_small", "efficientnet_b0", "convnext_tiny")
     },
-    "image_size_upsampling": ({"model": {"arch": "simple_cnn", "image_size": 32}}, lambda k: k["model"].image_size == 32),
+    "image_size_upsampling": (
+        {"model": {"arch": "simple_cnn", "image_size": 32}},
+        lambda k: k["model"].image_size == 32,
+    ),
     "freeze_backbone": ({"model": {"freeze_backbone_epochs": 2}}, lambda k: k["freeze_backbone_epochs"] == 2),
     "sgd_onecycle": (
         {"optim": {"name": "sgd", "momentum": 0.9, "scheduler": "onecycle"}},
@@ -82,7 +103,10 @@ CASES = {
         {"optim": {"name": "adamw", "scheduler": "cosine", "warmup_epochs": 1}},
         lambda k: isinstance(k["optimizer"], torch.optim.AdamW),
     ),
-    "adam_step": ({"optim": {"name": "adam", "scheduler": "step", "milestones": [0.5, 0.75]}}, lambda k: isinstance(k["optimizer"], torch.optim.Adam)),
+    "adam_step": (
+        {"optim": {"name": "adam", "scheduler": "step", "milestones": [0.5, 0.75]}},
+        lambda k: isinstance(k["optimizer"], torch.optim.Adam),
+    ),
     "plateau": ({"optim": {"scheduler": "plateau"}}, lambda k: k["scheduler"] is not None),
     "early_stopping": ({"early_stopping": {"patience": 3}}, lambda k: k["early_stopping_patience"] == 3),
     "selection_auroc": ({"selection_metric": "auroc"}, lambda k: k["selection_metric"] == "auroc"),
@@ -114,15 +138,22 @@ def test_kitchen_sink_spec_trains(api_client, alpha, new_dataset):
     """All techniques at once still train end to end through the core."""
     fragment = {
         "model": {"arch": "simple_cnn"},
-        "loss": {"type": "focal", "gamma": 2, "alpha": "balanced", "class_weights": "effective_number",
-                 "label_smoothing": 0.05, "reweight_from_epoch": 2},
+        "loss": {
+            "type": "focal",
+            "gamma": 2,
+            "alpha": "balanced",
+            "class_weights": "effective_number",
+            "label_smoothing": 0.05,
+            "reweight_from_epoch": 2,
+        },
         "mixing": {"mode": "mixup_cutmix"},
         "sampler": {"type": "weighted"},
         "augment": {"vflip": True, "translate": 0.1, "brightness": 0.1, "contrast": 0.1, "minority_only": True},
         "optim": {"name": "sgd", "scheduler": "cosine", "warmup_epochs": 1},
         "early_stopping": {"patience": 5},
         "threshold": {"strategy": "target_recall", "target_recall": 0.8},
-        "epochs": 2, "batch_size": 8,
+        "epochs": 2,
+        "batch_size": 8,
     }
     spec = JobSpec.model_validate(_submit(api_client, alpha, new_dataset(alpha), fragment))
     kwargs = build_training(spec, dataset_arrays=DATA, class_names=["common", "rare"], device="cpu", init_state=None)

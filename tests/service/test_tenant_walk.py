@@ -32,10 +32,16 @@ def alpha_objects(api_client, alpha, complete_job) -> dict[str, str]:
     dataset_id = upload.json()["id"]
     done = api_client.post("/v1/jobs", headers=alpha, json={"dataset_id": dataset_id, "epochs": 2}).json()["id"]
     model_id = complete_job(done)
-    queued = api_client.post("/v1/jobs", headers={**alpha, "Idempotency-Key": "shared-key"},
-                             json={"dataset_id": dataset_id}).json()["id"]
-    return {"dataset_id": dataset_id, "job_id": done, "queued_job_id": queued, "model_id": model_id,
-            "name": "metrics.json"}
+    queued = api_client.post(
+        "/v1/jobs", headers={**alpha, "Idempotency-Key": "shared-key"}, json={"dataset_id": dataset_id}
+    ).json()["id"]
+    return {
+        "dataset_id": dataset_id,
+        "job_id": done,
+        "queued_job_id": queued,
+        "model_id": model_id,
+        "name": "metrics.json",
+    }
 
 
 def _flat_routes(app) -> list:
@@ -106,8 +112,9 @@ def test_every_object_route_hides_other_tenants_objects(api_client, alpha, beta,
             assert api_client.post(path, headers=alpha, **_body(template)).status_code != 404, path
 
 
-def test_job_submission_cannot_reach_another_tenants_objects(api_client, alpha, beta, alpha_objects,
-                                                             new_dataset) -> None:
+def test_job_submission_cannot_reach_another_tenants_objects(
+    api_client, alpha, beta, alpha_objects, new_dataset
+) -> None:
     foreign = api_client.post("/v1/jobs", headers=beta, json={"dataset_id": alpha_objects["dataset_id"]})
     assert foreign.status_code == 404, foreign.text
     assert foreign.headers["content-type"] == PROBLEM
@@ -126,8 +133,9 @@ def test_job_submission_cannot_reach_another_tenants_objects(api_client, alpha, 
 def test_idempotency_keys_are_per_tenant(api_client, alpha, beta, alpha_objects, new_dataset) -> None:
     """Beta reusing alpha's Idempotency-Key gets a job of its own, never alpha's."""
     own_dataset = new_dataset(beta)
-    response = api_client.post("/v1/jobs", headers={**beta, "Idempotency-Key": "shared-key"},
-                               json={"dataset_id": own_dataset})
+    response = api_client.post(
+        "/v1/jobs", headers={**beta, "Idempotency-Key": "shared-key"}, json={"dataset_id": own_dataset}
+    )
     assert response.status_code == 202, response.text
     job = response.json()
     assert job["id"] != alpha_objects["queued_job_id"] and job["dataset_id"] == own_dataset

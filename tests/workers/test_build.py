@@ -48,8 +48,18 @@ def test_defaults_map_to_core_arguments():
 
 
 def test_balanced_class_weights_and_alpha_come_from_train_counts():
-    kwargs = build({"loss": {"type": "focal", "gamma": 1.5, "alpha": "balanced", "class_weights": "balanced",
-                             "label_smoothing": 0.1, "reweight_from_epoch": 3}})
+    kwargs = build(
+        {
+            "loss": {
+                "type": "focal",
+                "gamma": 1.5,
+                "alpha": "balanced",
+                "class_weights": "balanced",
+                "label_smoothing": 0.1,
+                "reweight_from_epoch": 3,
+            }
+        }
+    )
     criterion = kwargs["criterion"]
     n, k = sum(COUNTS), len(COUNTS)
     expected = torch.tensor([n / (k * c) for c in COUNTS])  # sklearn's "balanced": n / (K n_c)
@@ -59,8 +69,9 @@ def test_balanced_class_weights_and_alpha_come_from_train_counts():
 
 
 def test_effective_number_weights_and_scalar_alpha():
-    kwargs = build({"loss": {"type": "focal", "alpha": 0.25, "class_weights": "effective_number",
-                             "effective_number_beta": 0.9}})
+    kwargs = build(
+        {"loss": {"type": "focal", "alpha": 0.25, "class_weights": "effective_number", "effective_number_beta": 0.9}}
+    )
     raw = torch.tensor([(1 - 0.9) / (1 - 0.9**c) for c in COUNTS])
     assert torch.allclose(kwargs["criterion"].weight, raw * (2 / raw.sum()))
     assert kwargs["criterion"].alpha_scalar == 0.25
@@ -77,8 +88,14 @@ def test_sigmoid_variant_selects_sigmoid_focal():
     [("random", 36), ("weighted", 36), ("sqrt", 36), ("oversample", 60), ("undersample", 12)],
 )
 def test_sampler_kind_and_scheduler_steps_follow_the_epoch_length(kind, length):
-    kwargs = build({"sampler": {"type": kind}, "batch_size": 5, "epochs": 3,
-                    "optim": {"name": "sgd", "lr": 0.05, "momentum": 0.5, "scheduler": "step", "warmup_epochs": 1}})
+    kwargs = build(
+        {
+            "sampler": {"type": kind},
+            "batch_size": 5,
+            "epochs": 3,
+            "optim": {"name": "sgd", "lr": 0.05, "momentum": 0.5, "scheduler": "step", "warmup_epochs": 1},
+        }
+    )
     sampler, scheduler, optimizer = kwargs["sampler"], kwargs["scheduler"], kwargs["optimizer"]
     assert sampler.kind == kind and sampler.epoch_length == length
     assert scheduler.steps_per_epoch == length // 5 and scheduler.name == "step"
@@ -87,17 +104,29 @@ def test_sampler_kind_and_scheduler_steps_follow_the_epoch_length(kind, length):
 
 
 def test_mixing_fields_reach_the_mixer():
-    mixer = build({"mixing": {"mode": "mixup_cutmix", "alpha": 0.4, "cutmix_alpha": 0.8, "prob": 0.7,
-                              "switch_prob": 0.3}})["mixer"]
+    mixer = build(
+        {"mixing": {"mode": "mixup_cutmix", "alpha": 0.4, "cutmix_alpha": 0.8, "prob": 0.7, "switch_prob": 0.3}}
+    )["mixer"]
     assert (mixer.mode, mixer.num_classes, mixer.alpha, mixer.cutmix_alpha) == ("mixup_cutmix", 2, 0.4, 0.8)
     assert (mixer.prob, mixer.switch_prob, mixer.label_smoothing) == (0.7, 0.3, 0.0)
 
 
 def test_augment_fields_and_minority_mask():
-    aug = build({"augment": {"hflip": False, "vflip": True, "rotation": 20, "scale": [0.8, 1.2], "translate": 0.1,
-                             "brightness": 0.2, "contrast": 0.3, "minority_only": True, "minority_threshold": 0.5}})[
-        "augment"
-    ]
+    aug = build(
+        {
+            "augment": {
+                "hflip": False,
+                "vflip": True,
+                "rotation": 20,
+                "scale": [0.8, 1.2],
+                "translate": 0.1,
+                "brightness": 0.2,
+                "contrast": 0.3,
+                "minority_only": True,
+                "minority_threshold": 0.5,
+            }
+        }
+    )["augment"]
     assert (aug.hflip, aug.vflip, aug.rotation, aug.scale) == (False, True, 20.0, (0.8, 1.2))
     assert (aug.translate, aug.brightness, aug.contrast) == (0.1, 0.2, 0.3)
     assert aug.augment_classes.tolist() == [False, True]  # 6 < 0.5 * 30
@@ -105,9 +134,15 @@ def test_augment_fields_and_minority_mask():
 
 
 def test_selection_threshold_early_stopping_freeze_compile():
-    kwargs = build({"selection_metric": "auroc", "threshold": {"strategy": "target_recall", "target_recall": 0.9},
-                    "early_stopping": {"patience": 2, "min_delta": 0.01}, "compile": True,
-                    "model": {"arch": "simple_cnn", "freeze_backbone_epochs": 1, "image_size": 16}})
+    kwargs = build(
+        {
+            "selection_metric": "auroc",
+            "threshold": {"strategy": "target_recall", "target_recall": 0.9},
+            "early_stopping": {"patience": 2, "min_delta": 0.01},
+            "compile": True,
+            "model": {"arch": "simple_cnn", "freeze_backbone_epochs": 1, "image_size": 16},
+        }
+    )
     assert kwargs["selection_metric"] == "auroc"
     assert (kwargs["threshold_strategy"], kwargs["target_recall"]) == ("target_recall", 0.9)
     assert (kwargs["early_stopping_patience"], kwargs["early_stopping_min_delta"]) == (2, 0.01)
@@ -132,8 +167,15 @@ def test_bad_data_raises_value_error_naming_it():
 
 
 def test_kwargs_train_with_fit():
-    kwargs = build({"epochs": 1, "batch_size": 12, "loss": {"type": "focal", "alpha": "balanced"},
-                    "mixing": {"mode": "mixup"}, "sampler": {"type": "weighted"}})
+    kwargs = build(
+        {
+            "epochs": 1,
+            "batch_size": 12,
+            "loss": {"type": "focal", "alpha": "balanced"},
+            "mixing": {"mode": "mixup"},
+            "sampler": {"type": "weighted"},
+        }
+    )
     result = fit(**kwargs)
     assert [record.epoch for record in result.history] == [1] and result.test is not None
 

@@ -24,14 +24,29 @@ def _writer(store, recorded, *, held=True, gate=None, lost=None, min_interval=0.
         recorded.append((key, sha256, epoch))
         return held
 
-    return CheckpointWriter(job_id="j1", attempt=1, store=store, record=record, current_key=None,
-                            on_lease_lost=lost or (lambda: None), min_interval=min_interval)
+    return CheckpointWriter(
+        job_id="j1",
+        attempt=1,
+        store=store,
+        record=record,
+        current_key=None,
+        on_lease_lost=lost or (lambda: None),
+        min_interval=min_interval,
+    )
 
 
 def _snapshot(epoch, *, weight=1.0, scheduler=None):
-    return Snapshot(epoch=epoch, model={"w": torch.full((3,), weight)}, optimizer={"state": {}, "param_groups": []},
-                    scheduler=scheduler or {}, best_state=None, best_score=0.0, best_epoch=0,
-                    epochs_without_improvement=0, history=())
+    return Snapshot(
+        epoch=epoch,
+        model={"w": torch.full((3,), weight)},
+        optimizer={"state": {}, "param_groups": []},
+        scheduler=scheduler or {},
+        best_state=None,
+        best_score=0.0,
+        best_epoch=0,
+        epochs_without_improvement=0,
+        history=(),
+    )
 
 
 def _wait_for(condition, what):
@@ -46,8 +61,14 @@ def test_each_checkpoint_is_recorded_after_its_file_is_complete_and_the_old_one_
     writer = _writer(store, recorded)
     writer.submit(_snapshot(1))
     writer.close()
-    writer = CheckpointWriter(job_id="j1", attempt=1, store=store, current_key=recorded[0][0],
-                              record=lambda k, s, e: recorded.append((k, s, e)) or True, on_lease_lost=lambda: None)
+    writer = CheckpointWriter(
+        job_id="j1",
+        attempt=1,
+        store=store,
+        current_key=recorded[0][0],
+        record=lambda k, s, e: recorded.append((k, s, e)) or True,
+        on_lease_lost=lambda: None,
+    )
     writer.submit(_snapshot(2, weight=2.0))
     writer.close()
     (first, _, _), (second, sha, epoch) = recorded
@@ -106,9 +127,15 @@ def test_a_snapshot_keeps_the_state_it_was_taken_at():
     optimizer = torch.optim.AdamW(model.parameters(), lr=0.1)
     model(torch.ones(1, 2)).sum().backward()
     optimizer.step()
-    state = TrainingState(model=model, optimizer=optimizer, scheduler=LrSchedule("plateau", optimizer, epochs=2, steps_per_epoch=1, warmup_epochs=0,
-                                                           milestones=(), step_gamma=0.1),
-                          epoch=1, history=[EpochRecord(1, 0.5, None, None, 0.1, 1.0, 10.0)])
+    state = TrainingState(
+        model=model,
+        optimizer=optimizer,
+        scheduler=LrSchedule(
+            "plateau", optimizer, epochs=2, steps_per_epoch=1, warmup_epochs=0, milestones=(), step_gamma=0.1
+        ),
+        epoch=1,
+        history=[EpochRecord(1, 0.5, None, None, 0.1, 1.0, 10.0)],
+    )
     before = {key: value.clone() for key, value in model.state_dict().items()}
     moment = optimizer.state[model.weight]["exp_avg"].clone()
     snapshot = state.snapshot()

@@ -28,8 +28,13 @@ from workers.runner import classify_error, readable, run_job
 from workers.training.checkpoint import save_checkpoint
 from workers.training.engine import fit
 
-SPEC = {"model": {"arch": "simple_cnn"}, "epochs": 2, "batch_size": 16, "augment": {"rotation": 0, "scale": None},
-        "optim": {"lr": 0.01}}
+SPEC = {
+    "model": {"arch": "simple_cnn"},
+    "epochs": 2,
+    "batch_size": 16,
+    "augment": {"rotation": 0, "scale": None},
+    "optim": {"lr": 0.01},
+}
 
 
 def synthetic(counts, *, seed):
@@ -56,12 +61,26 @@ def env(settings):
         session.add(tenant)
         session.flush()
         decoded = DecodedDataset(
-            format="npz", class_names=["normal", "rare"], image_shape=(8, 8, 1),
-            splits={"train": synthetic((64, 16), seed=0), "val": synthetic((16, 8), seed=1),
-                    "test": synthetic((16, 8), seed=2)},
+            format="npz",
+            class_names=["normal", "rare"],
+            image_shape=(8, 8, 1),
+            splits={
+                "train": synthetic((64, 16), seed=0),
+                "val": synthetic((16, 8), seed=1),
+                "test": synthetic((16, 8), seed=2),
+            },
         )
-        dataset = Dataset(tenant_id=tenant.id, name="tiny", format="npz", num_classes=2, class_names=["normal", "rare"],
-                          image_shape=[8, 8, 1], splits={}, imbalance_ratio=4.0, blob_prefix="")
+        dataset = Dataset(
+            tenant_id=tenant.id,
+            name="tiny",
+            format="npz",
+            num_classes=2,
+            class_names=["normal", "rare"],
+            image_shape=[8, 8, 1],
+            splits={},
+            imbalance_ratio=4.0,
+            blob_prefix="",
+        )
         session.add(dataset)
         session.flush()
         dataset.blob_prefix = f"datasets/{dataset.id}"
@@ -74,8 +93,13 @@ def env(settings):
 def make_job(env, overrides=None, **values) -> str:
     spec = JobSpec.model_validate({"dataset_id": env["dataset"], **SPEC, **(overrides or {})})
     with transaction(env["factory"]) as session:
-        job = Job(tenant_id=env["tenant"], dataset_id=env["dataset"], spec=spec.model_dump(mode="json"),
-                  epochs=spec.epochs, **values)
+        job = Job(
+            tenant_id=env["tenant"],
+            dataset_id=env["dataset"],
+            spec=spec.model_dump(mode="json"),
+            epochs=spec.epochs,
+            **values,
+        )
         session.add(job)
         session.flush()
         return job.id
@@ -110,12 +134,22 @@ def test_job_succeeds_with_metrics_artifacts_and_model_then_skips_a_duplicate(en
     store = env["store"]
     for artifact in artifacts.values():
         assert store.size(artifact.blob_key) == artifact.size > 0
-    assert (model.job_id, model.tenant_id, model.arch, model.input_shape) == (job_id, env["tenant"], "simple_cnn",
-                                                                              [8, 8, 1])
+    assert (model.job_id, model.tenant_id, model.arch, model.input_shape) == (
+        job_id,
+        env["tenant"],
+        "simple_cnn",
+        [8, 8, 1],
+    )
     assert model.class_names == ["normal", "rare"] and model.positive_class == 1
     card = json.loads(store.local_path(artifacts["model_card.json"].blob_key).read_text())
-    assert card["input"] == {"height": 8, "width": 8, "channels": 1, "layout": "NCHW", "dtype": "float32",
-                             "range": [0, 1]}
+    assert card["input"] == {
+        "height": 8,
+        "width": 8,
+        "channels": 1,
+        "layout": "NCHW",
+        "dtype": "float32",
+        "range": [0, 1],
+    }
     assert (card["job_id"], card["threshold"], card["positive_class"]) == (job_id, model.threshold, 1)
     metrics = json.loads(store.local_path(artifacts["metrics.json"].blob_key).read_text())
     assert [r["epoch"] for r in metrics["history"]] == [1, 2] and metrics["best_epoch"] == job.best_epoch
@@ -166,7 +200,9 @@ def test_resume_continues_from_the_checkpoint_with_each_epoch_once(env, settings
 
 def _history(env, job_id):
     with env["factory"]() as session:
-        key = session.scalar(select(Artifact.blob_key).where(Artifact.job_id == job_id, Artifact.name == "metrics.json"))
+        key = session.scalar(
+            select(Artifact.blob_key).where(Artifact.job_id == job_id, Artifact.name == "metrics.json")
+        )
     return json.loads(env["store"].local_path(key).read_text())["history"]
 
 
@@ -263,4 +299,6 @@ def test_error_classification_and_readable_messages():
     assert "smaller batch_size" in classify_error(RuntimeError("CUDA error: out of memory"))[1]
     assert classify_error(ValueError("bad /srv/data/x.npy here")) == ("ValueError", "bad <path> here")
     assert classify_error(KeyError("x"))[1].startswith("internal error")
-    assert readable("a\n  b") == "a b" and readable("see https://errors.example/v/x") == "see https://errors.example/v/x"
+    assert (
+        readable("a\n  b") == "a b" and readable("see https://errors.example/v/x") == "see https://errors.example/v/x"
+    )

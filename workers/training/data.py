@@ -167,7 +167,7 @@ class BatchSource:
     @staticmethod
     def create(
         split: Split, *, device: torch.device | str, max_device_bytes: int | None = None, num_workers: int = 2
-    ) -> "BatchSource":
+    ) -> BatchSource:
         """Resident on ``device`` when the uint8 array fits, otherwise streamed from host memory."""
         if not isinstance(split, Split):
             raise TypeError(f"split must be a Split, got {type(split).__name__}")

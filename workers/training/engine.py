@@ -29,11 +29,11 @@ from torch.optim import Optimizer
 
 from workers.training.data import Split
 from workers.training.evaluation import Scoring, evaluate
-from workers.training.thresholds import THRESHOLD_STRATEGIES
 from workers.training.loop import steps_per_epoch
 from workers.training.metrics import SELECTION_METRICS
 from workers.training.optim import LrSchedule
 from workers.training.state import EpochRecord, TrainingState
+from workers.training.thresholds import THRESHOLD_STRATEGIES
 from workers.training.trainer import FitResult, TrainConfig, Trainer
 
 logger = logging.getLogger(__name__)
@@ -89,8 +89,15 @@ def fit(
     """
     device = torch.device(device)
     config = _config(
-        epochs=epochs, batch_size=batch_size, eval_batch_size=eval_batch_size, seed=seed, device=device, amp=amp,
-        channels_last=channels_last, patience=early_stopping_patience, min_delta=early_stopping_min_delta,
+        epochs=epochs,
+        batch_size=batch_size,
+        eval_batch_size=eval_batch_size,
+        seed=seed,
+        device=device,
+        amp=amp,
+        channels_last=channels_last,
+        patience=early_stopping_patience,
+        min_delta=early_stopping_min_delta,
         freeze_backbone_epochs=freeze_backbone_epochs,
     )
     _check_choices(
@@ -98,8 +105,19 @@ def fit(
     )
     scoring = _scoring(train, class_names, selection_metric, threshold_strategy, target_recall)
     trainer = Trainer(
-        config=config, scoring=scoring, model=model, criterion=criterion, optimizer=optimizer, scheduler=scheduler,
-        sampler=sampler, mixer=mixer, augment=augment, compile=compile, train=train, val=val, test=test,
+        config=config,
+        scoring=scoring,
+        model=model,
+        criterion=criterion,
+        optimizer=optimizer,
+        scheduler=scheduler,
+        sampler=sampler,
+        mixer=mixer,
+        augment=augment,
+        compile=compile,
+        train=train,
+        val=val,
+        test=test,
     )
     if resume is not None:
         trainer.resume(resume)
@@ -128,14 +146,22 @@ def _config(
     if patience is not None and patience < 1:
         raise ValueError(f"early_stopping_patience must be >= 1 or None, got {patience!r}")
     if min_delta < 0 or freeze_backbone_epochs < 0:
-        raise ValueError(f"early_stopping_min_delta and freeze_backbone_epochs must be >= 0, "
-                         f"got {min_delta!r} and {freeze_backbone_epochs!r}")
+        raise ValueError(
+            f"early_stopping_min_delta and freeze_backbone_epochs must be >= 0, "
+            f"got {min_delta!r} and {freeze_backbone_epochs!r}"
+        )
     cuda = device.type == "cuda"
     return TrainConfig(
-        epochs=epochs, batch_size=batch_size, eval_batch_size=eval_batch_size or 2 * batch_size, seed=seed,
-        device=device, amp=cuda if amp is None else bool(amp),
+        epochs=epochs,
+        batch_size=batch_size,
+        eval_batch_size=eval_batch_size or 2 * batch_size,
+        seed=seed,
+        device=device,
+        amp=cuda if amp is None else bool(amp),
         channels_last=bool(channels_last),
-        patience=patience, min_delta=float(min_delta), freeze_backbone_epochs=freeze_backbone_epochs,
+        patience=patience,
+        min_delta=float(min_delta),
+        freeze_backbone_epochs=freeze_backbone_epochs,
     )
 
 
@@ -160,8 +186,10 @@ def _scoring(train: Split, class_names: Sequence[str], metric: str, strategy: st
     # The rarest class; ties go to the higher index (class 1 in a balanced binary task).
     minority = int(num_classes - 1 - np.argmin(counts[::-1]))
     return Scoring(
-        class_names=list(class_names), positive_class=minority if num_classes == 2 else None,
-        minority_class=minority, selection_metric=metric, threshold_strategy=strategy, target_recall=recall,
+        class_names=list(class_names),
+        positive_class=minority if num_classes == 2 else None,
+        minority_class=minority,
+        selection_metric=metric,
+        threshold_strategy=strategy,
+        target_recall=recall,
     )
-
-

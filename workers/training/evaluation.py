@@ -25,8 +25,6 @@ from workers.training.thresholds import choose_threshold
 logger = logging.getLogger(__name__)
 
 
-
-
 @torch.no_grad()
 def evaluate(
     model: nn.Module,

@@ -267,9 +267,7 @@ def _dense_targets(target: Tensor, logits: Tensor) -> Tensor:
             raise ValueError(f"got {target.shape[0]} labels for {logits.shape[0]} rows of logits")
         return F.one_hot(target, num_classes).to(logits.dtype)
     if target.shape != logits.shape:
-        raise ValueError(
-            f"soft targets must have the logits' shape {tuple(logits.shape)}, got {tuple(target.shape)}"
-        )
+        raise ValueError(f"soft targets must have the logits' shape {tuple(logits.shape)}, got {tuple(target.shape)}")
     return target.to(logits.dtype)
 
 

@@ -136,8 +136,7 @@ def pr_curve(scores: np.ndarray, is_positive: np.ndarray, *, points: int = PR_CU
     precision, recall, thresholds = (a[::-1] for a in curve)
     keep = np.unique(np.linspace(0, len(thresholds) - 1, min(points, len(thresholds))).round().astype(np.int64))
     return [
-        {"precision": float(precision[i]), "recall": float(recall[i]), "threshold": float(thresholds[i])}
-        for i in keep
+        {"precision": float(precision[i]), "recall": float(recall[i]), "threshold": float(thresholds[i])} for i in keep
     ]
 
 

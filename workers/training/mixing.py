@@ -152,8 +152,9 @@ def sample_mix_params(
         raise ValueError(f"prob and switch_prob must be in [0, 1], got prob={prob!r}, switch_prob={switch_prob!r}")
     # One small draw for the batch's decisions and box centre (each tensor call
     # costs host time on the hot path): prob, switch, centre x, centre y.
-    u_prob, u_switch, u_x, u_y = torch.rand(4, dtype=torch.float64, generator=generator,
-                                            device=generator.device).tolist()
+    u_prob, u_switch, u_x, u_y = torch.rand(
+        4, dtype=torch.float64, generator=generator, device=generator.device
+    ).tolist()
     if mode == "none" or u_prob >= prob:
         return None
     if mode == "mixup_cutmix":

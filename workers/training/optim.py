@@ -66,7 +66,7 @@ def make_scheduler(
     warmup_epochs: int = 0,
     milestones: Sequence[float] = (0.5, 0.75),
     step_gamma: float = 0.1,
-) -> "LrSchedule":
+) -> LrSchedule:
     """A schedule over ``epochs × steps_per_epoch`` optimiser steps (see :class:`LrSchedule`)."""
     if name not in SCHEDULERS:
         raise ValueError(f"unknown scheduler {name!r}; supported: {', '.join(SCHEDULERS)}")

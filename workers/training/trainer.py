@@ -70,9 +70,23 @@ def _check_schedule(scheduler: LrSchedule, sampler: Any, batch_size: int) -> Non
 class Trainer:
     """One ``fit`` call's working set; every method stays on one concern."""
 
-    def __init__(self, *, config: TrainConfig, scoring: Scoring, model: nn.Module, criterion: nn.Module,
-                 optimizer: Optimizer, scheduler: LrSchedule, sampler: Any, mixer: Any, augment: Any,
-                 compile: bool, train: Split, val: Split | None, test: Split | None) -> None:
+    def __init__(
+        self,
+        *,
+        config: TrainConfig,
+        scoring: Scoring,
+        model: nn.Module,
+        criterion: nn.Module,
+        optimizer: Optimizer,
+        scheduler: LrSchedule,
+        sampler: Any,
+        mixer: Any,
+        augment: Any,
+        compile: bool,
+        train: Split,
+        val: Split | None,
+        test: Split | None,
+    ) -> None:
         _check_schedule(scheduler, sampler, config.batch_size)
         if config.freeze_backbone_epochs and not hasattr(model, "backbone"):
             raise ValueError("freeze_backbone_epochs needs a model with a .backbone (a Classifier)")
@@ -91,8 +105,15 @@ class Trainer:
         self.compiled = compile
         network = torch.compile(model) if compile else model
         self.parts = StepParts(
-            network=network, optimizer=optimizer, scheduler=scheduler, criterion=criterion, augment=augment,
-            mixer=mixer, num_classes=len(scoring.class_names), device=device, amp=config.amp,
+            network=network,
+            optimizer=optimizer,
+            scheduler=scheduler,
+            criterion=criterion,
+            augment=augment,
+            mixer=mixer,
+            num_classes=len(scoring.class_names),
+            device=device,
+            amp=config.amp,
             channels_last=config.channels_last,
         )
         self.state = TrainingState(model=model, optimizer=optimizer, scheduler=scheduler)
@@ -126,8 +147,11 @@ class Trainer:
         started = time.perf_counter()
         self._prepare_epoch(epoch)
         outcome = train_epoch(
-            self.parts, source=self.train_source, indices=self.sampler.indices(epoch),
-            batch_size=self.config.batch_size, should_stop=should_stop,
+            self.parts,
+            source=self.train_source,
+            indices=self.sampler.indices(epoch),
+            batch_size=self.config.batch_size,
+            should_stop=should_stop,
             augment_generator=make_generator(derive_seed(self.config.seed, "augment", epoch), self.config.device),
             mix_generator=make_generator(derive_seed(self.config.seed, "mix", epoch), "cpu"),
             time_first_step=self.compiled and self.compile_seconds == 0.0,
@@ -144,14 +168,23 @@ class Trainer:
         self.state.scheduler.step_epoch(score)
         train_seconds = max(outcome.train_seconds - outcome.first_step_seconds, 1e-9)
         record = EpochRecord(
-            epoch=epoch, train_loss=outcome.mean_loss, val_loss=None if scored is None else scored.loss,
-            val=None if scored is None else scored.block, lr=self.state.scheduler.current_lr(),
-            seconds=time.perf_counter() - started, images_per_second=outcome.images / train_seconds,
+            epoch=epoch,
+            train_loss=outcome.mean_loss,
+            val_loss=None if scored is None else scored.loss,
+            val=None if scored is None else scored.block,
+            lr=self.state.scheduler.current_lr(),
+            seconds=time.perf_counter() - started,
+            images_per_second=outcome.images / train_seconds,
         )
         self.state.history.append(record)
         self.state.epoch = epoch
-        logger.info("epoch %d: train_loss %.4f score %.4f (%.0f img/s)", epoch, record.train_loss, score,
-                    record.images_per_second)
+        logger.info(
+            "epoch %d: train_loss %.4f score %.4f (%.0f img/s)",
+            epoch,
+            record.train_loss,
+            score,
+            record.images_per_second,
+        )
         return record
 
     def _prepare_epoch(self, epoch: int) -> None:
@@ -173,8 +206,12 @@ class Trainer:
         if source is None:
             return None
         probs, loss = evaluate(
-            self.parts.network, source, batch_size=self.config.eval_batch_size, device=self.config.device,
-            amp=self.config.amp, channels_last=self.config.channels_last,
+            self.parts.network,
+            source,
+            batch_size=self.config.eval_batch_size,
+            device=self.config.device,
+            amp=self.config.amp,
+            channels_last=self.config.channels_last,
         )
         return self.scoring.score(probs, loss, labels, threshold=threshold, tune=tune)
 
@@ -208,8 +245,14 @@ class Trainer:
             set_backbone_trainable(self.model, True)
         model = self.model.to("cpu").to(memory_format=torch.contiguous_format).eval()
         return FitResult(
-            model=model, history=list(state.history), best_epoch=state.best_epoch,
-            best_score=state.best_score if state.best_state is not None else math.nan, threshold=threshold,
-            positive_class=self.scoring.positive_class, val=val_block, test=test_block, stopped=stopped,
+            model=model,
+            history=list(state.history),
+            best_epoch=state.best_epoch,
+            best_score=state.best_score if state.best_state is not None else math.nan,
+            threshold=threshold,
+            positive_class=self.scoring.positive_class,
+            val=val_block,
+            test=test_block,
+            stopped=stopped,
             compile_seconds=self.compile_seconds,
         )

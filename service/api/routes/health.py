@@ -36,8 +36,11 @@ def readyz(request: Request, store: BlobStoreDep, celery_app: CeleryDep) -> Read
     down = sorted(name for name, state in checks.items() if state != "ok")
     if down:
         raise ProblemError(
-            503, "Service Unavailable", f"not ready: {', '.join(down)} unreachable",
-            extra={"checks": checks}, headers={"Retry-After": "5"},
+            503,
+            "Service Unavailable",
+            f"not ready: {', '.join(down)} unreachable",
+            extra={"checks": checks},
+            headers={"Retry-After": "5"},
         )
     return ReadyOut(**checks)
 

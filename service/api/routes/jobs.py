@@ -16,7 +16,14 @@ from sqlalchemy.exc import IntegrityError, SQLAlchemyError
 from sqlalchemy.orm import Session
 
 from service.api.deps import (
-    BlobStoreDep, CeleryDep, LimitQuery, OffsetQuery, SessionDep, SettingsDep, TenantDep, read_in_session,
+    BlobStoreDep,
+    CeleryDep,
+    LimitQuery,
+    OffsetQuery,
+    SessionDep,
+    SettingsDep,
+    TenantDep,
+    read_in_session,
 )
 from service.config import Settings
 from service.errors import ProblemError, dotted, field_error, not_found, problem_responses, shown
@@ -49,7 +56,10 @@ def spec_hash(spec: JobSpec) -> str:
     response_model=JobOut,
     summary="Submit a training job",
     responses=problem_responses(
-        400, 404, 422, 429,
+        400,
+        404,
+        422,
+        429,
         s400="a body that is not UTF-8 text",
         s404="the dataset does not exist for this tenant",
         s422="invalid spec (`errors` names each field), a server limit exceeded, or Idempotency-Key reused",
@@ -97,7 +107,8 @@ def list_jobs(
 @router.get("/{job_id}", response_model=JobOut, summary="One job (poll it)", responses=problem_responses(404))
 async def get_job(job_id: str, request: Request, tenant_id: TenantDep) -> JobOut:
     return await read_in_session(
-        request, lambda session: JobOut.from_row(_job_or_404(session, tenant_id=tenant_id, job_id=job_id)))
+        request, lambda session: JobOut.from_row(_job_or_404(session, tenant_id=tenant_id, job_id=job_id))
+    )
 
 
 @router.post(
@@ -148,8 +159,10 @@ def list_artifacts(job_id: str, session: SessionDep, tenant_id: TenantDep) -> li
     response_class=StreamingResponse,
     summary="Download one artefact",
     # The stored file's own type: binary for the program and weights, JSON for the card and metrics.
-    responses={200: {"content": {"application/octet-stream": {}, "application/json": {}}, "description": "the file"},
-               **problem_responses(404)},
+    responses={
+        200: {"content": {"application/octet-stream": {}, "application/json": {}}, "description": "the file"},
+        **problem_responses(404),
+    },
 )
 def download_artifact(
     job_id: str, name: str, session: SessionDep, tenant_id: TenantDep, store: BlobStoreDep
@@ -228,7 +241,8 @@ def _check_capacity(session: Session, *, tenant_id: str, settings: Settings) -> 
     cap = settings.max_concurrent_jobs_per_tenant
     if repo.count_active_jobs(session, tenant_id=tenant_id) >= cap:
         raise ProblemError(
-            429, "Too Many Requests",
+            429,
+            "Too Many Requests",
             f"this tenant already has {cap} queued or running jobs (the limit); wait for one to finish",
             headers={"Retry-After": "30"},
         )
@@ -246,14 +260,13 @@ def _previous(session: Session, *, tenant_id: str, key: str | None, settings: Se
 def _same_body_or_422(job: Job, request_hash: str) -> None:
     if job.request_hash is not None and job.request_hash != request_hash:
         raise ProblemError(
-            422, "Idempotency-Key reused",
+            422,
+            "Idempotency-Key reused",
             "Idempotency-Key reused with a different body; use a new key for a different job",
         )
 
 
-def _insert(
-    session: Session, *, tenant_id: str, spec: JobSpec, key: str | None, request_hash: str
-) -> tuple[Job, bool]:
+def _insert(session: Session, *, tenant_id: str, spec: JobSpec, key: str | None, request_hash: str) -> tuple[Job, bool]:
     """Insert and commit the job; on an Idempotency-Key race, the winner's job instead."""
     try:
         job = repo.create_job(session, tenant_id=tenant_id, spec=spec, idempotency_key=key, request_hash=request_hash)

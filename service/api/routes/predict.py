@@ -52,8 +52,14 @@ class PredictionOut(BaseModel):
 class PredictOut(BaseModel):
     model_config = ConfigDict(
         protected_namespaces=(),
-        json_schema_extra={"examples": [{"model_id": "3f2b8c1d9e4a4b6f8a7c5d2e1f0a9b8c", "predictions": [
-            {"label": "1", "class_index": 1, "probabilities": {"0": 0.08, "1": 0.92}}]}]},
+        json_schema_extra={
+            "examples": [
+                {
+                    "model_id": "3f2b8c1d9e4a4b6f8a7c5d2e1f0a9b8c",
+                    "predictions": [{"label": "1", "class_index": 1, "probabilities": {"0": 0.08, "1": 0.92}}],
+                }
+            ]
+        },
     )
     model_id: str
     predictions: list[PredictionOut]
@@ -77,24 +83,42 @@ _REQUEST_BODY = {
     "content": {
         "multipart/form-data": {
             "schema": {
-                "type": "object", "required": ["files"], "additionalProperties": False,
-                "properties": {"files": {
-                    "type": "array", "minItems": 1, "description": "one part per image",
-                    "items": {"type": "string", "format": "binary"},
-                }},
+                "type": "object",
+                "required": ["files"],
+                "additionalProperties": False,
+                "properties": {
+                    "files": {
+                        "type": "array",
+                        "minItems": 1,
+                        "description": "one part per image",
+                        "items": {"type": "string", "format": "binary"},
+                    }
+                },
             },
         },
         "application/json": {
             "schema": {
-                "type": "object", "required": ["instances"], "additionalProperties": False,
-                "properties": {"instances": {
-                    "type": "array", "minItems": 1,
-                    "items": {
-                        "type": "object", "required": ["b64"], "additionalProperties": False,
-                        "properties": {"b64": {"type": "string", "contentEncoding": "base64",
-                                               "description": "base64 of one image file"}},
-                    },
-                }},
+                "type": "object",
+                "required": ["instances"],
+                "additionalProperties": False,
+                "properties": {
+                    "instances": {
+                        "type": "array",
+                        "minItems": 1,
+                        "items": {
+                            "type": "object",
+                            "required": ["b64"],
+                            "additionalProperties": False,
+                            "properties": {
+                                "b64": {
+                                    "type": "string",
+                                    "contentEncoding": "base64",
+                                    "description": "base64 of one image file",
+                                }
+                            },
+                        },
+                    }
+                },
             },
             "examples": {"one_image": {"summary": "one PNG", "value": {"instances": [{"b64": _EXAMPLE_PNG}]}}},
         },
@@ -115,23 +139,21 @@ _REQUEST_BODY = {
         404: {"description": "no such model for this tenant"},
         413: {"description": "request body larger than the server's upload limit"},
         415: {"description": "neither multipart/form-data nor application/json"},
-        422: {"description": "malformed body, too many instances, or an undecodable image "
-              "(the detail names the instance)"},
+        422: {
+            "description": "malformed body, too many instances, or an undecodable image (the detail names the instance)"
+        },
         503: {"description": "the stored model cannot be loaded"},
     },
 )
 async def predict(model_id: str, request: Request, tenant_id: TenantDep, settings: SettingsDep) -> PredictOut:
     # One hop to the hot-read threads; the session closes before inference starts.
-    model = await read_in_session(request, lambda session: _find_model(session, tenant_id=tenant_id,
-                                                                       model_id=model_id))
+    model = await read_in_session(request, lambda session: _find_model(session, tenant_id=tenant_id, model_id=model_id))
     if model is None:
         raise not_found("model", model_id)
     images, names = await read_instances(request, settings=settings)
     predictor: Predictor = request.app.state.predictor
     try:
-        predictions = await predictor.predict(
-            model, images=images, names=names, max_pixels=settings.max_image_pixels
-        )
+        predictions = await predictor.predict(model, images=images, names=names, max_pixels=settings.max_image_pixels)
     except InstanceError as exc:
         raise _instance_problem(exc, multipart=names[0] is not None) from exc
     except ArtifactError as exc:
@@ -144,8 +166,13 @@ def _find_model(session: Session, *, tenant_id: str, model_id: str) -> ModelRef 
     row = repo.get_model(session, tenant_id=tenant_id, model_id=model_id)
     if row is None:
         return None
-    return ModelRef(id=row.id, blob_prefix=row.blob_prefix, class_names=list(row.class_names),
-                    threshold=row.threshold, positive_class=row.positive_class)
+    return ModelRef(
+        id=row.id,
+        blob_prefix=row.blob_prefix,
+        class_names=list(row.class_names),
+        threshold=row.threshold,
+        positive_class=row.positive_class,
+    )
 
 
 async def read_instances(request: Request, *, settings: Settings) -> tuple[list[bytes], list[str | None]]:
@@ -153,7 +180,8 @@ async def read_instances(request: Request, *, settings: Settings) -> tuple[list[
     media_type = request.headers.get("content-type", "").split(";")[0].strip().lower()
     if media_type not in ("multipart/form-data", "application/json"):
         raise ProblemError(
-            415, "Unsupported Media Type",
+            415,
+            "Unsupported Media Type",
             f"send multipart/form-data (files) or application/json (instances), not {shown(media_type or 'nothing')}",
         )
     body = await _read_body(request, max_bytes=settings.max_upload_bytes)
@@ -187,13 +215,20 @@ def _json_instances(body: bytes) -> list[str]:
 
 def _check_count(count: int, *, limit: int, what: str) -> None:
     if count == 0:
-        raise ProblemError(422, "Validation failed", f"no {what}: send at least one image",
-                           errors=[field_error(("body", what), "at least one image is required")])
+        raise ProblemError(
+            422,
+            "Validation failed",
+            f"no {what}: send at least one image",
+            errors=[field_error(("body", what), "at least one image is required")],
+        )
     if count > limit:
         # 422, not 413: the body may be small; it is the number of images that is refused.
-        raise ProblemError(422, "Too many instances",
-                           f"{count} {what} in one request; the limit is {limit} (max_predict_instances)",
-                           errors=[field_error(("body", what), f"at most {limit} images per request")])
+        raise ProblemError(
+            422,
+            "Too many instances",
+            f"{count} {what} in one request; the limit is {limit} (max_predict_instances)",
+            errors=[field_error(("body", what), f"at most {limit} images per request")],
+        )
 
 
 def _b64decode(text: str, *, index: int) -> bytes:
@@ -228,16 +263,20 @@ async def _multipart_files(request: Request, body: bytes, *, limit: int) -> tupl
 async def _form_files(items: list, *, limit: int) -> tuple[list[bytes], list[str | None]]:
     unknown = sorted({key for key, _ in items if key != "files"})
     if unknown:
-        raise ProblemError(422, "Validation failed", f"unknown form fields {', '.join(map(shown, unknown))}; "
-                           "send images as 'files' parts",
-                           errors=[field_error(("body", key), "unknown field") for key in unknown])
+        raise ProblemError(
+            422,
+            "Validation failed",
+            f"unknown form fields {', '.join(map(shown, unknown))}; send images as 'files' parts",
+            errors=[field_error(("body", key), "unknown field") for key in unknown],
+        )
     parts = [value for _, value in items]
     _check_count(len(parts), limit=limit, what="files")
     images, names = [], []
     for index, part in enumerate(parts):
         if not isinstance(part, UploadFile):
-            raise _instance_problem(InstanceError(index, "expected a file part (with a filename), got a plain field"),
-                                    multipart=True)
+            raise _instance_problem(
+                InstanceError(index, "expected a file part (with a filename), got a plain field"), multipart=True
+            )
         images.append(await part.read())
         names.append(shown(part.filename or "", limit=100))
     return images, names

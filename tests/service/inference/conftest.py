@@ -73,11 +73,23 @@ def export_net(folder: Path, *, channels: int, height: int, width: int, class_na
     torch.export.save(program, folder / "model.pt2")
     save_file({k: v.contiguous() for k, v in net.state_dict().items()}, str(folder / "weights.safetensors"))
     card = {
-        "format_version": 1, "arch": "tiny", "class_names": class_names,
-        "input": {"height": height, "width": width, "channels": channels, "layout": "NCHW",
-                  "dtype": "float32", "range": [0, 1]},
+        "format_version": 1,
+        "arch": "tiny",
+        "class_names": class_names,
+        "input": {
+            "height": height,
+            "width": width,
+            "channels": channels,
+            "layout": "NCHW",
+            "dtype": "float32",
+            "range": [0, 1],
+        },
         "normalization": {"mean": [0.4] * channels, "std": [0.3] * channels},
-        "threshold": None, "positive_class": None, "metrics": {}, "job_id": "job", "spec": {},
+        "threshold": None,
+        "positive_class": None,
+        "metrics": {},
+        "job_id": "job",
+        "spec": {},
     }
     (folder / "model_card.json").write_text(json.dumps(card))
     return Exported(net, folder, height, width, channels, class_names)
@@ -86,15 +98,17 @@ def export_net(folder: Path, *, channels: int, height: int, width: int, class_na
 @pytest.fixture(scope="session")
 def binary_grey(tmp_path_factory: pytest.TempPathFactory) -> Exported:
     """Two classes, 1 x 12 x 10 (H != W to catch transposes)."""
-    return export_net(tmp_path_factory.mktemp("grey"), channels=1, height=12, width=10,
-                      class_names=["normal", "pneumonia"], seed=1)
+    return export_net(
+        tmp_path_factory.mktemp("grey"), channels=1, height=12, width=10, class_names=["normal", "pneumonia"], seed=1
+    )
 
 
 @pytest.fixture(scope="session")
 def three_rgb(tmp_path_factory: pytest.TempPathFactory) -> Exported:
     """Three classes, 3 x 8 x 8."""
-    return export_net(tmp_path_factory.mktemp("rgb"), channels=3, height=8, width=8,
-                      class_names=["a", "b", "c"], seed=2)
+    return export_net(
+        tmp_path_factory.mktemp("rgb"), channels=3, height=8, width=8, class_names=["a", "b", "c"], seed=2
+    )
 
 
 @pytest.fixture

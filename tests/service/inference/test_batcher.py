@@ -178,7 +178,9 @@ def test_a_failing_load_fails_only_its_own_request(executor: ThreadPoolExecutor)
 
     async def main() -> list[object]:
         return await asyncio.gather(
-            batcher.submit(images(2)), batcher.submit_lazy(count=3, load=broken), batcher.submit(images(1, offset=5)),
+            batcher.submit(images(2)),
+            batcher.submit_lazy(count=3, load=broken),
+            batcher.submit(images(1, offset=5)),
             return_exceptions=True,
         )
 
@@ -244,9 +246,11 @@ def test_idle_callback_fires_when_the_queue_drains(executor: ThreadPoolExecutor)
 
 @pytest.mark.parametrize(
     ("kwargs", "message"),
-    [({"max_batch": 0}, "max_batch must be an int >= 1, got 0"),
-     ({"max_inflight": 0}, "max_inflight must be an int >= 1, got 0"),
-     ({"max_wait_ms": -1}, "max_wait_ms must be >= 0, got -1")],
+    [
+        ({"max_batch": 0}, "max_batch must be an int >= 1, got 0"),
+        ({"max_inflight": 0}, "max_inflight must be an int >= 1, got 0"),
+        ({"max_wait_ms": -1}, "max_wait_ms must be >= 0, got -1"),
+    ],
 )
 def test_rejects_bad_settings(executor: ThreadPoolExecutor, kwargs: dict, message: str) -> None:
     values = {"max_batch": 4, "max_wait_ms": 1.0, **kwargs}

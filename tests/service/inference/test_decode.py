@@ -65,10 +65,12 @@ def test_sixteen_bit_grey_is_scaled_not_clipped() -> None:
 
 @pytest.mark.parametrize(
     ("image", "channels"),
-    [(Image.fromarray(np.random.default_rng(7).integers(0, 65536, (6, 5), dtype=np.uint16)), 1),
-     (Image.fromarray(np.random.default_rng(8).integers(0, 256, (6, 5, 3), dtype=np.uint8)), 3),
-     (Image.fromarray(np.random.default_rng(9).integers(0, 256, (6, 5), dtype=np.uint8)).convert("P"), 1),
-     (Image.fromarray(np.random.default_rng(10).integers(0, 256, (6, 5, 4), dtype=np.uint8)), 3)],
+    [
+        (Image.fromarray(np.random.default_rng(7).integers(0, 65536, (6, 5), dtype=np.uint16)), 1),
+        (Image.fromarray(np.random.default_rng(8).integers(0, 256, (6, 5, 3), dtype=np.uint8)), 3),
+        (Image.fromarray(np.random.default_rng(9).integers(0, 256, (6, 5), dtype=np.uint8)).convert("P"), 1),
+        (Image.fromarray(np.random.default_rng(10).integers(0, 256, (6, 5, 4), dtype=np.uint8)), 3),
+    ],
     ids=["16-bit", "rgb", "palette", "rgba"],
 )
 def test_served_pixels_equal_the_pixels_ingest_stores_for_training(image: Image.Image, channels: int) -> None:
@@ -138,8 +140,14 @@ def test_decompression_bomb_far_beyond_pillows_own_limit_is_refused() -> None:
 
 def test_batch_stacks_in_order() -> None:
     arrays = [grey(3, 4, seed) for seed in range(3)]
-    batch = decode_batch([encode(Image.fromarray(a), "PNG") for a in arrays], names=[None] * 3,
-                         height=3, width=4, channels=1, max_pixels=BIG)
+    batch = decode_batch(
+        [encode(Image.fromarray(a), "PNG") for a in arrays],
+        names=[None] * 3,
+        height=3,
+        width=4,
+        channels=1,
+        max_pixels=BIG,
+    )
     assert tuple(batch.shape) == (3, 1, 3, 4)
     for index, array in enumerate(arrays):
         assert torch.equal(batch[index, 0], torch.from_numpy(array).float() / 255)
@@ -148,8 +156,9 @@ def test_batch_stacks_in_order() -> None:
 def test_batch_error_names_the_instance_and_file() -> None:
     good = encode(Image.fromarray(grey(3, 4)), "PNG")
     with pytest.raises(InstanceError) as caught:
-        decode_batch([good, good, b"junk"], names=["a.png", "b.png", "x.png"],
-                     height=3, width=4, channels=1, max_pixels=BIG)
+        decode_batch(
+            [good, good, b"junk"], names=["a.png", "b.png", "x.png"], height=3, width=4, channels=1, max_pixels=BIG
+        )
     assert caught.value.index == 2
     assert str(caught.value).startswith("instance 2 (file 'x.png'): cannot identify image")
 

@@ -29,17 +29,34 @@ def api_settings(sqlite_settings: Callable[..., Settings], _migrated_template: P
     return settings
 
 
-def register_model(factory: sessionmaker[Session], *, tenant_id: str, dataset_id: str, prefix_of,
-                   exported, threshold: float | None = None, positive_class: int | None = None) -> str:
+def register_model(
+    factory: sessionmaker[Session],
+    *,
+    tenant_id: str,
+    dataset_id: str,
+    prefix_of,
+    exported,
+    threshold: float | None = None,
+    positive_class: int | None = None,
+) -> str:
     """What the worker does for a succeeded job: the artefact in the blob store, then the rows."""
     with transaction(factory) as session:
         job = Job(tenant_id=tenant_id, dataset_id=dataset_id, spec={}, epochs=1, status=JobStatus.succeeded)
         session.add(job)
         session.flush()
         prefix = prefix_of(job.id)
-        model = Model(tenant_id=tenant_id, job_id=job.id, arch="tiny", class_names=exported.class_names,
-                      input_shape=[exported.height, exported.width, exported.channels], threshold=threshold,
-                      positive_class=positive_class, metrics={}, blob_prefix=prefix, size_bytes=0)
+        model = Model(
+            tenant_id=tenant_id,
+            job_id=job.id,
+            arch="tiny",
+            class_names=exported.class_names,
+            input_shape=[exported.height, exported.width, exported.channels],
+            threshold=threshold,
+            positive_class=positive_class,
+            metrics={},
+            blob_prefix=prefix,
+            size_bytes=0,
+        )
         session.add(model)
         session.flush()
         job.model_id = model.id
@@ -58,8 +75,15 @@ def grey_model(api_client, api_db, alpha, new_dataset, binary_grey, helpers) -> 
     plaintext = alpha["Authorization"].removeprefix("Bearer ")
     with api_db() as session:
         tenant_id = tenants.authenticate(session, plaintext=plaintext).tenant_id
-    return register_model(api_db, tenant_id=tenant_id, dataset_id=new_dataset(alpha), prefix_of=prefix_of,
-                          exported=binary_grey, threshold=0.3, positive_class=1)
+    return register_model(
+        api_db,
+        tenant_id=tenant_id,
+        dataset_id=new_dataset(alpha),
+        prefix_of=prefix_of,
+        exported=binary_grey,
+        threshold=0.3,
+        positive_class=1,
+    )
 
 
 def pngs(helpers, count: int, seed: int = 0) -> tuple[list, list[bytes]]:
@@ -71,8 +95,9 @@ def url(model_id: str) -> str:
     return f"/v1/models/{model_id}/predict"
 
 
-def test_multipart_predictions_follow_the_model_and_its_threshold(api_client, alpha, grey_model, binary_grey,
-                                                                   helpers) -> None:
+def test_multipart_predictions_follow_the_model_and_its_threshold(
+    api_client, alpha, grey_model, binary_grey, helpers
+) -> None:
     arrays, payloads = pngs(helpers, 3)
     files = [("files", (f"img{i}.png", data, "image/png")) for i, data in enumerate(payloads)]
     response = api_client.post(url(grey_model), headers=alpha, files=files)
@@ -81,8 +106,9 @@ def test_multipart_predictions_follow_the_model_and_its_threshold(api_client, al
     assert body["model_id"] == grey_model
     expected = helpers.eager(binary_grey, arrays)
     for prediction, probs in zip(body["predictions"], expected, strict=True):
-        got = torch.tensor([prediction["probabilities"]["normal"], prediction["probabilities"]["pneumonia"]],
-                           dtype=torch.float64)
+        got = torch.tensor(
+            [prediction["probabilities"]["normal"], prediction["probabilities"]["pneumonia"]], dtype=torch.float64
+        )
         assert torch.allclose(got, probs, atol=1e-5)
         assert abs(float(got.sum()) - 1.0) < 1e-9
         index = 1 if float(probs[1]) >= 0.3 else 0  # the model's tuned threshold, positive class 1
@@ -91,10 +117,12 @@ def test_multipart_predictions_follow_the_model_and_its_threshold(api_client, al
 
 def test_json_base64_answers_the_same_as_multipart(api_client, alpha, grey_model, helpers) -> None:
     _, payloads = pngs(helpers, 2, seed=4)
-    as_json = api_client.post(url(grey_model), headers=alpha,
-                              json={"instances": [{"b64": base64.b64encode(p).decode()} for p in payloads]})
-    as_files = api_client.post(url(grey_model), headers=alpha,
-                               files=[("files", ("x.png", p, "image/png")) for p in payloads])
+    as_json = api_client.post(
+        url(grey_model), headers=alpha, json={"instances": [{"b64": base64.b64encode(p).decode()} for p in payloads]}
+    )
+    as_files = api_client.post(
+        url(grey_model), headers=alpha, files=[("files", ("x.png", p, "image/png")) for p in payloads]
+    )
     assert as_json.status_code == 200, as_json.text
     assert as_json.json() == as_files.json()
 
@@ -141,10 +169,12 @@ def test_bad_base64_answers_422_naming_the_instance(api_client, alpha, grey_mode
 
 @pytest.mark.parametrize(
     ("body", "fragment"),
-    [({"instances": []}, "no instances"),
-     ({"instances": [{"b64": "AA==", "extra": 1}]}, "instances.0.extra"),
-     ({"images": []}, "instances"),
-     ({"instances": [{"b64": 5}]}, "instances.0.b64")],
+    [
+        ({"instances": []}, "no instances"),
+        ({"instances": [{"b64": "AA==", "extra": 1}]}, "instances.0.extra"),
+        ({"images": []}, "instances"),
+        ({"instances": [{"b64": 5}]}, "instances.0.b64"),
+    ],
 )
 def test_malformed_json_answers_422(api_client, alpha, grey_model, body, fragment) -> None:
     response = api_client.post(url(grey_model), headers=alpha, json=body)
@@ -154,15 +184,17 @@ def test_malformed_json_answers_422(api_client, alpha, grey_model, body, fragmen
 
 
 def test_invalid_json_answers_422(api_client, alpha, grey_model) -> None:
-    response = api_client.post(url(grey_model), headers={**alpha, "content-type": "application/json"},
-                               content=b"{not json")
+    response = api_client.post(
+        url(grey_model), headers={**alpha, "content-type": "application/json"}, content=b"{not json"
+    )
     assert response.status_code == 422
 
 
 def test_unknown_form_fields_answer_422(api_client, alpha, grey_model, helpers) -> None:
     _, payloads = pngs(helpers, 1)
-    response = api_client.post(url(grey_model), headers=alpha, data={"note": "hi"},
-                               files=[("files", ("a.png", payloads[0], "image/png"))])
+    response = api_client.post(
+        url(grey_model), headers=alpha, data={"note": "hi"}, files=[("files", ("a.png", payloads[0], "image/png"))]
+    )
     assert response.status_code == 422
     assert "note" in response.json()["detail"]
 
@@ -172,8 +204,9 @@ def test_more_instances_than_the_limit_answer_422_naming_it(api_client, alpha, g
     _, payloads = pngs(helpers, 1)
     encoded = base64.b64encode(payloads[0]).decode()
     as_json = api_client.post(url(grey_model), headers=alpha, json={"instances": [{"b64": encoded}] * count})
-    as_files = api_client.post(url(grey_model), headers=alpha,
-                               files=[("files", (f"{i}.png", payloads[0], "image/png")) for i in range(count)])
+    as_files = api_client.post(
+        url(grey_model), headers=alpha, files=[("files", (f"{i}.png", payloads[0], "image/png")) for i in range(count)]
+    )
     for response in (as_json, as_files):
         assert response.status_code == 422
         assert f"the limit is {LIMIT}" in response.json()["detail"]

@@ -54,8 +54,13 @@ def test_binary_models_apply_the_tuned_threshold(predictor, binary_grey, install
     ordered = expected.sort().values
     cut = 4 if positive_class == 0 else 11
     threshold = float(ordered[cut] + ordered[cut + 1]) / 2
-    row = helpers.Row(id="mb", blob_prefix=installed(binary_grey, "mb"), class_names=binary_grey.class_names,
-                      threshold=threshold, positive_class=positive_class)
+    row = helpers.Row(
+        id="mb",
+        blob_prefix=installed(binary_grey, "mb"),
+        class_names=binary_grey.class_names,
+        threshold=threshold,
+        positive_class=positive_class,
+    )
     predictions = run(predictor, row, [helpers.png(a) for a in arrays])
     labels = [p["class_index"] for p in predictions]
     rule = [positive_class if float(p) >= threshold else 1 - positive_class for p in expected]
@@ -83,8 +88,9 @@ def test_other_image_sizes_are_resized_to_the_model_input(predictor, binary_grey
 
 def hooked(predictor: Predictor, row) -> list[int]:
     """Load the model through the predictor and record the batch size of each forward call."""
-    loaded = predictor.cache.get_or_load(row.id, load=lambda: ((m := load_artifact(
-        predictor.store, blob_prefix=row.blob_prefix)), m.size_bytes))
+    loaded = predictor.cache.get_or_load(
+        row.id, load=lambda: ((m := load_artifact(predictor.store, blob_prefix=row.blob_prefix)), m.size_bytes)
+    )
     sizes: list[int] = []
     loaded.module.register_forward_pre_hook(lambda _module, args: sizes.append(args[0].shape[0]))
     return sizes
@@ -97,9 +103,9 @@ def test_concurrent_requests_are_batched_and_answered_individually(predictor, th
     expected = helpers.eager(three_rgb, arrays)
 
     async def main() -> list[list[dict]]:
-        return await asyncio.gather(*(
-            predictor.predict(row, images=[helpers.png(a)], names=None, max_pixels=BIG) for a in arrays
-        ))
+        return await asyncio.gather(
+            *(predictor.predict(row, images=[helpers.png(a)], names=None, max_pixels=BIG) for a in arrays)
+        )
 
     results = asyncio.run(main())
     assert sum(sizes) == 16 and len(sizes) < 16 and max(sizes) > 1
@@ -172,9 +178,11 @@ def test_class_names_that_disagree_with_the_program_are_an_artifact_error(
 
 @pytest.mark.parametrize(
     ("kwargs", "message"),
-    [({"threads": 0}, "threads must be an int >= 1, got 0"),
-     ({"max_batch": 0}, "max_batch must be an int >= 1, got 0"),
-     ({"max_wait_ms": -5}, "max_wait_ms must be >= 0, got -5")],
+    [
+        ({"threads": 0}, "threads must be an int >= 1, got 0"),
+        ({"max_batch": 0}, "max_batch must be an int >= 1, got 0"),
+        ({"max_wait_ms": -5}, "max_wait_ms must be >= 0, got -5"),
+    ],
 )
 def test_rejects_bad_settings(store: LocalBlobStore, kwargs: dict, message: str) -> None:
     values: dict[str, object] = {"max_cache_bytes": 10, "max_batch": 4, "max_wait_ms": 1.0, "threads": 1, **kwargs}
@@ -202,9 +210,10 @@ def test_mixed_concurrent_requests_each_get_exactly_their_own_answers(store, thr
         requests.append((arrays, payloads, bad))
 
     async def main() -> list[object]:
-        return await asyncio.gather(*(
-            predictor.predict(row, images=payloads, names=None, max_pixels=BIG) for _, payloads, _ in requests
-        ), return_exceptions=True)
+        return await asyncio.gather(
+            *(predictor.predict(row, images=payloads, names=None, max_pixels=BIG) for _, payloads, _ in requests),
+            return_exceptions=True,
+        )
 
     try:
         results = asyncio.run(main())

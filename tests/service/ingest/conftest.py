@@ -17,9 +17,7 @@ def store(tmp_path: Path) -> LocalBlobStore:
 
 @pytest.fixture
 def limits() -> IngestLimits:
-    return IngestLimits(
-        max_archive_entries=1000, max_expanded_bytes=64 * 1024 * 1024, max_image_pixels=1_000_000
-    )
+    return IngestLimits(max_archive_entries=1000, max_expanded_bytes=64 * 1024 * 1024, max_image_pixels=1_000_000)
 
 
 @pytest.fixture

@@ -176,9 +176,7 @@ def npz_duplicate_member(path: Path) -> Path:
     """Two ``train_images.npy`` members: a harmless one first, a shape-lying one second."""
     good, liar, labels = io.BytesIO(), io.BytesIO(), io.BytesIO()
     np.save(good, np.zeros((2, 4, 4), np.uint8))
-    np.lib.format.write_array_header_1_0(
-        liar, {"descr": "|u1", "fortran_order": False, "shape": (10**12, 4, 4)}
-    )
+    np.lib.format.write_array_header_1_0(liar, {"descr": "|u1", "fortran_order": False, "shape": (10**12, 4, 4)})
     np.save(labels, np.array([0, 1]))
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", UserWarning)  # zipfile warns about the duplicate name

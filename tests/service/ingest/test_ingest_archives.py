@@ -22,9 +22,7 @@ def _assert_labels_match_pixels(decoded) -> None:
         assert images[:, 0, 0, 0].tolist() == expected, split
 
 
-def test_imagefolder_zip_with_explicit_splits(
-    files: Path, store: LocalBlobStore, limits: IngestLimits
-) -> None:
+def test_imagefolder_zip_with_explicit_splits(files: Path, store: LocalBlobStore, limits: IngestLimits) -> None:
     entries = {
         **folder_entries({"cat": 6, "dog": 3}, split="train"),
         **folder_entries({"cat": 2, "dog": 1}, split="val"),
@@ -167,8 +165,6 @@ def test_non_utf8_entry_names_are_accepted(files: Path, limits: IngestLimits) ->
 
 
 def test_store_root_only_holds_the_dataset(files: Path, store: LocalBlobStore, limits: IngestLimits) -> None:
-    ingest(
-        write_zip(files / "p.zip", folder_entries({"a": 3, "b": 3}, split=None)), store=store, limits=limits
-    )
+    ingest(write_zip(files / "p.zip", folder_entries({"a": 3, "b": 3}, split=None)), store=store, limits=limits)
     expected = [f"datasets/ds1/{s}_{p}.npy" for s in ("train", "val", "test") for p in ("images", "labels")]
     assert leftover_files(store.root) == sorted([*expected, "datasets/ds1/meta.json"])

@@ -82,9 +82,7 @@ def test_a_failed_write_leaves_nothing_under_the_prefix(tmp_path: Path) -> None:
     assert leftover_files(store.root) == []
 
 
-def test_a_failed_ingest_removes_the_upload_and_the_prefix(
-    tmp_path: Path, files: Path, limits: IngestLimits
-) -> None:
+def test_a_failed_ingest_removes_the_upload_and_the_prefix(tmp_path: Path, files: Path, limits: IngestLimits) -> None:
     store = _DiskFullOnMeta(tmp_path / "blobs")
     path = write_zip(files / "ok.zip", folder_entries({"a": 5, "b": 5}))
     with pytest.raises(OSError):  # a server-side failure stays an error (a 500), not a 422
@@ -105,9 +103,7 @@ def test_load_canonical_of_a_missing_dataset(store: LocalBlobStore) -> None:
         load_canonical(store, "datasets/none")
 
 
-def test_ingest_upload_rejects_a_bad_dataset_id(
-    store: LocalBlobStore, files: Path, limits: IngestLimits
-) -> None:
+def test_ingest_upload_rejects_a_bad_dataset_id(store: LocalBlobStore, files: Path, limits: IngestLimits) -> None:
     path = write_zip(files / "ok.zip", folder_entries({"a": 5, "b": 5}))
     with pytest.raises(ValueError, match="invalid blob key"):
         ingest(path, store=store, limits=limits, dataset_id="../escape")

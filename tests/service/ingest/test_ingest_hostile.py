@@ -21,9 +21,7 @@ from service.ingest import IngestLimits
 from service.storage import LocalBlobStore
 
 
-def _refused(
-    path: Path, store: LocalBlobStore, limits: IngestLimits, status: int, *fragments: str, **kw
-) -> str:
+def _refused(path: Path, store: LocalBlobStore, limits: IngestLimits, status: int, *fragments: str, **kw) -> str:
     error = rejected(path, store=store, limits=limits, **kw)
     assert error.status_code == status, error.detail
     for fragment in fragments:
@@ -51,9 +49,7 @@ def test_zip_slip(files, store, limits, name: str, fragment: str) -> None:
 
 
 def test_zip_symlink_entry(files, store, limits) -> None:
-    _refused(
-        hostile.zip_symlink(files / "l.zip"), store, limits, 422, "'train/cat/link.png' is a symbolic link"
-    )
+    _refused(hostile.zip_symlink(files / "l.zip"), store, limits, 422, "'train/cat/link.png' is a symbolic link")
 
 
 def test_zip_device_entry(files, store, limits) -> None:
@@ -85,9 +81,7 @@ def test_tar_links_and_devices(files, store, limits, kind: bytes, fragment: str)
     info = tarfile.TarInfo("train/cat/special.png")
     info.type = kind
     info.linkname = "/etc/passwd"
-    _refused(
-        hostile.tar_with(files / "t.tar.gz", info), store, limits, 422, "'train/cat/special.png' " + fragment
-    )
+    _refused(hostile.tar_with(files / "t.tar.gz", info), store, limits, 422, "'train/cat/special.png' " + fragment)
 
 
 @pytest.mark.parametrize("name", ["../evil.png", "/etc/x"])
@@ -204,9 +198,7 @@ def test_concatenated_zips(files, store, limits) -> None:
 
 
 def test_npz_that_is_not_a_zip(files, store, limits) -> None:
-    _refused(
-        hostile.npy_named_npz(files / "x.npz"), store, limits, 415, "not a zip archive", "single .npy array"
-    )
+    _refused(hostile.npy_named_npz(files / "x.npz"), store, limits, 415, "not a zip archive", "single .npy array")
 
 
 def test_zip_that_is_not_a_zip(files, store, limits) -> None:
@@ -240,9 +232,7 @@ def test_unknown_format(files, store, limits) -> None:
 
 
 def test_npz_with_pickled_object_array(files, store, limits) -> None:
-    _refused(
-        hostile.npz_object_array(files / "o.npz"), store, limits, 422, "'train_images' is an object array"
-    )
+    _refused(hostile.npz_object_array(files / "o.npz"), store, limits, 422, "'train_images' is an object array")
 
 
 def test_npz_header_lying_about_its_shape(files, store, limits) -> None:

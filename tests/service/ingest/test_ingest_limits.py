@@ -123,9 +123,7 @@ def test_middleware_rejects_a_bad_limit(bad) -> None:
 
 def _save(data: bytes, dest: Path, max_bytes: int) -> int:
     async def main() -> int:
-        return await save_upload(
-            UploadFile(file=io.BytesIO(data), filename="u.zip"), dest=dest, max_bytes=max_bytes
-        )
+        return await save_upload(UploadFile(file=io.BytesIO(data), filename="u.zip"), dest=dest, max_bytes=max_bytes)
 
     return anyio.run(main)
 

@@ -44,9 +44,7 @@ def test_pneumoniamnist_ingests_with_official_counts(
             np.testing.assert_array_equal(labels, original[f"{split}_labels"][:, 0])
     meta = load_meta(store, "datasets/pneu")
     assert meta["format"] == "npz" and meta["splits"] == summary["splits"]
-    sizes = sum(store.size(f"datasets/pneu/{name}") for name in meta["files"]) + store.size(
-        "datasets/pneu/meta.json"
-    )
+    sizes = sum(store.size(f"datasets/pneu/{name}") for name in meta["files"]) + store.size("datasets/pneu/meta.json")
     assert result.size_bytes == sizes
     assert [f for f in leftover_files(store.root) if not f.startswith("datasets/pneu/")] == []
 
@@ -76,9 +74,7 @@ def test_missing_val_and_test_are_carved_stratified_and_seeded(files: Path, limi
 def test_only_the_missing_split_is_carved(files: Path, limits: IngestLimits) -> None:
     arrays = small_npz_arrays(counts=(30, 10))
     val = small_npz_arrays(counts=(3, 2), seed=1)
-    path = write_npz(
-        files / "d.npz", **arrays, val_images=val["train_images"], val_labels=val["train_labels"]
-    )
+    path = write_npz(files / "d.npz", **arrays, val_images=val["train_images"], val_labels=val["train_labels"])
     decoded = ingest_file(path, filename="d.npz", limits=limits)
     assert decoded.class_counts("val") == [3, 2]  # given: untouched
     assert decoded.class_counts("test") == [3, 1]  # carved: 10% per class, at least 1
@@ -132,31 +128,23 @@ def test_malformed_npz_is_rejected_with_a_named_problem(
     assert detail in error.detail
 
 
-def test_labels_out_of_range_name_value_and_split(
-    files: Path, store: LocalBlobStore, limits: IngestLimits
-) -> None:
+def test_labels_out_of_range_name_value_and_split(files: Path, store: LocalBlobStore, limits: IngestLimits) -> None:
     val = small_npz_arrays(counts=(2, 2))
     val_labels = val["train_labels"].copy()
     val_labels[0] = 5
-    path = _npz(
-        files, val_images=val["train_images"], val_labels=val_labels, class_names=np.array(["a", "b"])
-    )
+    path = _npz(files, val_images=val["train_images"], val_labels=val_labels, class_names=np.array(["a", "b"]))
     error = rejected(path, store=store, limits=limits)
     assert error.status_code == 422
     assert "split 'val' has label 5 outside 0..1" in error.detail
 
 
-def test_split_with_other_image_shape_is_named(
-    files: Path, store: LocalBlobStore, limits: IngestLimits
-) -> None:
+def test_split_with_other_image_shape_is_named(files: Path, store: LocalBlobStore, limits: IngestLimits) -> None:
     path = _npz(files, test_images=np.zeros((4, 5, 5), np.uint8), test_labels=np.array([0, 1, 0, 1]))
     error = rejected(path, store=store, limits=limits)
     assert error.status_code == 422 and "split 'test' has images of shape (5, 5, 1)" in error.detail
 
 
-def test_too_few_images_to_carve_names_the_class(
-    files: Path, store: LocalBlobStore, limits: IngestLimits
-) -> None:
+def test_too_few_images_to_carve_names_the_class(files: Path, store: LocalBlobStore, limits: IngestLimits) -> None:
     path = write_npz(files / "d.npz", **small_npz_arrays(counts=(10, 2)))
     error = rejected(path, store=store, limits=limits)
     assert error.status_code == 422

@@ -21,9 +21,7 @@ def class_value(index: int) -> int:
     return 40 + 60 * index
 
 
-def png_bytes(
-    *, size: tuple[int, int] = SIZE, mode: str = "L", value: int | tuple = 0, fmt: str = "PNG"
-) -> bytes:
+def png_bytes(*, size: tuple[int, int] = SIZE, mode: str = "L", value: int | tuple = 0, fmt: str = "PNG") -> bytes:
     buffer = io.BytesIO()
     Image.new(mode, size, value).save(buffer, format=fmt)
     return buffer.getvalue()

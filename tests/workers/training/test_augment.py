@@ -19,8 +19,14 @@ def _identity_params(b: int) -> AugmentParams:
     zeros, ones = torch.zeros(b), torch.ones(b)
     false = torch.zeros(b, dtype=torch.bool)
     return AugmentParams(
-        flip_x=false, flip_y=false, angle=zeros, scale=ones, shift_x=zeros, shift_y=zeros,
-        brightness=ones, contrast=ones,
+        flip_x=false,
+        flip_y=false,
+        angle=zeros,
+        scale=ones,
+        shift_x=zeros,
+        shift_y=zeros,
+        brightness=ones,
+        contrast=ones,
     )
 
 
@@ -69,9 +75,7 @@ def test_translation_shifts_by_whole_pixels():
 def test_masked_classes_pass_through_unchanged():
     images = _images(b=8)
     labels = torch.tensor([0, 1, 2, 0, 1, 2, 0, 1])
-    aug = BatchAugment(
-        hflip=True, rotation=20, brightness=0.5, augment_classes=torch.tensor([False, True, False])
-    )
+    aug = BatchAugment(hflip=True, rotation=20, brightness=0.5, augment_classes=torch.tensor([False, True, False]))
     out = aug(images, labels, generator=torch.Generator().manual_seed(1))
     keep = labels != 1
     assert torch.equal(out[keep], images[keep])

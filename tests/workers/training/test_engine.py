@@ -19,12 +19,18 @@ from workers.training.networks import build_network
 from workers.training.optim import make_optimizer, make_scheduler
 from workers.training.samplers import make_sampler
 
-
 CPU = torch.device("cpu")
 CLASSES = ["common", "rare"]
 BLOCK_KEYS = {
-    "accuracy", "balanced_accuracy", "macro_f1", "auroc", "average_precision", "per_class",
-    "confusion_matrix", "threshold", "pr_curve",
+    "accuracy",
+    "balanced_accuracy",
+    "macro_f1",
+    "auroc",
+    "average_precision",
+    "per_class",
+    "confusion_matrix",
+    "threshold",
+    "pr_curve",
 }
 
 
@@ -44,8 +50,16 @@ TRAIN, VAL, TEST = _split(48, 16, seed=0), _split(24, 8, seed=1), _split(24, 8, 
 FLIPPED_VAL = _split(24, 8, seed=1, flip=True)  # training makes this split *worse*
 
 
-def _parts(*, epochs: int, batch_size: int = 16, sampler: str = "random", scheduler: str = "cosine",
-           lr: float = 1e-2, seed: int = 0, loss: str = "cross_entropy"):
+def _parts(
+    *,
+    epochs: int,
+    batch_size: int = 16,
+    sampler: str = "random",
+    scheduler: str = "cosine",
+    lr: float = 1e-2,
+    seed: int = 0,
+    loss: str = "cross_entropy",
+):
     torch.manual_seed(seed)
     model = build_network("simple_cnn", num_classes=2, in_channels=1, input_size=(8, 8), mean=[0.4], std=[0.25])
     optimizer = make_optimizer("adamw", model.parameters(), lr=lr, weight_decay=1e-4)
@@ -54,8 +68,14 @@ def _parts(*, epochs: int, batch_size: int = 16, sampler: str = "random", schedu
         scheduler, optimizer, epochs=epochs, steps_per_epoch=steps_per_epoch(sampler_.epoch_length, batch_size)
     )
     return {
-        "model": model, "optimizer": optimizer, "scheduler": schedule, "sampler": sampler_,
-        "criterion": Criterion(kind=loss), "epochs": epochs, "batch_size": batch_size, "seed": seed,
+        "model": model,
+        "optimizer": optimizer,
+        "scheduler": schedule,
+        "sampler": sampler_,
+        "criterion": Criterion(kind=loss),
+        "epochs": epochs,
+        "batch_size": batch_size,
+        "seed": seed,
     }
 
 
@@ -108,8 +128,12 @@ def test_returned_model_is_the_best_epoch_and_scores_what_that_epoch_scored():
     _assert_same_weights(result.model.state_dict(), snapshots[result.best_epoch])
     probs, _ = evaluate(result.model, BatchSource.create(FLIPPED_VAL, device=CPU), batch_size=7, device=CPU)
     block = metric_block(
-        probs, FLIPPED_VAL.labels.numpy(), class_names=CLASSES, threshold=result.threshold,
-        positive_class=result.positive_class, minority_class=1,
+        probs,
+        FLIPPED_VAL.labels.numpy(),
+        class_names=CLASSES,
+        threshold=result.threshold,
+        positive_class=result.positive_class,
+        minority_class=1,
     )
     assert selection_score(block, "balanced_accuracy") == result.best_score
 
@@ -152,7 +176,8 @@ def test_resume_from_a_checkpoint_reproduces_the_uninterrupted_run(tmp_path):
 
     calls = iter(range(1000))
     crashed = _fit(
-        parts=_parts(epochs=4, scheduler="onecycle"), on_epoch_end=checkpoint,
+        parts=_parts(epochs=4, scheduler="onecycle"),
+        on_epoch_end=checkpoint,
         should_stop=lambda: "worker lost" if next(calls) == 9 else None,  # dies in epoch 3
     )
     assert crashed.stopped == "worker lost" and len(crashed.history) == 2
@@ -161,7 +186,9 @@ def test_resume_from_a_checkpoint_reproduces_the_uninterrupted_run(tmp_path):
     resumed = _fit(parts=_parts(epochs=4, scheduler="onecycle", seed=0), resume=state)
     assert _timeless(resumed.history) == _timeless(straight.history)
     assert (resumed.best_epoch, resumed.best_score, resumed.threshold) == (
-        straight.best_epoch, straight.best_score, straight.threshold,
+        straight.best_epoch,
+        straight.best_score,
+        straight.threshold,
     )
     _assert_same_weights(resumed.model.state_dict(), straight.model.state_dict())
     assert resumed.test == straight.test
@@ -170,7 +197,8 @@ def test_resume_from_a_checkpoint_reproduces_the_uninterrupted_run(tmp_path):
 def test_same_seed_gives_identical_runs_with_augmentation_and_mixing():
     def run():
         return _fit(
-            parts=_parts(epochs=2), augment=BatchAugment(hflip=True, rotation=10.0, brightness=0.2),
+            parts=_parts(epochs=2),
+            augment=BatchAugment(hflip=True, rotation=10.0, brightness=0.2),
             mixer=BatchMixer(mode="mixup_cutmix", num_classes=2),
         )
 
@@ -195,8 +223,9 @@ def test_frozen_backbone_is_unchanged_until_unfrozen():
 def test_every_technique_at_once_completes_with_all_metric_keys(tmp_path):
     counts = TRAIN.class_counts(2)
     parts = _parts(epochs=2, sampler="weighted", scheduler="plateau")
-    parts["criterion"] = Criterion(kind="focal", gamma=2.0, alpha=0.25, weight=torch.tensor([1.0, 3.0]),
-                                   reweight_from_epoch=2)
+    parts["criterion"] = Criterion(
+        kind="focal", gamma=2.0, alpha=0.25, weight=torch.tensor([1.0, 3.0]), reweight_from_epoch=2
+    )
     checkpoints = []
 
     def checkpoint(record, state) -> None:
@@ -204,8 +233,13 @@ def test_every_technique_at_once_completes_with_all_metric_keys(tmp_path):
 
     augment = BatchAugment(hflip=True, rotation=15.0, scale=(0.9, 1.1), augment_classes=torch.tensor([False, True]))
     result = _fit(
-        parts=parts, mixer=BatchMixer(mode="cutmix", num_classes=2), augment=augment, threshold_strategy="max_f1",
-        selection_metric="average_precision", early_stopping_patience=5, on_epoch_end=checkpoint,
+        parts=parts,
+        mixer=BatchMixer(mode="cutmix", num_classes=2),
+        augment=augment,
+        threshold_strategy="max_f1",
+        selection_metric="average_precision",
+        early_stopping_patience=5,
+        on_epoch_end=checkpoint,
     )
     assert counts == [48, 16] and result.stopped == "completed" and len(checkpoints) == 2
     assert result.positive_class == 1 and result.threshold is not None

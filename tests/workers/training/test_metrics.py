@@ -108,9 +108,7 @@ def test_rank_statistics_with_heavy_ties():
         if is_pos.all() or not is_pos.any():
             continue
         assert binary_auroc(scores, is_pos) == pytest.approx(skm.roc_auc_score(is_pos, scores), rel=RTOL)
-        assert average_precision(scores, is_pos) == pytest.approx(
-            skm.average_precision_score(is_pos, scores), rel=RTOL
-        )
+        assert average_precision(scores, is_pos) == pytest.approx(skm.average_precision_score(is_pos, scores), rel=RTOL)
 
 
 def test_absent_class_gives_none_not_nan():

@@ -53,7 +53,9 @@ def test_sample_beta_uniform_quantiles_and_tiny_alpha():
 
 
 def test_sample_beta_is_deterministic_in_the_generator():
-    torch.testing.assert_close(sample_beta(0.4, size=50, generator=_gen(5)), sample_beta(0.4, size=50, generator=_gen(5)))
+    torch.testing.assert_close(
+        sample_beta(0.4, size=50, generator=_gen(5)), sample_beta(0.4, size=50, generator=_gen(5))
+    )
 
 
 @pytest.mark.parametrize("lam", [0.0, 0.3, 0.77, 1.0])
@@ -103,8 +105,15 @@ def test_cutmix_lambda_is_the_pasted_area_fraction():
     g = _gen(7)
     for _ in range(50):
         params = sample_mix_params(
-            batch_size=b, height=h, width=w, mode="cutmix", alpha=1.0, cutmix_alpha=1.0, prob=1.0,
-            switch_prob=0.5, generator=g,
+            batch_size=b,
+            height=h,
+            width=w,
+            mode="cutmix",
+            alpha=1.0,
+            cutmix_alpha=1.0,
+            prob=1.0,
+            switch_prob=0.5,
+            generator=g,
         )
         out, _ = apply_mix(images, targets, params)
         from_other = (out != images).double().mean(dim=(1, 2, 3))
@@ -144,8 +153,15 @@ def test_batch_mixer_preserves_channels_last_and_is_reproducible():
 
 def _params(mode, *, prob=1.0, switch_prob=0.5, g):
     return sample_mix_params(
-        batch_size=4, height=8, width=8, mode=mode, alpha=1.0, cutmix_alpha=1.0, prob=prob,
-        switch_prob=switch_prob, generator=g,
+        batch_size=4,
+        height=8,
+        width=8,
+        mode=mode,
+        alpha=1.0,
+        cutmix_alpha=1.0,
+        prob=prob,
+        switch_prob=switch_prob,
+        generator=g,
     )
 
 

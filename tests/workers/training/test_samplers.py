@@ -10,7 +10,9 @@ import torch
 from workers.training.samplers import SAMPLER_KINDS, epoch_seed, make_sampler
 
 COUNTS = [500, 60, 7, 133]
-LABELS = torch.repeat_interleave(torch.arange(4), torch.tensor(COUNTS))[torch.randperm(700, generator=torch.Generator().manual_seed(0))]
+LABELS = torch.repeat_interleave(torch.arange(4), torch.tensor(COUNTS))[
+    torch.randperm(700, generator=torch.Generator().manual_seed(0))
+]
 
 
 @pytest.mark.parametrize("kind", SAMPLER_KINDS)
