@@ -70,6 +70,14 @@ class Settings(BaseSettings):
         description="threads per API process for the hot database reads (authentication, job polls)",
     )
 
+    # --- live progress and webhooks ----------------------------------------
+    events_poll_seconds: float = Field(
+        default=0.5, gt=0.0, le=60.0, description="how often an event stream looks for new events"
+    )
+    events_ping_seconds: float = Field(
+        default=15.0, gt=0.0, le=300.0, description="heartbeat comment on an idle event stream"
+    )
+
     # --- inference ---------------------------------------------------------
     model_cache_bytes: int = 512 * 1024 * 1024
     predict_max_batch: int = 64

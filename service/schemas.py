@@ -108,6 +108,7 @@ class JobOut(BaseModel):
                     "spec": {"spec_version": 1, "dataset_id": _ID, "epochs": 20, "...": "..."},
                     "progress": {"epoch": 0, "epochs": 20},
                     "created_at": _NOW,
+                    "updated_at": _NOW,
                     "started_at": None,
                     "finished_at": None,
                     "error": None,
@@ -124,6 +125,7 @@ class JobOut(BaseModel):
     spec: dict[str, Any]
     progress: ProgressOut
     created_at: UtcDatetime
+    updated_at: UtcDatetime = Field(description="last change a client can see (status, progress, cancel flag)")
     started_at: UtcDatetime | None
     finished_at: UtcDatetime | None
     error: ErrorOut | None
@@ -143,6 +145,7 @@ class JobOut(BaseModel):
             spec=row.spec,
             progress=ProgressOut(epoch=row.progress_epoch, epochs=row.epochs),
             created_at=row.created_at,
+            updated_at=row.updated_at,
             started_at=row.started_at,
             finished_at=row.finished_at,
             error=error,
