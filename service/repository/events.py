@@ -18,6 +18,8 @@ from service.models import Event, Job, JobStatus
 from service.repository import webhooks
 
 EPOCH = "job.epoch"
+# Every type the log writes; experiment.* joins here once experiments write events.
+TYPES = (*(f"job.{status.value}" for status in JobStatus), EPOCH)
 
 
 def job_subject(job_id: str) -> str:

@@ -67,10 +67,12 @@ def owe_deliveries(session: Session, *, event: Event) -> None:
     session.flush()
 
 
-def list_deliveries(session: Session, *, webhook_id: str, limit: int, offset: int) -> list[WebhookDelivery]:
-    query = select(WebhookDelivery).where(WebhookDelivery.webhook_id == webhook_id)
-    query = query.order_by(WebhookDelivery.created_at.desc(), WebhookDelivery.id.desc()).limit(limit).offset(offset)
-    return list(session.scalars(query))
+def list_deliveries(session: Session, *, webhook_id: str, limit: int, offset: int) -> list[tuple[WebhookDelivery, str]]:
+    """The webhook's deliveries with their event's type, newest first."""
+    query = select(WebhookDelivery, Event.type).join(Event, Event.id == WebhookDelivery.event_id)
+    query = query.where(WebhookDelivery.webhook_id == webhook_id)
+    query = query.order_by(WebhookDelivery.event_id.desc(), WebhookDelivery.id).limit(limit).offset(offset)
+    return [(delivery, event_type) for delivery, event_type in session.execute(query)]
 
 
 def due_deliveries(session: Session, *, now: datetime, limit: int) -> list[str]:
