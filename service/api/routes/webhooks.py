@@ -24,7 +24,12 @@ router = APIRouter(prefix="/webhooks", tags=["webhooks"])
     status_code=status.HTTP_201_CREATED,
     response_model=WebhookCreatedOut,
     summary="Subscribe a URL to events (deliveries signed per Standard Webhooks)",
-    responses=problem_responses(422, s422="bad body, or a URL on a loopback, private or link-local address"),
+    responses=problem_responses(
+        400,
+        422,
+        s400="a body that is not JSON text",
+        s422="bad body, or a URL on a loopback, private or link-local address",
+    ),
 )
 def create_webhook(
     body: WebhookIn, response: Response, session: SessionDep, tenant_id: TenantDep, settings: SettingsDep
