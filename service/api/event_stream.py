@@ -17,9 +17,9 @@ from sqlalchemy.orm import Session
 from sse_starlette import EventSourceResponse, ServerSentEvent
 
 from service.api.deps import read_in_session
+from service.db import aware
 from service.models import Event
 from service.repository import events
-from service.repository.leases import aware
 
 LastEventId = Annotated[
     int | None,

@@ -22,10 +22,9 @@ import httpx
 from sqlalchemy.orm import Session, sessionmaker
 
 from service.config import Settings
-from service.db import transaction
+from service.db import aware, transaction
 from service.models import Event, Webhook, WebhookDelivery, utcnow
 from service.repository import webhooks as repo
-from service.repository.leases import aware
 from service.webhooks.signing import signed_headers
 from service.webhooks.targets import target_problem
 
