@@ -266,6 +266,28 @@ class ModelOut(BaseModel):
         )
 
 
+class PredictionOut(BaseModel):
+    label: str = Field(description="the chosen class (binary models apply their tuned threshold)")
+    class_index: int
+    probabilities: dict[str, float] = Field(description="softmax per class name; sums to 1")
+
+
+class PredictOut(BaseModel):
+    model_config = ConfigDict(
+        protected_namespaces=(),
+        json_schema_extra={
+            "examples": [
+                {
+                    "model_id": "3f2b8c1d9e4a4b6f8a7c5d2e1f0a9b8c",
+                    "predictions": [{"label": "1", "class_index": 1, "probabilities": {"0": 0.08, "1": 0.92}}],
+                }
+            ]
+        },
+    )
+    model_id: str
+    predictions: list[PredictionOut]
+
+
 class Page(BaseModel, Generic[T]):
     """One page of a list: ``next_offset`` is null on the last page."""
 
