@@ -16,6 +16,7 @@ from pathlib import Path
 from typing import Any
 
 from rarefit.decision import DecisionRule
+from service.jsonsafe import json_safe
 from service.model_card import (
     CARD_FILE,
     METRICS_FILE,
@@ -29,7 +30,6 @@ from service.model_card import (
     artifact_key,
     artifacts_prefix,
 )
-from service.repository.leases import json_safe
 from service.spec import JobSpec
 from service.storage import BlobStore
 from workers.training.export import export_program, save_weights
