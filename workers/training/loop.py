@@ -90,7 +90,7 @@ def train_epoch(
             return EpochOutcome(math.nan, steps, images_seen, elapsed, first_step_seconds, reason)
         batch = (parts, source, images, labels, augment_generator, mix_generator, loss_sum)
         if time_first_step and steps == 0:
-            first_step_seconds = _timed(parts.device, lambda: _step(*batch))
+            first_step_seconds = _timed(parts.device, lambda batch=batch: _step(*batch))
         else:
             _step(*batch)
         steps += 1
