@@ -12,6 +12,7 @@ from typing import Annotated, Any, Generic, TypeVar
 
 from pydantic import AfterValidator, BaseModel, ConfigDict, Field
 
+from service.model_card import PROGRAM_FILE
 from service.models import Artifact, Dataset, EpochMetrics, Job, Model
 
 
@@ -205,7 +206,7 @@ class ArtifactOut(BaseModel):
     model_config = ConfigDict(
         json_schema_extra={
             "examples": [
-                {"name": "model.pt2", "size": 45000123, "content_type": "application/octet-stream", "sha256": "0" * 64}
+                {"name": PROGRAM_FILE, "size": 45000123, "content_type": "application/octet-stream", "sha256": "0" * 64}
             ]
         }
     )
@@ -267,9 +268,11 @@ class ModelOut(BaseModel):
 
 
 class PredictionOut(BaseModel):
-    label: str = Field(description="the chosen class (binary models apply their tuned threshold)")
+    label: str = Field(description="the chosen class (the model card's operating point decides)")
     class_index: int
     probabilities: dict[str, float] = Field(description="softmax per class name; sums to 1")
+    scores_version: int = Field(description="the model card revision that produced this answer")
+    decision: dict[str, Any] = Field(description="the rule applied, its threshold(s) and the margin")
 
 
 class PredictOut(BaseModel):
