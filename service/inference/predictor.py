@@ -198,7 +198,7 @@ def _prediction(
     return {
         "label": class_names[index],
         "class_index": index,
-        "probabilities": dict(zip(class_names, row)),
+        "probabilities": dict(zip(class_names, row, strict=True)),
     }
 
 

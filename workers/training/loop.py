@@ -12,6 +12,7 @@ hold at least 2 samples, which BatchNorm needs in training mode).
 
 from __future__ import annotations
 
+import functools
 import logging
 import math
 import time
@@ -90,7 +91,7 @@ def train_epoch(
             return EpochOutcome(math.nan, steps, images_seen, elapsed, first_step_seconds, reason)
         batch = (parts, images, labels, augment_generator, mix_generator, loss_sum)
         if time_first_step and steps == 0:
-            first_step_seconds = _timed(parts.device, lambda: _step(*batch))
+            first_step_seconds = _timed(parts.device, functools.partial(_step, *batch))
         else:
             _step(*batch)
         steps += 1

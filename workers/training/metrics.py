@@ -69,7 +69,7 @@ def metric_block(
         "average_precision": _macro_average_precision(probs, labels, positive=positive),
         "per_class": [
             {"class": str(name), "precision": float(p), "recall": float(r), "f1": float(f), "support": int(s)}
-            for name, p, r, f, s in zip(class_names, precision, recall, f1, support)
+            for name, p, r, f, s in zip(class_names, precision, recall, f1, support, strict=True)
         ],
         "confusion_matrix": cm.tolist(),
         "ece": expected_calibration_error(probs, labels),

@@ -66,7 +66,7 @@ def _check_beta_alpha(alpha: float) -> None:
 
 def _beta_scalars(alpha: float, *, count: int, generator: torch.Generator) -> list[float]:
     logs = _log_standard_gamma_scalars(alpha, count=2 * count, generator=generator)
-    return [_sigmoid(a - b) for a, b in zip(logs[:count], logs[count:])]
+    return [_sigmoid(a - b) for a, b in zip(logs[:count], logs[count:], strict=True)]
 
 
 def _sigmoid(x: float) -> float:
