@@ -22,6 +22,7 @@ from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.orm import Session
 
 from service.models import Artifact, EpochMetrics, Job, JobStatus, Model, utcnow
+from service.repository.rows import changed_one_row
 
 _FINAL = (JobStatus.succeeded, JobStatus.failed, JobStatus.cancelled)
 
@@ -244,8 +245,9 @@ def _held_by(job_id: str, worker_id: str) -> tuple:
 
 
 def _update(session: Session, where: tuple, **values: Any) -> bool:
-    result = session.execute(update(Job).where(*where).values(**values).execution_options(synchronize_session=False))
-    return result.rowcount == 1
+    return changed_one_row(
+        session, update(Job).where(*where).values(**values).execution_options(synchronize_session=False)
+    )
 
 
 def _dialect_insert(session: Session, model: type, row: dict[str, Any]):

@@ -18,14 +18,15 @@ import math
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Any
 
 import torch
 from torch import nn
 from torch.optim import Optimizer
 
+from workers.training.augment import Augmenter
 from workers.training.data import BatchSource
 from workers.training.evaluation import hard_targets
+from workers.training.mixing import Mixer
 from workers.training.optim import LrSchedule
 
 logger = logging.getLogger(__name__)
@@ -48,8 +49,8 @@ class StepParts:
     optimizer: Optimizer
     scheduler: LrSchedule
     criterion: nn.Module
-    augment: Any | None
-    mixer: Any | None
+    augment: Augmenter | None
+    mixer: Mixer | None
     num_classes: int
     device: torch.device
     amp: bool

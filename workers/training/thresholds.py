@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import logging
 import math
+from typing import cast
 
 import numpy as np
 
@@ -56,7 +57,8 @@ def choose_threshold(
         f1 = 2.0 * tps / (tps + fps + n_pos)  # 2TP / (2TP + FP + FN) with FN = P - TP
         best = int(np.argmax(f1))  # first maximum = highest threshold among ties
     else:
-        best = int(np.argmax(tps / n_pos >= target_recall))  # recall only grows as thresholds fall
+        target = cast(float, target_recall)  # checked above
+        best = int(np.argmax(tps / n_pos >= target))  # recall only grows as thresholds fall
     return float(thresholds[best])
 
 
