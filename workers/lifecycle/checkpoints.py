@@ -29,8 +29,8 @@ import threading
 import time
 from collections.abc import Callable
 
+from service.model_card import checkpoint_key
 from service.storage import BlobStore
-from workers.artifacts import checkpoint_key
 from workers.training.checkpoint import save_checkpoint
 from workers.training.state import Snapshot
 
