@@ -25,6 +25,7 @@ from service.jsonsafe import json_safe
 from service.models import Artifact, EpochMetrics, Job, JobStatus, utcnow
 from service.repository import events
 from service.repository.dialect import upsert
+from service.repository.rows import changed_one_row
 
 _FINAL = (JobStatus.succeeded, JobStatus.failed, JobStatus.cancelled)
 
@@ -208,8 +209,9 @@ def _held_by(job_id: str, worker_id: str) -> tuple:
 
 
 def _update(session: Session, where: tuple, **values: Any) -> bool:
-    result = session.execute(update(Job).where(*where).values(**values).execution_options(synchronize_session=False))
-    return result.rowcount == 1
+    return changed_one_row(
+        session, update(Job).where(*where).values(**values).execution_options(synchronize_session=False)
+    )
 
 
 def _transition(session: Session, job_id: str, where: tuple, **values: Any) -> bool:

@@ -34,12 +34,12 @@ _EXAMPLE_PNG = (  # an 8x8 grey PNG; any size works, images are resized to the m
 
 
 class Instance(BaseModel):
-    model_config = ConfigDict(extra="forbid")
+    model_config = ConfigDict(extra="forbid", strict=True)
     b64: str = Field(description="base64 of one image file (a `data:` URL prefix is accepted)")
 
 
 class PredictRequest(BaseModel):
-    model_config = ConfigDict(extra="forbid")
+    model_config = ConfigDict(extra="forbid", strict=True)
     instances: list[Instance]
 
 
