@@ -73,7 +73,7 @@ def record_epoch(session: Session, *, job_id: str, worker_id: str, record: dict[
         "val": json_safe(record.get("val")),
     }
     upsert(session, EpochMetrics, {"job_id": job_id, "epoch": epoch, **values}, keys=("job_id", "epoch"))
-    tenant_id = session.scalar(select(Job.tenant_id).where(Job.id == job_id))
+    tenant_id = session.scalars(select(Job.tenant_id).where(Job.id == job_id)).one()
     events.epoch_recorded(session, tenant_id=tenant_id, job_id=job_id, values=json_safe({"epoch": epoch, **values}))
     return True
 

@@ -17,6 +17,7 @@ from sqlalchemy.orm import Session
 
 from service.models import Event, Webhook, WebhookDelivery, utcnow
 from service.repository.ids import findable
+from service.repository.rows import changed_one_row
 
 PENDING, SUCCEEDED, FAILED = "pending", "succeeded", "failed"
 
@@ -82,7 +83,8 @@ def due_deliveries(session: Session, *, now: datetime, limit: int) -> list[str]:
 
 def claim_delivery(session: Session, *, delivery_id: str, now: datetime, hold_seconds: float) -> bool:
     """Take a due delivery for one attempt: nobody else sees it due until ``hold_seconds`` pass."""
-    result = session.execute(
+    return changed_one_row(
+        session,
         update(WebhookDelivery)
         .where(
             WebhookDelivery.id == delivery_id,
@@ -90,16 +92,16 @@ def claim_delivery(session: Session, *, delivery_id: str, now: datetime, hold_se
             WebhookDelivery.next_attempt_at <= now,
         )
         .values(next_attempt_at=now + timedelta(seconds=hold_seconds))
-        .execution_options(synchronize_session=False)
+        .execution_options(synchronize_session=False),
     )
-    return result.rowcount == 1
 
 
 def load_for_sending(session: Session, *, delivery_id: str) -> tuple[WebhookDelivery, Webhook, Event]:
     delivery = session.get(WebhookDelivery, delivery_id, populate_existing=True)
     if delivery is None:
         raise ValueError(f"delivery {delivery_id} does not exist")
-    return delivery, session.get(Webhook, delivery.webhook_id), session.get(Event, delivery.event_id)
+    # Both rows are referenced by foreign keys and never deleted.
+    return delivery, session.get_one(Webhook, delivery.webhook_id), session.get_one(Event, delivery.event_id)
 
 
 def record_attempt(
