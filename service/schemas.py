@@ -10,9 +10,11 @@ from __future__ import annotations
 from datetime import datetime, timezone
 from typing import Annotated, Any, Generic, TypeVar
 
-from pydantic import AfterValidator, BaseModel, ConfigDict, Field
+from pydantic import AfterValidator, BaseModel, ConfigDict, Field, ValidationError
 
 from service.models import Artifact, Dataset, EpochMetrics, Job, Model
+from service.spec import JobSpec
+from service.spec_warnings import spec_warnings
 
 
 def _as_utc(value: datetime) -> datetime:
@@ -92,6 +94,20 @@ class ProgressOut(BaseModel):
     epochs: int = Field(description="epochs the spec asks for")
 
 
+class WarningOut(BaseModel):
+    code: str
+    message: str
+    fields: list[str] = Field(description="the dotted spec paths involved")
+
+
+def _spec_warnings(spec: dict[str, Any]) -> list[WarningOut]:
+    try:
+        parsed = JobSpec.model_validate(spec)
+    except ValidationError:  # a spec stored by another version; its warnings are not worth a 500
+        return []
+    return [WarningOut(**item) for item in spec_warnings(parsed)]
+
+
 class ErrorOut(BaseModel):
     type: str
     message: str
@@ -130,6 +146,9 @@ class JobOut(BaseModel):
     model_id: str | None
     cancel_requested: bool = Field(description="a running job stops at its next epoch boundary")
     attempts: int = Field(description="times a worker has claimed the job")
+    experiment_id: str | None = Field(default=None, description="the experiment this job is a trial of")
+    trial: int | None = Field(default=None, description="its trial number in that experiment")
+    warnings: list[WarningOut] = Field(default=[], description="spec combinations that are likely a mistake")
 
     @classmethod
     def from_row(cls, row: Job) -> JobOut:
@@ -149,6 +168,9 @@ class JobOut(BaseModel):
             model_id=row.model_id,
             cancel_requested=bool(row.cancel_requested),
             attempts=row.attempts,
+            experiment_id=row.experiment_id,
+            trial=row.trial,
+            warnings=_spec_warnings(row.spec),
         )
 
 
