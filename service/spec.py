@@ -1,7 +1,7 @@
 """The job spec: one frozen, versioned pydantic model, validated once by the API.
 
 It is stored on the job row as JSON and turned into training-core keyword
-arguments by ``workers/build.py``; no core function ever sees it.
+arguments by ``workers/lifecycle/plan.py``; no core function ever sees it.
 Every number is finite (NaN/inf rejected) and bounded; unknown keys are errors.
 
 The defaults are the recipe benchmarked in ``benchmarks/RESULTS.md``
@@ -60,7 +60,7 @@ class ModelSpec(_Part):
 
 
 class LossSpec(_Part):
-    type: Literal["cross_entropy", "focal"] = "cross_entropy"
+    type: Literal["cross_entropy", "focal", "ldam", "logit_adjusted", "balanced_softmax"] = "cross_entropy"
     variant: Literal["softmax", "sigmoid"] = Field(
         default="softmax", description="'sigmoid' (binary only) matches torchvision sigmoid_focal_loss"
     )
@@ -76,14 +76,30 @@ class LossSpec(_Part):
     reweight_from_epoch: int | None = Field(
         default=None, ge=1, description="deferred re-weighting (Cao et al. 2019): weights on from this epoch"
     )
+    tau: float = Field(strict=True, default=1.0, ge=0.0, le=10.0, description="logit_adjusted: τ in z + τ·log π")
+    ldam_max_margin: float = Field(
+        strict=True, default=0.5, gt=0.0, le=10.0, description="ldam: the rarest class's margin"
+    )
+    ldam_scale: float = Field(strict=True, default=30.0, gt=0.0, le=100.0, description="ldam: logit scale s")
+    posthoc_tau: float = Field(
+        strict=True,
+        default=0.0,
+        ge=0.0,
+        le=10.0,
+        description="post-hoc logit adjustment z - τ·log π at evaluation and inference",
+    )
 
 
 class MixingSpec(_Part):
-    mode: Literal["none", "mixup", "cutmix", "mixup_cutmix"] = "none"
-    alpha: float = Field(default=1.0, gt=0.0, le=100.0, description="Beta(α, α) for MixUp")
+    mode: Literal["none", "mixup", "cutmix", "mixup_cutmix", "balanced_mixup", "remix"] = "none"
+    alpha: float = Field(
+        default=1.0, gt=0.0, le=100.0, description="Beta(α, α) for MixUp and ReMix, Beta(α, 1) for balanced_mixup"
+    )
     cutmix_alpha: float = Field(default=1.0, gt=0.0, le=100.0, description="Beta(α, α) for CutMix")
     prob: Probability = 1.0
     switch_prob: Probability = Field(default=0.5, description="mixup_cutmix: chance of CutMix")
+    kappa: float = Field(strict=True, default=3.0, ge=1.0, le=1e6, description="remix: class-count ratio κ")
+    tau: float = Field(strict=True, default=0.5, ge=0.0, le=1.0, description="remix: mixing-weight threshold τ")
 
 
 class SamplerSpec(_Part):

@@ -1,6 +1,6 @@
 """The Celery tasks: thin, idempotent shims from a message to the code that does the work.
 
-``train_job`` runs ``workers.runner.run_job`` and then asks the job's
+``train_job`` runs ``workers.lifecycle.claim.run_job`` and then asks the job's
 experiment (if any) to advance; ``advance_experiment`` runs one step of
 ``service.experiments.advance`` on the control queue. Neither raises nor
 retries: the rows hold the outcome, a duplicate delivery finds nothing to do,
@@ -20,7 +20,7 @@ from service.experiments.advance import advance_experiment as advance
 from service.experiments.advance import experiment_of
 from service.queue import ADVANCE_TASK, TASK_NAME, enqueue_advance
 from workers.celery_app import app
-from workers.runner import run_job
+from workers.lifecycle.claim import run_job
 
 logger = logging.getLogger(__name__)
 

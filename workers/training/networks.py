@@ -245,8 +245,8 @@ def _key_problem(key: str, value: Tensor, own: Mapping[str, Tensor]) -> str | No
 
 def _canonical_keys(model: Classifier, state_dict: Mapping[str, Tensor]) -> dict[str, Tensor]:
     """Map a torchvision-style state dict onto ``backbone.*`` / ``head.*`` keys."""
-    if any(k.startswith(("backbone.", "head.")) for k in state_dict):
-        return dict(state_dict)
+    if all(k.startswith(("backbone.", "head.")) or k in _NORM_KEYS for k in state_dict):
+        return dict(state_dict)  # a Classifier's own (timm's convnext also has a "head.", but not only)
     head_prefix = f"{model.tv_head_key}." if model.tv_head_key else None
     mapped: dict[str, Tensor] = {}
     for key, value in state_dict.items():

@@ -56,6 +56,7 @@ class TrainConfig:
     patience: int | None
     min_delta: float
     freeze_backbone_epochs: int
+    logit_adjustment: torch.Tensor | None = None
 
 
 def _check_schedule(scheduler: LrSchedule, sampler: Any, batch_size: int) -> None:
@@ -65,6 +66,17 @@ def _check_schedule(scheduler: LrSchedule, sampler: Any, batch_size: int) -> Non
             f"scheduler was built for {scheduler.steps_per_epoch} steps per epoch, but the sampler's "
             f"{sampler.epoch_length} indices at batch_size {batch_size} give {expected}; use steps_per_epoch()"
         )
+
+
+def _checked_adjustment(model: nn.Module, adjustment: torch.Tensor) -> torch.Tensor:
+    head = getattr(model, "head", None)
+    if not isinstance(head, nn.Linear) or head.bias is None:
+        raise ValueError("logit_adjustment needs a model whose .head is an nn.Linear with a bias (a Classifier)")
+    if tuple(adjustment.shape) != (head.out_features,):
+        raise ValueError(f"logit_adjustment must have shape ({head.out_features},), got {tuple(adjustment.shape)}")
+    if not bool(torch.isfinite(adjustment).all()):
+        raise ValueError("logit_adjustment must be finite")
+    return adjustment.detach().float()
 
 
 class Trainer:
@@ -119,6 +131,8 @@ class Trainer:
         self.state = TrainingState(model=model, optimizer=optimizer, scheduler=scheduler)
         self.compile_seconds = 0.0
         self._stop_reason = "completed"
+        adjustment = config.logit_adjustment
+        self.logit_adjustment = None if adjustment is None else _checked_adjustment(model, adjustment).to(device)
 
     def resume(self, checkpoint: dict) -> None:
         if int(checkpoint.get("epoch", -1)) > self.config.epochs:
@@ -212,6 +226,7 @@ class Trainer:
             device=self.config.device,
             amp=self.config.amp,
             channels_last=self.config.channels_last,
+            logit_adjustment=self.logit_adjustment,
         )
         return self.scoring.score(probs, loss, labels, threshold=threshold, tune=tune)
 
@@ -243,6 +258,9 @@ class Trainer:
             test_block = None if scored_test is None else scored_test.block
         if hasattr(self.model, "backbone"):
             set_backbone_trainable(self.model, True)
+        if self.logit_adjustment is not None:
+            with torch.no_grad():  # the exported model predicts with the adjusted logits
+                self.model.head.bias.sub_(self.logit_adjustment.to(self.model.head.bias))
         model = self.model.to("cpu").to(memory_format=torch.contiguous_format).eval()
         return FitResult(
             model=model,

@@ -2,8 +2,8 @@
 
 ``build_training`` turns the spec plus the decoded dataset into the keyword
 arguments of ``workers.training.engine.fit`` (everything but the progress
-callbacks and ``resume``, which belong to the job lifecycle in
-``workers.runner``). Every statistic (channel mean/std, class counts for
+callbacks and ``resume``, which belong to the job run in
+``workers.lifecycle.run``). Every statistic (channel mean/std, class counts for
 weights, focal α, minority classes) comes from the *train* split only.
 """
 
@@ -19,6 +19,7 @@ import torch
 from service.spec import JobSpec, LossSpec, effective_warmup_epochs
 from workers.training.augment import BatchAugment, minority_class_mask
 from workers.training.data import Split, channel_stats
+from workers.training.long_tail import LONG_TAIL_KINDS, LongTailCriterion, posthoc_adjustment
 from workers.training.loop import steps_per_epoch
 from workers.training.losses import Criterion, class_weights, resolve_alpha
 from workers.training.mixing import BatchMixer
@@ -73,7 +74,7 @@ def build_training(
         "optimizer": optimizer,
         "scheduler": scheduler,
         "sampler": sampler,
-        "mixer": _mixer(spec, num_classes=len(names)),
+        "mixer": _mixer(spec, num_classes=len(names), train_labels=train.labels),
         "augment": _augment(spec, counts=counts),
         "epochs": spec.epochs,
         "batch_size": spec.batch_size,
@@ -86,6 +87,7 @@ def build_training(
         "target_recall": spec.threshold.target_recall,
         "freeze_backbone_epochs": spec.model.freeze_backbone_epochs,
         "compile": spec.compile,
+        "logit_adjustment": posthoc_adjustment(counts, tau=spec.loss.posthoc_tau),
     }
 
 
@@ -141,22 +143,34 @@ def criterion_kind(loss: LossSpec) -> str:
 
 
 def make_criterion(loss: LossSpec, *, counts: Sequence[int]) -> Criterion:
-    """The loss with class weights and focal α resolved from the train class ``counts``.
+    """The loss with class weights, focal α, margins and priors resolved from the train class ``counts``.
 
     Label smoothing is applied here (not in the mixer), once, to the mixed targets.
     """
+    weight = class_weights(loss.class_weights, counts=counts, beta=loss.effective_number_beta)
+    if loss.type in LONG_TAIL_KINDS:
+        return LongTailCriterion(
+            kind=loss.type,
+            counts=counts,
+            tau=loss.tau,
+            max_margin=loss.ldam_max_margin,
+            scale=loss.ldam_scale,
+            weight=weight,
+            label_smoothing=loss.label_smoothing,
+            reweight_from_epoch=loss.reweight_from_epoch,
+        )
     kind = criterion_kind(loss)
     return Criterion(
         kind=kind,
         gamma=loss.gamma,
         alpha=resolve_alpha(loss.alpha, counts=counts) if kind != "cross_entropy" else None,
-        weight=class_weights(loss.class_weights, counts=counts, beta=loss.effective_number_beta),
+        weight=weight,
         label_smoothing=loss.label_smoothing,
         reweight_from_epoch=loss.reweight_from_epoch,
     )
 
 
-def _mixer(spec: JobSpec, *, num_classes: int) -> BatchMixer | None:
+def _mixer(spec: JobSpec, *, num_classes: int, train_labels: torch.Tensor) -> BatchMixer | None:
     mixing = spec.mixing
     if mixing.mode == "none":
         return None
@@ -168,6 +182,9 @@ def _mixer(spec: JobSpec, *, num_classes: int) -> BatchMixer | None:
         prob=mixing.prob,
         switch_prob=mixing.switch_prob,
         label_smoothing=0.0,
+        train_labels=train_labels if mixing.mode in ("balanced_mixup", "remix") else None,
+        kappa=mixing.kappa,
+        tau=mixing.tau,
     )
 
 
