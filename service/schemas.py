@@ -41,6 +41,12 @@ class SplitOut(BaseModel):
     class_counts: list[int]
 
 
+class AdviceOut(BaseModel):
+    code: str
+    message: str
+    suggested: dict[str, Any] = Field(description="job-spec or experiment fields that address it ({} if the data)")
+
+
 class DatasetOut(BaseModel):
     model_config = ConfigDict(
         json_schema_extra={
@@ -72,6 +78,12 @@ class DatasetOut(BaseModel):
     imbalance_ratio: float = Field(description="largest train class count / smallest")
     size_bytes: int
     created_at: UtcDatetime
+    diagnostics: dict[str, Any] | None = Field(
+        default=None,
+        description="found at upload: duplicates (within/across splits, label conflicts), small val/test support, "
+        "missing classes per split, constant images",
+    )
+    advice: list[AdviceOut] | None = Field(default=None, description="what to do about the diagnostics")
 
     @classmethod
     def from_row(cls, row: Dataset) -> DatasetOut:
@@ -87,6 +99,8 @@ class DatasetOut(BaseModel):
             imbalance_ratio=row.imbalance_ratio,
             size_bytes=row.size_bytes,
             created_at=row.created_at,
+            diagnostics=row.diagnostics,
+            advice=None if row.advice is None else [AdviceOut(**item) for item in row.advice],
         )
 
 

@@ -8,6 +8,7 @@ lock on PostgreSQL, the write lock on SQLite).
 
 from __future__ import annotations
 
+import logging
 from datetime import datetime
 
 from sqlalchemy import delete, select, update
@@ -17,6 +18,7 @@ from service.models import EpochMetrics, Experiment, ExperimentStatus, Experimen
 from service.repository import jobs as job_repo
 from service.repository.ids import findable
 
+logger = logging.getLogger(__name__)
 ACTIVE = (ExperimentStatus.queued, ExperimentStatus.running)
 
 
@@ -91,6 +93,16 @@ def set_status(session: Session, experiment: Experiment, status: ExperimentStatu
         experiment.finished_at = now
         experiment.error_message = error
     session.flush()
+    state_changed(session, experiment=experiment)
+
+
+def state_changed(session: Session, *, experiment: Experiment) -> None:
+    """Every experiment state change passes here, inside the transaction that makes it.
+
+    The one hook for observers (an event log appends its row here, so an event
+    exists exactly when the change commits).
+    """
+    logger.info("experiment %s is now %s", experiment.id, ExperimentStatus(experiment.status).value)
 
 
 def trials(session: Session, *, experiment_id: str) -> list[ExperimentTrial]:
@@ -168,6 +180,7 @@ def cancel_experiment(session: Session, *, tenant_id: str, experiment_id: str) -
     if result.rowcount != 1:
         raise ExperimentConflict(f"experiment {experiment_id} is already {ExperimentStatus(experiment.status).value}")
     cancel_jobs(session, tenant_id=tenant_id, jobs=experiment_jobs(session, experiment_id=experiment_id))
+    state_changed(session, experiment=experiment)
     return experiment
 
 
