@@ -148,7 +148,9 @@ def _advice(diagnostics: dict, decoded: DecodedDataset) -> list[dict]:
         )
     for split, names in diagnostics["missing_classes"].items():
         advice.append(
-            _item(f"missing_classes_{split}", f"{split} has no image of class(es) {names}; they are never measured there")
+            _item(
+                f"missing_classes_{split}", f"{split} has no image of class(es) {names}; they are never measured there"
+            )
         )
     for split, item in diagnostics["constant_images"].items():
         advice.append(_item(f"constant_images_{split}", f"{item['images']} constant (blank?) image(s) in {split}"))

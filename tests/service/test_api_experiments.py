@@ -207,3 +207,55 @@ def test_a_trial_optuna_handed_out_before_a_crash_is_reused_not_lost(
         )
         == 1
     )
+
+
+@pytest.mark.parametrize("num_classes", [2, 3])
+def test_auto_builds_a_dataset_sized_space_and_ranks_by_a_constrained_class_recall(
+    api_client, alpha, new_dataset, api_db, advance, num_classes
+):
+    body = {
+        "dataset_id": new_dataset(alpha, num_classes=num_classes),
+        "search": {"strategy": "auto", "trials": 3},
+        "seeds": [0],
+        "budget": {"max_parallel": 3},
+        "objective": {"metric": "recall", "class": "c0", "constraint": {"precision_at_least": 0.6}},
+    }
+    response = api_client.post("/v1/experiments", json=body, headers=alpha)
+    assert response.status_code == 202, response.text
+    experiment = response.json()
+    # A toy dataset: tens of images, imbalanced (api conftest counts 10, 20, ...): small nets, the imbalance menu.
+    assert experiment["space"]["model.arch"] == ["simple_cnn"] and experiment["base"]["epochs"] == 30
+    assert "sampler.type" in experiment["space"] and "loss.class_weights" in experiment["space"]
+    assert any("imbalance ratio" in reason for reason in experiment["reasons"])
+    assert experiment["warnings"] == []
+    assert len(advance(experiment["id"]).launched) == 3
+    jobs = sorted(_jobs(api_client, alpha, experiment["id"]), key=lambda job: job["trial"])
+    # c0 recall 0.9 at precision 0.5 misses the bound; 0.6 at precision 0.7 and 0.5 at 0.65 meet it.
+    for job, (recall, precision) in zip(jobs, [(0.9, 0.5), (0.6, 0.7), (0.5, 0.65)], strict=True):
+        _finish(api_db, job["id"], value=recall)
+        with transaction(api_db) as session:
+            for row in session.scalars(select(EpochMetrics).where(EpochMetrics.job_id == job["id"])):
+                val = dict(row.val)
+                val["per_class"] = [{**val["per_class"][0], "precision": precision}, *val["per_class"][1:]]
+                row.val = val
+    assert advance(experiment["id"]).status == "succeeded"
+    board = api_client.get(f"/v1/experiments/{experiment['id']}", headers=alpha).json()["leaderboard"]
+    assert [row["trial"] for row in board] == [1, 2, 0]
+    assert board[0]["val"]["objective"]["mean"] == pytest.approx(0.6)
+    assert board[2]["val"]["objective"]["mean"] == pytest.approx(0.5 - 0.6 - 1.0)
+
+
+def test_spec_warnings_are_on_the_job_and_the_experiment(api_client, alpha, new_dataset):
+    dataset_id = new_dataset(alpha)
+    spec = {"dataset_id": dataset_id, "loss": {"type": "focal", "alpha": 0.25, "class_weights": "balanced"}}
+    job = api_client.post("/v1/jobs", json={**spec, "sampler": {"type": "weighted"}}, headers=alpha).json()
+    assert {w["code"] for w in job["warnings"]} == {"double_rebalancing", "scalar_alpha_softmax"}
+    assert api_client.get(f"/v1/jobs/{job['id']}", headers=alpha).json()["warnings"] == job["warnings"]
+    body = {
+        **GRID,
+        "dataset_id": dataset_id,
+        "search": {"strategy": "grid", "space": {"sampler.type": ["random", "weighted"]}},
+    }
+    body["base"] = {**GRID["base"], "loss": {"class_weights": "balanced"}}
+    experiment = api_client.post("/v1/experiments", json=body, headers=alpha).json()
+    assert [w["code"] for w in experiment["warnings"]] == ["double_rebalancing"]

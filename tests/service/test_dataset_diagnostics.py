@@ -38,9 +38,9 @@ def test_an_image_in_both_train_and_test_is_found_and_advised_against(api_client
     assert dataset["diagnostics"]["small_support"] == [] and dataset["diagnostics"]["constant_images"] == {}
     codes = [item["code"] for item in dataset["advice"]]
     assert codes == ["duplicates_across_train_test"]
-    assert api_client.get(f"/v1/datasets/{dataset['id']}", headers=alpha).json()["diagnostics"] == dataset[
-        "diagnostics"
-    ]
+    assert (
+        api_client.get(f"/v1/datasets/{dataset['id']}", headers=alpha).json()["diagnostics"] == dataset["diagnostics"]
+    )
 
 
 def test_a_class_with_three_test_images_gets_a_support_warning_with_its_recall_bound(api_client, alpha):
