@@ -35,8 +35,14 @@ def alpha_objects(api_client, alpha, complete_job) -> dict[str, str]:
     queued = api_client.post(
         "/v1/jobs", headers={**alpha, "Idempotency-Key": "shared-key"}, json={"dataset_id": dataset_id}
     ).json()["id"]
+    search = {"strategy": "grid", "space": {"loss.type": ["cross_entropy", "focal"]}}
+    experiment = api_client.post(
+        "/v1/experiments", headers=alpha, json={"dataset_id": dataset_id, "search": search, "seeds": [0]}
+    )
+    assert experiment.status_code == 202, experiment.text
     return {
         "dataset_id": dataset_id,
+        "experiment_id": experiment.json()["id"],
         "job_id": done,
         "queued_job_id": queued,
         "model_id": model_id,
@@ -91,7 +97,7 @@ def _body(template: str) -> dict:
 def test_every_object_route_hides_other_tenants_objects(api_client, alpha, beta, alpha_objects) -> None:
     routes = object_routes(api_client.app)
     # The walk covers the resources we know (a route list that shrank would be a bug, too).
-    assert {path.split("/")[2] for _, path in routes} >= {"datasets", "jobs", "models"}
+    assert {path.split("/")[2] for _, path in routes} >= {"datasets", "experiments", "jobs", "models"}
     assert len(routes) >= 9, routes
     for method, template in routes:
         path = fill(template, alpha_objects, method=method)

@@ -32,7 +32,13 @@ router = APIRouter(prefix="/experiments", tags=["experiments"])
     status_code=status.HTTP_202_ACCEPTED,
     response_model=ExperimentOut,
     summary="Start an experiment: a search over job specs, each trial run once per seed",
-    responses=problem_responses(404, 422, s422="invalid request, or a trial that is not a valid job spec (`errors`)"),
+    responses=problem_responses(
+        400,
+        404,
+        422,
+        s400="a body that is not UTF-8 text",
+        s422="invalid request, or a trial that is not a valid job spec (`errors`)",
+    ),
 )
 def submit_experiment(
     request: ExperimentRequest,
