@@ -6,7 +6,7 @@ schema (PostgreSQL) or SQLite file of their own, migrated by Optuna's Alembic
 history, so the two histories never share a version table.
 
 Revision ID: 0003
-Revises: 0001_initial
+Revises: 0004
 """
 
 from __future__ import annotations
@@ -17,7 +17,7 @@ import sqlalchemy as sa
 from alembic import op
 
 revision: str = "0003"
-down_revision: str | None = "0001_initial"
+down_revision: str | None = "0004"
 branch_labels: str | Sequence[str] | None = None
 depends_on: str | Sequence[str] | None = None
 

@@ -15,8 +15,10 @@ from sqlalchemy import delete, select, update
 from sqlalchemy.orm import Session
 
 from service.models import EpochMetrics, Experiment, ExperimentStatus, ExperimentTrial, Job, JobStatus, utcnow
+from service.repository import events
 from service.repository import jobs as job_repo
 from service.repository.ids import findable
+from service.repository.rows import changed_one_row
 
 logger = logging.getLogger(__name__)
 ACTIVE = (ExperimentStatus.queued, ExperimentStatus.running)
@@ -47,6 +49,7 @@ def create_experiment(
     )
     session.add(row)
     session.flush()
+    state_changed(session, experiment=row)
     return row
 
 
@@ -73,13 +76,14 @@ def active_experiment_ids(session: Session, *, limit: int = 100) -> list[str]:
 
 def lock(session: Session, *, experiment_id: str, now: datetime) -> Experiment | None:
     """Take the experiment for one advance step (first statement of the transaction); None if gone or finished."""
-    result = session.execute(
+    locked = changed_one_row(
+        session,
         update(Experiment)
         .where(Experiment.id == experiment_id, Experiment.status.in_(ACTIVE))
         .values(advanced_at=now)
-        .execution_options(synchronize_session=False)
+        .execution_options(synchronize_session=False),
     )
-    if result.rowcount != 1:
+    if not locked:
         return None
     return session.get(Experiment, experiment_id, populate_existing=True)
 
@@ -97,12 +101,10 @@ def set_status(session: Session, experiment: Experiment, status: ExperimentStatu
 
 
 def state_changed(session: Session, *, experiment: Experiment) -> None:
-    """Every experiment state change passes here, inside the transaction that makes it.
-
-    The one hook for observers (an event log appends its row here, so an event
-    exists exactly when the change commits).
-    """
+    """Every experiment state change passes here, inside the transaction that makes it (after its UPDATE),
+    so its event in the log exists exactly when the change commits."""
     logger.info("experiment %s is now %s", experiment.id, ExperimentStatus(experiment.status).value)
+    events.experiment_changed(session, experiment=experiment)
 
 
 def trials(session: Session, *, experiment_id: str) -> list[ExperimentTrial]:
@@ -167,17 +169,18 @@ def cancel_jobs(session: Session, *, tenant_id: str, jobs: list[Job]) -> None:
 
 def cancel_experiment(session: Session, *, tenant_id: str, experiment_id: str) -> Experiment | None:
     """Cancel the experiment and every active child; None if unknown; ExperimentConflict once finished."""
-    result = session.execute(
+    cancelled = changed_one_row(
+        session,
         update(Experiment)
         .where(Experiment.id == experiment_id, Experiment.tenant_id == tenant_id, Experiment.status.in_(ACTIVE))
         .values(status=ExperimentStatus.cancelled, finished_at=utcnow())
-        .execution_options(synchronize_session=False)
+        .execution_options(synchronize_session=False),
     )
     experiment = get_experiment(session, tenant_id=tenant_id, experiment_id=experiment_id)
     if experiment is None:
         return None
     session.refresh(experiment)
-    if result.rowcount != 1:
+    if not cancelled:
         raise ExperimentConflict(f"experiment {experiment_id} is already {ExperimentStatus(experiment.status).value}")
     cancel_jobs(session, tenant_id=tenant_id, jobs=experiment_jobs(session, experiment_id=experiment_id))
     state_changed(session, experiment=experiment)

@@ -7,6 +7,7 @@ Balanced-MixUp λ (Beta(α, 1)).
 from __future__ import annotations
 
 import math
+from collections.abc import Iterator
 
 import torch
 from torch import Tensor
@@ -18,20 +19,11 @@ def sample_beta(alpha: float, *, size: int, generator: torch.Generator) -> Tenso
     ``torch.distributions.Beta`` takes no generator, so this uses
     ``G1 / (G1 + G2)`` with G ~ Gamma(α, 1) from Marsaglia & Tsang (2000),
     computed as ``sigmoid(log G1 - log G2)`` so that tiny α (G underflowing to 0)
-    still gives a number in [0, 1].
+    still gives a number in [0, 1]. The draws are exactly those the mixing
+    module takes for a batch's λ (:func:`_beta_scalars`).
     """
     _check_beta_alpha(alpha)
-    if size <= _SCALAR_DRAWS:
-        return torch.tensor(_beta_scalars(float(alpha), count=size, generator=generator), dtype=torch.float64)
-    log_g = _log_standard_gamma(float(alpha), size=2 * size, generator=generator)
-    return torch.sigmoid(log_g[:size] - log_g[size:])
-
-
-# A batch needs one λ: drawing it with a dozen tiny tensor ops (rejection masks,
-# boolean indexing) cost ~0.4 ms of host time per step on a GPU. Below this many
-# draws, the same Marsaglia–Tsang rejection runs on Python floats fed by ONE
-# ``torch.rand`` call on the generator, so results stay generator-driven.
-_SCALAR_DRAWS = 8
+    return torch.tensor(_beta_scalars(float(alpha), count=size, generator=generator), dtype=torch.float64)
 
 
 def _check_beta_alpha(alpha: float) -> None:
@@ -40,6 +32,9 @@ def _check_beta_alpha(alpha: float) -> None:
 
 
 def _beta_scalars(alpha: float, *, count: int, generator: torch.Generator) -> list[float]:
+    # A batch needs one λ: a dozen tiny tensor ops (rejection masks, boolean
+    # indexing) would cost host time on every step, so the rejection runs on
+    # Python floats fed by few ``torch.rand`` calls on the generator.
     logs = _log_standard_gamma_scalars(alpha, count=2 * count, generator=generator)
     return [_sigmoid(a - b) for a, b in zip(logs[:count], logs[count:], strict=True)]
 
@@ -48,14 +43,18 @@ def _sigmoid(x: float) -> float:
     return 1.0 / (1.0 + math.exp(-x)) if x >= 0 else math.exp(x) / (1.0 + math.exp(x))
 
 
-def _uniform_stream(generator: torch.Generator, block: int):
+def _uniform_stream(generator: torch.Generator, block: int) -> Iterator[float]:
     """Endless uniforms in [0, 1) from ``generator``, ``block`` per tensor call."""
     while True:
         yield from torch.rand(block, dtype=torch.float64, generator=generator).tolist()
 
 
 def _log_standard_gamma_scalars(shape: float, *, count: int, generator: torch.Generator) -> list[float]:
-    """``count`` draws of log Gamma(shape, 1): Marsaglia–Tsang on floats (Box–Muller normals)."""
+    """``count`` draws of log Gamma(shape, 1): Marsaglia–Tsang on floats (Box–Muller normals).
+
+    For shape < 1 it draws Gamma(shape + 1) and multiplies by ``U^(1/shape)``
+    (in log space).
+    """
     uniforms = _uniform_stream(generator, block=8 * count + 8)
     a = shape + 1.0 if shape < 1.0 else shape
     d = a - 1.0 / 3.0
@@ -74,34 +73,6 @@ def _log_standard_gamma_scalars(shape: float, *, count: int, generator: torch.Ge
                 log_g += math.log1p(-next(uniforms)) / shape
             logs.append(log_g)
     return logs
-
-
-def _log_standard_gamma(shape: float, *, size: int, generator: torch.Generator) -> Tensor:
-    """``log`` of Gamma(shape, 1) draws: Marsaglia–Tsang squeeze-free rejection, vectorised.
-
-    For shape < 1 it draws Gamma(shape + 1) and multiplies by ``U^(1/shape)``
-    (in log space). Acceptance is above 95 %, so one or two rounds suffice.
-    """
-    options = {"dtype": torch.float64, "device": generator.device, "generator": generator}
-    a = shape + 1.0 if shape < 1.0 else shape
-    d = a - 1.0 / 3.0
-    c = 1.0 / math.sqrt(9.0 * d)
-    accepted: list[Tensor] = []
-    remaining = size
-    while remaining > 0:
-        n = remaining + remaining // 8 + 8
-        x = torch.randn(n, **options)
-        log_u = torch.log1p(-torch.rand(n, **options))  # log of U in (0, 1]
-        v = (1.0 + c * x) ** 3
-        log_v = torch.log(v.clamp_min(1e-300))
-        ok = (v > 0) & (log_u < 0.5 * x * x + d - d * v + d * log_v)
-        draws = (math.log(d) + log_v)[ok][:remaining]
-        accepted.append(draws)
-        remaining -= draws.numel()
-    log_g = torch.cat(accepted)
-    if shape < 1.0:
-        log_g = log_g + torch.log1p(-torch.rand(size, **options)) / shape
-    return log_g
 
 
 def beta_one_scalar(alpha: float, *, generator: torch.Generator) -> float:

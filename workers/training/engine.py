@@ -20,18 +20,21 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Callable, Sequence
-from typing import Any
 
 import numpy as np
 import torch
 from torch import nn
 from torch.optim import Optimizer
 
+from workers.training.augment import Augmenter
 from workers.training.data import Split
 from workers.training.evaluation import Scoring, evaluate
 from workers.training.loop import steps_per_epoch
+from workers.training.losses import Criterion
 from workers.training.metrics import SELECTION_METRICS
+from workers.training.mixing import Mixer
 from workers.training.optim import LrSchedule
+from workers.training.samplers import Sampler
 from workers.training.state import EpochRecord, TrainingState
 from workers.training.thresholds import THRESHOLD_STRATEGIES
 from workers.training.trainer import FitResult, TrainConfig, Trainer
@@ -50,12 +53,12 @@ def fit(
     val: Split | None,
     test: Split | None,
     class_names: Sequence[str],
-    criterion: nn.Module,
+    criterion: Criterion,
     optimizer: Optimizer,
     scheduler: LrSchedule,
-    sampler: Any,
-    mixer: Any | None = None,
-    augment: Any | None = None,
+    sampler: Sampler,
+    mixer: Mixer | None = None,
+    augment: Augmenter | None = None,
     epochs: int,
     batch_size: int,
     seed: int,

@@ -21,6 +21,7 @@ from __future__ import annotations
 import logging
 import math
 from collections.abc import Sequence
+from typing import cast
 
 import torch
 from torch import Tensor
@@ -178,6 +179,9 @@ class LongTailCriterion(Criterion):
     ``scale`` are LDAM's.
     """
 
+    margins: Tensor | None  # buffers, declared for type checkers: LDAM's margins,
+    offset: Tensor | None  # the logit-adjusted and balanced-softmax offsets
+
     def __init__(
         self,
         *,
@@ -220,7 +224,7 @@ class LongTailCriterion(Criterion):
             return ldam_loss(
                 logits,
                 soft_targets,
-                margins=self.margins,
+                margins=cast(Tensor, self.margins),  # set for LDAM in __init__
                 scale=self.scale,
                 weight=weight,
                 label_smoothing=self.label_smoothing,
@@ -228,7 +232,7 @@ class LongTailCriterion(Criterion):
         return _offset_cross_entropy(
             logits,
             soft_targets,
-            offset=self.offset,
+            offset=cast(Tensor, self.offset),  # set for the other kinds in __init__
             weight=weight,
             label_smoothing=self.label_smoothing,
             reduction="mean",

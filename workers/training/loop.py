@@ -12,19 +12,21 @@ hold at least 2 samples, which BatchNorm needs in training mode).
 
 from __future__ import annotations
 
+import functools
 import logging
 import math
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Any
 
 import torch
 from torch import nn
 from torch.optim import Optimizer
 
+from workers.training.augment import Augmenter
 from workers.training.data import BatchSource
 from workers.training.evaluation import hard_targets
+from workers.training.mixing import Mixer
 from workers.training.optim import LrSchedule
 
 logger = logging.getLogger(__name__)
@@ -47,8 +49,8 @@ class StepParts:
     optimizer: Optimizer
     scheduler: LrSchedule
     criterion: nn.Module
-    augment: Any | None
-    mixer: Any | None
+    augment: Augmenter | None
+    mixer: Mixer | None
     num_classes: int
     device: torch.device
     amp: bool
@@ -90,7 +92,7 @@ def train_epoch(
             return EpochOutcome(math.nan, steps, images_seen, elapsed, first_step_seconds, reason)
         batch = (parts, source, images, labels, augment_generator, mix_generator, loss_sum)
         if time_first_step and steps == 0:
-            first_step_seconds = _timed(parts.device, lambda batch=batch: _step(*batch))
+            first_step_seconds = _timed(parts.device, functools.partial(_step, *batch))
         else:
             _step(*batch)
         steps += 1

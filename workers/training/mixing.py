@@ -30,6 +30,7 @@ import logging
 import math
 from collections.abc import Callable
 from dataclasses import dataclass, replace
+from typing import Protocol
 
 import torch
 import torch.nn.functional as F
@@ -42,6 +43,14 @@ logger = logging.getLogger(__name__)
 MIX_MODES = ("none", "mixup", "cutmix", "mixup_cutmix", "balanced_mixup", "remix")
 
 Fetch = Callable[[Tensor], tuple[Tensor, Tensor]]  # dataset indices -> (images, labels) on the device
+
+
+class Mixer(Protocol):
+    """What the training loop calls to turn a batch's labels into (mixed) dense targets."""
+
+    def __call__(
+        self, images: Tensor, labels: Tensor, *, generator: torch.Generator, fetch: Fetch | None = None
+    ) -> tuple[Tensor, Tensor]: ...
 
 
 @dataclass(frozen=True)

@@ -10,18 +10,22 @@ import math
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Any
+from typing import cast
 
 import numpy as np
 import torch
 from torch import nn
 from torch.optim import Optimizer
 
+from workers.training.augment import Augmenter
 from workers.training.data import BatchSource, Split
 from workers.training.evaluation import Scored, Scoring, evaluate
 from workers.training.loop import StepParts, steps_per_epoch, train_epoch
+from workers.training.losses import Criterion
+from workers.training.mixing import Mixer
 from workers.training.networks import set_backbone_trainable
 from workers.training.optim import LrSchedule
+from workers.training.samplers import Sampler
 from workers.training.seeding import derive_seed, make_generator
 from workers.training.state import EpochRecord, TrainingState, state_copy
 
@@ -59,7 +63,7 @@ class TrainConfig:
     logit_adjustment: torch.Tensor | None = None
 
 
-def _check_schedule(scheduler: LrSchedule, sampler: Any, batch_size: int) -> None:
+def _check_schedule(scheduler: LrSchedule, sampler: Sampler, batch_size: int) -> None:
     expected = steps_per_epoch(int(sampler.epoch_length), batch_size)
     if scheduler.steps_per_epoch != expected:
         raise ValueError(
@@ -88,12 +92,12 @@ class Trainer:
         config: TrainConfig,
         scoring: Scoring,
         model: nn.Module,
-        criterion: nn.Module,
+        criterion: Criterion,
         optimizer: Optimizer,
         scheduler: LrSchedule,
-        sampler: Any,
-        mixer: Any,
-        augment: Any,
+        sampler: Sampler,
+        mixer: Mixer | None,
+        augment: Augmenter | None,
         compile: bool,
         train: Split,
         val: Split | None,
@@ -112,10 +116,10 @@ class Trainer:
         self.train_source = BatchSource.create(train, device=device)
         self.val_source = None if val is None else BatchSource.create(val, device=device)
         self.test_source = None if test is None else BatchSource.create(test, device=device)
-        self.val_labels = None if val is None else val.labels.numpy()
-        self.test_labels = None if test is None else test.labels.numpy()
+        self.val_labels = None if val is None else val.label_tensor.numpy()
+        self.test_labels = None if test is None else test.label_tensor.numpy()
         self.compiled = compile
-        network = torch.compile(model) if compile else model
+        network = cast(nn.Module, torch.compile(model)) if compile else model
         self.parts = StepParts(
             network=network,
             optimizer=optimizer,
@@ -209,7 +213,7 @@ class Trainer:
             set_backbone_trainable(self.model, not frozen)
         self.model.train()
         if frozen and hasattr(self.model, "backbone"):
-            self.model.backbone.eval()  # a frozen backbone also keeps its BatchNorm statistics
+            self.model.get_submodule("backbone").eval()  # a frozen backbone also keeps its BatchNorm statistics
 
     def _evaluate_val(self, *, tune: bool, threshold: float | None = None) -> Scored | None:
         return self._evaluate(self.val_source, self.val_labels, tune=tune, threshold=threshold)
@@ -217,7 +221,7 @@ class Trainer:
     def _evaluate(
         self, source: BatchSource | None, labels: np.ndarray | None, *, tune: bool, threshold: float | None
     ) -> Scored | None:
-        if source is None:
+        if source is None or labels is None:
             return None
         probs, loss = evaluate(
             self.parts.network,
@@ -260,7 +264,8 @@ class Trainer:
             set_backbone_trainable(self.model, True)
         if self.logit_adjustment is not None:
             with torch.no_grad():  # the exported model predicts with the adjusted logits
-                self.model.head.bias.sub_(self.logit_adjustment.to(self.model.head.bias))
+                bias = cast(nn.Linear, self.model.get_submodule("head")).bias
+                bias.sub_(self.logit_adjustment.to(bias))
         model = self.model.to("cpu").to(memory_format=torch.contiguous_format).eval()
         return FitResult(
             model=model,

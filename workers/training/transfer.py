@@ -28,6 +28,7 @@ from __future__ import annotations
 import logging
 import math
 from collections.abc import Mapping
+from typing import cast
 
 import torch
 from torch import Tensor, nn
@@ -78,7 +79,7 @@ def prepare_pretrained(model: Classifier, state_dict: Mapping[str, Tensor]) -> t
     if weight is None or not torch.is_tensor(weight) or weight.ndim != 4:
         raise ValueError(f"the weights have no 4-D first convolution {key!r} for {model.arch}")
     if tuple(weight.shape[-2:]) != tuple(stem.kernel_size):
-        stem = _rebuild_stem(model, stem_name, stem, kernel=tuple(weight.shape[-2:]))
+        stem = _rebuild_stem(model, stem_name, stem, kernel=(int(weight.shape[-2]), int(weight.shape[-1])))
         notes.append(
             f"{key}: pretrained {weight.shape[-2]}x{weight.shape[-1]} kernel kept at stride "
             f"{stem.stride[0]} (small input; the stem keeps full resolution)"
@@ -100,8 +101,8 @@ def _stem(model: Classifier) -> tuple[str, nn.Conv2d]:
 
 
 def _rebuild_stem(model: Classifier, name: str, stem: nn.Conv2d, *, kernel: tuple[int, int]) -> nn.Conv2d:
-    stride = stem.stride
-    padding = tuple(max((k - s + 1) // 2, 0) for k, s in zip(kernel, stride, strict=True))
+    stride = cast(tuple[int, int], stem.stride)  # a 2-D convolution's strides are a pair
+    padding = cast(tuple[int, int], tuple(max((k - s + 1) // 2, 0) for k, s in zip(kernel, stride, strict=True)))
     new = nn.Conv2d(
         stem.in_channels, stem.out_channels, kernel, stride=stride, padding=padding, bias=stem.bias is not None
     )

@@ -62,6 +62,27 @@ def test_sample_beta_is_deterministic_in_the_generator():
     )
 
 
+@pytest.mark.parametrize("mode", ["mixup", "cutmix"])
+def test_a_batch_lambda_is_the_beta_draw_the_sampler_tests_check(mode):
+    params = sample_mix_params(
+        batch_size=8, height=16, width=16, mode=mode, alpha=0.4, cutmix_alpha=0.4, prob=1.0, switch_prob=0.5,
+        generator=_gen(7),
+    )  # fmt: skip
+    replay = _gen(7)
+    torch.rand(4, dtype=torch.float64, generator=replay)  # the batch's prob, switch and box-centre uniforms
+    lam = float(sample_beta(0.4, size=1, generator=replay)[0])
+    if mode == "mixup":
+        assert params.lam == lam
+    else:  # CutMix's λ is the drawn one corrected to the pasted box's area
+        assert params.box is not None
+        assert params.lam == _cutmix_box(lam, height=16, width=16, centre=_centre(7))[1]
+
+
+def _centre(seed: int) -> tuple[float, float]:
+    _, _, u_x, u_y = torch.rand(4, dtype=torch.float64, generator=_gen(seed)).tolist()
+    return u_x, u_y
+
+
 @pytest.mark.parametrize("lam", [0.0, 0.3, 0.77, 1.0])
 def test_mixup_matches_torchvision(lam):
     images, labels = _batch(1)
