@@ -65,13 +65,13 @@ def cases(*, device: str, quick: bool) -> list[Case]:
             Case("resnet18 64px synthetic (quick)", "resnet18", 64, 8, 4, 4, 2),
         ]
     gpu = device == "cuda"
-    # A 28 px epoch on a GPU takes 0.2-0.5 s and the GPU box's host has slow spells (one fit ran 376 and
-    # 477 ms per epoch within one process): twenty alternations keep a spell from deciding the median.
+    # A 28 px epoch on a GPU is short and the GPU box's host has slow spells (benchmarks/RESULTS.md,
+    # "Job ÷ bare on the H100"): twenty alternations keep a spell from deciding the median.
     return [
         Case("simple_cnn 28px", "simple_cnn", 28, 4708, 524, 128, 21 if gpu else 6),
         Case("resnet18 28px", "resnet18", 28, 4708, 524, 128, 21 if gpu else 4),
         # On the CPU an epoch is a few steps, so that five epochs (four timed, alternating with the
-        # bare loop) fit in minutes: two timed epochs of this noisy 2-core VM varied ±5 %.
+        # bare loop) fit in minutes on a small VM.
         Case(
             "resnet50 224px synthetic",
             "resnet50",
