@@ -144,6 +144,9 @@ class OptimSpec(_Part):
         default=[0.5, 0.75], max_length=16, description="'step': fractions of the epochs"
     )
     step_gamma: float = Field(default=0.1, gt=0.0, le=1.0)
+    backbone_lr_scale: float = Field(
+        strict=True, default=1.0, gt=0.0, le=10.0, description="the backbone's lr is lr × this (the head's is lr)"
+    )
 
 
 class EarlyStoppingSpec(_Part):

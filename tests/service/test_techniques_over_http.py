@@ -186,9 +186,14 @@ CASES = {
         {"mixing": {"mode": "remix", "kappa": 2, "tau": 0.4}},
         lambda k: (k["mixer"].mode, k["mixer"].kappa, k["mixer"].tau) == ("remix", 2.0, 0.4),
     ),
+    "backbone_lr_scale": (
+        {"optim": {"lr": 0.01, "backbone_lr_scale": 0.1, "scheduler": "none", "warmup_epochs": 0}},
+        lambda k: [g["lr"] for g in k["optimizer"].param_groups] == pytest.approx([0.001, 0.01]),
+    ),
 }
 
 BAD_VALUES = {
+    "optim.backbone_lr_scale": {"optim": {"backbone_lr_scale": 0}},
     "loss.type": {"loss": {"type": "ldam_drw"}},
     "loss.tau": {"loss": {"type": "logit_adjusted", "tau": -1}},
     "loss.ldam_scale": {"loss": {"type": "ldam", "ldam_scale": 0}},

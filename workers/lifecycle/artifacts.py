@@ -73,10 +73,12 @@ def model_card(
     )
 
 
-def metrics_document(result: FitResult) -> dict[str, Any]:
-    """``metrics.json``: the whole history, the selected epoch and the final blocks."""
+def metrics_document(result: FitResult, *, report: dict[str, Any] | None = None) -> dict[str, Any]:
+    """``metrics.json``: the whole history, the selected epoch, the final blocks, and the job's ``report``
+    (``init``: the initial weights and what was adapted to load them)."""
     return json_safe(
         {
+            **(report or {}),
             "history": [record.to_dict() for record in result.history],
             "best_epoch": result.best_epoch,
             "best_score": result.best_score,
@@ -97,6 +99,7 @@ def export_artifacts(
     spec: JobSpec,
     class_names: list[str],
     image_shape: tuple[int, int, int],
+    report: dict[str, Any] | None = None,
 ) -> list[StoredArtifact]:
     """Store the files the card names, then the card; returns what was stored (for ``register_artifact``)."""
     height, width, channels = image_shape
@@ -105,7 +108,7 @@ def export_artifacts(
         folder = Path(tmp)
         export_program(result.model, folder / PROGRAM_FILE, input_shape=(channels, height, width))
         save_weights(result.model, folder / WEIGHTS_FILE)
-        _write_json(folder / METRICS_FILE, metrics_document(result))
+        _write_json(folder / METRICS_FILE, metrics_document(result, report=report))
         (folder / CARD_FILE).write_text(card.to_json(), encoding="utf-8")
         stored = [
             _store(store, folder, job_id, PROGRAM_FILE, BINARY_TYPE),

@@ -103,13 +103,16 @@ class JobRun:
         arrays = load_canonical(self.store, dataset.blob_prefix, mmap=True)
         device = resolve_device(self.settings.device)
         self.device_type = device.type
+        adapted: list[str] = []
         kwargs = build_training(
             spec,
             dataset_arrays=arrays,
             class_names=dataset.class_names,
             device=device,
             init_state=self._init_state(spec),
+            adaptations=adapted,
         )
+        report = {"init": {"source": spec.model.init, "adapted": adapted}}
         resume = self._resume_point()
         start_epoch = int(resume["epoch"]) if resume else 0
         self._held(
@@ -126,7 +129,9 @@ class JobRun:
             # Only a job handed back resumes: its last finished epoch goes on disk and on the row.
             progress.checkpoints.close(write_pending=result is not None and result.stopped == "shutdown")
         image_shape = kwargs["train"].image_shape
-        return self._conclude(result, spec=spec, class_names=dataset.class_names, image_shape=image_shape)
+        return self._conclude(
+            result, spec=spec, class_names=dataset.class_names, image_shape=image_shape, report=report
+        )
 
     def _dataset(self, session: Session) -> DatasetInfo:
         row = datasets.get_dataset(session, tenant_id=self.tenant_id, dataset_id=self.dataset_id)
@@ -174,7 +179,13 @@ class JobRun:
 
     # --- endings ----------------------------------------------------------
     def _conclude(
-        self, result: FitResult, *, spec: JobSpec, class_names: list[str], image_shape: tuple[int, int, int]
+        self,
+        result: FitResult,
+        *,
+        spec: JobSpec,
+        class_names: list[str],
+        image_shape: tuple[int, int, int],
+        report: dict[str, Any],
     ) -> str:
         if result.stopped == "lease_lost":
             raise LeaseLost(self.job_id)
@@ -190,7 +201,13 @@ class JobRun:
             )
             return self.fail(error_type="TimeLimitExceeded", message=message)
         stored = export_artifacts(
-            result, store=self.store, job_id=self.job_id, spec=spec, class_names=class_names, image_shape=image_shape
+            result,
+            store=self.store,
+            job_id=self.job_id,
+            spec=spec,
+            class_names=class_names,
+            image_shape=image_shape,
+            report=report,
         )
         self.write(lambda s: self._register(s, result, stored, spec, class_names, image_shape), "register the model")
         logger.info("job %s: succeeded (best epoch %d)", self.job_id, result.best_epoch)
