@@ -22,6 +22,7 @@ from sqlalchemy.exc import IntegrityError
 from service.api.router import build_router
 from service.auth import KeyCache
 from service.config import Settings, get_settings
+from service.dashboard import install_dashboard
 from service.db import make_engine, make_session_factory, transaction
 from service.errors import install_error_handlers
 from service.inference import Predictor
@@ -63,7 +64,8 @@ def create_app(settings: Settings | None = None, *, run_reaper: bool = True) -> 
         description=DESCRIPTION,
         version=_version(),
         lifespan=_lifespan,
-        docs_url="/docs",
+        docs_url=None,  # served from the package by install_dashboard, not from a CDN
+        redoc_url=None,
         openapi_url="/openapi.json",
         generate_unique_id_function=operation_id,
     )
@@ -78,6 +80,7 @@ def create_app(settings: Settings | None = None, *, run_reaper: bool = True) -> 
         shown_limit=settings.max_upload_bytes,
     )
     app.include_router(build_router())
+    install_dashboard(app)
     return app
 
 

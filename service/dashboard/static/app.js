@@ -1,0 +1,231 @@
+// rarefit dashboard: plain ES module, no build step. Every call goes to the same /v1 API with the
+// signed-in key, so the API's tenant scoping is the dashboard's too. Charts are uPlot instances,
+// kept in window.rarefit.charts so their data can be read (by people and by the browser test).
+const KEY = "rarefit-api-key";
+const main = document.getElementById("main");
+const signIn = main.innerHTML;
+window.rarefit = { charts: {} };
+
+const esc = (v) => String(v ?? "").replace(/[&<>"']/g, (c) => `&#${c.charCodeAt(0)};`);
+const fmt = (v) => (typeof v === "number" ? v.toFixed(4) : esc(v ?? "–"));
+
+async function api(path, options = {}) {
+  const headers = { Authorization: `Bearer ${sessionStorage.getItem(KEY)}`, ...(options.headers || {}) };
+  const response = await fetch(path, { ...options, headers });
+  if (response.status === 401) { signOut(); throw new Error("the key was refused"); }
+  const body = response.headers.get("content-type")?.includes("json") ? await response.json() : null;
+  if (!response.ok) throw new Error(`${response.status} ${body?.title ?? ""}: ${body?.detail ?? ""}`);
+  return body;
+}
+
+function signOut() { sessionStorage.removeItem(KEY); location.hash = ""; render(); }
+
+function chart(name, target, series, data, extra = {}) {
+  window.rarefit.charts[name]?.destroy();
+  const opts = { width: Math.min(720, innerWidth - 60), height: 280, scales: { x: { time: false } }, series, ...extra };
+  window.rarefit.charts[name] = new uPlot(opts, data, target);
+  return window.rarefit.charts[name];
+}
+
+async function datasetsPage() {
+  const page = await api("/v1/datasets?limit=100");
+  const rows = page.items.map((d) => {
+    const splits = Object.entries(d.splits).map(([split, s]) => {
+      const most = Math.max(...s.class_counts, 1);
+      const bars = s.class_counts.map((c, i) => `${esc(d.class_names[i])} <span class="bar" style="width:${(80 * c) / most}px"></span> ${c}`);
+      return `<div><b>${esc(split)}</b> ${bars.join(" ")}</div>`;
+    });
+    return `<tr><td>${esc(d.name)}<br><small>${esc(d.id)}</small></td><td>${d.num_classes}</td>
+      <td>${fmt(d.imbalance_ratio)}</td><td>${splits.join("")}</td></tr>`;
+  });
+  main.innerHTML = `<h1>Datasets</h1>
+    <form id="upload-form" class="card"><input id="upload-file" type="file" required>
+      <input id="upload-name" placeholder="name (optional)"> <button type="submit">Upload</button>
+      <span id="upload-status"></span></form>
+    <table id="datasets"><tr><th>name</th><th>classes</th><th>imbalance</th><th>class counts per split</th></tr>
+    ${rows.join("")}</table>`;
+  document.getElementById("upload-form").onsubmit = async (e) => {
+    e.preventDefault();
+    const form = new FormData();
+    form.append("file", document.getElementById("upload-file").files[0]);
+    const name = document.getElementById("upload-name").value;
+    if (name) form.append("name", name);
+    document.getElementById("upload-status").textContent = "uploading…";
+    try { await api("/v1/datasets", { method: "POST", body: form }); datasetsPage(); }
+    catch (err) { document.getElementById("upload-status").textContent = err.message; }
+  };
+}
+
+async function jobsPage() {
+  const [jobs, datasets] = await Promise.all([api("/v1/jobs?limit=100"), api("/v1/datasets?limit=100")]);
+  const options = datasets.items.map((d) => `<option value="${esc(d.id)}">${esc(d.name)}</option>`).join("");
+  const rows = jobs.items.map((j) => `<tr><td><a href="#/jobs/${esc(j.id)}">${esc(j.id)}</a></td>
+    <td class="status">${esc(j.status)}</td><td>${j.progress.epoch}/${j.progress.epochs}</td>
+    <td>${esc(j.spec.model?.arch)}</td><td>${esc(j.created_at)}</td></tr>`);
+  main.innerHTML = `<h1>Jobs</h1>
+    <form id="job-form" class="card">dataset <select id="job-dataset">${options}</select>
+      architecture <select id="job-arch"><option>simple_cnn</option><option>resnet18</option>
+      <option>mobilenet_v3_small</option></select>
+      epochs <input id="job-epochs" type="number" min="1" value="5" style="width:4em">
+      <button type="submit">Start training</button> <span id="job-error" class="error"></span></form>
+    <table id="jobs"><tr><th>job</th><th>status</th><th>epochs</th><th>model</th><th>created</th></tr>
+    ${rows.join("")}</table>`;
+  document.getElementById("job-form").onsubmit = async (e) => {
+    e.preventDefault();
+    const spec = {
+      dataset_id: document.getElementById("job-dataset").value,
+      model: { arch: document.getElementById("job-arch").value },
+      epochs: Number(document.getElementById("job-epochs").value),
+    };
+    try {
+      const job = await api("/v1/jobs", { method: "POST", body: JSON.stringify(spec), headers: { "Content-Type": "application/json" } });
+      location.hash = `#/jobs/${job.id}`;
+    } catch (err) { document.getElementById("job-error").textContent = err.message; }
+  };
+}
+
+// Server-Sent Events over fetch (EventSource cannot send the Authorization header); resumes with
+// Last-Event-ID after a dropped connection and returns when the server ends the stream (job ended).
+async function follow(jobId, onEvent, signal) {
+  let last = null;
+  for (;;) {
+    try {
+      const headers = { Authorization: `Bearer ${sessionStorage.getItem(KEY)}`, ...(last ? { "Last-Event-ID": last } : {}) };
+      const response = await fetch(`/v1/jobs/${jobId}/events`, { headers, signal });
+      const reader = response.body.pipeThrough(new TextDecoderStream()).getReader();
+      let buffer = "", fields = {};
+      for (;;) {
+        const { value, done } = await reader.read();
+        if (done) return;
+        buffer += value;
+        const lines = buffer.split(/\r\n|\n/);
+        buffer = lines.pop();
+        for (const line of lines) {
+          if (line === "" && fields.data) { last = fields.id; onEvent(fields.event, JSON.parse(fields.data)); fields = {}; }
+          else if (line && !line.startsWith(":")) { const at = line.indexOf(":"); fields[line.slice(0, at)] = line.slice(at + 1).trimStart(); }
+        }
+      }
+    } catch (err) {
+      if (signal.aborted) return;
+      await new Promise((r) => setTimeout(r, 2000));
+    }
+  }
+}
+
+async function jobPage(id, signal) {
+  const job = await api(`/v1/jobs/${id}`);
+  const metric = job.spec.selection_metric || "balanced_accuracy";
+  main.innerHTML = `<h1>Job <small>${esc(id)}</small></h1>
+    <div class="card">status <b id="job-status">${esc(job.status)}</b>, epoch <b id="job-epoch">${job.progress.epoch}</b>
+      of ${job.progress.epochs} <span id="job-detail"></span></div>
+    <div class="card"><h3>Training curves</h3><div id="curves"></div>
+      <p id="epoch-info"></p></div><div id="final"></div>`;
+  const data = [[], [], [], []];
+  const curves = chart("curves", document.getElementById("curves"),
+    [{ label: "epoch" }, { label: "train_loss", stroke: "#4a78c2" }, { label: "val_loss", stroke: "#c2584a" },
+      { label: metric, stroke: "#3a9a5b", scale: "metric" }], data,
+    { axes: [{}, { label: "loss" }, { scale: "metric", side: 1, grid: { show: false } }] });
+  await follow(id, (kind, event) => {
+    if (kind === "status") {
+      document.getElementById("job-status").textContent = event.status;
+      if (event.error) document.getElementById("job-detail").textContent = `${event.error.type}: ${event.error.message}`;
+      return;
+    }
+    const at = data[0].indexOf(event.epoch);  // a resumed job repeats an epoch: replace it
+    const row = [event.epoch, event.train_loss, event.val_loss, event.val?.[metric] ?? null];
+    row.forEach((v, i) => (at >= 0 ? (data[i][at] = v) : data[i].push(v)));
+    curves.setData(data);
+    document.getElementById("job-epoch").textContent = event.epoch;
+    document.getElementById("epoch-info").textContent = `lr ${fmt(event.lr)}, ${fmt(event.seconds)} s per epoch`;
+  }, signal);
+  if (!signal.aborted) await finalPanels(id);
+}
+
+async function finalPanels(id) {
+  const metrics = await api(`/v1/jobs/${id}/metrics`);
+  const test = metrics.test;
+  if (!test) return;
+  const final = document.getElementById("final");
+  final.innerHTML = `<div class="row"><div class="card"><h3>PR curve (test)</h3><div id="pr-chart"></div></div>
+    <div class="card"><h3>Confusion matrix (row-normalised, test)</h3><table id="confusion" class="cm"></table>
+    <h3>Recall against class frequency</h3><table id="per-class"></table></div></div>
+    <div class="card">best epoch ${metrics.best_epoch}; balanced accuracy ${fmt(test.balanced_accuracy)}, macro F1
+      ${fmt(test.macro_f1)}, AUROC ${fmt(test.auroc)}, AP ${fmt(test.average_precision)}, threshold ${fmt(test.threshold)}</div>`;
+  if (test.pr_curve) {
+    const points = [...test.pr_curve].sort((a, b) => a.recall - b.recall);
+    chart("pr", document.getElementById("pr-chart"), [{ label: "recall" }, { label: "precision", stroke: "#4a78c2" }],
+      [points.map((p) => p.recall), points.map((p) => p.precision)], { scales: { x: { time: false, range: [0, 1] }, y: { range: [0, 1] } } });
+  }
+  const names = test.per_class.map((c) => c.class);
+  const rows = test.confusion_matrix.map((row, i) => {
+    const total = row.reduce((a, b) => a + b, 0) || 1;
+    return `<tr><th>${esc(names[i])}</th>${row.map((n) => `<td style="background:rgba(74,120,194,${n / total})">${(n / total).toFixed(2)}</td>`).join("")}</tr>`;
+  });
+  document.getElementById("confusion").innerHTML = `<tr><th>true \\ predicted</th>${names.map((n) => `<th>${esc(n)}</th>`).join("")}</tr>${rows.join("")}`;
+  const support = test.per_class.reduce((a, c) => a + c.support, 0) || 1;
+  document.getElementById("per-class").innerHTML = `<tr><th>class</th><th>frequency</th><th>recall</th></tr>` +
+    test.per_class.map((c) => `<tr><td>${esc(c.class)}</td><td>${(c.support / support).toFixed(3)}</td><td>${fmt(c.recall)}</td></tr>`).join("");
+}
+
+async function modelsPage() {
+  const page = await api("/v1/models?limit=100");
+  main.innerHTML = `<h1>Models</h1><table id="models"><tr><th>model</th><th>arch</th><th>classes</th><th>threshold</th>
+    <th>balanced accuracy</th></tr>${page.items.map((m) => `<tr><td><a href="#/models/${esc(m.id)}">${esc(m.id)}</a></td>
+    <td>${esc(m.arch)}</td><td>${esc(m.class_names.join(", "))}</td><td>${fmt(m.threshold)}</td>
+    <td>${fmt(m.metrics.balanced_accuracy)}</td></tr>`).join("")}</table>`;
+}
+
+async function modelPage(id) {
+  const model = await api(`/v1/models/${id}`);
+  main.innerHTML = `<h1>Model <small>${esc(id)}</small></h1>
+    <div class="card">${esc(model.arch)}, classes ${esc(model.class_names.join(", "))}, input ${esc(model.input_shape.join("×"))},
+      operating threshold ${fmt(model.threshold)} (positive class ${esc(model.positive_class)}), from job
+      <a href="#/jobs/${esc(model.source_job_id)}">${esc(model.source_job_id)}</a></div>
+    <div id="drop">Drop images here, or <input id="predict-file" type="file" accept="image/*" multiple></div>
+    <table id="prediction"></table>`;
+  const predict = async (files) => {
+    const form = new FormData();
+    [...files].forEach((f) => form.append("files", f));
+    const table = document.getElementById("prediction");
+    try {
+      const answer = await api(`/v1/models/${id}/predict`, { method: "POST", body: form });
+      table.innerHTML = `<tr><th>image</th><th>label</th>${model.class_names.map((c) => `<th>p(${esc(c)})</th>`).join("")}</tr>` +
+        answer.predictions.map((p, i) => `<tr><td>${esc(files[i].name)}</td><td class="label">${esc(p.label)}</td>
+          ${model.class_names.map((c) => `<td>${fmt(p.probabilities[c])}</td>`).join("")}</tr>`).join("");
+    } catch (err) { table.innerHTML = `<tr><td class="error">${esc(err.message)}</td></tr>`; }
+  };
+  const drop = document.getElementById("drop");
+  drop.ondragover = (e) => { e.preventDefault(); drop.classList.add("over"); };
+  drop.ondragleave = () => drop.classList.remove("over");
+  drop.ondrop = (e) => { e.preventDefault(); drop.classList.remove("over"); predict(e.dataTransfer.files); };
+  document.getElementById("predict-file").onchange = (e) => predict(e.target.files);
+}
+
+let current = new AbortController();
+async function render() {
+  current.abort();
+  current = new AbortController();
+  if (!sessionStorage.getItem(KEY)) {
+    document.getElementById("nav").hidden = true;
+    main.innerHTML = signIn;
+    document.getElementById("sign-in-form").onsubmit = async (e) => {
+      e.preventDefault();
+      const key = document.getElementById("api-key").value.trim();
+      const check = await fetch("/v1/jobs?limit=1", { headers: { Authorization: `Bearer ${key}` } });
+      if (!check.ok) { document.getElementById("sign-in-error").textContent = `that key was refused (${check.status})`; return; }
+      sessionStorage.setItem(KEY, key);
+      location.hash = "#/jobs";
+      render();
+    };
+    return;
+  }
+  document.getElementById("nav").hidden = false;
+  const [, page, id] = location.hash.split("/");
+  const pages = { datasets: datasetsPage, jobs: id ? () => jobPage(id, current.signal) : jobsPage, models: id ? () => modelPage(id) : modelsPage };
+  try { await (pages[page] || jobsPage)(); }
+  catch (err) { main.innerHTML = `<p class="error">${esc(err.message)}</p>`; }
+}
+
+document.getElementById("sign-out").onclick = signOut;
+addEventListener("hashchange", render);
+render();
