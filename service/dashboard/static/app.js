@@ -201,6 +201,39 @@ async function modelPage(id) {
   document.getElementById("predict-file").onchange = (e) => predict(e.target.files);
 }
 
+const summary = (s) => (s && s.mean != null ? `${fmt(s.mean)} ± ${fmt(s.std)}` : "–");
+
+async function experimentsPage() {
+  const page = await api("/v1/experiments?limit=100");
+  main.innerHTML = `<h1>Experiments</h1><table id="experiments"><tr><th>experiment</th><th>name</th><th>status</th>
+    <th>created</th></tr>${page.items.map((e) => `<tr><td><a href="#/experiments/${esc(e.id)}">${esc(e.id)}</a></td>
+    <td>${esc(e.name)}</td><td>${esc(e.status)}</td><td>${esc(e.created_at)}</td></tr>`).join("")}</table>`;
+}
+
+async function experimentPage(id) {
+  const e = await api(`/v1/experiments/${id}`);
+  const rows = e.leaderboard.map((r) => `<tr><td>${r.rank ?? "–"}</td><td>${r.trial}</td><td>${esc(r.state)}</td>
+    <td><code>${esc(JSON.stringify(r.params))}</code></td><td>${summary(r.val.objective)}</td><td>${summary(r.test.objective)}</td>
+    <td>${r.within_noise_of_best === true ? "within noise of best" : r.within_noise_of_best === false ? "" : "–"}</td></tr>`);
+  main.innerHTML = `<h1>Experiment <small>${esc(e.name)}</small></h1>
+    <div class="card">status <b>${esc(e.status)}</b>, trials ${e.progress.trials_done}/${e.progress.trials_total}
+      ${e.best ? `; best trial ${e.best.trial} (model <a href="#/models/${esc(e.best.model_id)}">${esc(e.best.model_id)}</a>)` : ""}</div>
+    <table id="leaderboard"><tr><th>rank</th><th>trial</th><th>state</th><th>params</th><th>val objective (mean ± std)</th>
+      <th>test objective</th><th>noise</th></tr>${rows.join("")}</table>
+    <div class="card"><h3>Validation <span id="trial-metric"></span> per trial (first seed)</h3><div id="trial-curves"></div></div>`;
+  // A per-class objective lives inside per_class; the curves then show balanced accuracy.
+  const objective = e.request.objective || {};
+  const metric = objective.class == null ? objective.metric || "balanced_accuracy" : "balanced_accuracy";
+  document.getElementById("trial-metric").textContent = metric;
+  const histories = await Promise.all(e.leaderboard.map((r) => r.jobs[0] ? api(`/v1/jobs/${r.jobs[0].job_id}/metrics`) : null));
+  const epochs = Math.max(0, ...histories.map((h) => h?.history.length ?? 0));
+  const xs = Array.from({ length: epochs }, (_, i) => i + 1);
+  const lines = histories.map((h) => xs.map((x) => h?.history.find((row) => row.epoch === x)?.val?.[metric] ?? null));
+  chart("trials", document.getElementById("trial-curves"),
+    [{ label: "epoch" }, ...e.leaderboard.map((r, i) => ({ label: `trial ${r.trial}`, stroke: `hsl(${(i * 67) % 360} 60% 45%)` }))],
+    [xs, ...lines]);
+}
+
 let current = new AbortController();
 async function render() {
   current.abort();
@@ -221,7 +254,12 @@ async function render() {
   }
   document.getElementById("nav").hidden = false;
   const [, page, id] = location.hash.split("/");
-  const pages = { datasets: datasetsPage, jobs: id ? () => jobPage(id, current.signal) : jobsPage, models: id ? () => modelPage(id) : modelsPage };
+  const pages = {
+    datasets: datasetsPage,
+    jobs: id ? () => jobPage(id, current.signal) : jobsPage,
+    models: id ? () => modelPage(id) : modelsPage,
+    experiments: id ? () => experimentPage(id) : experimentsPage,
+  };
   try { await (pages[page] || jobsPage)(); }
   catch (err) { main.innerHTML = `<p class="error">${esc(err.message)}</p>`; }
 }
