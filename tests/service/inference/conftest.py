@@ -119,7 +119,7 @@ def store(tmp_path: Path) -> LocalBlobStore:
 def install(store: LocalBlobStore, exported: Exported, *, prefix: str) -> None:
     """Copy an exported artefact into the blob store under ``prefix``."""
     for path in exported.folder.iterdir():
-        store.put_file(f"{prefix}/{path.name}", path)
+        store.write(f"{prefix}/{path.name}", path.read_bytes())
 
 
 @pytest.fixture

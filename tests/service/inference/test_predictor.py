@@ -158,10 +158,10 @@ def test_a_missing_artefact_is_an_artifact_error(predictor, helpers) -> None:
 
 def test_a_malformed_card_is_an_artifact_error(predictor, store, binary_grey, installed, helpers) -> None:
     prefix = installed(binary_grey, "mb")
-    with store.open(f"{prefix}/model_card.json") as handle:
+    with store.open_read(f"{prefix}/model_card.json") as handle:
         card = json.load(handle)
     card["input"]["channels"] = 4
-    store.put_bytes(f"{prefix}/model_card.json", json.dumps(card).encode())
+    store.write(f"{prefix}/model_card.json", json.dumps(card).encode())
     row = helpers.Row(id="mb", blob_prefix=prefix, class_names=binary_grey.class_names)
     with pytest.raises(ArtifactError, match=r"input.channels 4"):
         run(predictor, row, [b"x"])
