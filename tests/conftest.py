@@ -10,6 +10,7 @@ from __future__ import annotations
 import os
 import secrets
 import socket
+import subprocess
 import sys
 from collections.abc import Callable, Iterator
 from pathlib import Path
@@ -235,3 +236,34 @@ def moto_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[object]:
                 os.environ.pop(name, None)
             else:
                 os.environ[name] = value
+
+
+# --- a small real filesystem that fills up ------------------------------------
+
+
+@pytest.fixture
+def small_tmpfs(tmp_path: Path) -> Iterator[Callable[..., Path]]:
+    """Factory: ``small_tmpfs(size_bytes)`` mounts a tmpfs of that size and returns its path.
+
+    A real filesystem that runs out of space (ENOSPC), unmounted at teardown.
+    Needs root or CAP_SYS_ADMIN; skipped (locally and in CI alike) without it.
+    """
+    mounted: list[Path] = []
+
+    def mount(size_bytes: int, *, name: str = "small-disk") -> Path:
+        path = tmp_path / name
+        path.mkdir()
+        result = subprocess.run(
+            ["mount", "-t", "tmpfs", "-o", f"size={int(size_bytes)}", "tmpfs", str(path)],
+            capture_output=True,
+            text=True,
+            check=False,
+        )
+        if result.returncode != 0:
+            pytest.skip(f"cannot mount a tmpfs here (needs root): {result.stderr.strip()}")
+        mounted.append(path)
+        return path
+
+    yield mount
+    for path in mounted:
+        subprocess.run(["umount", "-l", str(path)], capture_output=True, check=False)
