@@ -21,6 +21,7 @@ from service.storage.blob import (
     CHUNK_BYTES,
     STAGING_DIR,
     BlobInfo,
+    Keys,
     copy_hashed,
     full_as_storage_full,
     sha256_file,
@@ -131,7 +132,7 @@ class LocalBlobStore:
             raise FileNotFoundError(f"no blob {key!r}")
         return path.stat().st_size
 
-    def list(self, prefix: str) -> list[str]:
+    def list(self, prefix: str) -> Keys:
         """Every key equal to ``prefix`` or under ``prefix/``, sorted."""
         path = self._path(prefix.rstrip("/"))
         if path.is_file():

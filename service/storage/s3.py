@@ -14,6 +14,7 @@ raises ``StorageFull``; a missing key raises ``FileNotFoundError``.
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import logging
 import os
@@ -34,6 +35,7 @@ from botocore.exceptions import ConnectionError as BotoConnectionError
 from service.storage.blob import (
     CHUNK_BYTES,
     BlobInfo,
+    Keys,
     StorageFull,
     StorageUnavailable,
     copy_hashed,
@@ -143,12 +145,12 @@ class S3BlobStore:
     def _head(self, key: str) -> dict[str, Any]:
         return self._call(lambda: self._client.head_object(Bucket=self.bucket, Key=self._name(key)), key=key)
 
-    def list(self, prefix: str) -> list[str]:
+    def list(self, prefix: str) -> Keys:
         """Every key equal to ``prefix`` or under ``prefix/``, sorted."""
         name = self._name(prefix)
         return sorted(key for key in self._call(lambda: self._list_names(name)) if under(key, prefix))
 
-    def _list_names(self, name: str) -> list[str]:
+    def _list_names(self, name: str) -> Keys:
         pages = self._client.get_paginator("list_objects_v2").paginate(Bucket=self.bucket, Prefix=name)
         return [self._key(item["Key"]) for page in pages for item in page.get("Contents", ())]
 
@@ -157,7 +159,7 @@ class S3BlobStore:
         keys = self.list(prefix)
         for start in range(0, len(keys), 1000):  # the most one DeleteObjects request takes
             batch = {"Objects": [{"Key": self._name(key)} for key in keys[start : start + 1000]], "Quiet": True}
-            self._call(lambda batch=batch: self._client.delete_objects(Bucket=self.bucket, Delete=batch))
+            self._call(functools.partial(self._client.delete_objects, Bucket=self.bucket, Delete=batch))
 
     def check(self) -> None:
         """Readiness: the bucket answers (raises otherwise)."""
