@@ -145,9 +145,9 @@ def deep_merge(base: Mapping[str, Any], overrides: Mapping[str, Any]) -> dict[st
 def job_fit_kwargs(
     overrides: Mapping[str, Any], *, arrays: Arrays, class_names: Sequence[str], device: torch.device | str
 ) -> dict[str, Any]:
-    """The keyword arguments a job would pass to ``fit``: JobSpec → ``workers.build.build_training``."""
+    """The keyword arguments a job would pass to ``fit``: JobSpec → ``workers.lifecycle.plan.build_training``."""
     from service.spec import JobSpec
-    from workers.build import build_training
+    from workers.lifecycle.plan import build_training
 
     spec = JobSpec.model_validate(deep_merge({"dataset_id": BENCH_DATASET_ID}, overrides))
     return build_training(
@@ -241,7 +241,7 @@ def parse_markdown_table(text: str) -> list[dict[str, str]]:
     if len(lines) < 2:
         return []
     headers = [h.strip() for h in lines[0].strip("|").split("|")]
-    return [dict(zip(headers, (c.strip() for c in line.strip("|").split("|")))) for line in lines[2:]]
+    return [dict(zip(headers, (c.strip() for c in line.strip("|").split("|")), strict=False)) for line in lines[2:]]
 
 
 def read_section(name: str, *, path: Path = RESULTS_PATH) -> str | None:

@@ -8,20 +8,24 @@ UPDATE and exactly one sees ``rowcount == 1``. Upserts use
 commit; wrap them in ``service.db.transaction``. Keep the conditional UPDATE
 the first statement of its transaction: on SQLite a transaction that reads
 first and writes later cannot upgrade its lock after a concurrent commit.
+Each state change and each recorded epoch appends its event to the event
+log in the same transaction (``_transition``, ``record_epoch``).
 """
 
 from __future__ import annotations
 
-import math
 from dataclasses import dataclass
-from datetime import datetime, timedelta, timezone
+from datetime import datetime, timedelta
 from typing import Any, Literal
 
 from sqlalchemy import and_, delete, func, or_, select, update
-from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.orm import Session
 
-from service.models import Artifact, EpochMetrics, Job, JobStatus, Model, utcnow
+from service.jsonsafe import json_safe
+from service.models import Artifact, EpochMetrics, Job, JobStatus, utcnow
+from service.repository import events
+from service.repository.dialect import upsert
+from service.repository.rows import changed_one_row
 
 _FINAL = (JobStatus.succeeded, JobStatus.failed, JobStatus.cancelled)
 
@@ -34,8 +38,9 @@ class LeaseStatus:
 
 def claim_job(session: Session, *, job_id: str, worker_id: str, lease_seconds: float, now: datetime) -> Job | None:
     """Take a queued job (→ running, attempts + 1); None when it is not queued (a duplicate delivery)."""
-    claimed = _update(
+    claimed = _transition(
         session,
+        job_id,
         (Job.id == job_id, Job.status == JobStatus.queued),
         status=JobStatus.running,
         worker_id=worker_id,
@@ -58,7 +63,7 @@ def record_epoch(session: Session, *, job_id: str, worker_id: str, record: dict[
     epoch = int(record["epoch"])
     if epoch < 1:
         raise ValueError(f"epoch must be >= 1, got {epoch}")
-    if not _update(session, _held_by(job_id, worker_id), progress_epoch=epoch):
+    if not _update(session, _held_by(job_id, worker_id), progress_epoch=epoch, updated_at=utcnow()):
         return False
     values = {
         "train_loss": float(record["train_loss"]),
@@ -67,13 +72,15 @@ def record_epoch(session: Session, *, job_id: str, worker_id: str, record: dict[
         "seconds": float(record.get("seconds") or 0.0),
         "val": json_safe(record.get("val")),
     }
-    _upsert(session, EpochMetrics, {"job_id": job_id, "epoch": epoch, **values}, keys=("job_id", "epoch"))
+    upsert(session, EpochMetrics, {"job_id": job_id, "epoch": epoch, **values}, keys=("job_id", "epoch"))
+    tenant_id = session.scalars(select(Job.tenant_id).where(Job.id == job_id)).one()
+    events.epoch_recorded(session, tenant_id=tenant_id, job_id=job_id, values=json_safe({"epoch": epoch, **values}))
     return True
 
 
 def clear_epochs_after(session: Session, *, job_id: str, worker_id: str, epoch: int) -> bool:
     """Drop metrics rows past ``epoch`` (a run starting over from an older point); False without the lease."""
-    if not _update(session, _held_by(job_id, worker_id), progress_epoch=epoch):
+    if not _update(session, _held_by(job_id, worker_id), progress_epoch=epoch, updated_at=utcnow()):
         return False
     session.execute(
         delete(EpochMetrics)
@@ -107,8 +114,9 @@ def finish_job(
     status = JobStatus(status)
     if status not in _FINAL:
         raise ValueError(f"finish_job needs a final status {[s.value for s in _FINAL]}, got {status.value!r}")
-    return _update(
+    return _transition(
         session,
+        job_id,
         _held_by(job_id, worker_id),
         status=status,
         finished_at=now or utcnow(),
@@ -123,8 +131,9 @@ def finish_job(
 
 def release_job(session: Session, *, job_id: str, worker_id: str, now: datetime | None = None) -> bool:
     """Give a running job back (graceful shutdown): queued again, checkpoint kept, attempt not counted."""
-    return _update(
+    return _transition(
         session,
+        job_id,
         _held_by(job_id, worker_id),
         status=JobStatus.queued,
         worker_id=None,
@@ -134,43 +143,18 @@ def release_job(session: Session, *, job_id: str, worker_id: str, now: datetime 
     )
 
 
+def succeeded_by(session: Session, *, job_id: str, worker_id: str) -> bool:
+    """Whether ``worker_id`` already finished the job as succeeded (a retried commit that went through)."""
+    job = session.get(Job, job_id)
+    return job is not None and job.status == JobStatus.succeeded and job.worker_id == worker_id
+
+
 def register_artifact(
     session: Session, *, job_id: str, name: str, blob_key: str, size: int, content_type: str, sha256: str
 ) -> None:
     """Record (or replace) the job's artefact ``name``."""
     values = {"blob_key": blob_key, "size": int(size), "content_type": content_type, "sha256": sha256}
-    _upsert(session, Artifact, {"job_id": job_id, "name": name, **values}, keys=("job_id", "name"))
-
-
-def register_model(
-    session: Session,
-    *,
-    job_id: str,
-    tenant_id: str,
-    arch: str,
-    class_names: list[str],
-    input_shape: list[int],
-    threshold: float | None,
-    positive_class: int | None,
-    metrics: dict,
-    blob_prefix: str,
-    size_bytes: int = 0,
-) -> Model:
-    """The job's model, inserted once: a second call returns the first model unchanged."""
-    row = {
-        "job_id": job_id,
-        "tenant_id": tenant_id,
-        "arch": arch,
-        "class_names": list(class_names),
-        "input_shape": [int(v) for v in input_shape],
-        "threshold": json_safe(threshold),
-        "positive_class": positive_class,
-        "metrics": json_safe(metrics) or {},
-        "blob_prefix": blob_prefix,
-        "size_bytes": int(size_bytes),
-    }
-    _insert_ignore(session, Model, row, keys=("job_id",))
-    return session.scalars(select(Model).where(Model.job_id == job_id).execution_options(populate_existing=True)).one()
+    upsert(session, Artifact, {"job_id": job_id, "name": name, **values}, keys=("job_id", "name"))
 
 
 def expired_running_jobs(session: Session, *, now: datetime, limit: int = 100) -> list[str]:
@@ -205,38 +189,19 @@ def requeue_expired(
         or_(Job.lease_expires_at.is_(None), Job.lease_expires_at < now),
     )
     done = {"finished_at": now, "lease_expires_at": None}
-    if _update(session, (*expired, Job.cancel_requested.is_(True)), status=JobStatus.cancelled, **done):
+    if _transition(session, job_id, (*expired, Job.cancel_requested.is_(True)), status=JobStatus.cancelled, **done):
         return "cancelled"
     requeue = {"status": JobStatus.queued, "worker_id": None, "lease_expires_at": None, "enqueued_at": now}
-    if _update(session, (*expired, Job.attempts < max_attempts), **requeue):
+    if _transition(session, job_id, (*expired, Job.attempts < max_attempts), **requeue):
         return "requeued"
     message = (
         f"the worker running this job stopped responding {max_attempts} time(s) "
         "(crashed, was killed, or lost the database); giving up"
     )
-    if _update(session, expired, status=JobStatus.failed, error_type="WorkerLost", error_message=message, **done):
+    lost = {"status": JobStatus.failed, "error_type": "WorkerLost", "error_message": message}
+    if _transition(session, job_id, expired, **lost, **done):
         return "failed"
     return None
-
-
-def json_safe(value: Any) -> Any:
-    """``value`` with NaN/inf as None and numpy scalars as Python numbers (PostgreSQL JSON rejects NaN)."""
-    if isinstance(value, dict):
-        return {str(k): json_safe(v) for k, v in value.items()}
-    if isinstance(value, (list, tuple)):
-        return [json_safe(v) for v in value]
-    if hasattr(value, "item") and callable(value.item) and getattr(value, "ndim", 1) == 0:
-        value = value.item()
-    if isinstance(value, float) and not math.isfinite(value):
-        return None
-    return value
-
-
-def aware(moment: datetime | None) -> datetime | None:
-    """SQLite returns naive datetimes; every time we store is UTC."""
-    if moment is not None and moment.tzinfo is None:
-        return moment.replace(tzinfo=timezone.utc)
-    return moment
 
 
 def _held_by(job_id: str, worker_id: str) -> tuple:
@@ -244,24 +209,14 @@ def _held_by(job_id: str, worker_id: str) -> tuple:
 
 
 def _update(session: Session, where: tuple, **values: Any) -> bool:
-    result = session.execute(update(Job).where(*where).values(**values).execution_options(synchronize_session=False))
-    return result.rowcount == 1
+    return changed_one_row(
+        session, update(Job).where(*where).values(**values).execution_options(synchronize_session=False)
+    )
 
 
-def _dialect_insert(session: Session, model: type, row: dict[str, Any]):
-    name = session.get_bind().dialect.name
-    if name == "postgresql":
-        return postgresql.insert(model).values(**row)
-    if name == "sqlite":
-        return sqlite.insert(model).values(**row)
-    raise ValueError(f"unsupported database dialect {name!r}; use PostgreSQL or SQLite")
-
-
-def _upsert(session: Session, model: type, row: dict[str, Any], *, keys: tuple[str, ...]) -> None:
-    statement = _dialect_insert(session, model, row)
-    changes = {name: value for name, value in row.items() if name not in keys}
-    session.execute(statement.on_conflict_do_update(index_elements=list(keys), set_=changes))
-
-
-def _insert_ignore(session: Session, model: type, row: dict[str, Any], *, keys: tuple[str, ...]) -> None:
-    session.execute(_dialect_insert(session, model, row).on_conflict_do_nothing(index_elements=list(keys)))
+def _transition(session: Session, job_id: str, where: tuple, **values: Any) -> bool:
+    """A conditional status change that, when it happens, stamps ``updated_at`` and appends its event."""
+    changed = _update(session, where, updated_at=utcnow(), **values)
+    if changed:
+        events.job_changed(session, job_id=job_id)
+    return changed

@@ -32,8 +32,8 @@ import time
 from collections.abc import Callable
 from pathlib import Path
 
+from service.model_card import checkpoint_key
 from service.storage import BlobStore
-from workers.artifacts import checkpoint_key
 from workers.training.checkpoint import save_checkpoint
 from workers.training.state import Snapshot
 
