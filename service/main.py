@@ -103,6 +103,7 @@ async def _lifespan(app: FastAPI) -> AsyncIterator[None]:
             max_batch=settings.predict_max_batch,
             max_wait_ms=settings.predict_max_wait_ms,
             threads=settings.predict_threads,
+            runtime=settings.inference_runtime,
         )
         if app.state.run_reaper:
             reaper = ReaperThread(settings, app.state.session_factory, app.state.celery)

@@ -8,6 +8,7 @@ store. The model card format is in docs/architecture.md ("The model artefact").
 
 from __future__ import annotations
 
+import importlib.metadata
 import json
 import logging
 import tempfile
@@ -18,6 +19,7 @@ from typing import Any
 from service.repository.leases import json_safe
 from service.spec import JobSpec
 from service.storage import BlobStore
+from workers.onnx_export import OnnxExport, export_checked_onnx
 from workers.training.export import export_program, save_weights
 from workers.training.trainer import FitResult
 
@@ -49,7 +51,13 @@ def checkpoint_key(job_id: str, *, attempt: int = 0, epoch: int = 0) -> str:
 
 
 def model_card(
-    result: FitResult, *, job_id: str, spec: JobSpec, class_names: list[str], image_shape: tuple[int, int, int]
+    result: FitResult,
+    *,
+    job_id: str,
+    spec: JobSpec,
+    class_names: list[str],
+    image_shape: tuple[int, int, int],
+    onnx: OnnxExport,
 ) -> dict[str, Any]:
     """The JSON card inference and users read: input contract, normalisation, threshold, metrics, provenance."""
     height, width, channels = image_shape
@@ -74,8 +82,22 @@ def model_card(
             "best_epoch": result.best_epoch,
             "job_id": job_id,
             "spec": spec.model_dump(mode="json"),
+            "program": "model.pt2",
+            "onnx": {"file": onnx.file, "max_abs_diff": onnx.max_abs_diff, "error": onnx.error},
+            "versions": _versions(),
         }
     )
+
+
+def _versions() -> dict[str, str | None]:
+    """Who wrote the programs: a runtime that cannot read them can say which versions it needs."""
+    found: dict[str, str | None] = {}
+    for package in ("rarefit", "torch", "onnx", "onnxscript", "onnxruntime"):
+        try:
+            found[package] = importlib.metadata.version(package)
+        except importlib.metadata.PackageNotFoundError:
+            found[package] = None
+    return found
 
 
 def metrics_document(result: FitResult) -> dict[str, Any]:
@@ -103,17 +125,20 @@ def export_artifacts(
     class_names: list[str],
     image_shape: tuple[int, int, int],
 ) -> list[StoredArtifact]:
-    """Write and store the four artefacts; returns what was stored (for ``register_artifact``)."""
+    """Write and store the artefacts (``model.onnx`` when it exported and checked); returns what was
+    stored (for ``register_artifact``)."""
     height, width, channels = image_shape
-    card = model_card(result, job_id=job_id, spec=spec, class_names=class_names, image_shape=image_shape)
     with tempfile.TemporaryDirectory(dir=store.tmp_dir(), prefix=f"export-{job_id}-") as tmp:
         folder = Path(tmp)
         export_program(result.model, folder / "model.pt2", input_shape=(channels, height, width))
+        onnx = export_checked_onnx(result.model, folder, input_shape=(channels, height, width))
         save_weights(result.model, folder / "weights.safetensors")
+        card = model_card(result, job_id=job_id, spec=spec, class_names=class_names, image_shape=image_shape, onnx=onnx)
         _write_json(folder / "model_card.json", card)
         _write_json(folder / "metrics.json", metrics_document(result))
         stored = [
             _store(store, folder, job_id, "model.pt2", BINARY_TYPE),
+            *([_store(store, folder, job_id, onnx.file, BINARY_TYPE)] if onnx.file else []),
             _store(store, folder, job_id, "weights.safetensors", BINARY_TYPE),
             _store(store, folder, job_id, "model_card.json", JSON_TYPE),
             _store(store, folder, job_id, "metrics.json", JSON_TYPE),

@@ -1,19 +1,23 @@
-"""Load an exported model artefact (``model.pt2`` + ``model_card.json``) with torch alone.
+"""Load an exported model artefact (``model.onnx`` or ``model.pt2``, and ``model_card.json``).
 
 The artefact is self-contained (docs/architecture.md, "The model artefact"):
 normalisation and resizing live inside the exported program, so serving it
-needs no training code, only ``torch.export.load``.
+needs no training code. The ONNX graph runs on ONNX Runtime when the card
+names one (the worker checked it against PyTorch); otherwise, or when the
+operator asks for ``torch``, the ``torch.export`` program runs eagerly.
 """
 
 from __future__ import annotations
 
 import json
 import logging
+from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, Literal
 
 import torch
 
+from service.inference.runtime import OnnxProgram, onnx_session
 from service.storage import BlobStore
 
 logger = logging.getLogger(__name__)
@@ -22,6 +26,8 @@ PROGRAM_FILE = "model.pt2"
 WEIGHTS_FILE = "weights.safetensors"
 CARD_FILE = "model_card.json"
 FORMAT_VERSION = 1
+Runtime = Literal["onnxruntime", "torch"]
+RUNTIMES: tuple[Runtime, ...] = ("onnxruntime", "torch")
 
 
 class ArtifactError(RuntimeError):
@@ -30,9 +36,10 @@ class ArtifactError(RuntimeError):
 
 @dataclass(frozen=True)
 class LoadedModel:
-    """A ready-to-run exported program and the input it expects."""
+    """A ready-to-run program (``(B, C, H, W)`` -> ``(B, K)`` logits) and the input it expects."""
 
-    module: torch.nn.Module
+    module: Callable[[torch.Tensor], torch.Tensor]
+    runtime: Runtime
     height: int
     width: int
     channels: int
@@ -41,29 +48,50 @@ class LoadedModel:
     card: dict[str, Any]
 
 
-def load_artifact(store: BlobStore, *, blob_prefix: str) -> LoadedModel:
-    """Load ``{blob_prefix}/model.pt2`` and its card; size = program + weights bytes."""
+def load_artifact(
+    store: BlobStore, *, blob_prefix: str, runtime: Runtime = "onnxruntime", threads: int = 1
+) -> LoadedModel:
+    """Load the program ``runtime`` prefers (``threads`` intra-op threads for ONNX Runtime) and its
+    card; size = program + weights bytes."""
+    if runtime not in RUNTIMES:
+        raise ValueError(f"runtime must be one of {RUNTIMES}, got {runtime!r}")
     card = read_card(store, blob_prefix=blob_prefix)
-    program_key = f"{blob_prefix}/{PROGRAM_FILE}"
-    if not store.exists(program_key):
-        raise ArtifactError(f"artefact {blob_prefix!r} has no {PROGRAM_FILE}")
+    onnx_file = (card.get("onnx") or {}).get("file")
+    if runtime == "onnxruntime" and isinstance(onnx_file, str):
+        key, program, chosen = f"{blob_prefix}/{onnx_file}", _onnx_program, "onnxruntime"
+    else:
+        key, program, chosen = f"{blob_prefix}/{PROGRAM_FILE}", _torch_program, "torch"
+    if not store.exists(key):
+        raise ArtifactError(f"artefact {blob_prefix!r} has no {key.rsplit('/', 1)[-1]}")
     try:
-        module = torch.export.load(store.local_path(program_key)).module()
-    except Exception as exc:  # a corrupt or incompatible program, whatever torch raises
-        raise ArtifactError(f"cannot load {program_key!r}: {type(exc).__name__}: {exc}") from exc
-    _to_eval(module)
+        module = program(store, key, threads=threads)
+    except Exception as exc:  # a corrupt or incompatible program, whatever the runtime raises
+        raise ArtifactError(f"cannot load {key!r}: {type(exc).__name__}: {exc}") from exc
     shape = card["input"]
     loaded = LoadedModel(
         module=module,
+        runtime=chosen,
         height=int(shape["height"]),
         width=int(shape["width"]),
         channels=int(shape["channels"]),
         num_classes=len(card["class_names"]),
-        size_bytes=_artifact_bytes(store, blob_prefix=blob_prefix),
+        size_bytes=_artifact_bytes(store, blob_prefix=blob_prefix, program=key),
         card=card,
     )
-    _warm_up(loaded, key=program_key)
+    _warm_up(loaded, key=key)
+    logger.info("loaded %s for %s", key, chosen)
     return loaded
+
+
+def _onnx_program(store: BlobStore, key: str, *, threads: int) -> Callable[[torch.Tensor], torch.Tensor]:
+    with store.open(key) as handle:
+        return OnnxProgram(onnx_session(handle.read(), threads=threads))
+
+
+def _torch_program(store: BlobStore, key: str, *, threads: int) -> Callable[[torch.Tensor], torch.Tensor]:
+    module = torch.export.load(store.local_path(key)).module()
+    _to_eval(module)
+    return module
 
 
 def read_card(store: BlobStore, *, blob_prefix: str) -> dict[str, Any]:
@@ -113,8 +141,9 @@ def _to_eval(module: torch.nn.Module) -> None:
         pass
 
 
-def _artifact_bytes(store: BlobStore, *, blob_prefix: str) -> int:
-    keys = (f"{blob_prefix}/{PROGRAM_FILE}", f"{blob_prefix}/{WEIGHTS_FILE}")
+def _artifact_bytes(store: BlobStore, *, blob_prefix: str, program: str) -> int:
+    # The weights file stands for the memory of the parameters the program holds once loaded.
+    keys = (program, f"{blob_prefix}/{WEIGHTS_FILE}")
     return sum(store.size(key) for key in keys if store.exists(key))
 
 

@@ -3,9 +3,10 @@
 Decoding and model execution run on a bounded thread pool (``threads``
 workers), together: a batch decodes its images and runs the model in one hop
 to the pool. Each forward pass takes an equal share of the cores among the
-passes running at that moment (:class:`CoreShare`): a lone request gets all
-of them (ResNet-18 on one 28×28 image: 12 ms on 2 cores against 17 ms on
-one), concurrent batches split them instead of oversubscribing the CPU.
+passes running at that moment: a lone request gets all of them, concurrent
+batches split them instead of oversubscribing the CPU. For ONNX Runtime the
+session's intra-op pool (one thread per core) is what the passes share; for
+the PyTorch fallback :class:`CoreShare` sets each pass's thread count.
 Model loads run on the loop's default executor so a slow load never occupies
 an inference thread.
 """
@@ -16,7 +17,7 @@ import asyncio
 import logging
 import os
 import threading
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from contextlib import contextmanager
 from functools import partial
@@ -24,7 +25,7 @@ from typing import Any, Protocol
 
 import torch
 
-from service.inference.artifact import ArtifactError, LoadedModel, load_artifact
+from service.inference.artifact import RUNTIMES, ArtifactError, LoadedModel, Runtime, load_artifact
 from service.inference.batcher import MicroBatcher
 from service.inference.cache import ModelCache
 from service.inference.decode import decode_batch
@@ -55,7 +56,7 @@ def decide(probabilities: Sequence[float], *, threshold: float | None, positive_
     return max(range(len(probabilities)), key=probabilities.__getitem__)
 
 
-def probabilities(module: torch.nn.Module, images: torch.Tensor) -> torch.Tensor:
+def probabilities(module: Callable[[torch.Tensor], torch.Tensor], images: torch.Tensor) -> torch.Tensor:
     """Softmax of the program's logits: float32 softmax, renormalised in float64 to sum to 1."""
     with torch.inference_mode():
         logits = module(images)
@@ -89,7 +90,14 @@ class Predictor:
     """Serves ``predict`` for any registered model; one per process (``app.state.predictor``)."""
 
     def __init__(
-        self, *, store: BlobStore, max_cache_bytes: int, max_batch: int, max_wait_ms: float, threads: int
+        self,
+        *,
+        store: BlobStore,
+        max_cache_bytes: int,
+        max_batch: int,
+        max_wait_ms: float,
+        threads: int,
+        runtime: Runtime = "onnxruntime",
     ) -> None:
         if not isinstance(threads, int) or isinstance(threads, bool) or threads < 1:
             raise ValueError(f"threads must be an int >= 1, got {threads!r}")
@@ -97,7 +105,9 @@ class Predictor:
             raise ValueError(f"max_batch must be an int >= 1, got {max_batch!r}")
         if not max_wait_ms >= 0:
             raise ValueError(f"max_wait_ms must be >= 0, got {max_wait_ms!r}")
-        self.store = store
+        if runtime not in RUNTIMES:
+            raise ValueError(f"runtime must be one of {RUNTIMES}, got {runtime!r}")
+        self.store, self.runtime = store, runtime
         self.max_batch, self.max_wait_ms, self.threads = max_batch, float(max_wait_ms), threads
         self.cache: ModelCache[LoadedModel] = ModelCache(max_bytes=max_cache_bytes)
         self.cores = CoreShare(_cpu_count())
@@ -152,7 +162,9 @@ class Predictor:
         cached = self.cache.get(model.id)
         if cached is not None:
             return cached
-        load = partial(_load_sized, self.store, blob_prefix=model.blob_prefix)
+        load = partial(
+            _load_sized, self.store, blob_prefix=model.blob_prefix, runtime=self.runtime, threads=self.cores.cores
+        )
         loop = asyncio.get_running_loop()
         return await loop.run_in_executor(None, partial(self.cache.get_or_load, model.id, load=load))
 
@@ -160,7 +172,7 @@ class Predictor:
         batcher = self._batchers.get(model_id)
         if batcher is None or batcher.loop not in (None, asyncio.get_running_loop()):
             batcher = MicroBatcher(
-                forward=partial(self._forward, loaded.module),
+                forward=partial(self._forward, loaded),
                 executor=self._executor,
                 max_batch=self.max_batch,
                 max_wait_ms=self.max_wait_ms,
@@ -170,14 +182,16 @@ class Predictor:
             self._batchers[model_id] = batcher
         return batcher
 
-    def _forward(self, module: torch.nn.Module, images: torch.Tensor) -> torch.Tensor:
+    def _forward(self, loaded: LoadedModel, images: torch.Tensor) -> torch.Tensor:
+        if loaded.runtime == "onnxruntime":  # its session's pool is shared by concurrent runs
+            return probabilities(loaded.module, images)
         with self.cores.claim() as threads:
             # This thread's intra-op pool (OpenMP: per calling thread). The call costs ~1 ms
             # here, a fifth of a small model's whole request, so only when the share changes.
             if getattr(self._thread_state, "threads", None) != threads:
                 torch.set_num_threads(threads)
                 self._thread_state.threads = threads
-            return probabilities(module, images)
+            return probabilities(loaded.module, images)
 
     def _drop_batcher(self, model_id: str, batcher: MicroBatcher) -> None:
         # An idle batcher is dropped so it does not keep an evicted model alive.
@@ -202,8 +216,8 @@ def _prediction(
     }
 
 
-def _load_sized(store: BlobStore, *, blob_prefix: str) -> tuple[LoadedModel, int]:
-    loaded = load_artifact(store, blob_prefix=blob_prefix)
+def _load_sized(store: BlobStore, *, blob_prefix: str, runtime: Runtime, threads: int) -> tuple[LoadedModel, int]:
+    loaded = load_artifact(store, blob_prefix=blob_prefix, runtime=runtime, threads=threads)
     return loaded, loaded.size_bytes
 
 

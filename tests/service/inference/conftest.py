@@ -1,9 +1,10 @@
 """Real model artefacts for the inference tests, built the way the worker builds them.
 
 A tiny network with its normalisation inside is exported with ``torch.export``
-(dynamic batch), saved as ``model.pt2`` beside ``weights.safetensors`` and a
-``model_card.json`` in a real ``LocalBlobStore``. Exporting takes about a
-second, so each program is exported once per session and copied per test.
+and as ONNX (dynamic batch), saved as ``model.pt2`` and ``model.onnx`` beside
+``weights.safetensors`` and a ``model_card.json`` in a real ``LocalBlobStore``.
+Exporting takes seconds, so each program is exported once per session and
+copied per test.
 """
 
 from __future__ import annotations
@@ -22,6 +23,7 @@ from safetensors.torch import save_file
 from torch import nn
 
 from service.storage import LocalBlobStore
+from workers.training.export import export_onnx
 
 
 class TinyNet(nn.Module):
@@ -46,7 +48,7 @@ class TinyNet(nn.Module):
 @dataclass(frozen=True)
 class Exported:
     net: TinyNet
-    folder: Path  # model.pt2 + weights.safetensors + model_card.json
+    folder: Path  # model.pt2 + model.onnx + weights.safetensors + model_card.json
     height: int
     width: int
     channels: int
@@ -71,6 +73,7 @@ def export_net(folder: Path, *, channels: int, height: int, width: int, class_na
     program = torch.export.export(net, (example,), dynamic_shapes=({0: batch},))
     folder.mkdir(parents=True, exist_ok=True)
     torch.export.save(program, folder / "model.pt2")
+    export_onnx(net, folder / "model.onnx", input_shape=(channels, height, width))
     save_file({k: v.contiguous() for k, v in net.state_dict().items()}, str(folder / "weights.safetensors"))
     card = {
         "format_version": 1,
@@ -90,6 +93,8 @@ def export_net(folder: Path, *, channels: int, height: int, width: int, class_na
         "metrics": {},
         "job_id": "job",
         "spec": {},
+        "program": "model.pt2",
+        "onnx": {"file": "model.onnx", "max_abs_diff": 0.0, "error": None},
     }
     (folder / "model_card.json").write_text(json.dumps(card))
     return Exported(net, folder, height, width, channels, class_names)
