@@ -11,8 +11,10 @@ ENV PYTHONDONTWRITEBYTECODE=1 \
 
 WORKDIR /app
 COPY pyproject.toml README.md constraints.txt ./
+COPY rarefit ./rarefit
 COPY service ./service
 COPY workers ./workers
+COPY launch ./launch
 COPY migrations ./migrations
 
 # Pin torch/torchvision to exactly what the base image ships (constraints.txt pins

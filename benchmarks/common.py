@@ -145,9 +145,9 @@ def deep_merge(base: Mapping[str, Any], overrides: Mapping[str, Any]) -> dict[st
 def job_fit_kwargs(
     overrides: Mapping[str, Any], *, arrays: Arrays, class_names: Sequence[str], device: torch.device | str
 ) -> dict[str, Any]:
-    """The keyword arguments a job would pass to ``fit``: JobSpec → ``workers.build.build_training``."""
+    """The keyword arguments a job would pass to ``fit``: JobSpec → ``workers.lifecycle.plan.build_training``."""
     from service.spec import JobSpec
-    from workers.build import build_training
+    from workers.lifecycle.plan import build_training
 
     spec = JobSpec.model_validate(deep_merge({"dataset_id": BENCH_DATASET_ID}, overrides))
     return build_training(

@@ -1,6 +1,6 @@
 """PneumoniaMNIST through the job path, against the MedMNIST v2 reference rows (Yang et al., Sci. Data 2023).
 
-Every run is JobSpec → ``workers.build.build_training`` → ``fit``; a recipe is a
+Every run is JobSpec → ``workers.lifecycle.plan.build_training`` → ``fit``; a recipe is a
 dict of JobSpec overrides (:data:`RECIPES`). Test metrics are computed here
 (``benchmarks.metrics``) from the selected model's probabilities with the
 decision rule the served model applies (the tuned threshold if the recipe has

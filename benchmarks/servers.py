@@ -27,7 +27,7 @@ from benchmarks import common
 logger = logging.getLogger(__name__)
 
 POSTGRES_ADMIN_URL = "postgresql://postgres@127.0.0.1:5432/postgres"
-_CLI = "import sys; from service.cli import main; sys.exit(main())"  # `rarefit` without an installed script
+_CLI = "import sys; from launch.cli import main; sys.exit(main())"  # `rarefit` without an installed script
 
 
 def free_port() -> int:

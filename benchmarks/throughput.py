@@ -1,6 +1,6 @@
 """Training throughput: the real job path against the hand-written bare loop, in one process.
 
-The job side is exactly what a worker runs: a ``JobSpec`` → ``workers.build.
+The job side is exactly what a worker runs: a ``JobSpec`` → ``workers.lifecycle.plan.
 build_training`` → ``workers.training.fit``. The reference is
 ``benchmarks.bare_loop.BareTrainer`` doing the same work (model, batch size,
 focal loss, CutMix, class-balanced sampling, flips/rotation/zoom, a validation

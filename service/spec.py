@@ -1,7 +1,7 @@
 """The job spec: one frozen, versioned pydantic model, validated once by the API.
 
 It is stored on the job row as JSON and turned into training-core keyword
-arguments by ``workers/build.py``; no core function ever sees it.
+arguments by ``workers/lifecycle/plan.py``; no core function ever sees it.
 Every number is finite (NaN/inf rejected) and bounded; unknown keys are errors.
 
 The defaults are the recipe benchmarked in ``benchmarks/RESULTS.md``

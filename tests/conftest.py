@@ -8,6 +8,7 @@ so a CI run can never pass by silently skipping the integration tests.
 from __future__ import annotations
 
 import os
+import re
 import secrets
 import socket
 import sys
@@ -97,12 +98,16 @@ def rarefit_cmd() -> list[str]:
     """The argv prefix that runs the ``rarefit`` CLI of the interpreter running the tests.
 
     The console script when the project is installed in this venv (as the README
-    and CI install it), else ``python -m service.cli`` from the repository root.
+    and CI install it) with the entry point ``pyproject.toml`` names, else
+    ``python -m <that module>`` from the repository root (no install, or one made
+    from a tree whose entry point has since moved).
     """
+    pyproject = (Path(__file__).resolve().parents[1] / "pyproject.toml").read_text(encoding="utf-8")
+    module, function = re.search(r'^rarefit = "([\w.]+):(\w+)"$', pyproject, re.MULTILINE).groups()
     script = Path(sys.executable).parent / "rarefit"
-    if script.is_file():
+    if script.is_file() and f"from {module} import {function}" in script.read_text(errors="replace"):
         return [str(script)]
-    return [sys.executable, "-m", "service.cli"]
+    return [sys.executable, "-m", module]
 
 
 @pytest.fixture(scope="session")

@@ -8,7 +8,7 @@ settings but opens no database or broker connection.
 torch and torchvision are imported here, in the forking parent, so each fresh
 child (``worker_max_tasks_per_child=1``) starts a job without paying for the
 imports again. The parent only imports them: CUDA is first touched in the
-child (``workers.jobrun.resolve_device``), since a CUDA context does not
+child (``workers.lifecycle.run.resolve_device``), since a CUDA context does not
 survive ``fork``. Importing more of torch here is not safe: preloading the
 modules ``torch.export`` loads on first use (it would save each job ~0.4 s)
 made every forked child fail with "Cannot re-initialize CUDA in forked

@@ -1,4 +1,4 @@
-"""The Celery task: a thin, idempotent shim from a message to ``workers.runner.run_job``.
+"""The Celery task: a thin, idempotent shim from a message to ``workers.lifecycle.claim.run_job``.
 
 It never raises and never retries: the job row holds the outcome, a duplicate
 delivery finds nothing to claim, and lost work is recovered by the reaper
@@ -15,7 +15,7 @@ import socket
 from service.config import get_settings
 from service.queue import TASK_NAME
 from workers.celery_app import app
-from workers.runner import run_job
+from workers.lifecycle.claim import run_job
 
 logger = logging.getLogger(__name__)
 

@@ -12,16 +12,16 @@ first and writes later cannot upgrade its lock after a concurrent commit.
 
 from __future__ import annotations
 
-import math
 from dataclasses import dataclass
-from datetime import datetime, timedelta, timezone
+from datetime import datetime, timedelta
 from typing import Any, Literal
 
 from sqlalchemy import and_, delete, func, or_, select, update
-from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.orm import Session
 
-from service.models import Artifact, EpochMetrics, Job, JobStatus, Model, utcnow
+from service.jsonsafe import json_safe
+from service.models import Artifact, EpochMetrics, Job, JobStatus, utcnow
+from service.repository.dialect import upsert
 
 _FINAL = (JobStatus.succeeded, JobStatus.failed, JobStatus.cancelled)
 
@@ -67,7 +67,7 @@ def record_epoch(session: Session, *, job_id: str, worker_id: str, record: dict[
         "seconds": float(record.get("seconds") or 0.0),
         "val": json_safe(record.get("val")),
     }
-    _upsert(session, EpochMetrics, {"job_id": job_id, "epoch": epoch, **values}, keys=("job_id", "epoch"))
+    upsert(session, EpochMetrics, {"job_id": job_id, "epoch": epoch, **values}, keys=("job_id", "epoch"))
     return True
 
 
@@ -134,43 +134,18 @@ def release_job(session: Session, *, job_id: str, worker_id: str, now: datetime 
     )
 
 
+def succeeded_by(session: Session, *, job_id: str, worker_id: str) -> bool:
+    """Whether ``worker_id`` already finished the job as succeeded (a retried commit that went through)."""
+    job = session.get(Job, job_id)
+    return job is not None and job.status == JobStatus.succeeded and job.worker_id == worker_id
+
+
 def register_artifact(
     session: Session, *, job_id: str, name: str, blob_key: str, size: int, content_type: str, sha256: str
 ) -> None:
     """Record (or replace) the job's artefact ``name``."""
     values = {"blob_key": blob_key, "size": int(size), "content_type": content_type, "sha256": sha256}
-    _upsert(session, Artifact, {"job_id": job_id, "name": name, **values}, keys=("job_id", "name"))
-
-
-def register_model(
-    session: Session,
-    *,
-    job_id: str,
-    tenant_id: str,
-    arch: str,
-    class_names: list[str],
-    input_shape: list[int],
-    threshold: float | None,
-    positive_class: int | None,
-    metrics: dict,
-    blob_prefix: str,
-    size_bytes: int = 0,
-) -> Model:
-    """The job's model, inserted once: a second call returns the first model unchanged."""
-    row = {
-        "job_id": job_id,
-        "tenant_id": tenant_id,
-        "arch": arch,
-        "class_names": list(class_names),
-        "input_shape": [int(v) for v in input_shape],
-        "threshold": json_safe(threshold),
-        "positive_class": positive_class,
-        "metrics": json_safe(metrics) or {},
-        "blob_prefix": blob_prefix,
-        "size_bytes": int(size_bytes),
-    }
-    _insert_ignore(session, Model, row, keys=("job_id",))
-    return session.scalars(select(Model).where(Model.job_id == job_id).execution_options(populate_existing=True)).one()
+    upsert(session, Artifact, {"job_id": job_id, "name": name, **values}, keys=("job_id", "name"))
 
 
 def expired_running_jobs(session: Session, *, now: datetime, limit: int = 100) -> list[str]:
@@ -219,26 +194,6 @@ def requeue_expired(
     return None
 
 
-def json_safe(value: Any) -> Any:
-    """``value`` with NaN/inf as None and numpy scalars as Python numbers (PostgreSQL JSON rejects NaN)."""
-    if isinstance(value, dict):
-        return {str(k): json_safe(v) for k, v in value.items()}
-    if isinstance(value, (list, tuple)):
-        return [json_safe(v) for v in value]
-    if hasattr(value, "item") and callable(value.item) and getattr(value, "ndim", 1) == 0:
-        value = value.item()
-    if isinstance(value, float) and not math.isfinite(value):
-        return None
-    return value
-
-
-def aware(moment: datetime | None) -> datetime | None:
-    """SQLite returns naive datetimes; every time we store is UTC."""
-    if moment is not None and moment.tzinfo is None:
-        return moment.replace(tzinfo=timezone.utc)
-    return moment
-
-
 def _held_by(job_id: str, worker_id: str) -> tuple:
     return (Job.id == job_id, Job.worker_id == worker_id, Job.status == JobStatus.running)
 
@@ -246,22 +201,3 @@ def _held_by(job_id: str, worker_id: str) -> tuple:
 def _update(session: Session, where: tuple, **values: Any) -> bool:
     result = session.execute(update(Job).where(*where).values(**values).execution_options(synchronize_session=False))
     return result.rowcount == 1
-
-
-def _dialect_insert(session: Session, model: type, row: dict[str, Any]):
-    name = session.get_bind().dialect.name
-    if name == "postgresql":
-        return postgresql.insert(model).values(**row)
-    if name == "sqlite":
-        return sqlite.insert(model).values(**row)
-    raise ValueError(f"unsupported database dialect {name!r}; use PostgreSQL or SQLite")
-
-
-def _upsert(session: Session, model: type, row: dict[str, Any], *, keys: tuple[str, ...]) -> None:
-    statement = _dialect_insert(session, model, row)
-    changes = {name: value for name, value in row.items() if name not in keys}
-    session.execute(statement.on_conflict_do_update(index_elements=list(keys), set_=changes))
-
-
-def _insert_ignore(session: Session, model: type, row: dict[str, Any], *, keys: tuple[str, ...]) -> None:
-    session.execute(_dialect_insert(session, model, row).on_conflict_do_nothing(index_elements=list(keys)))

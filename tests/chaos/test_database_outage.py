@@ -2,7 +2,7 @@
 
 The worker reaches the database through a TCP proxy the test can cut; the API
 and its reaper reach it directly (the outage is between the worker and the
-database). The design (``workers/dbretry.py``, ``workers/heartbeat.py``):
+database). The design (``workers/lifecycle/dbretry.py``, ``workers/lifecycle/heartbeat.py``):
 
 - shorter than the lease, minus a heartbeat: writes are retried with backoff,
   the lease is renewed after the outage, the job goes on as if nothing happened;

@@ -12,7 +12,7 @@ from pathlib import Path
 import httpx
 import pytest
 
-from service.api_processes import bind_sockets, reuse_port_supported
+from launch.api_processes import bind_sockets, reuse_port_supported
 
 pytestmark = pytest.mark.skipif(not reuse_port_supported(), reason="needs SO_REUSEPORT")
 

@@ -11,8 +11,8 @@ from pathlib import Path
 
 import pytest
 
+from launch.supervisor import WorkerSupervisor, worker_args, worker_environment
 from service.config import Settings
-from service.supervisor import WorkerSupervisor, worker_args, worker_environment
 
 # A stand-in worker: records its pid, records SIGTERM and exits (or ignores it), else sleeps.
 CHILD = """
@@ -85,7 +85,7 @@ def test_worker_gets_sigterm_when_the_supervisor_is_killed(tmp_path):
     log = tmp_path / "events"
     script = (
         "import os, sys, time\n"
-        "from service.supervisor import WorkerSupervisor\n"
+        "from launch.supervisor import WorkerSupervisor\n"
         f"WorkerSupervisor([sys.executable, '-c', {CHILD!r}, {str(log)!r}, 'exit'], env=dict(os.environ)).start()\n"
         "time.sleep(120)\n"
     )

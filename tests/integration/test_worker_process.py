@@ -20,17 +20,16 @@ import pytest
 from sqlalchemy import func, select
 from sqlalchemy.exc import OperationalError
 
+from launch.supervisor import worker_command, worker_environment
 from service.config import Settings
-from service.db import make_engine, make_session_factory, transaction
+from service.db import aware, make_engine, make_session_factory, transaction
 from service.ingest import DecodedDataset, store_canonical
 from service.migrate import upgrade_head
 from service.models import Artifact, Dataset, EpochMetrics, Job, JobStatus, Model, Tenant, utcnow
 from service.queue import enqueue_job, make_celery
 from service.reaper import reap_once
-from service.repository.leases import aware
 from service.spec import JobSpec
 from service.storage import LocalBlobStore
-from service.supervisor import worker_command, worker_environment
 
 pytestmark = pytest.mark.integration
 

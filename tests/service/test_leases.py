@@ -9,10 +9,10 @@ import pytest
 from job_rows import make_job
 from sqlalchemy import func, select
 
-from service.db import make_engine, make_session_factory, transaction
+from service.db import aware, make_engine, make_session_factory, transaction
 from service.migrate import upgrade_head
 from service.models import Artifact, EpochMetrics, Job, JobStatus, Model
-from service.repository import leases
+from service.repository import leases, models
 
 NOW = datetime(2030, 1, 1, 12, 0, tzinfo=timezone.utc)
 
@@ -45,8 +45,8 @@ def test_claim_sets_running_lease_and_counts_the_attempt(factory):
     assert job is not None and job.status == JobStatus.running
     row = get(factory, job_id)
     assert (row.status, row.worker_id, row.attempts) == (JobStatus.running, "w1", 1)
-    assert leases.aware(row.lease_expires_at) == NOW + timedelta(seconds=60)
-    assert leases.aware(row.started_at) == NOW
+    assert aware(row.lease_expires_at) == NOW + timedelta(seconds=60)
+    assert aware(row.started_at) == NOW
     # A duplicate delivery while running changes nothing.
     assert claim(factory, job_id, worker="w2") is None
     assert (get(factory, job_id).worker_id, get(factory, job_id).attempts) == ("w1", 1)
@@ -79,13 +79,13 @@ def test_renew_only_by_the_holder_and_reports_cancel(factory):
     with transaction(factory) as session:
         wrong = leases.renew_lease(session, job_id=job_id, worker_id="w2", lease_seconds=60, now=later)
     assert wrong == leases.LeaseStatus(held=False, cancel_requested=False)
-    assert leases.aware(get(factory, job_id).lease_expires_at) == NOW + timedelta(seconds=60)
+    assert aware(get(factory, job_id).lease_expires_at) == NOW + timedelta(seconds=60)
     with transaction(factory) as session:
         session.get(Job, job_id).cancel_requested = True
     with transaction(factory) as session:
         status = leases.renew_lease(session, job_id=job_id, worker_id="w1", lease_seconds=60, now=later)
     assert status == leases.LeaseStatus(held=True, cancel_requested=True)
-    assert leases.aware(get(factory, job_id).lease_expires_at) == later + timedelta(seconds=60)
+    assert aware(get(factory, job_id).lease_expires_at) == later + timedelta(seconds=60)
 
 
 def test_record_epoch_upserts_once_per_epoch_and_needs_the_lease(factory):
@@ -143,9 +143,9 @@ def test_register_model_and_artifacts_are_idempotent(factory):
         blob_prefix=f"jobs/{job_id}/artifacts",
     )
     with transaction(factory) as session:
-        first = leases.register_model(session, **kwargs)
+        first = models.register_model(session, **kwargs)
     with transaction(factory) as session:
-        second = leases.register_model(session, **{**kwargs, "arch": "resnet18"})
+        second = models.register_model(session, **{**kwargs, "arch": "resnet18"})
     assert second.id == first.id and second.arch == "simple_cnn"
     for size in (10, 20):
         with transaction(factory) as session:

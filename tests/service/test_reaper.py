@@ -8,7 +8,7 @@ from datetime import timedelta
 import pytest
 from job_rows import make_job
 
-from service.db import make_engine, make_session_factory, transaction
+from service.db import aware, make_engine, make_session_factory, transaction
 from service.migrate import upgrade_head
 from service.models import Job, JobStatus, utcnow
 from service.queue import TASK_NAME, make_celery
@@ -86,7 +86,7 @@ def test_stale_queued_job_is_resent_once_per_interval(settings, factory, celery_
     report = reap_once(settings, session_factory=factory, celery_app=celery_app, now=now)
     assert sorted(report.resent) == sorted([stale, never_stamped])
     assert sorted(sent_job_ids(celery_app)) == sorted([stale, never_stamped])
-    assert leases.aware(get(factory, stale).enqueued_at) == now
+    assert aware(get(factory, stale).enqueued_at) == now
     # Just re-sent: nothing more until requeue_after_seconds have passed again.
     assert reap_once(settings, session_factory=factory, celery_app=celery_app, now=now + timedelta(seconds=5)).is_empty
     assert get(factory, fresh).status == JobStatus.queued
@@ -98,7 +98,7 @@ def test_broker_down_keeps_the_job_queued_for_the_next_pass(sqlite_settings, fac
     job_id = make_job(factory, enqueued_at=now - timedelta(hours=1))
     report = reap_once(settings, session_factory=factory, celery_app=make_celery(settings), now=now)
     assert report.send_errors == [job_id] and report.resent == []
-    assert leases.aware(get(factory, job_id).enqueued_at) == now - timedelta(hours=1)
+    assert aware(get(factory, job_id).enqueued_at) == now - timedelta(hours=1)
 
 
 def test_reaper_thread_survives_a_missing_database_and_then_recovers_jobs(settings, celery_app):

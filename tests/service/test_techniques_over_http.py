@@ -12,7 +12,7 @@ import pytest
 import torch
 
 from service.spec import JobSpec
-from workers.build import build_training
+from workers.lifecycle.plan import build_training
 from workers.training.engine import fit
 
 COUNTS = (40, 8)

@@ -1,4 +1,4 @@
-"""The job lifecycle on a worker: claim, heartbeat, build, fit, checkpoint, export, register, finish.
+"""Claim a job and see it through: heartbeat, shutdown flag, and every exception turned into an outcome.
 
 ``run_job`` owns the transitions of a job it claimed (docs/architecture.md,
 "Job lifecycle"). Outcomes, and what the database says afterwards:
@@ -31,10 +31,10 @@ from service.db import make_engine, make_session_factory, transaction
 from service.models import Job, utcnow
 from service.repository import leases
 from service.storage import BlobStore, make_blob_store
-from workers.dbretry import InfrastructureError, is_connection_error, retry_db
-from workers.heartbeat import Heartbeat
-from workers.jobrun import JobRun, LeaseLost
-from workers.shutdown import shutdown_flag
+from workers.lifecycle.dbretry import InfrastructureError, is_connection_error, retry_db
+from workers.lifecycle.heartbeat import Heartbeat
+from workers.lifecycle.run import JobRun, LeaseLost
+from workers.lifecycle.shutdown import shutdown_flag
 
 logger = logging.getLogger(__name__)
 

@@ -30,7 +30,7 @@ import time
 from collections.abc import Callable
 from typing import Any
 
-from workers.artifacts import checkpoint_key
+from workers.lifecycle.artifacts import checkpoint_key
 from workers.training.checkpoint import save_checkpoint
 from workers.training.state import Snapshot
 

@@ -1,6 +1,6 @@
 """One claimed job's steps: load, build, resume, train with progress callbacks, conclude.
 
-Used by ``workers.runner.run_job``, which claims the job, runs the heartbeat
+Used by ``workers.lifecycle.claim.run_job``, which claims the job, runs the heartbeat
 and turns exceptions into outcomes. Every database write here is conditional
 on this worker's lease and retried through short outages (``retry_db``).
 """
@@ -20,19 +20,19 @@ from pydantic import ValidationError
 from sqlalchemy.orm import Session, sessionmaker
 
 from service.config import Settings
-from service.db import transaction
+from service.db import aware, transaction
 from service.ingest import load_canonical
-from service.models import Dataset, Job, JobStatus, utcnow
+from service.models import Job, JobStatus, utcnow
 from service.queue import enqueue_job, make_celery
-from service.repository import leases
+from service.repository import datasets, leases, models
 from service.spec import JobSpec
 from service.storage import BlobStore
-from workers.artifacts import StoredArtifact, export_artifacts
-from workers.build import build_training
-from workers.checkpointing import CheckpointWriter
-from workers.dbretry import retry_db
-from workers.heartbeat import Heartbeat
-from workers.init_weights import init_blob_key, load_job_weights, load_operator_weights
+from workers.lifecycle.artifacts import StoredArtifact, export_artifacts
+from workers.lifecycle.checkpoints import CheckpointWriter
+from workers.lifecycle.dbretry import retry_db
+from workers.lifecycle.heartbeat import Heartbeat
+from workers.lifecycle.init_weights import init_blob_key, load_job_weights, load_operator_weights
+from workers.lifecycle.plan import build_training
 from workers.training.checkpoint import load_checkpoint
 from workers.training.engine import fit
 from workers.training.state import EpochRecord, TrainingState
@@ -128,8 +128,8 @@ class JobRun:
         return self._conclude(result, spec=spec, class_names=dataset.class_names, image_shape=image_shape)
 
     def _dataset(self, session: Session) -> DatasetInfo:
-        row = session.get(Dataset, self.dataset_id)
-        if row is None or row.tenant_id != self.tenant_id:
+        row = datasets.get_dataset(session, tenant_id=self.tenant_id, dataset_id=self.dataset_id)
+        if row is None:
             raise ValueError(f"dataset {self.dataset_id} no longer exists")
         return DatasetInfo(blob_prefix=row.blob_prefix, class_names=[str(n) for n in row.class_names])
 
@@ -159,12 +159,12 @@ class JobRun:
         return min(spec.max_runtime_seconds or self.settings.max_job_seconds, self.settings.max_job_seconds)
 
     def _deadline(self, spec: JobSpec) -> datetime:
-        started = leases.aware(self.times["started"] or self.times["claimed"])
+        started = aware(self.times["started"] or self.times["claimed"])
         return started + timedelta(seconds=self.time_limit(spec))
 
     def log_first_step(self) -> None:
         now = utcnow()
-        since = {name: (now - leases.aware(moment)).total_seconds() for name, moment in self.times.items() if moment}
+        since = {name: (now - aware(moment)).total_seconds() for name, moment in self.times.items() if moment}
         logger.info(
             "job %s: first training step %s",
             self.job_id,
@@ -204,7 +204,7 @@ class JobRun:
         class_names: list[str],
         image_shape: tuple[int, int, int],
     ) -> None:
-        if self._already_succeeded(session):
+        if leases.succeeded_by(session, job_id=self.job_id, worker_id=self.worker_id):
             return  # a retried transaction whose first commit went through
         for item in stored:
             leases.register_artifact(
@@ -218,7 +218,7 @@ class JobRun:
             )
         summary = {k: v for k, v in (result.test or {}).items() if isinstance(v, (int, float))}
         weights = next(item for item in stored if item.name == "weights.safetensors")
-        model = leases.register_model(
+        model = models.register_model(
             session,
             job_id=self.job_id,
             tenant_id=self.tenant_id,
@@ -242,10 +242,6 @@ class JobRun:
                 model_id=model.id,
             )
         )
-
-    def _already_succeeded(self, session: Session) -> bool:
-        job = session.get(Job, self.job_id)
-        return job is not None and job.status == JobStatus.succeeded and job.worker_id == self.worker_id
 
     def _release(self) -> str:
         self._held(

@@ -7,7 +7,7 @@ import pytest
 import torch
 
 from service.spec import JobSpec, effective_warmup_epochs
-from workers.build import build_training, criterion_kind
+from workers.lifecycle.plan import build_training, criterion_kind
 from workers.training.data import channel_stats
 from workers.training.engine import fit
 

@@ -16,7 +16,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from service.repository.leases import json_safe
+from service.jsonsafe import json_safe
 from service.spec import JobSpec
 from service.storage import BlobStore
 from workers.onnx_export import OnnxExport, export_checked_onnx

@@ -22,9 +22,9 @@ from service.models import Artifact, Dataset, EpochMetrics, Job, JobStatus, Mode
 from service.queue import make_celery
 from service.spec import JobSpec
 from service.storage import LocalBlobStore
-from workers.artifacts import checkpoint_key
-from workers.build import build_training
-from workers.runner import classify_error, readable, run_job
+from workers.lifecycle.artifacts import checkpoint_key
+from workers.lifecycle.claim import classify_error, readable, run_job
+from workers.lifecycle.plan import build_training
 from workers.training.checkpoint import save_checkpoint
 from workers.training.engine import fit
 

@@ -69,7 +69,7 @@ def main(argv: Sequence[str] | None = None) -> int:
 
 
 def _serve(settings: Settings, args: argparse.Namespace) -> int:
-    from service.supervisor import serve
+    from launch.supervisor import serve
 
     if args.concurrency < 1:
         raise SystemExit(f"--concurrency must be at least 1, got {args.concurrency}")
@@ -80,7 +80,7 @@ def _serve(settings: Settings, args: argparse.Namespace) -> int:
 def _api(settings: Settings, args: argparse.Namespace) -> int:
     import uvicorn
 
-    from service.api_processes import APP_FACTORY, reuse_port_supported, run_api_processes
+    from launch.api_processes import APP_FACTORY, reuse_port_supported, run_api_processes
 
     if args.workers < 1:
         raise SystemExit(f"--workers must be at least 1, got {args.workers}")
@@ -94,7 +94,7 @@ def _api(settings: Settings, args: argparse.Namespace) -> int:
 
 
 def _worker(settings: Settings, args: argparse.Namespace) -> int:
-    from service.supervisor import run_worker
+    from launch.supervisor import run_worker
 
     if args.concurrency < 1:
         raise SystemExit(f"--concurrency must be at least 1, got {args.concurrency}")

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from service.cli import build_parser, main
+from launch.cli import build_parser, main
 from service.db import make_engine, make_session_factory
 from service.repository import tenants
 

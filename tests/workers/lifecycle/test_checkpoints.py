@@ -11,7 +11,7 @@ import torch
 from torch import nn
 
 from service.storage import LocalBlobStore
-from workers.checkpointing import CheckpointWriter
+from workers.lifecycle.checkpoints import CheckpointWriter
 from workers.training.checkpoint import load_checkpoint
 from workers.training.optim import LrSchedule
 from workers.training.state import EpochRecord, Snapshot, TrainingState

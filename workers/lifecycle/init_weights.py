@@ -18,10 +18,9 @@ from pathlib import Path
 
 import torch
 from safetensors.torch import load_file
-from sqlalchemy import select
 from sqlalchemy.orm import Session
 
-from service.models import Model
+from service.repository import models
 
 logger = logging.getLogger(__name__)
 
@@ -38,7 +37,7 @@ def init_blob_key(session: Session, *, init: str, tenant_id: str) -> str | None:
     if not init.startswith("job:"):
         return None
     source_job = init.removeprefix("job:")
-    prefix = session.scalar(select(Model.blob_prefix).where(Model.job_id == source_job, Model.tenant_id == tenant_id))
+    prefix = models.blob_prefix_of_job(session, tenant_id=tenant_id, job_id=source_job)
     if prefix is None:
         raise InitNotFound(f"init job not found: {source_job} has no registered model for this tenant")
     return f"{prefix}/weights.safetensors"

@@ -11,14 +11,13 @@ SIGTERM (it forwards it to a child running a job, which goes back to the
 queue with its checkpoint), and its whole process group SIGKILL after a grace
 period.
 
-The service never imports ``workers`` statically (the import-linter contract):
-the worker is loaded by module name, here or in the child's command line.
+Process wiring lives in ``launch`` because it is the one place allowed to
+import both the service and the workers (docs/architecture.md, "Import rules").
 """
 
 from __future__ import annotations
 
 import ctypes
-import importlib
 import json
 import logging
 import os
@@ -34,8 +33,7 @@ from service.config import Settings
 
 logger = logging.getLogger(__name__)
 
-WORKER_MODULE = "workers.celery_app"
-TASKS_MODULE = "workers.tasks"
+WORKER_MODULE = "workers.celery_app"  # the child's ``celery -A`` argument
 STOP_GRACE_SECONDS = 30.0
 MAX_RESTART_BACKOFF_SECONDS = 30.0
 STABLE_RUN_SECONDS = 60.0  # a worker that ran this long resets the restart backoff
@@ -85,12 +83,13 @@ def worker_environment(settings: Settings) -> dict[str, str]:
 
 def run_worker(settings: Settings, *, concurrency: int = 1) -> None:
     """Run a Celery training worker in this process until it is shut down."""
+    # Imported here, not at the top: torch comes with the worker, and `rarefit serve` needs none of it.
+    # The task module first, so its task (shared with every app) is registered when this app is finalised.
+    import workers.tasks  # noqa: F401
+    from workers.celery_app import make_worker_app
+
     args = worker_args(concurrency=concurrency)
-    # By name: service never imports workers statically. The task module first, so its task
-    # (shared with every app) is registered when this app is finalised.
-    importlib.import_module(TASKS_MODULE)
-    app = importlib.import_module(WORKER_MODULE).make_worker_app(settings)
-    app.worker_main(args)
+    make_worker_app(settings).worker_main(args)
 
 
 class WorkerSupervisor:

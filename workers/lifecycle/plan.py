@@ -2,8 +2,8 @@
 
 ``build_training`` turns the spec plus the decoded dataset into the keyword
 arguments of ``workers.training.engine.fit`` (everything but the progress
-callbacks and ``resume``, which belong to the job lifecycle in
-``workers.runner``). Every statistic (channel mean/std, class counts for
+callbacks and ``resume``, which belong to the job run in
+``workers.lifecycle.run``). Every statistic (channel mean/std, class counts for
 weights, focal α, minority classes) comes from the *train* split only.
 """
 
