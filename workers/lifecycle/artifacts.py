@@ -19,7 +19,7 @@ from typing import Any
 from service.jsonsafe import json_safe
 from service.spec import JobSpec
 from service.storage import BlobStore
-from workers.onnx_export import OnnxExport, export_checked_onnx
+from workers.lifecycle.onnx_export import OnnxExport, export_checked_onnx
 from workers.training.export import export_program, save_weights
 from workers.training.trainer import FitResult
 

@@ -7,7 +7,7 @@ import torch
 from torch import nn
 
 from service.inference.runtime import OnnxProgram, onnx_session
-from workers.onnx_export import ONNX_FILE, export_checked_onnx
+from workers.lifecycle.onnx_export import ONNX_FILE, export_checked_onnx
 from workers.training.networks import build_network
 
 
