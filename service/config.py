@@ -62,7 +62,8 @@ class Settings(BaseSettings):
         default=5.0,
         ge=0.0,
         le=300.0,
-        description="how long an authenticated key skips the database; a revocation takes effect within it",
+        description="how long an authenticated key (and a model predict looked up) skips the database; "
+        "a revocation takes effect within it",
     )
     api_read_threads: int = Field(
         default=2,

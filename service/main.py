@@ -30,6 +30,7 @@ from service.queue import make_celery
 from service.reaper import ReaperThread
 from service.repository import tenants
 from service.storage import make_blob_store
+from service.ttl_cache import TtlCache
 
 logger = logging.getLogger(__name__)
 
@@ -90,6 +91,7 @@ async def _lifespan(app: FastAPI) -> AsyncIterator[None]:
     app.state.engine = engine
     app.state.session_factory = make_session_factory(engine)
     app.state.key_cache = KeyCache(ttl_seconds=settings.auth_cache_seconds)
+    app.state.model_refs = TtlCache(ttl_seconds=settings.auth_cache_seconds)
     app.state.read_limiter = anyio.CapacityLimiter(settings.api_read_threads)
     app.state.blob_store = make_blob_store(settings)
     app.state.celery = make_celery(settings)
