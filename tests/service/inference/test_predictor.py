@@ -137,7 +137,7 @@ def test_a_request_larger_than_max_batch_is_split(store, three_rgb, installed, h
 def test_an_undecodable_image_names_its_instance(predictor, binary_grey, installed, helpers) -> None:
     row = helpers.Row(id="mb", blob_prefix=installed(binary_grey, "mb"), class_names=binary_grey.class_names)
     good = helpers.png(helpers.images(1, height=12, width=10, channels=1, seed=0)[0])
-    with pytest.raises(InstanceError, match=r"^instance 1 \(file 'notes.txt'\): cannot identify image"):
+    with pytest.raises(InstanceError, match=r"^instance 1 \(file 'notes.txt'\): not a readable image"):
         run(predictor, row, [good, b"hello", good], names=["ok.png", "notes.txt", "ok2.png"])
 
 

@@ -169,7 +169,7 @@ def test_truncated_png(files, store, limits) -> None:
 
 @pytest.mark.parametrize(
     ("data", "fragment"),
-    [(b"just some text", "not a readable image"), (b"", "not a readable image")],
+    [(b"just some text", "not a readable image"), (b"", "empty (0 bytes")],
 )
 def test_non_image_in_a_class_folder(files, store, limits, data: bytes, fragment: str) -> None:
     path = hostile.zip_with(files / "n.zip", "train/dog/notes.png", data)
