@@ -9,6 +9,7 @@ import zlib
 import numpy as np
 import pytest
 import torch
+from image_files import dicom_bytes
 from PIL import Image
 
 from service.imaging.decoder import PILLOW_FORMATS
@@ -172,3 +173,19 @@ def test_batch_error_without_names() -> None:
 def test_rejects_unsupported_channel_count() -> None:
     with pytest.raises(ValueError, match="channels must be 1 or 3, got 4"):
         decode_image(b"x", height=1, width=1, channels=4, max_pixels=BIG)
+
+
+def test_dicom_is_served_through_the_same_normalisation_as_upload() -> None:
+    from service.ingest.images import decode_image as ingest_decode
+
+    stored = np.arange(6 * 5, dtype=np.uint16).reshape(6, 5) * 100
+    data = dicom_bytes(stored, photometric="MONOCHROME1", window=(1500, 2000))
+    served = decode_image(data, height=6, width=5, channels=1, max_pixels=BIG)
+    expected = ingest_decode(data, name="x.dcm", max_pixels=BIG)
+    assert torch.equal(served[0], torch.from_numpy(expected).float() / 255)
+
+
+def test_a_multi_frame_dicom_names_its_instance() -> None:
+    data = dicom_bytes(np.zeros((4, 4), dtype=np.uint16), frames=2)
+    with pytest.raises(InstanceError, match=r"^instance 0 \(file 'ct.dcm'\): a multi-frame DICOM \(2 frames\)"):
+        decode_batch([data], names=["ct.dcm"], height=4, width=4, channels=1, max_pixels=BIG)
