@@ -3,9 +3,9 @@
 This is the part of a predict request nothing around the model can remove;
 ``benchmarks.inference`` sets it beside the predict latency (target: predict
 p50 ≤ ``GET /v1/jobs/{id}`` p50 + forward + 1 ms). Programs are built the way
-the service builds them: ``service.inference.runtime.onnx_session`` with one
-intra-op thread per core, or the ``torch.export`` program with torch's
-threads set to the cores.
+the service builds them (default settings): ``onnx_session`` with the
+predictor's per-pass core share, or the ``torch.export`` program with torch's
+threads set to every core (what a lone pass gets).
 """
 
 from __future__ import annotations
@@ -18,16 +18,18 @@ from pathlib import Path
 
 import torch
 
+from service.config import Settings
 from service.inference.runtime import OnnxProgram, onnx_session
 
 RUNTIMES = ("onnxruntime", "torch")
 
 
 def load(path: Path, *, runtime: str) -> Callable[[torch.Tensor], torch.Tensor]:
-    """``model.onnx`` on ONNX Runtime or ``model.pt2`` eagerly, with every core."""
+    """``model.onnx`` on ONNX Runtime or ``model.pt2`` eagerly, threaded as the service would."""
     cores = len(os.sched_getaffinity(0))
     if runtime == "onnxruntime":
-        return OnnxProgram(onnx_session(path.read_bytes(), threads=cores))
+        share = max(1, cores // Settings().predict_threads)  # as Predictor.session_threads
+        return OnnxProgram(onnx_session(path.read_bytes(), threads=share))
     if runtime == "torch":
         torch.set_num_threads(cores)
         return torch.export.load(str(path)).module()

@@ -9,23 +9,20 @@ operator asks for ``torch``, the ``torch.export`` program runs eagerly.
 
 from __future__ import annotations
 
-import json
 import logging
 from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Any, Literal
+from typing import Literal
 
 import torch
+from pydantic import ValidationError
 
 from service.inference.runtime import OnnxProgram, onnx_session
+from service.model_card import CARD_FILE, PROGRAM_FILE, WEIGHTS_FILE, ModelCard
 from service.storage import BlobStore
 
 logger = logging.getLogger(__name__)
 
-PROGRAM_FILE = "model.pt2"
-WEIGHTS_FILE = "weights.safetensors"
-CARD_FILE = "model_card.json"
-FORMAT_VERSION = 1
 Runtime = Literal["onnxruntime", "torch"]
 RUNTIMES: tuple[Runtime, ...] = ("onnxruntime", "torch")
 
@@ -36,7 +33,8 @@ class ArtifactError(RuntimeError):
 
 @dataclass(frozen=True)
 class LoadedModel:
-    """A ready-to-run program (``(B, C, H, W)`` -> ``(B, K)`` logits) and the input it expects."""
+    """A ready-to-run program (``(B, C, H, W)`` -> ``(B, K)`` logits), the runtime running it, the
+    input it expects and the card it was loaded with."""
 
     module: Callable[[torch.Tensor], torch.Tensor]
     runtime: Runtime
@@ -45,7 +43,7 @@ class LoadedModel:
     channels: int
     num_classes: int
     size_bytes: int
-    card: dict[str, Any]
+    card: ModelCard
 
 
 def load_artifact(
@@ -56,9 +54,8 @@ def load_artifact(
     if runtime not in RUNTIMES:
         raise ValueError(f"runtime must be one of {RUNTIMES}, got {runtime!r}")
     card = read_card(store, blob_prefix=blob_prefix)
-    onnx_file = (card.get("onnx") or {}).get("file")
-    if runtime == "onnxruntime" and isinstance(onnx_file, str):
-        key, program, chosen = f"{blob_prefix}/{onnx_file}", _onnx_program, "onnxruntime"
+    if runtime == "onnxruntime" and card.onnx.file is not None:
+        key, program, chosen = f"{blob_prefix}/{card.onnx.file}", _onnx_program, "onnxruntime"
     else:
         key, program, chosen = f"{blob_prefix}/{PROGRAM_FILE}", _torch_program, "torch"
     if not store.exists(key):
@@ -67,14 +64,14 @@ def load_artifact(
         module = program(store, key, threads=threads)
     except Exception as exc:  # a corrupt or incompatible program, whatever the runtime raises
         raise ArtifactError(f"cannot load {key!r}: {type(exc).__name__}: {exc}") from exc
-    shape = card["input"]
+    shape = card.input
     loaded = LoadedModel(
         module=module,
         runtime=chosen,
-        height=int(shape["height"]),
-        width=int(shape["width"]),
-        channels=int(shape["channels"]),
-        num_classes=len(card["class_names"]),
+        height=shape.height,
+        width=shape.width,
+        channels=shape.channels,
+        num_classes=len(card.class_names),
         size_bytes=_artifact_bytes(store, blob_prefix=blob_prefix, program=key),
         card=card,
     )
@@ -89,47 +86,24 @@ def _onnx_program(store: BlobStore, key: str, *, threads: int) -> Callable[[torc
 
 
 def _torch_program(store: BlobStore, key: str, *, threads: int) -> Callable[[torch.Tensor], torch.Tensor]:
+    del threads  # torch's threads are set per forward pass (the predictor's core share)
     module = torch.export.load(store.local_path(key)).module()
     _to_eval(module)
     return module
 
 
-def read_card(store: BlobStore, *, blob_prefix: str) -> dict[str, Any]:
-    """The parsed ``model_card.json``, checked for the fields inference relies on."""
+def read_card(store: BlobStore, *, blob_prefix: str) -> ModelCard:
+    """The ``ModelCard`` stored under ``blob_prefix``; ``ArtifactError`` naming what is wrong otherwise."""
     key = f"{blob_prefix}/{CARD_FILE}"
     if not store.exists(key):
         raise ArtifactError(f"artefact {blob_prefix!r} has no {CARD_FILE}")
     with store.open(key) as handle:
-        try:
-            card = json.load(handle)
-        except ValueError as exc:
-            raise ArtifactError(f"{key!r} is not valid JSON: {exc}") from exc
-    problems = _card_problems(card)
-    if problems:
-        raise ArtifactError(f"{key!r} is malformed: {'; '.join(problems)}")
-    return card
-
-
-def _card_problems(card: Any) -> list[str]:
-    if not isinstance(card, dict):
-        return ["not a JSON object"]
-    problems = []
-    if card.get("format_version") != FORMAT_VERSION:
-        problems.append(f"format_version {card.get('format_version')!r} (supported: {FORMAT_VERSION})")
-    names = card.get("class_names")
-    if not isinstance(names, list) or len(names) < 2:
-        problems.append("class_names must list at least 2 classes")
-    shape = card.get("input")
-    if not isinstance(shape, dict):
-        return [*problems, "input must be an object"]
-    for field in ("height", "width"):
-        if not isinstance(shape.get(field), int) or shape[field] < 1:
-            problems.append(f"input.{field} must be a positive int")
-    if shape.get("channels") not in (1, 3):
-        problems.append(f"input.channels {shape.get('channels')!r} (supported: 1, 3)")
-    if shape.get("layout", "NCHW") != "NCHW" or shape.get("dtype", "float32") != "float32":
-        problems.append("input must be NCHW float32")
-    return problems
+        raw = handle.read()
+    try:
+        return ModelCard.model_validate_json(raw)
+    except ValidationError as exc:
+        problems = "; ".join(f"{'.'.join(map(str, e['loc'])) or 'card'}: {e['msg']}" for e in exc.errors())
+        raise ArtifactError(f"{key!r} is malformed: {problems}") from exc
 
 
 def _to_eval(module: torch.nn.Module) -> None:

@@ -3,10 +3,11 @@ and by hosted inference.
 
 Session options are tuned for the small batches a predict request brings: all
 graph optimisations on, one sequential stream of operators (``inter_op`` 1),
-and an intra-op pool of ``threads`` (the cores a lone pass may use, the
-core-sharing rule of ``service.inference.predictor``). Concurrent ``run``
-calls on one session share that pool, so passes that overlap divide the
-cores among them instead of oversubscribing the CPU.
+and an intra-op pool of ``threads``: the predictor passes its core share, the
+cores divided among the passes that may run at once (one per inference
+thread). Idle pool threads do not spin: on a CPU shared with other processes
+a spinning thread takes the core another pass (or the event loop) needs, and
+a pass split over threads waits for the slowest of them.
 """
 
 from __future__ import annotations
@@ -31,6 +32,7 @@ def onnx_session(model: bytes, *, threads: int) -> ort.InferenceSession:
     options.execution_mode = ort.ExecutionMode.ORT_SEQUENTIAL
     options.intra_op_num_threads = threads
     options.inter_op_num_threads = 1
+    options.add_session_config_entry("session.intra_op.allow_spinning", "0")
     options.log_severity_level = 3  # errors only: its warnings would land in every API log
     return ort.InferenceSession(model, sess_options=options, providers=list(PROVIDERS))
 

@@ -1,9 +1,10 @@
-"""A finished job's artefacts: exported program, safetensors weights, model card and metrics.
+"""A finished job's artefacts: exported programs (``torch.export`` and, when it exports and checks, ONNX),
+safetensors weights, model card and metrics.
 
 Files are written in a temporary folder of the blob store and moved into
 ``jobs/{job_id}/artifacts/{name}`` atomically (``BlobStore.put_file(move=True)``),
 so a crash never leaves a torn artefact and the same code works on a remote
-store. The model card format is in docs/architecture.md ("The model artefact").
+store. The card is ``service.model_card.ModelCard`` (docs/architecture.md, "The model artefact").
 """
 
 from __future__ import annotations
@@ -16,16 +17,30 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from rarefit.decision import DecisionRule
 from service.jsonsafe import json_safe
+from service.model_card import (
+    CARD_FILE,
+    METRICS_FILE,
+    PROGRAM_FILE,
+    WEIGHTS_FILE,
+    Calibration,
+    InputSpec,
+    ModelCard,
+    Normalization,
+    OnnxExport,
+    OperatingPoint,
+    artifact_key,
+    artifacts_prefix,
+)
 from service.spec import JobSpec
 from service.storage import BlobStore
-from workers.lifecycle.onnx_export import OnnxExport, export_checked_onnx
+from workers.lifecycle.onnx_export import export_checked_onnx
 from workers.training.export import export_program, save_weights
 from workers.training.trainer import FitResult
 
 logger = logging.getLogger(__name__)
 
-CARD_FORMAT_VERSION = 1
 JSON_TYPE = "application/json"
 BINARY_TYPE = "application/octet-stream"
 
@@ -39,17 +54,6 @@ class StoredArtifact:
     content_type: str
 
 
-def artifacts_prefix(job_id: str) -> str:
-    return f"jobs/{job_id}/artifacts"
-
-
-def checkpoint_key(job_id: str, *, attempt: int = 0, epoch: int = 0) -> str:
-    """A new file per (attempt, epoch): writing the next checkpoint never touches the one the job row
-    points at, so a crash or database outage between the file and the row costs one epoch, not the
-    whole run, and a worker that lost its lease never overwrites its successor's file."""
-    return f"jobs/{job_id}/checkpoints/a{int(attempt)}-e{int(epoch):05d}.pt"
-
-
 def model_card(
     result: FitResult,
     *,
@@ -58,34 +62,26 @@ def model_card(
     class_names: list[str],
     image_shape: tuple[int, int, int],
     onnx: OnnxExport,
-) -> dict[str, Any]:
-    """The JSON card inference and users read: input contract, normalisation, threshold, metrics, provenance."""
+) -> ModelCard:
+    """The card inference and users read: input contract, normalisation, operating point, metrics, provenance."""
     height, width, channels = image_shape
     model = result.model
-    return json_safe(
-        {
-            "format_version": CARD_FORMAT_VERSION,
-            "arch": spec.model.arch,
-            "class_names": list(class_names),
-            "input": {
-                "height": height,
-                "width": width,
-                "channels": channels,
-                "layout": "NCHW",
-                "dtype": "float32",
-                "range": [0, 1],
-            },
-            "normalization": {"mean": model.mean.flatten().tolist(), "std": model.std.flatten().tolist()},
-            "threshold": result.threshold,
-            "positive_class": result.positive_class,
-            "metrics": result.test or {},
-            "best_epoch": result.best_epoch,
-            "job_id": job_id,
-            "spec": spec.model_dump(mode="json"),
-            "program": "model.pt2",
-            "onnx": {"file": onnx.file, "max_abs_diff": onnx.max_abs_diff, "error": onnx.error},
-            "versions": _versions(),
-        }
+    rule = DecisionRule.binary(positive_class=result.positive_class or 0, threshold=result.threshold)
+    return ModelCard(
+        arch=spec.model.arch,
+        class_names=list(class_names),
+        positive_class=result.positive_class,
+        files=[PROGRAM_FILE, *([onnx.file] if onnx.file else []), WEIGHTS_FILE, METRICS_FILE],
+        input=InputSpec(height=height, width=width, channels=channels),
+        normalization=Normalization(mean=model.mean.flatten().tolist(), std=model.std.flatten().tolist()),
+        calibration=Calibration(),
+        operating_point=OperatingPoint.from_rule(rule, policy=spec.threshold.model_dump(mode="json")),
+        metrics=json_safe(result.test or {}),
+        best_epoch=result.best_epoch,
+        job_id=job_id,
+        spec=spec.model_dump(mode="json"),
+        onnx=onnx,
+        versions=_versions(),
     )
 
 
@@ -100,10 +96,12 @@ def _versions() -> dict[str, str | None]:
     return found
 
 
-def metrics_document(result: FitResult) -> dict[str, Any]:
-    """``metrics.json``: the whole history, the selected epoch and the final blocks."""
+def metrics_document(result: FitResult, *, report: dict[str, Any] | None = None) -> dict[str, Any]:
+    """``metrics.json``: the whole history, the selected epoch, the final blocks, and the job's ``report``
+    (``init``: the initial weights and what was adapted to load them)."""
     return json_safe(
         {
+            **(report or {}),
             "history": [record.to_dict() for record in result.history],
             "best_epoch": result.best_epoch,
             "best_score": result.best_score,
@@ -124,24 +122,24 @@ def export_artifacts(
     spec: JobSpec,
     class_names: list[str],
     image_shape: tuple[int, int, int],
+    report: dict[str, Any] | None = None,
 ) -> list[StoredArtifact]:
-    """Write and store the artefacts (``model.onnx`` when it exported and checked); returns what was
-    stored (for ``register_artifact``)."""
+    """Store the files the card names, then the card; returns what was stored (for ``register_artifact``)."""
     height, width, channels = image_shape
     with tempfile.TemporaryDirectory(dir=store.tmp_dir(), prefix=f"export-{job_id}-") as tmp:
         folder = Path(tmp)
-        export_program(result.model, folder / "model.pt2", input_shape=(channels, height, width))
+        export_program(result.model, folder / PROGRAM_FILE, input_shape=(channels, height, width))
         onnx = export_checked_onnx(result.model, folder, input_shape=(channels, height, width))
-        save_weights(result.model, folder / "weights.safetensors")
         card = model_card(result, job_id=job_id, spec=spec, class_names=class_names, image_shape=image_shape, onnx=onnx)
-        _write_json(folder / "model_card.json", card)
-        _write_json(folder / "metrics.json", metrics_document(result))
+        save_weights(result.model, folder / WEIGHTS_FILE)
+        _write_json(folder / METRICS_FILE, metrics_document(result, report=report))
+        (folder / CARD_FILE).write_text(card.to_json(), encoding="utf-8")
         stored = [
-            _store(store, folder, job_id, "model.pt2", BINARY_TYPE),
+            _store(store, folder, job_id, PROGRAM_FILE, BINARY_TYPE),
             *([_store(store, folder, job_id, onnx.file, BINARY_TYPE)] if onnx.file else []),
-            _store(store, folder, job_id, "weights.safetensors", BINARY_TYPE),
-            _store(store, folder, job_id, "model_card.json", JSON_TYPE),
-            _store(store, folder, job_id, "metrics.json", JSON_TYPE),
+            _store(store, folder, job_id, WEIGHTS_FILE, BINARY_TYPE),
+            _store(store, folder, job_id, METRICS_FILE, JSON_TYPE),
+            _store(store, folder, job_id, CARD_FILE, JSON_TYPE),  # last: a card names only files that exist
         ]
     logger.info("job %s: artefacts stored under %s", job_id, artifacts_prefix(job_id))
     return stored
@@ -152,6 +150,6 @@ def _write_json(path: Path, document: dict[str, Any]) -> None:
 
 
 def _store(store: BlobStore, folder: Path, job_id: str, name: str, content_type: str) -> StoredArtifact:
-    key = f"{artifacts_prefix(job_id)}/{name}"
+    key = artifact_key(job_id, name)
     info = store.put_file(key, folder / name, move=True)
     return StoredArtifact(name=name, blob_key=key, size=info.size, sha256=info.sha256, content_type=content_type)

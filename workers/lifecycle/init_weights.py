@@ -1,7 +1,7 @@
 """Initial weights for transfer learning: ``model.init`` → a state dict, loaded without pickle.
 
 - ``"job:<id>"``: the registered model of an earlier job *of the same tenant*
-  (its ``weights.safetensors``); another tenant's job is "not found".
+  (its safetensors weights); another tenant's job is "not found".
 - ``"weights:<name>"``: a file the operator placed in the weights directory:
   ``.safetensors``, or ``.pt``/``.pth`` read with ``torch.load(weights_only=True)``.
   The name is a plain file name (no path separators, no leading dot).
@@ -20,6 +20,7 @@ import torch
 from safetensors.torch import load_file
 from sqlalchemy.orm import Session
 
+from service.model_card import WEIGHTS_FILE
 from service.repository import models
 
 logger = logging.getLogger(__name__)
@@ -40,7 +41,7 @@ def init_blob_key(session: Session, *, init: str, tenant_id: str) -> str | None:
     prefix = models.blob_prefix_of_job(session, tenant_id=tenant_id, job_id=source_job)
     if prefix is None:
         raise InitNotFound(f"init job not found: {source_job} has no registered model for this tenant")
-    return f"{prefix}/weights.safetensors"
+    return f"{prefix}/{WEIGHTS_FILE}"
 
 
 def load_job_weights(path: Path, *, init: str) -> dict[str, torch.Tensor]:

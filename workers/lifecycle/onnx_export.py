@@ -11,29 +11,19 @@ from __future__ import annotations
 import copy
 import logging
 import re
-from dataclasses import dataclass
 from pathlib import Path
 
 import torch
 from torch import nn
 
 from service.inference.runtime import OnnxProgram, onnx_session
+from service.model_card import ONNX_FILE, OnnxExport
 from workers.training.export import export_onnx
 
 logger = logging.getLogger(__name__)
 
-ONNX_FILE = "model.onnx"
 RELATIVE_TOLERANCE = 1e-3  # of the largest logit: float32 kernels differ, a wrong graph differs by far more
 _PROBE_BATCHES = (1, 5)  # 1 and another size: the batch axis must really be dynamic
-
-
-@dataclass(frozen=True)
-class OnnxExport:
-    """What the card records: the file (None when PyTorch serves), the check and why not."""
-
-    file: str | None
-    max_abs_diff: float | None
-    error: str | None
 
 
 def export_checked_onnx(model: nn.Module, folder: Path, *, input_shape: tuple[int, int, int]) -> OnnxExport:

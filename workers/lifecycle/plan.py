@@ -19,6 +19,7 @@ import torch
 from service.spec import JobSpec, LossSpec, effective_warmup_epochs
 from workers.training.augment import BatchAugment, minority_class_mask
 from workers.training.data import Split, channel_stats
+from workers.training.long_tail import LONG_TAIL_KINDS, LongTailCriterion, posthoc_adjustment
 from workers.training.loop import steps_per_epoch
 from workers.training.losses import Criterion, class_weights, resolve_alpha
 from workers.training.mixing import BatchMixer
@@ -26,6 +27,7 @@ from workers.training.networks import Classifier, build_network, load_init_state
 from workers.training.optim import make_optimizer, make_scheduler
 from workers.training.samplers import make_sampler
 from workers.training.seeding import seed_everything
+from workers.training.transfer import prepare_pretrained
 
 logger = logging.getLogger(__name__)
 
@@ -39,12 +41,14 @@ def build_training(
     class_names: Sequence[str],
     device: torch.device | str,
     init_state: Mapping[str, torch.Tensor] | None,
+    adaptations: list[str] | None = None,
 ) -> dict[str, Any]:
     """Keyword arguments for ``fit(...)`` from ``spec`` and ``{split: (images uint8 NHWC, labels int64)}``.
 
     Seeds every RNG with ``spec.seed`` first, so the initial weights are
     reproducible. Raises ``ValueError``/``TypeError`` for data or a spec the
-    core cannot train (the job then fails with that message).
+    core cannot train (the job then fails with that message). ``adaptations``, when given, receives
+    a line for each change made to load ``init_state`` (stem channels or kernel, a new head).
     """
     if not isinstance(spec, JobSpec):
         raise TypeError(f"spec must be a JobSpec, got {type(spec).__name__}")
@@ -60,7 +64,10 @@ def build_training(
     if len(counts) != len(names):
         raise ValueError(f"train labels reach class {len(counts) - 1} but the dataset names {len(names)} classes")
     seed_everything(spec.seed)
-    model = _network(spec, train, num_classes=len(names), init_state=init_state).to(device)
+    model, adapted = _network(spec, train, num_classes=len(names), init_state=init_state)
+    model = model.to(device)
+    if adaptations is not None:
+        adaptations.extend(adapted)
     sampler = make_sampler(spec.sampler.type, labels=train.labels, seed=spec.seed, device=device)
     optimizer, scheduler = _optimization(spec, model, epoch_length=sampler.epoch_length)
     return {
@@ -73,7 +80,7 @@ def build_training(
         "optimizer": optimizer,
         "scheduler": scheduler,
         "sampler": sampler,
-        "mixer": _mixer(spec, num_classes=len(names)),
+        "mixer": _mixer(spec, num_classes=len(names), train_labels=train.labels),
         "augment": _augment(spec, counts=counts),
         "epochs": spec.epochs,
         "batch_size": spec.batch_size,
@@ -86,6 +93,7 @@ def build_training(
         "target_recall": spec.threshold.target_recall,
         "freeze_backbone_epochs": spec.model.freeze_backbone_epochs,
         "compile": spec.compile,
+        "logit_adjustment": posthoc_adjustment(counts, tau=spec.loss.posthoc_tau),
     }
 
 
@@ -98,8 +106,14 @@ def _split(arrays: SplitArrays) -> Split:
 def _optimization(spec: JobSpec, model: Classifier, *, epoch_length: int):
     # Built after the model is on its device, so the optimizer can pick fused CUDA kernels.
     optim = spec.optim
+    params: Any = model.parameters()
+    if optim.backbone_lr_scale != 1.0:  # discriminative learning rates: the pretrained backbone moves slower
+        params = [
+            {"params": list(model.backbone_parameters()), "lr": optim.lr * optim.backbone_lr_scale},
+            {"params": list(model.head_parameters())},
+        ]
     optimizer = make_optimizer(
-        optim.name, model.parameters(), lr=optim.lr, weight_decay=optim.weight_decay, momentum=optim.momentum
+        optim.name, params, lr=optim.lr, weight_decay=optim.weight_decay, momentum=optim.momentum
     )
     scheduler = make_scheduler(
         optim.scheduler,
@@ -115,7 +129,8 @@ def _optimization(spec: JobSpec, model: Classifier, *, epoch_length: int):
 
 def _network(
     spec: JobSpec, train: Split, *, num_classes: int, init_state: Mapping[str, torch.Tensor] | None
-) -> Classifier:
+) -> tuple[Classifier, list[str]]:
+    """The network, initialised from ``init_state`` when given, and what its stem needed adapted for it."""
     height, width, channels = train.image_shape
     mean, std = channel_stats(train.images)
     model = build_network(
@@ -127,10 +142,12 @@ def _network(
         mean=mean,
         std=std,
     )
-    if init_state is not None:
-        skipped = load_init_state(model, init_state, strict_backbone=True)
-        logger.info("initialised %s from %s (%d keys not loaded)", spec.model.arch, spec.model.init, len(skipped))
-    return model
+    if init_state is None:
+        return model, []
+    state, adaptations = prepare_pretrained(model, init_state)
+    skipped = load_init_state(model, state, strict_backbone=True)
+    logger.info("initialised %s from %s (%d keys not loaded)", spec.model.arch, spec.model.init, len(skipped))
+    return model, adaptations + [f"{key}: not loaded (new head)" for key in skipped]
 
 
 def criterion_kind(loss: LossSpec) -> str:
@@ -141,22 +158,34 @@ def criterion_kind(loss: LossSpec) -> str:
 
 
 def make_criterion(loss: LossSpec, *, counts: Sequence[int]) -> Criterion:
-    """The loss with class weights and focal α resolved from the train class ``counts``.
+    """The loss with class weights, focal α, margins and priors resolved from the train class ``counts``.
 
     Label smoothing is applied here (not in the mixer), once, to the mixed targets.
     """
+    weight = class_weights(loss.class_weights, counts=counts, beta=loss.effective_number_beta)
+    if loss.type in LONG_TAIL_KINDS:
+        return LongTailCriterion(
+            kind=loss.type,
+            counts=counts,
+            tau=loss.tau,
+            max_margin=loss.ldam_max_margin,
+            scale=loss.ldam_scale,
+            weight=weight,
+            label_smoothing=loss.label_smoothing,
+            reweight_from_epoch=loss.reweight_from_epoch,
+        )
     kind = criterion_kind(loss)
     return Criterion(
         kind=kind,
         gamma=loss.gamma,
         alpha=resolve_alpha(loss.alpha, counts=counts) if kind != "cross_entropy" else None,
-        weight=class_weights(loss.class_weights, counts=counts, beta=loss.effective_number_beta),
+        weight=weight,
         label_smoothing=loss.label_smoothing,
         reweight_from_epoch=loss.reweight_from_epoch,
     )
 
 
-def _mixer(spec: JobSpec, *, num_classes: int) -> BatchMixer | None:
+def _mixer(spec: JobSpec, *, num_classes: int, train_labels: torch.Tensor) -> BatchMixer | None:
     mixing = spec.mixing
     if mixing.mode == "none":
         return None
@@ -168,6 +197,9 @@ def _mixer(spec: JobSpec, *, num_classes: int) -> BatchMixer | None:
         prob=mixing.prob,
         switch_prob=mixing.switch_prob,
         label_smoothing=0.0,
+        train_labels=train_labels if mixing.mode in ("balanced_mixup", "remix") else None,
+        kappa=mixing.kappa,
+        tau=mixing.tau,
     )
 
 

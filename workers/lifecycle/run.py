@@ -22,6 +22,7 @@ from sqlalchemy.orm import Session, sessionmaker
 from service.config import Settings
 from service.db import aware, transaction
 from service.ingest import load_canonical
+from service.model_card import WEIGHTS_FILE, artifacts_prefix
 from service.models import Job, JobStatus, utcnow
 from service.queue import enqueue_job, make_celery
 from service.repository import datasets, leases, models
@@ -102,13 +103,16 @@ class JobRun:
         arrays = load_canonical(self.store, dataset.blob_prefix, mmap=True)
         device = resolve_device(self.settings.device)
         self.device_type = device.type
+        adapted: list[str] = []
         kwargs = build_training(
             spec,
             dataset_arrays=arrays,
             class_names=dataset.class_names,
             device=device,
             init_state=self._init_state(spec),
+            adaptations=adapted,
         )
+        report = {"init": {"source": spec.model.init, "adapted": adapted}}
         resume = self._resume_point()
         start_epoch = int(resume["epoch"]) if resume else 0
         self._held(
@@ -125,7 +129,9 @@ class JobRun:
             # Only a job handed back resumes: its last finished epoch goes on disk and on the row.
             progress.checkpoints.close(write_pending=result is not None and result.stopped == "shutdown")
         image_shape = kwargs["train"].image_shape
-        return self._conclude(result, spec=spec, class_names=dataset.class_names, image_shape=image_shape)
+        return self._conclude(
+            result, spec=spec, class_names=dataset.class_names, image_shape=image_shape, report=report
+        )
 
     def _dataset(self, session: Session) -> DatasetInfo:
         row = datasets.get_dataset(session, tenant_id=self.tenant_id, dataset_id=self.dataset_id)
@@ -173,7 +179,13 @@ class JobRun:
 
     # --- endings ----------------------------------------------------------
     def _conclude(
-        self, result: FitResult, *, spec: JobSpec, class_names: list[str], image_shape: tuple[int, int, int]
+        self,
+        result: FitResult,
+        *,
+        spec: JobSpec,
+        class_names: list[str],
+        image_shape: tuple[int, int, int],
+        report: dict[str, Any],
     ) -> str:
         if result.stopped == "lease_lost":
             raise LeaseLost(self.job_id)
@@ -189,7 +201,13 @@ class JobRun:
             )
             return self.fail(error_type="TimeLimitExceeded", message=message)
         stored = export_artifacts(
-            result, store=self.store, job_id=self.job_id, spec=spec, class_names=class_names, image_shape=image_shape
+            result,
+            store=self.store,
+            job_id=self.job_id,
+            spec=spec,
+            class_names=class_names,
+            image_shape=image_shape,
+            report=report,
         )
         self.write(lambda s: self._register(s, result, stored, spec, class_names, image_shape), "register the model")
         logger.info("job %s: succeeded (best epoch %d)", self.job_id, result.best_epoch)
@@ -217,7 +235,7 @@ class JobRun:
                 sha256=item.sha256,
             )
         summary = {k: v for k, v in (result.test or {}).items() if isinstance(v, (int, float))}
-        weights = next(item for item in stored if item.name == "weights.safetensors")
+        weights = next(item for item in stored if item.name == WEIGHTS_FILE)
         model = models.register_model(
             session,
             job_id=self.job_id,
@@ -228,7 +246,7 @@ class JobRun:
             threshold=result.threshold,
             positive_class=result.positive_class,
             metrics=summary,
-            blob_prefix=stored[0].blob_key.rsplit("/", 1)[0],
+            blob_prefix=artifacts_prefix(self.job_id),
             size_bytes=weights.size,
         )
         self._held(

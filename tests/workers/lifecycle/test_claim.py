@@ -12,17 +12,18 @@ from datetime import timedelta
 import numpy as np
 import pytest
 import torch
+import torchvision
 from safetensors.torch import load_file, save_file
 from sqlalchemy import select
 
 from service.db import make_engine, make_session_factory, transaction
 from service.ingest import DecodedDataset, load_canonical, store_canonical
 from service.migrate import upgrade_head
+from service.model_card import ModelCard, checkpoint_key
 from service.models import Artifact, Dataset, EpochMetrics, Job, JobStatus, Model, Tenant, utcnow
 from service.queue import make_celery
 from service.spec import JobSpec
 from service.storage import LocalBlobStore
-from workers.lifecycle.artifacts import checkpoint_key
 from workers.lifecycle.claim import classify_error, readable, run_job
 from workers.lifecycle.plan import build_training
 from workers.training.checkpoint import save_checkpoint
@@ -141,19 +142,20 @@ def test_job_succeeds_with_metrics_artifacts_and_model_then_skips_a_duplicate(en
         [8, 8, 1],
     )
     assert model.class_names == ["normal", "rare"] and model.positive_class == 1
-    card = json.loads(store.local_path(artifacts["model_card.json"].blob_key).read_text())
-    assert card["input"] == {
+    card = ModelCard.model_validate_json(store.local_path(artifacts["model_card.json"].blob_key).read_text())
+    assert card.input.model_dump() == {
         "height": 8,
         "width": 8,
         "channels": 1,
         "layout": "NCHW",
         "dtype": "float32",
-        "range": [0, 1],
+        "range": (0, 1),
     }
-    assert (card["job_id"], card["threshold"], card["positive_class"]) == (job_id, model.threshold, 1)
-    assert card["program"] == "model.pt2" and card["onnx"]["file"] == "model.onnx"
-    assert 0 <= card["onnx"]["max_abs_diff"] < 1e-3 and card["onnx"]["error"] is None
-    assert torch.__version__.startswith(card["versions"]["torch"]) and card["versions"]["onnxruntime"]
+    assert (card.job_id, card.threshold, card.positive_class) == (job_id, model.threshold, 1)
+    assert set(card.files) <= set(artifacts) and card.class_names == model.class_names
+    assert "model.pt2" in card.files and card.onnx.file == "model.onnx" and "model.onnx" in card.files
+    assert card.onnx.max_abs_diff is not None and 0 <= card.onnx.max_abs_diff < 1e-3 and card.onnx.error is None
+    assert torch.__version__.startswith(card.versions["torch"]) and card.versions["onnxruntime"]
     metrics = json.loads(store.local_path(artifacts["metrics.json"].blob_key).read_text())
     assert [r["epoch"] for r in metrics["history"]] == [1, 2] and metrics["best_epoch"] == job.best_epoch
     program = torch.export.load(str(store.local_path(artifacts["model.pt2"].blob_key))).module()
@@ -305,3 +307,22 @@ def test_error_classification_and_readable_messages():
     assert (
         readable("a\n  b") == "a b" and readable("see https://errors.example/v/x") == "see https://errors.example/v/x"
     )
+
+
+def test_imagenet_layout_weights_train_on_small_grayscale_and_the_job_reports_the_adaptation(env, settings):
+    """An operator drops a torchvision ResNet-18 state dict (3 channels, 1000 classes) in the weights directory."""
+    settings.operator_weights_dir.mkdir(parents=True)
+    torch.manual_seed(0)
+    torch.save(torchvision.models.resnet18(weights=None).state_dict(), settings.operator_weights_dir / "resnet18.pth")
+    overrides = {
+        "model": {"arch": "resnet18", "init": "weights:resnet18", "freeze_backbone_epochs": 1},
+        "optim": {"backbone_lr_scale": 0.1},
+    }
+    job_id = make_job(env, overrides)
+    assert run(env, settings, job_id) == "succeeded", job_row(env, job_id).error_message
+    metrics = json.loads(env["store"].local_path(f"jobs/{job_id}/artifacts/metrics.json").read_text())
+    assert metrics["init"]["source"] == "weights:resnet18"
+    adapted = "\n".join(metrics["init"]["adapted"])
+    assert "backbone.conv1.weight: 3 -> 1 input channels (summed over RGB)" in adapted
+    assert "backbone.conv1.weight: pretrained 7x7 kernel kept at stride 1" in adapted
+    assert "head.weight: not loaded (new head)" in adapted
