@@ -4,7 +4,8 @@ Found values are kept for ``ttl_seconds`` (``None`` answers are never kept, so a
 row that appears is seen on the next call); concurrent misses for one key
 share a single lookup, because when an entry expires under a request storm
 every request in flight would otherwise queue its own read behind the few
-hot-read threads.
+hot-read threads. At ``max_entries`` the least recently used entry makes room
+(expired ones first), so a burst of new keys never drops the hot ones at once.
 """
 
 from __future__ import annotations
@@ -14,6 +15,8 @@ import time
 from collections.abc import Awaitable, Callable, Hashable
 from typing import Generic, TypeVar
 
+from cachetools import TTLCache
+
 K = TypeVar("K", bound=Hashable)
 V = TypeVar("V")
 
@@ -22,13 +25,25 @@ class TtlCache(Generic[K, V]):
     """``key`` → value for ``ttl_seconds`` (0 disables caching), at most ``max_entries`` keys."""
 
     def __init__(self, *, ttl_seconds: float, max_entries: int = 10_000) -> None:
-        self.ttl_seconds, self.max_entries = ttl_seconds, max_entries
-        self._entries: dict[K, tuple[V, float]] = {}
+        self.max_entries = max_entries
+        self.ttl_seconds = ttl_seconds
         self._lookups: dict[K, asyncio.Future[V | None]] = {}
+
+    @property
+    def ttl_seconds(self) -> float:
+        return self._ttl_seconds
+
+    @ttl_seconds.setter
+    def ttl_seconds(self, value: float) -> None:
+        # A TTLCache has one lifetime for all its entries: a new lifetime starts an empty cache.
+        self._ttl_seconds = float(value)
+        self._entries: TTLCache[K, V] = TTLCache(
+            maxsize=self.max_entries, ttl=max(self._ttl_seconds, 0.0), timer=time.monotonic
+        )
 
     async def resolve(self, key: K, lookup: Callable[[], Awaitable[V | None]]) -> V | None:
         """The cached value of ``key``, else ``await lookup()``, cached when not None."""
-        cached = self._fresh(key)
+        cached = self._entries.get(key)
         if cached is not None:
             return cached
         pending = self._lookups.get(key)
@@ -40,19 +55,6 @@ class TtlCache(Generic[K, V]):
 
     async def _look_up(self, key: K, lookup: Callable[[], Awaitable[V | None]]) -> V | None:
         value = await lookup()
-        if value is not None:
-            self._store(key, value)
+        if value is not None and self.ttl_seconds > 0:
+            self._entries[key] = value
         return value
-
-    def _fresh(self, key: K) -> V | None:
-        entry = self._entries.get(key)
-        if entry is None or entry[1] < time.monotonic():
-            return None
-        return entry[0]
-
-    def _store(self, key: K, value: V) -> None:
-        if self.ttl_seconds <= 0:
-            return
-        if len(self._entries) >= self.max_entries:
-            self._entries.clear()  # a crude bound: refilling costs one lookup per active key
-        self._entries[key] = (value, time.monotonic() + self.ttl_seconds)

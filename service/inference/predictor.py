@@ -213,8 +213,8 @@ class Predictor:
         if loaded.runtime == "onnxruntime":  # its session's pool is shared by concurrent runs
             return probabilities(loaded.module, images)
         with self.cores.claim() as threads:
-            # This thread's intra-op pool (OpenMP: per calling thread). The call costs ~1 ms
-            # here, a fifth of a small model's whole request, so only when the share changes.
+            # This thread's intra-op pool (OpenMP: per calling thread). The call is expensive next
+            # to a small model's whole request, so it is made only when the share changes.
             if getattr(self._thread_state, "threads", None) != threads:
                 torch.set_num_threads(threads)
                 self._thread_state.threads = threads

@@ -123,8 +123,12 @@ def export_artifacts(
     class_names: list[str],
     image_shape: tuple[int, int, int],
     report: dict[str, Any] | None = None,
+    extra_files: dict[str, Any] | None = None,
 ) -> list[StoredArtifact]:
-    """Store the files the card names, then the card; returns what was stored (for ``register_artifact``)."""
+    """Store the files the card names, then the card; returns what was stored (for ``register_artifact``).
+
+    ``extra_files`` are further JSON documents of the job (e.g. ``cleaned.json``), by file name.
+    """
     height, width, channels = image_shape
     with tempfile.TemporaryDirectory(dir=store.tmp_dir(), prefix=f"export-{job_id}-") as tmp:
         folder = Path(tmp)
@@ -133,12 +137,15 @@ def export_artifacts(
         card = model_card(result, job_id=job_id, spec=spec, class_names=class_names, image_shape=image_shape, onnx=onnx)
         save_weights(result.model, folder / WEIGHTS_FILE)
         _write_json(folder / METRICS_FILE, metrics_document(result, report=report))
+        for name, document in (extra_files or {}).items():
+            _write_json(folder / name, json_safe(document))
         (folder / CARD_FILE).write_text(card.to_json(), encoding="utf-8")
         stored = [
             _store(store, folder, job_id, PROGRAM_FILE, BINARY_TYPE),
             *([_store(store, folder, job_id, onnx.file, BINARY_TYPE)] if onnx.file else []),
             _store(store, folder, job_id, WEIGHTS_FILE, BINARY_TYPE),
             _store(store, folder, job_id, METRICS_FILE, JSON_TYPE),
+            *(_store(store, folder, job_id, name, JSON_TYPE) for name in (extra_files or {})),
             _store(store, folder, job_id, CARD_FILE, JSON_TYPE),  # last: a card names only files that exist
         ]
     logger.info("job %s: artefacts stored under %s", job_id, artifacts_prefix(job_id))

@@ -1,11 +1,10 @@
 """Epoch checkpoints written off the training thread, at most one per interval.
 
-A checkpoint of a ResNet-18 with its AdamW moments is ~130 MB. Writing,
-fsyncing and hashing it after every epoch cost ~0.4 s per epoch on an H100,
-as much as the epoch itself, and even on a background thread ``torch.save``
-holds the interpreter lock long enough to slow the training thread's kernel
-launches by ~7 % (an A/B of 15-epoch ResNet-18 fits on an H100: 472 against
-440 ms per epoch). So training hands over a ``Snapshot`` (tensors cloned on
+A checkpoint holds the model and its optimizer moments. Writing, fsyncing
+and hashing it after every epoch can take as long as a GPU epoch, and even
+on a background thread ``torch.save`` holds the interpreter lock long enough
+to slow the training thread's kernel launches (``benchmarks/RESULTS.md``,
+"100-epoch job on the H100"). So training hands over a ``Snapshot`` (tensors cloned on
 the device, no host transfer) after each epoch and carries on; one thread
 makes it a checkpoint dict (the host transfer), writes it atomically
 (``save_checkpoint``), records key and sha256 on the job row, then deletes

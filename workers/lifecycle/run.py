@@ -34,6 +34,7 @@ from workers.lifecycle.dbretry import retry_db
 from workers.lifecycle.heartbeat import Heartbeat
 from workers.lifecycle.init_weights import init_blob_key, load_job_weights, load_operator_weights
 from workers.lifecycle.plan import build_training
+from workers.lifecycle.resample import decoupled_stage
 from workers.training.checkpoint import load_checkpoint
 from workers.training.engine import fit
 from workers.training.state import EpochRecord, TrainingState
@@ -128,9 +129,18 @@ class JobRun:
         finally:
             # Only a job handed back resumes: its last finished epoch goes on disk and on the row.
             progress.checkpoints.close(write_pending=result is not None and result.stopped == "shutdown")
+        extra_files: dict[str, Any] = {}
+        if spec.resample is not None and result.stopped in ("completed", "early_stopped"):
+            result, stage_report, extra_files = decoupled_stage(spec, result=result, plan=kwargs, device=device)
+            report.update(stage_report)
         image_shape = kwargs["train"].image_shape
         return self._conclude(
-            result, spec=spec, class_names=dataset.class_names, image_shape=image_shape, report=report
+            result,
+            spec=spec,
+            class_names=dataset.class_names,
+            image_shape=image_shape,
+            report=report,
+            extra_files=extra_files,
         )
 
     def _dataset(self, session: Session) -> DatasetInfo:
@@ -186,6 +196,7 @@ class JobRun:
         class_names: list[str],
         image_shape: tuple[int, int, int],
         report: dict[str, Any],
+        extra_files: dict[str, Any],
     ) -> str:
         if result.stopped == "lease_lost":
             raise LeaseLost(self.job_id)
@@ -208,6 +219,7 @@ class JobRun:
             class_names=class_names,
             image_shape=image_shape,
             report=report,
+            extra_files=extra_files,
         )
         self.write(lambda s: self._register(s, result, stored, spec, class_names, image_shape), "register the model")
         logger.info("job %s: succeeded (best epoch %d)", self.job_id, result.best_epoch)
