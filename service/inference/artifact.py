@@ -9,6 +9,7 @@ operator asks for ``torch``, the ``torch.export`` program runs eagerly.
 
 from __future__ import annotations
 
+import io
 import logging
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -81,13 +82,15 @@ def load_artifact(
 
 
 def _onnx_program(store: BlobStore, key: str, *, threads: int) -> Callable[[torch.Tensor], torch.Tensor]:
-    with store.open(key) as handle:
+    with store.open_read(key) as handle:
         return OnnxProgram(onnx_session(handle.read(), threads=threads))
 
 
 def _torch_program(store: BlobStore, key: str, *, threads: int) -> Callable[[torch.Tensor], torch.Tensor]:
     del threads  # torch's threads are set per forward pass (the predictor's core share)
-    module = torch.export.load(store.local_path(key)).module()
+    with store.open_read(key) as handle:
+        program = io.BytesIO(handle.read())  # torch.export.load seeks; an object-store stream cannot
+    module = torch.export.load(program).module()
     _to_eval(module)
     return module
 
@@ -97,7 +100,7 @@ def read_card(store: BlobStore, *, blob_prefix: str) -> ModelCard:
     key = f"{blob_prefix}/{CARD_FILE}"
     if not store.exists(key):
         raise ArtifactError(f"artefact {blob_prefix!r} has no {CARD_FILE}")
-    with store.open(key) as handle:
+    with store.open_read(key) as handle:
         raw = handle.read()
     try:
         return ModelCard.model_validate_json(raw)
