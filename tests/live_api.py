@@ -1,6 +1,7 @@
 """A real rarefit API (uvicorn in a thread, SQLite) for the client and CLI tests, and a stand-in worker.
 
-The conftests of tests/rarefit and tests/launch import these fixtures (tests/ is on sys.path).
+The client and CLI tests import these fixtures by name (tests/ is on sys.path); a conftest.py of their own
+would clash with tests/service/conftest.py, which tests import as ``conftest``.
 """
 
 from __future__ import annotations

@@ -4,10 +4,13 @@ from __future__ import annotations
 
 import json
 
+import live_api
 import pytest
 from live_api import KEY
 
 from launch.cli import main
+
+live_server, small_npz = live_api.live_server, live_api.small_npz  # the live API fixtures
 
 
 @pytest.fixture

@@ -2,11 +2,14 @@
 
 from __future__ import annotations
 
+import live_api
 import pytest
 from live_api import KEY
 
 from rarefit.client import ApiError, Client
 from service.schemas import DatasetOut, JobOut, MetricsOut
+
+live_server, small_npz = live_api.live_server, live_api.small_npz  # the live API fixtures
 
 
 @pytest.fixture
