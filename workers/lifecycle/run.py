@@ -21,7 +21,7 @@ from sqlalchemy.orm import Session, sessionmaker
 
 from service.config import Settings
 from service.db import aware, transaction
-from service.ingest import load_canonical
+from service.ingest import load_canonical, load_masks
 from service.model_card import WEIGHTS_FILE, artifacts_prefix
 from service.models import Job, JobStatus, utcnow
 from service.queue import enqueue_job, make_celery
@@ -112,6 +112,7 @@ class JobRun:
             device=device,
             init_state=self._init_state(spec),
             adaptations=adapted,
+            masks=load_masks(self.store, dataset.blob_prefix) if spec.augment.copy_paste is not None else None,
         )
         report = {"init": {"source": spec.model.init, "adapted": adapted}}
         resume = self._resume_point()
