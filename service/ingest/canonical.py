@@ -146,11 +146,15 @@ def load_canonical(
     return splits
 
 
-def load_masks(store: BlobStore, prefix: str, *, mmap: bool = True) -> dict[str, np.ndarray]:
-    """``{split: masks uint8 (N, H, W)}`` for the splits uploaded with masks (memory-mapped)."""
+def load_masks(store: BlobStore, prefix: str, *, staging: Path, mmap: bool = True) -> dict[str, np.ndarray]:
+    """``{split: masks uint8 (N, H, W)}`` for the splits uploaded with masks, staged and checked as
+    :func:`load_canonical` does."""
+    files = load_meta(store, prefix)["files"]
+    staging.mkdir(parents=True, exist_ok=True)
     masks = {}
     for split in SPLITS:
-        key = f"{prefix}/{split}_masks.npy"
-        if store.exists(key):
-            masks[split] = np.load(store.local_path(key), mmap_mode="r" if mmap else None, allow_pickle=False)
+        name = f"{split}_masks.npy"
+        if name in files:
+            store.download(f"{prefix}/{name}", staging / name, sha256=files[name]["sha256"])
+            masks[split] = np.load(staging / name, mmap_mode="r" if mmap else None, allow_pickle=False)
     return masks

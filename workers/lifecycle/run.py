@@ -108,6 +108,9 @@ class JobRun:
         arrays = load_canonical(self.store, dataset.blob_prefix, staging=staging / "dataset", mmap=True)
         device = resolve_device(self.settings.device)
         self.device_type = device.type
+        masks = None
+        if spec.augment.copy_paste is not None:
+            masks = load_masks(self.store, dataset.blob_prefix, staging=staging / "dataset", mmap=True)
         adapted: list[str] = []
         kwargs = build_training(
             spec,
@@ -116,7 +119,7 @@ class JobRun:
             device=device,
             init_state=self._init_state(spec),
             adaptations=adapted,
-            masks=load_masks(self.store, dataset.blob_prefix) if spec.augment.copy_paste is not None else None,
+            masks=masks,
         )
         report = {"init": {"source": spec.model.init, "adapted": adapted}}
         resume = self._resume_point()

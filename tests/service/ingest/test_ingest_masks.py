@@ -26,7 +26,8 @@ def test_masks_are_stored_and_follow_their_images_into_carved_splits(
 ) -> None:
     arrays = _with_masks(small_npz_arrays(counts=(20, 10)))
     result = ingest(write_npz(files / "masked.npz", **arrays), store=store, limits=limits, dataset_id="m")
-    masks, data = load_masks(store, "datasets/m"), load_canonical(store, "datasets/m")
+    staging = store.root.parent / "run"
+    masks, data = load_masks(store, "datasets/m", staging=staging), load_canonical(store, "datasets/m", staging=staging)
     assert set(masks) == {"train", "val", "test"}  # val and test were carved from train, masks with them
     total = 0
     for split in ("train", "val", "test"):
@@ -41,7 +42,7 @@ def test_masks_are_stored_and_follow_their_images_into_carved_splits(
 def test_uploads_without_masks_report_none(files: Path, store: LocalBlobStore, limits: IngestLimits) -> None:
     result = ingest(write_npz(files / "plain.npz", **small_npz_arrays()), store=store, limits=limits)
     assert "masked_class_counts" not in result.summary["splits"]["train"]
-    assert load_masks(store, "datasets/ds1") == {}
+    assert load_masks(store, "datasets/ds1", staging=store.root.parent / "run") == {}
 
 
 def test_bad_masks_are_422_naming_the_member(files: Path, store: LocalBlobStore, limits: IngestLimits) -> None:

@@ -381,7 +381,7 @@ def test_a_copy_paste_job_reads_the_stored_masks(env, settings):
         splits={"train": (images, labels), "val": synthetic((16, 8), seed=1), "test": synthetic((16, 8), seed=2)},
         masks={"train": masks},
     )
-    store_canonical(decoded, store=env["store"], prefix=f"datasets/{env['dataset']}")
+    store_canonical(decoded, store=env["store"], prefix=f"datasets/{env['dataset']}", scratch=settings.scratch_path)
     job_id = make_job(env, {"augment": {"copy_paste": {"prob": 0.5}}})
     assert run(env, settings, job_id) == "succeeded", job_row(env, job_id).error_message
     plain = make_job(env, {"augment": {"copy_paste": {"classes": ["normal"]}}})  # no normal image has a mask
