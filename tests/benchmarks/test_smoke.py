@@ -112,12 +112,18 @@ def test_inference_quick(tmp_path: Path, pneumonia_npz: Path, postgres_url: str)
     del postgres_url  # only a gate: skipped locally / failing in CI without PostgreSQL; the script makes its own
     results = tmp_path / "RESULTS.md"
     run_quick("benchmarks.inference", results, pneumonia_npz)
-    targets, predict, polling, overhead = section_tables(results, "inference-cpu")
+    targets, predict, around, polling, overhead = section_tables(results, "inference-cpu")
     assert {row["met"] for row in targets} <= {"yes", "no"}
+    assert any("vs GET job p50 + forward" in row["check"] for row in targets)
+    servers = ("rarefit onnxruntime", "rarefit torch", "floor")
     keys = {(r["server"], r["model"], r["encoding"], r["concurrency"]) for r in predict}
-    assert keys == {
-        (s, "simple_cnn", e, c) for s in ("rarefit", "floor") for e in ("multipart", "json") for c in ("1", "16")
+    assert keys == {(s, "simple_cnn", e, c) for s in servers for e in ("multipart", "json") for c in ("1", "16")}
+    assert {(row["server"], row["request"].split(",")[0]) for row in around} == {
+        *((s, r) for s in servers[:2] for r in ("GET /healthz", "GET /v1/jobs/{id}")),
+        *((runtime, "simple_cnn forward") for runtime in ("onnxruntime", "torch")),
     }
+    for row in around:
+        positive(row["p50 ms"])
     for row in predict:
         assert row["errors"] == "0"
         for column in ("p50 ms", "p99 ms", "req/s"):

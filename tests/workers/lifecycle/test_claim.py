@@ -132,7 +132,7 @@ def test_job_succeeds_with_metrics_artifacts_and_model_then_skips_a_duplicate(en
     with env["factory"]() as session:
         artifacts = {a.name: a for a in session.scalars(select(Artifact).where(Artifact.job_id == job_id))}
         model = session.get(Model, job.model_id)
-    assert sorted(artifacts) == ["metrics.json", "model.pt2", "model_card.json", "weights.safetensors"]
+    assert sorted(artifacts) == ["metrics.json", "model.onnx", "model.pt2", "model_card.json", "weights.safetensors"]
     store = env["store"]
     for artifact in artifacts.values():
         assert store.size(artifact.blob_key) == artifact.size > 0
@@ -154,6 +154,9 @@ def test_job_succeeds_with_metrics_artifacts_and_model_then_skips_a_duplicate(en
     }
     assert (card.job_id, card.threshold, card.positive_class) == (job_id, model.threshold, 1)
     assert set(card.files) <= set(artifacts) and card.class_names == model.class_names
+    assert "model.pt2" in card.files and card.onnx.file == "model.onnx" and "model.onnx" in card.files
+    assert card.onnx.max_abs_diff is not None and 0 <= card.onnx.max_abs_diff < 1e-3 and card.onnx.error is None
+    assert torch.__version__.startswith(card.versions["torch"]) and card.versions["onnxruntime"]
     metrics = json.loads(store.local_path(artifacts["metrics.json"].blob_key).read_text())
     assert [r["epoch"] for r in metrics["history"]] == [1, 2] and metrics["best_epoch"] == job.best_epoch
     program = torch.export.load(str(store.local_path(artifacts["model.pt2"].blob_key))).module()
