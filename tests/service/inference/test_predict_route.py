@@ -156,7 +156,7 @@ def test_an_undecodable_file_answers_422_naming_it(api_client, alpha, grey_model
     response = api_client.post(url(grey_model), headers=alpha, files=files)
     assert response.status_code == 422
     problem = response.json()
-    assert problem["detail"].startswith("instance 1 (file 'x.png'): cannot identify image")
+    assert problem["detail"].startswith("instance 1 (file 'x.png'): not a readable image")
     assert problem["errors"][0]["loc"] == ["body", "files", 1]
 
 
@@ -225,7 +225,7 @@ def test_a_broken_artefact_answers_503_not_500(api_client, alpha, grey_model) ->
     store = api_client.app.state.blob_store
     with api_client.app.state.session_factory() as session:
         prefix = session.get(Model, grey_model).blob_prefix
-    store.put_bytes(f"{prefix}/model_card.json", b"{broken")
+    store.write(f"{prefix}/model_card.json", b"{broken")
     response = api_client.post(url(grey_model), headers=alpha, json={"instances": [{"b64": "AA=="}]})
     assert response.status_code == 503
     assert response.headers["content-type"] == PROBLEM

@@ -86,7 +86,7 @@ def env(settings):
         session.add(dataset)
         session.flush()
         dataset.blob_prefix = f"datasets/{dataset.id}"
-        store_canonical(decoded, store=store, prefix=dataset.blob_prefix)
+        store_canonical(decoded, store=store, prefix=dataset.blob_prefix, scratch=settings.scratch_path)
         ids = {"tenant": tenant.id, "dataset": dataset.id}
     yield {"factory": factory, "store": store, **ids}
     engine.dispose()
@@ -132,7 +132,7 @@ def test_job_succeeds_with_metrics_artifacts_and_model_then_skips_a_duplicate(en
     with env["factory"]() as session:
         artifacts = {a.name: a for a in session.scalars(select(Artifact).where(Artifact.job_id == job_id))}
         model = session.get(Model, job.model_id)
-    assert sorted(artifacts) == ["metrics.json", "model.pt2", "model_card.json", "weights.safetensors"]
+    assert sorted(artifacts) == ["metrics.json", "model.onnx", "model.pt2", "model_card.json", "weights.safetensors"]
     store = env["store"]
     for artifact in artifacts.values():
         assert store.size(artifact.blob_key) == artifact.size > 0
@@ -154,10 +154,13 @@ def test_job_succeeds_with_metrics_artifacts_and_model_then_skips_a_duplicate(en
     }
     assert (card.job_id, card.threshold, card.positive_class) == (job_id, model.threshold, 1)
     assert set(card.files) <= set(artifacts) and card.class_names == model.class_names
+    assert "model.pt2" in card.files and card.onnx.file == "model.onnx" and "model.onnx" in card.files
+    assert card.onnx.max_abs_diff is not None and 0 <= card.onnx.max_abs_diff < 1e-3 and card.onnx.error is None
+    assert torch.__version__.startswith(card.versions["torch"]) and card.versions["onnxruntime"]
     metrics = json.loads(store.local_path(artifacts["metrics.json"].blob_key).read_text())
     assert [r["epoch"] for r in metrics["history"]] == [1, 2] and metrics["best_epoch"] == job.best_epoch
     program = torch.export.load(str(store.local_path(artifacts["model.pt2"].blob_key))).module()
-    images, _ = load_canonical(store, f"datasets/{env['dataset']}")["test"]
+    images, _ = load_canonical(store, f"datasets/{env['dataset']}", staging=settings.scratch_path / "t")["test"]
     batch = torch.from_numpy(np.array(images[:5])).permute(0, 3, 1, 2).float() / 255
     assert program(batch).shape == (5, 2)
     # A second delivery of the same message trains nothing.
@@ -176,7 +179,7 @@ def test_resume_continues_from_the_checkpoint_with_each_epoch_once(env, settings
     overrides = {"epochs": 3, "seed": 5}
     crashed, uninterrupted = make_job(env, overrides), make_job(env, overrides)
     spec = JobSpec.model_validate({"dataset_id": env["dataset"], **SPEC, **overrides})
-    arrays = load_canonical(env["store"], f"datasets/{env['dataset']}")
+    arrays = load_canonical(env["store"], f"datasets/{env['dataset']}", staging=settings.scratch_path / "t")
     kwargs = build_training(spec, dataset_arrays=arrays, class_names=["normal", "rare"], device="cpu", init_state=None)
     key = checkpoint_key(crashed)
     saved = {}
@@ -212,7 +215,7 @@ def _history(env, job_id):
 def test_corrupt_checkpoint_starts_over_and_drops_stale_epochs(env, settings):
     job_id = make_job(env)
     key = checkpoint_key(job_id)
-    env["store"].put_bytes(key, b"not a checkpoint")
+    env["store"].write(key, b"not a checkpoint")
     with transaction(env["factory"]) as session:
         job = session.get(Job, job_id)
         job.checkpoint_key, job.checkpoint_sha256, job.checkpoint_epoch = key, "0" * 64, 2
@@ -353,7 +356,7 @@ def test_a_job_with_each_resample_method_exports_backbone_and_new_head(env, sett
     # The exported program is the stage-1 backbone with the stage-2 head.
     program = torch.export.load(str(store.local_path(f"jobs/{job_id}/artifacts/model.pt2"))).module()
     weights = load_file(str(store.local_path(f"jobs/{job_id}/artifacts/weights.safetensors")))
-    images, _ = load_canonical(store, f"datasets/{env['dataset']}")["test"]
+    images, _ = load_canonical(store, f"datasets/{env['dataset']}", staging=settings.scratch_path / "t")["test"]
     batch = torch.from_numpy(np.array(images[:4])).permute(0, 3, 1, 2).float() / 255
     model = build_network("simple_cnn", num_classes=2, in_channels=1, input_size=(8, 8), mean=[0.0], std=[1.0])
     model.load_state_dict(weights)
@@ -368,3 +371,22 @@ def test_adasyn_on_separable_embeddings_fails_the_job_with_imbalanced_learns_rea
     job = job_row(env, job_id)
     assert "resample adasyn failed on the train embeddings" in job.error_message
     assert "ADASYN is not suited" in job.error_message
+
+
+def test_a_copy_paste_job_reads_the_stored_masks(env, settings):
+    images, labels = synthetic((64, 16), seed=0)
+    masks = np.zeros(images.shape[:3], dtype=np.uint8)
+    masks[labels == 1, 2:6, 2:6] = 1
+    decoded = DecodedDataset(
+        format="npz",
+        class_names=["normal", "rare"],
+        image_shape=(8, 8, 1),
+        splits={"train": (images, labels), "val": synthetic((16, 8), seed=1), "test": synthetic((16, 8), seed=2)},
+        masks={"train": masks},
+    )
+    store_canonical(decoded, store=env["store"], prefix=f"datasets/{env['dataset']}", scratch=settings.scratch_path)
+    job_id = make_job(env, {"augment": {"copy_paste": {"prob": 0.5}}})
+    assert run(env, settings, job_id) == "succeeded", job_row(env, job_id).error_message
+    plain = make_job(env, {"augment": {"copy_paste": {"classes": ["normal"]}}})  # no normal image has a mask
+    assert run(env, settings, plain) == "failed"
+    assert "no masked train image of the chosen classes" in job_row(env, plain).error_message
