@@ -16,9 +16,9 @@ from typing import Any
 import numpy as np
 import torch
 
-from service.spec import JobSpec, LossSpec, effective_warmup_epochs
+from service.spec import JobSpec, LossSpec, ThresholdSpec, effective_warmup_epochs, resolve_class
 from workers.training.augment import BatchAugment, minority_class_mask
-from workers.training.data import Split, channel_stats
+from workers.training.data import Split, channel_stats, minority_class
 from workers.training.loop import steps_per_epoch
 from workers.training.losses import Criterion, class_weights, resolve_alpha
 from workers.training.mixing import BatchMixer
@@ -59,6 +59,7 @@ def build_training(
     counts = train.class_counts(len(names))
     if len(counts) != len(names):
         raise ValueError(f"train labels reach class {len(counts) - 1} but the dataset names {len(names)} classes")
+    positive = positive_class_index(spec, class_names=names, counts=counts)
     seed_everything(spec.seed)
     model = _network(spec, train, num_classes=len(names), init_state=init_state).to(device)
     sampler = make_sampler(spec.sampler.type, labels=train.labels, seed=spec.seed, device=device)
@@ -69,7 +70,7 @@ def build_training(
         "val": splits["val"],
         "test": splits["test"],
         "class_names": names,
-        "criterion": make_criterion(spec.loss, counts=counts),
+        "criterion": make_criterion(spec.loss, counts=counts, positive_class=positive),
         "optimizer": optimizer,
         "scheduler": scheduler,
         "sampler": sampler,
@@ -82,8 +83,8 @@ def build_training(
         "selection_metric": spec.selection_metric,
         "early_stopping_patience": spec.early_stopping.patience,
         "early_stopping_min_delta": spec.early_stopping.min_delta,
-        "threshold_strategy": spec.threshold.strategy,
-        "target_recall": spec.threshold.target_recall,
+        "positive_class": positive if len(names) == 2 else None,
+        **epoch_threshold(spec.threshold, positive=positive, class_names=names),
         "freeze_backbone_epochs": spec.model.freeze_backbone_epochs,
         "compile": spec.compile,
     }
@@ -140,16 +141,47 @@ def criterion_kind(loss: LossSpec) -> str:
     return "cross_entropy"
 
 
-def make_criterion(loss: LossSpec, *, counts: Sequence[int]) -> Criterion:
+def positive_class_index(spec: JobSpec, *, class_names: list[str], counts: Sequence[int]) -> int:
+    """``spec.positive_class`` (a name or index) as an index; by default the train split's minority class."""
+    if spec.positive_class is None:
+        return minority_class(counts)
+    index = resolve_class(spec.positive_class, class_names)
+    if index is None:
+        raise ValueError(f"positive_class {spec.positive_class!r} is not one of the classes {class_names}")
+    return index
+
+
+def epoch_threshold(threshold: ThresholdSpec, *, positive: int, class_names: list[str]) -> dict[str, Any]:
+    """The core's per-epoch threshold (model selection on val): the binary forms of the policy.
+
+    The operating point stored with the model is fitted after training
+    (``workers.lifecycle.decisions``); this only keeps each epoch's val block
+    comparable with it. Other policies are scored with the arg-max each epoch.
+    """
+    policy = threshold.canonical()
+    target = None if policy.class_ is None else resolve_class(policy.class_, class_names)
+    if len(class_names) == 2 and policy.strategy == "max_f1":
+        return {"threshold_strategy": "max_f1", "target_recall": None}
+    if len(class_names) == 2 and policy.strategy == "recall_at_least" and target in (None, positive):
+        return {"threshold_strategy": "target_recall", "target_recall": policy.value}
+    return {"threshold_strategy": "none", "target_recall": None}
+
+
+def make_criterion(loss: LossSpec, *, counts: Sequence[int], positive_class: int | None = None) -> Criterion:
     """The loss with class weights and focal α resolved from the train class ``counts``.
 
     Label smoothing is applied here (not in the mixer), once, to the mixed targets.
+    ``positive_class`` (binary) is the class a scalar α and the sigmoid variant refer to.
     """
     kind = criterion_kind(loss)
+    binary_positive = positive_class if len(counts) == 2 and positive_class is not None else 1
     return Criterion(
         kind=kind,
         gamma=loss.gamma,
-        alpha=resolve_alpha(loss.alpha, counts=counts) if kind != "cross_entropy" else None,
+        positive_class=binary_positive,
+        alpha=resolve_alpha(loss.alpha, counts=counts, positive_class=binary_positive)
+        if kind != "cross_entropy"
+        else None,
         weight=class_weights(loss.class_weights, counts=counts, beta=loss.effective_number_beta),
         label_smoothing=loss.label_smoothing,
         reweight_from_epoch=loss.reweight_from_epoch,

@@ -2,7 +2,7 @@
 
 Per epoch (1-based): ``criterion.set_epoch``, the sampler's indices, one pass
 of :func:`~workers.training.loop.train_epoch`, evaluation on ``val``, the
-threshold (binary: tuned on ``val`` for the train split's minority class), the
+threshold (binary: tuned on ``val`` for ``positive_class``, default the train minority), the
 metric block and the selection score, best-weights bookkeeping, early
 stopping, ``scheduler.step_epoch(score)`` and ``on_epoch_end(record, state)``
 (where the caller checkpoints with ``state.to_checkpoint()``).
@@ -22,12 +22,11 @@ import logging
 from collections.abc import Callable, Sequence
 from typing import Any
 
-import numpy as np
 import torch
 from torch import nn
 from torch.optim import Optimizer
 
-from workers.training.data import Split
+from workers.training.data import Split, minority_class
 from workers.training.evaluation import Scoring, evaluate
 from workers.training.loop import steps_per_epoch
 from workers.training.metrics import SELECTION_METRICS
@@ -65,6 +64,7 @@ def fit(
     early_stopping_min_delta: float = 0.0,
     threshold_strategy: str = "none",
     target_recall: float | None = None,
+    positive_class: int | None = None,
     freeze_backbone_epochs: int = 0,
     compile: bool = False,
     amp: bool | None = None,
@@ -103,7 +103,7 @@ def fit(
     _check_choices(
         selection_metric=selection_metric, threshold_strategy=threshold_strategy, target_recall=target_recall
     )
-    scoring = _scoring(train, class_names, selection_metric, threshold_strategy, target_recall)
+    scoring = _scoring(train, class_names, selection_metric, threshold_strategy, target_recall, positive_class)
     trainer = Trainer(
         config=config,
         scoring=scoring,
@@ -176,18 +176,20 @@ def _check_choices(*, selection_metric: str, threshold_strategy: str, target_rec
         raise ValueError("threshold_strategy 'target_recall' needs target_recall")
 
 
-def _scoring(train: Split, class_names: Sequence[str], metric: str, strategy: str, recall: float | None) -> Scoring:
+def _scoring(
+    train: Split, class_names: Sequence[str], metric: str, strategy: str, recall: float | None, positive: int | None
+) -> Scoring:
     num_classes = len(class_names)
     if num_classes < 2:
         raise ValueError(f"class_names must name at least 2 classes, got {list(class_names)}")
     if int(train.labels.max()) >= num_classes:
         raise ValueError(f"train label {int(train.labels.max())} out of range for {num_classes} classes")
-    counts = np.asarray(train.class_counts(num_classes))
-    # The rarest class; ties go to the higher index (class 1 in a balanced binary task).
-    minority = int(num_classes - 1 - np.argmin(counts[::-1]))
+    minority = minority_class(train.class_counts(num_classes))
+    if positive is not None and not (num_classes == 2 and positive in (0, 1)):
+        raise ValueError(f"positive_class must be 0 or 1 for a binary task (or None), got {positive!r}")
     return Scoring(
         class_names=list(class_names),
-        positive_class=minority if num_classes == 2 else None,
+        positive_class=(minority if positive is None else positive) if num_classes == 2 else None,
         minority_class=minority,
         selection_metric=metric,
         threshold_strategy=strategy,

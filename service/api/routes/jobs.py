@@ -219,7 +219,9 @@ def _check_dataset(session: Session, *, tenant_id: str, spec: JobSpec) -> None:
     dataset = dataset_repo.get_dataset(session, tenant_id=tenant_id, dataset_id=spec.dataset_id)
     if dataset is None:
         raise not_found("dataset", spec.dataset_id)
-    problems = dataset_violations(spec, num_classes=dataset.num_classes)
+    problems = dataset_violations(
+        spec, num_classes=dataset.num_classes, class_names=[str(n) for n in dataset.class_names]
+    )
     if problems:
         raise _unprocessable(problems)
 

@@ -74,7 +74,11 @@ def test_effective_number_weights_and_scalar_alpha():
     )
     raw = torch.tensor([(1 - 0.9) / (1 - 0.9**c) for c in COUNTS])
     assert torch.allclose(kwargs["criterion"].weight, raw * (2 / raw.sum()))
-    assert kwargs["criterion"].alpha_scalar == 0.25
+    # Alpha-balanced on the positive class (the train minority, class 1): 0.25 for it, 0.75 for the other.
+    assert torch.allclose(kwargs["criterion"].alpha_per_class, torch.tensor([0.75, 0.25]))
+    named = build({"positive_class": "normal", "loss": {"type": "focal", "alpha": 0.25}})
+    assert torch.allclose(named["criterion"].alpha_per_class, torch.tensor([0.25, 0.75]))
+    assert named["positive_class"] == 0
 
 
 def test_sigmoid_variant_selects_sigmoid_focal():
