@@ -1,4 +1,4 @@
-"""A finished job's artefacts: exported program, safetensors weights, model card and metrics.
+"""A finished job's artefacts: exported program, safetensors weights, val/test scores, metrics, model card.
 
 Files are written in a temporary folder of the blob store and moved into
 ``jobs/{job_id}/artifacts/{name}`` atomically (``BlobStore.put_file(move=True)``),
@@ -15,23 +15,25 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from rarefit.decision import DecisionRule
+import numpy as np
+
 from service.jsonsafe import json_safe
 from service.model_card import (
     CARD_FILE,
     METRICS_FILE,
     PROGRAM_FILE,
+    SCORES_FILE,
     WEIGHTS_FILE,
-    Calibration,
     InputSpec,
     ModelCard,
     Normalization,
-    OperatingPoint,
     artifact_key,
     artifacts_prefix,
 )
+from service.operating_points import scores_npz
 from service.spec import JobSpec
 from service.storage import BlobStore
+from workers.lifecycle.decisions import Decisions, make_decisions
 from workers.training.export import export_program, save_weights
 from workers.training.trainer import FitResult
 
@@ -50,41 +52,57 @@ class StoredArtifact:
     content_type: str
 
 
+@dataclass(frozen=True)
+class ExportedModel:
+    """What ``export_artifacts`` stored, and the card it published."""
+
+    stored: list[StoredArtifact]
+    card: ModelCard
+
+
 def model_card(
-    result: FitResult, *, job_id: str, spec: JobSpec, class_names: list[str], image_shape: tuple[int, int, int]
+    result: FitResult,
+    decisions: Decisions,
+    *,
+    job_id: str,
+    spec: JobSpec,
+    class_names: list[str],
+    image_shape: tuple[int, int, int],
 ) -> ModelCard:
     """The card inference and users read: input contract, normalisation, operating point, metrics, provenance."""
     height, width, channels = image_shape
     model = result.model
-    rule = DecisionRule.binary(positive_class=result.positive_class or 0, threshold=result.threshold)
+    files = [PROGRAM_FILE, WEIGHTS_FILE, METRICS_FILE] + ([SCORES_FILE] if decisions.scores else [])
     return ModelCard(
         arch=spec.model.arch,
         class_names=list(class_names),
         positive_class=result.positive_class,
-        files=[PROGRAM_FILE, WEIGHTS_FILE, METRICS_FILE],
+        files=files,
         input=InputSpec(height=height, width=width, channels=channels),
         normalization=Normalization(mean=model.mean.flatten().tolist(), std=model.std.flatten().tolist()),
-        calibration=Calibration(),
-        operating_point=OperatingPoint.from_rule(rule, policy=spec.threshold.model_dump(mode="json")),
-        metrics=json_safe(result.test or {}),
+        calibration=decisions.calibration,
+        operating_point=decisions.operating_point,
+        metrics=decisions.blocks.get("test", {}),
         best_epoch=result.best_epoch,
         job_id=job_id,
         spec=spec.model_dump(mode="json"),
     )
 
 
-def metrics_document(result: FitResult) -> dict[str, Any]:
-    """``metrics.json``: the whole history, the selected epoch and the final blocks."""
+def metrics_document(result: FitResult, decisions: Decisions) -> dict[str, Any]:
+    """``metrics.json``: the whole history, the selected epoch and the final (calibrated) blocks."""
     return json_safe(
         {
             "history": [record.to_dict() for record in result.history],
             "best_epoch": result.best_epoch,
             "best_score": result.best_score,
             "stopped": result.stopped,
-            "threshold": result.threshold,
             "positive_class": result.positive_class,
-            "val": result.val,
-            "test": result.test,
+            "operating_point": decisions.operating_point.model_dump(mode="json"),
+            "calibration": decisions.calibration.model_dump(mode="json"),
+            "warnings": decisions.warnings,
+            "val": decisions.blocks.get("val", result.val),
+            "test": decisions.blocks.get("test", result.test),
         }
     )
 
@@ -97,24 +115,29 @@ def export_artifacts(
     spec: JobSpec,
     class_names: list[str],
     image_shape: tuple[int, int, int],
-) -> list[StoredArtifact]:
-    """Store the files the card names, then the card; returns what was stored (for ``register_artifact``)."""
+    labels: dict[str, np.ndarray],
+) -> ExportedModel:
+    """Calibrate and fit the operating point (``decisions``), store the files the card names, then the card."""
     height, width, channels = image_shape
-    card = model_card(result, job_id=job_id, spec=spec, class_names=class_names, image_shape=image_shape)
+    decisions = make_decisions(result, spec=spec, class_names=class_names, labels=labels)
+    card = model_card(result, decisions, job_id=job_id, spec=spec, class_names=class_names, image_shape=image_shape)
+    temperature = decisions.calibration.temperature
     with tempfile.TemporaryDirectory(dir=store.tmp_dir(), prefix=f"export-{job_id}-") as tmp:
         folder = Path(tmp)
-        export_program(result.model, folder / PROGRAM_FILE, input_shape=(channels, height, width))
+        export_program(
+            result.model, folder / PROGRAM_FILE, input_shape=(channels, height, width), temperature=temperature
+        )
         save_weights(result.model, folder / WEIGHTS_FILE)
-        _write_json(folder / METRICS_FILE, metrics_document(result))
+        _write_json(folder / METRICS_FILE, metrics_document(result, decisions))
+        if decisions.scores:
+            (folder / SCORES_FILE).write_bytes(scores_npz(decisions.scores))
         (folder / CARD_FILE).write_text(card.to_json(), encoding="utf-8")
-        stored = [
-            _store(store, folder, job_id, PROGRAM_FILE, BINARY_TYPE),
-            _store(store, folder, job_id, WEIGHTS_FILE, BINARY_TYPE),
-            _store(store, folder, job_id, METRICS_FILE, JSON_TYPE),
-            _store(store, folder, job_id, CARD_FILE, JSON_TYPE),  # last: a card names only files that exist
-        ]
+        types = {SCORES_FILE: BINARY_TYPE, METRICS_FILE: JSON_TYPE}
+        stored = [_store(store, folder, job_id, name, types.get(name, BINARY_TYPE)) for name in card.files]
+        # The card last: a published card names only files that exist.
+        stored.append(_store(store, folder, job_id, CARD_FILE, JSON_TYPE))
     logger.info("job %s: artefacts stored under %s", job_id, artifacts_prefix(job_id))
-    return stored
+    return ExportedModel(stored=stored, card=card)
 
 
 def _write_json(path: Path, document: dict[str, Any]) -> None:

@@ -14,6 +14,7 @@ from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Any, TypeVar
 
+import numpy as np
 import torch
 from celery import Celery
 from pydantic import ValidationError
@@ -28,7 +29,7 @@ from service.queue import enqueue_job, make_celery
 from service.repository import datasets, leases, models
 from service.spec import JobSpec
 from service.storage import BlobStore
-from workers.lifecycle.artifacts import StoredArtifact, export_artifacts
+from workers.lifecycle.artifacts import ExportedModel, export_artifacts
 from workers.lifecycle.checkpoints import CheckpointWriter
 from workers.lifecycle.dbretry import retry_db
 from workers.lifecycle.heartbeat import Heartbeat
@@ -126,7 +127,10 @@ class JobRun:
             # Only a job handed back resumes: its last finished epoch goes on disk and on the row.
             progress.checkpoints.close(write_pending=result is not None and result.stopped == "shutdown")
         image_shape = kwargs["train"].image_shape
-        return self._conclude(result, spec=spec, class_names=dataset.class_names, image_shape=image_shape)
+        labels = {name: kwargs[name].labels.numpy() for name in ("val", "test") if kwargs[name] is not None}
+        return self._conclude(
+            result, spec=spec, class_names=dataset.class_names, image_shape=image_shape, labels=labels
+        )
 
     def _dataset(self, session: Session) -> DatasetInfo:
         row = datasets.get_dataset(session, tenant_id=self.tenant_id, dataset_id=self.dataset_id)
@@ -174,7 +178,13 @@ class JobRun:
 
     # --- endings ----------------------------------------------------------
     def _conclude(
-        self, result: FitResult, *, spec: JobSpec, class_names: list[str], image_shape: tuple[int, int, int]
+        self,
+        result: FitResult,
+        *,
+        spec: JobSpec,
+        class_names: list[str],
+        image_shape: tuple[int, int, int],
+        labels: dict[str, np.ndarray],
     ) -> str:
         if result.stopped == "lease_lost":
             raise LeaseLost(self.job_id)
@@ -189,10 +199,16 @@ class JobRun:
                 "completed epoch(s); raise max_runtime_seconds or train fewer epochs"
             )
             return self.fail(error_type="TimeLimitExceeded", message=message)
-        stored = export_artifacts(
-            result, store=self.store, job_id=self.job_id, spec=spec, class_names=class_names, image_shape=image_shape
+        exported = export_artifacts(
+            result,
+            store=self.store,
+            job_id=self.job_id,
+            spec=spec,
+            class_names=class_names,
+            image_shape=image_shape,
+            labels=labels,
         )
-        self.write(lambda s: self._register(s, result, stored, spec, class_names, image_shape), "register the model")
+        self.write(lambda s: self._register(s, result, exported, spec, image_shape), "register the model")
         logger.info("job %s: succeeded (best epoch %d)", self.job_id, result.best_epoch)
         return "succeeded"
 
@@ -200,14 +216,14 @@ class JobRun:
         self,
         session: Session,
         result: FitResult,
-        stored: list[StoredArtifact],
+        exported: ExportedModel,
         spec: JobSpec,
-        class_names: list[str],
         image_shape: tuple[int, int, int],
     ) -> None:
         if leases.succeeded_by(session, job_id=self.job_id, worker_id=self.worker_id):
             return  # a retried transaction whose first commit went through
-        for item in stored:
+        card = exported.card
+        for item in exported.stored:
             leases.register_artifact(
                 session,
                 job_id=self.job_id,
@@ -217,17 +233,18 @@ class JobRun:
                 content_type=item.content_type,
                 sha256=item.sha256,
             )
-        summary = {k: v for k, v in (result.test or {}).items() if isinstance(v, (int, float))}
-        weights = next(item for item in stored if item.name == WEIGHTS_FILE)
+        summary = {k: v for k, v in card.metrics.items() if isinstance(v, (int, float))}
+        weights = next(item for item in exported.stored if item.name == WEIGHTS_FILE)
         model = models.register_model(
             session,
             job_id=self.job_id,
             tenant_id=self.tenant_id,
             arch=spec.model.arch,
-            class_names=class_names,
+            class_names=card.class_names,
             input_shape=list(image_shape),
-            threshold=result.threshold,
-            positive_class=result.positive_class,
+            threshold=card.threshold,
+            positive_class=card.positive_class,
+            operating_point=card.operating_point.model_dump(mode="json"),
             metrics=summary,
             blob_prefix=artifacts_prefix(self.job_id),
             size_bytes=weights.size,
@@ -239,8 +256,9 @@ class JobRun:
                 worker_id=self.worker_id,
                 status=JobStatus.succeeded,
                 best_epoch=result.best_epoch,
-                test_metrics=result.test,
+                test_metrics=card.metrics or None,
                 model_id=model.id,
+                warnings=card.operating_point.warnings,
             )
         )
 

@@ -5,6 +5,7 @@ Imports only torch, torchvision, numpy, safetensors and the standard library
 a test, a notebook, a benchmark or a worker. Entry point: :func:`fit`.
 """
 
+from rarefit.decision import confusion_matrix
 from workers.training.augment import PADDING_MODES, AugmentParams, BatchAugment, affine_matrices, minority_class_mask
 from workers.training.checkpoint import check_weights_only_safe, file_sha256, load_checkpoint, save_checkpoint
 from workers.training.data import BatchSource, ResidentBatchSource, Split, StreamingBatchSource, channel_stats
@@ -32,7 +33,6 @@ from workers.training.metrics import (
     SELECTION_METRICS,
     average_precision,
     binary_auroc,
-    confusion_matrix,
     expected_calibration_error,
     metric_block,
     pr_curve,

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import copy
 import logging
+import math
 import warnings
 from pathlib import Path
 
@@ -22,11 +23,29 @@ MAX_EXPORT_BATCH = 4096
 _EXAMPLE_BATCH = 2  # not 1: export specialises size-1 dimensions to constants
 
 
-def export_program(model: nn.Module, path: Path | str, *, input_shape: tuple[int, int, int]) -> None:
-    """Export ``model`` (a copy, on the CPU, in eval mode) for inputs ``(B, *input_shape)`` to ``path``."""
+class Tempered(nn.Module):
+    """``model``'s logits divided by a temperature (Guo et al. 2017), so a softmax of them is calibrated."""
+
+    def __init__(self, model: nn.Module, temperature: float) -> None:
+        super().__init__()
+        if not (math.isfinite(temperature) and temperature > 0):
+            raise ValueError(f"temperature must be a finite number > 0, got {temperature!r}")
+        self.model, self.temperature = model, float(temperature)
+
+    def forward(self, x: Tensor) -> Tensor:
+        return self.model(x) / self.temperature
+
+
+def export_program(
+    model: nn.Module, path: Path | str, *, input_shape: tuple[int, int, int], temperature: float = 1.0
+) -> None:
+    """Export ``model`` (a copy, on the CPU, in eval mode) for inputs ``(B, *input_shape)`` to ``path``.
+
+    A ``temperature`` other than 1 is folded into the program: it returns ``logits / temperature``.
+    """
     if len(input_shape) != 3 or min(input_shape) < 1:
         raise ValueError(f"input_shape must be (C, H, W) with positive sizes, got {input_shape!r}")
-    program = _export(model, input_shape)
+    program = _export(model if temperature == 1.0 else Tempered(model, temperature), input_shape)
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     torch.export.save(program, str(path))

@@ -30,7 +30,11 @@ logger = logging.getLogger(__name__)
 
 @dataclass
 class FitResult:
-    """``model``: best weights, eval mode, on the CPU. ``val``/``test``: blocks with the chosen threshold."""
+    """``model``: best weights, eval mode, on the CPU. ``val``/``test``: blocks with the chosen threshold.
+
+    ``val_probs``/``test_probs``: the final model's softmax ``(N, K)`` on each split (``None`` when not
+    evaluated), for fitting calibration and operating points after training.
+    """
 
     model: nn.Module
     history: list[EpochRecord]
@@ -42,6 +46,8 @@ class FitResult:
     test: dict | None
     stopped: str
     compile_seconds: float
+    val_probs: np.ndarray | None = None
+    test_probs: np.ndarray | None = None
 
 
 @dataclass(frozen=True)
@@ -228,7 +234,7 @@ class Trainer:
         state = self.state
         if state.best_state is not None:
             self.model.load_state_dict(state.best_state)
-        val_block = threshold = test_block = None
+        val_block = threshold = test_block = val_probs = test_probs = None
         # Only a finished run pays for the final evaluation; a run stopped from
         # outside (cancel, deadline, shutdown, lost lease) must yield quickly.
         if stopped not in ("completed", "early_stopped") or state.best_state is None:
@@ -238,9 +244,10 @@ class Trainer:
         else:
             scored_val = self._evaluate_val(tune=True)
             if scored_val is not None:
-                val_block, threshold = scored_val.block, scored_val.threshold
+                val_block, threshold, val_probs = scored_val.block, scored_val.threshold, scored_val.probs
             scored_test = self._evaluate(self.test_source, self.test_labels, tune=False, threshold=threshold)
-            test_block = None if scored_test is None else scored_test.block
+            if scored_test is not None:
+                test_block, test_probs = scored_test.block, scored_test.probs
         if hasattr(self.model, "backbone"):
             set_backbone_trainable(self.model, True)
         model = self.model.to("cpu").to(memory_format=torch.contiguous_format).eval()
@@ -255,4 +262,6 @@ class Trainer:
             test=test_block,
             stopped=stopped,
             compile_seconds=self.compile_seconds,
+            val_probs=val_probs,
+            test_probs=test_probs,
         )

@@ -20,6 +20,7 @@ from service.ingest import DecodedDataset, load_canonical, store_canonical
 from service.migrate import upgrade_head
 from service.model_card import ModelCard, checkpoint_key
 from service.models import Artifact, Dataset, EpochMetrics, Job, JobStatus, Model, Tenant, utcnow
+from service.operating_points import read_scores_npz
 from service.queue import make_celery
 from service.spec import JobSpec
 from service.storage import LocalBlobStore
@@ -130,7 +131,7 @@ def test_job_succeeds_with_metrics_artifacts_and_model_then_skips_a_duplicate(en
     with env["factory"]() as session:
         artifacts = {a.name: a for a in session.scalars(select(Artifact).where(Artifact.job_id == job_id))}
         model = session.get(Model, job.model_id)
-    assert sorted(artifacts) == ["metrics.json", "model.pt2", "model_card.json", "weights.safetensors"]
+    assert sorted(artifacts) == ["metrics.json", "model.pt2", "model_card.json", "scores.npz", "weights.safetensors"]
     store = env["store"]
     for artifact in artifacts.values():
         assert store.size(artifact.blob_key) == artifact.size > 0
@@ -152,6 +153,17 @@ def test_job_succeeds_with_metrics_artifacts_and_model_then_skips_a_duplicate(en
     }
     assert (card.job_id, card.threshold, card.positive_class) == (job_id, model.threshold, 1)
     assert set(card.files) <= set(artifacts) and card.class_names == model.class_names
+    # Calibrated on val (temperature in the program), operating point verified on test with bounds.
+    assert card.calibration.method == "temperature" and card.calibration.temperature > 0
+    calibration = card.metrics["calibration"]
+    assert calibration["temperature"] == card.calibration.temperature
+    assert sum(b["count"] for b in calibration["reliability_after"]) == sum(
+        r["support"] for r in card.metrics["per_class"]
+    )
+    for entry in card.metrics["per_class"]:
+        assert entry["recall_lower_bound"] is None or 0 <= entry["recall_lower_bound"] <= entry["recall"]
+    scores = read_scores_npz(store.local_path(artifacts["scores.npz"].blob_key).read_bytes())
+    assert set(scores) == {"val", "test"} and scores["test"].probs.shape == (len(scores["test"].labels), 2)
     metrics = json.loads(store.local_path(artifacts["metrics.json"].blob_key).read_text())
     assert [r["epoch"] for r in metrics["history"]] == [1, 2] and metrics["best_epoch"] == job.best_epoch
     program = torch.export.load(str(store.local_path(artifacts["model.pt2"].blob_key))).module()
