@@ -13,7 +13,7 @@ from typing import Annotated, Any, Generic, TypeVar
 from pydantic import AfterValidator, BaseModel, ConfigDict, Field
 
 from service.model_card import PROGRAM_FILE
-from service.models import Artifact, Dataset, EpochMetrics, Job, Model
+from service.models import Artifact, Dataset, EpochMetrics, Job, Model, ModelAlias, ModelRevision
 
 
 def _as_utc(value: datetime) -> datetime:
@@ -131,6 +131,9 @@ class JobOut(BaseModel):
     model_id: str | None
     cancel_requested: bool = Field(description="a running job stops at its next epoch boundary")
     attempts: int = Field(description="times a worker has claimed the job")
+    warnings: list[str] = Field(
+        default_factory=list, description="what the user should know, e.g. a recall guarantee that cannot hold"
+    )
 
     @classmethod
     def from_row(cls, row: Job) -> JobOut:
@@ -150,6 +153,7 @@ class JobOut(BaseModel):
             model_id=row.model_id,
             cancel_requested=bool(row.cancel_requested),
             attempts=row.attempts,
+            warnings=list(row.warnings or []),
         )
 
 
@@ -217,6 +221,29 @@ class ArtifactOut(BaseModel):
         return cls(name=row.name, size=row.size, content_type=row.content_type, sha256=row.sha256)
 
 
+class ModelRevisionOut(BaseModel):
+    revision: int
+    operating_point: dict[str, Any]
+    metrics: dict[str, Any] = Field(description="the test block at this operating point (with lower bounds)")
+    created_at: UtcDatetime
+
+    @classmethod
+    def from_row(cls, row: ModelRevision) -> ModelRevisionOut:
+        return cls(
+            revision=row.revision, operating_point=row.operating_point, metrics=row.metrics, created_at=row.created_at
+        )
+
+
+class AliasOut(BaseModel):
+    alias: str
+    model_id: str
+    updated_at: UtcDatetime
+
+    @classmethod
+    def from_row(cls, row: ModelAlias) -> AliasOut:
+        return cls(alias=row.alias, model_id=row.model_id, updated_at=row.updated_at)
+
+
 class ModelOut(BaseModel):
     model_config = ConfigDict(
         protected_namespaces=(),
@@ -247,10 +274,20 @@ class ModelOut(BaseModel):
     metrics: dict[str, Any]
     size_bytes: int
     created_at: UtcDatetime
+    revision: int = Field(default=0, description="model card revision; +1 for each re-fitted operating point")
+    operating_point: dict[str, Any] | None = Field(
+        default=None, description="the decision rule predict applies (rule, thresholds, policy, guarantee)"
+    )
+    history: list[ModelRevisionOut] | None = Field(
+        default=None, description="every operating point the model has had, oldest first (single-model answers)"
+    )
 
     @classmethod
-    def from_row(cls, row: Model) -> ModelOut:
+    def from_row(cls, row: Model, *, history: list[ModelRevision] | None = None) -> ModelOut:
         return cls(
+            revision=row.revision or 0,
+            operating_point=row.operating_point,
+            history=None if history is None else [ModelRevisionOut.from_row(item) for item in history],
             id=row.id,
             arch=row.arch,
             class_names=[str(n) for n in row.class_names],
