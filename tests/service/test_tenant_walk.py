@@ -32,6 +32,8 @@ def alpha_objects(api_client, alpha, complete_job) -> dict[str, str]:
     dataset_id = upload.json()["id"]
     done = api_client.post("/v1/jobs", headers=alpha, json={"dataset_id": dataset_id, "epochs": 2}).json()["id"]
     model_id = complete_job(done)
+    alias = api_client.put("/v1/models/aliases/production", headers=alpha, json={"model_id": model_id})
+    assert alias.status_code == 200, alias.text
     queued = api_client.post(
         "/v1/jobs", headers={**alpha, "Idempotency-Key": "shared-key"}, json={"dataset_id": dataset_id}
     ).json()["id"]
@@ -41,6 +43,7 @@ def alpha_objects(api_client, alpha, complete_job) -> dict[str, str]:
         "queued_job_id": queued,
         "model_id": model_id,
         "name": "metrics.json",
+        "alias": "production",
     }
 
 
@@ -83,9 +86,15 @@ def _png_b64() -> str:
     return base64.b64encode(buffer.getvalue()).decode()
 
 
-def _body(template: str) -> dict:
+def _body(template: str, method: str = "POST", ids: dict[str, str] | None = None) -> dict:
     """A well-formed body, so a 404 comes from the lookup, not from validation."""
-    return {"json": {"instances": [{"b64": _png_b64()}]}} if template.endswith("/predict") else {}
+    if template.endswith("/predict"):
+        return {"json": {"instances": [{"b64": _png_b64()}]}}
+    if method == "PATCH":
+        return {"json": {"threshold": {"strategy": "max_f1"}}}
+    if method == "PUT":  # an alias of beta's own pointing at alpha's model
+        return {"json": {"model_id": (ids or {}).get("model_id", "")}}
+    return {}
 
 
 def test_every_object_route_hides_other_tenants_objects(api_client, alpha, beta, alpha_objects) -> None:
@@ -95,7 +104,7 @@ def test_every_object_route_hides_other_tenants_objects(api_client, alpha, beta,
     assert len(routes) >= 9, routes
     for method, template in routes:
         path = fill(template, alpha_objects, method=method)
-        response = api_client.request(method, path, headers=beta, **_body(template))
+        response = api_client.request(method, path, headers=beta, **_body(template, method, alpha_objects))
         assert response.status_code == 404, (method, path, response.status_code, response.text)
         assert response.headers["content-type"] == PROBLEM
         for value in alpha_objects.values():

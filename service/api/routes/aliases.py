@@ -35,7 +35,7 @@ def put_alias(alias: AliasPath, body: AliasIn, session: SessionDep, tenant_id: T
         raise ProblemError(
             404,
             "Not Found",
-            f"model {body.model_id} not found",
+            "model_id names no model of this tenant",
             errors=[field_error(("body", "model_id"), "no such model for this tenant")],
         )
     row = registry.set_alias(session, tenant_id=tenant_id, alias=alias, model_id=body.model_id)
