@@ -1,4 +1,4 @@
-"""The ``rarefit`` console script: serve, api, worker, migrate, keys, reap.
+"""The ``rarefit`` console script: serve, api, worker, migrate, keys, reap; the user verbs of ``client_commands``.
 
 Heavy modules (torch through the app, Celery worker) are imported only by the
 commands that need them, so ``rarefit keys …`` starts quickly.
@@ -13,6 +13,7 @@ from collections.abc import Sequence
 
 from sqlalchemy.exc import OperationalError
 
+from launch import client_commands
 from service.config import Settings, get_settings
 
 logger = logging.getLogger(__name__)
@@ -45,6 +46,7 @@ def build_parser() -> argparse.ArgumentParser:
         "--tenant", default=None, help="only this tenant's keys"
     )
     keys.add_parser("revoke", help="revoke a key by its id").add_argument("key_id")
+    client_commands.register(commands)
     return parser
 
 
@@ -55,6 +57,8 @@ def _host_port(parser: argparse.ArgumentParser) -> None:
 
 def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
+    if client_commands.is_client_command(args):
+        return client_commands.run(args)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     settings = get_settings()
     handlers = {

@@ -70,6 +70,26 @@ class Settings(BaseSettings):
         description="threads per API process for the hot database reads (authentication, job polls)",
     )
 
+    # --- live progress and webhooks ----------------------------------------
+    events_poll_seconds: float = Field(
+        default=0.5, gt=0.0, le=60.0, description="how often an event stream looks for new events"
+    )
+    events_ping_seconds: float = Field(
+        default=15.0, gt=0.0, le=300.0, description="heartbeat comment on an idle event stream"
+    )
+
+    webhooks_allow_private: bool = Field(
+        default=False, description="let webhooks target loopback, private and link-local addresses"
+    )
+    webhook_timeout_seconds: float = Field(default=10.0, gt=0.0, le=120.0, description="one delivery attempt")
+    webhook_max_attempts: int = Field(default=10, ge=1, le=100)
+    webhook_backoff_seconds: float = Field(default=5.0, gt=0.0, le=3600.0, description="wait before the 2nd attempt")
+    webhook_backoff_max_seconds: float = Field(default=3600.0, gt=0.0, le=86400.0, description="longest wait")
+    webhook_retry_seconds: float = Field(
+        default=24 * 3600.0, gt=0.0, le=7 * 86400.0, description="after this long a delivery is given up"
+    )
+    webhook_dispatch_seconds: float = Field(default=1.0, gt=0.0, le=60.0, description="how often due ones are sent")
+
     # --- inference ---------------------------------------------------------
     model_cache_bytes: int = 512 * 1024 * 1024
     predict_max_batch: int = 64

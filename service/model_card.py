@@ -10,7 +10,7 @@ point (``PATCH /v1/models/{id}``) publishes a new card with ``revision + 1``.
 
 from __future__ import annotations
 
-from typing import Any, Literal
+from typing import Any, Final, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
@@ -21,7 +21,7 @@ WEIGHTS_FILE = "weights.safetensors"
 CARD_FILE = "model_card.json"
 METRICS_FILE = "metrics.json"
 SCORES_FILE = "scores.npz"
-FORMAT_VERSION = 2
+FORMAT_VERSION: Final = 2
 
 
 def artifacts_prefix(job_id: str) -> str:

@@ -18,6 +18,7 @@ from sqlalchemy import (
     Enum,
     Float,
     ForeignKey,
+    Index,
     Integer,
     String,
     Text,
@@ -101,6 +102,8 @@ class Job(Base):
     epochs: Mapped[int] = mapped_column(Integer)
     progress_epoch: Mapped[int] = mapped_column(Integer, default=0)
     created_at: Mapped[datetime] = mapped_column(default=utcnow)
+    # Moves with every change a client can see (status, progress, cancel flag), never with a heartbeat.
+    updated_at: Mapped[datetime] = mapped_column(default=utcnow)
     started_at: Mapped[datetime | None] = mapped_column(default=None)
     finished_at: Mapped[datetime | None] = mapped_column(default=None)
     error_type: Mapped[str | None] = mapped_column(String(64), default=None)
@@ -193,3 +196,54 @@ class ModelAlias(Base):
     alias: Mapped[str] = mapped_column(String(64), primary_key=True)
     model_id: Mapped[str] = mapped_column(ForeignKey("models.id"), index=True)
     updated_at: Mapped[datetime] = mapped_column(default=utcnow)
+
+
+# Portable auto-increment: BIGSERIAL on PostgreSQL, the rowid alias on SQLite (which only aliases INTEGER).
+EventId = BigInteger().with_variant(Integer(), "sqlite")
+
+
+class Event(Base):
+    """The append-only event log: one row per job state change or finished epoch.
+
+    Written in the same transaction as the change it describes (the
+    transactional outbox), so a reader never sees an event for a change that
+    rolled back and never misses one that committed. ``subject`` names what
+    the event is about (``job:<id>``); readers follow one subject by ``id``.
+    """
+
+    __tablename__ = "events"
+    __table_args__ = (Index("ix_events_subject_id", "subject", "id"),)
+    id: Mapped[int] = mapped_column(EventId, primary_key=True, autoincrement=True)
+    tenant_id: Mapped[str] = mapped_column(ForeignKey("tenants.id"), index=True)
+    subject: Mapped[str] = mapped_column(String(64))
+    type: Mapped[str] = mapped_column(String(64))  # job.queued | job.running | … | job.epoch
+    payload: Mapped[dict] = mapped_column(JSON)
+    created_at: Mapped[datetime] = mapped_column(default=utcnow)
+
+
+class Webhook(Base):
+    """A tenant's subscription: POST the events of ``event_types`` to ``url``, signed with ``secret``."""
+
+    __tablename__ = "webhooks"
+    id: Mapped[str] = mapped_column(String(32), primary_key=True, default=new_id)
+    tenant_id: Mapped[str] = mapped_column(ForeignKey("tenants.id"), index=True)
+    url: Mapped[str] = mapped_column(String(2000))
+    event_types: Mapped[list] = mapped_column(JSON)
+    secret: Mapped[str] = mapped_column(String(100))  # kept in the clear: the server signs with it
+    created_at: Mapped[datetime] = mapped_column(default=utcnow)
+    deleted_at: Mapped[datetime | None] = mapped_column(default=None)
+
+
+class WebhookDelivery(Base):
+    """One event owed to one webhook, inserted with the event; its attempts are appended as they happen."""
+
+    __tablename__ = "webhook_deliveries"
+    __table_args__ = (UniqueConstraint("webhook_id", "event_id"),)
+    id: Mapped[str] = mapped_column(String(32), primary_key=True, default=new_id)
+    webhook_id: Mapped[str] = mapped_column(ForeignKey("webhooks.id"), index=True)
+    event_id: Mapped[int] = mapped_column(EventId, ForeignKey("events.id"))
+    status: Mapped[str] = mapped_column(String(16), default="pending")  # pending | succeeded | failed
+    attempts: Mapped[list] = mapped_column(JSON, default=list)  # [{"at", "status_code", "error", "seconds"}]
+    next_attempt_at: Mapped[datetime | None] = mapped_column(default=utcnow, index=True)
+    created_at: Mapped[datetime] = mapped_column(default=utcnow)
+    finished_at: Mapped[datetime | None] = mapped_column(default=None)

@@ -109,6 +109,7 @@ class JobOut(BaseModel):
                     "spec": {"spec_version": 1, "dataset_id": _ID, "epochs": 20, "...": "..."},
                     "progress": {"epoch": 0, "epochs": 20},
                     "created_at": _NOW,
+                    "updated_at": _NOW,
                     "started_at": None,
                     "finished_at": None,
                     "error": None,
@@ -125,6 +126,7 @@ class JobOut(BaseModel):
     spec: dict[str, Any]
     progress: ProgressOut
     created_at: UtcDatetime
+    updated_at: UtcDatetime = Field(description="last change a client can see (status, progress, cancel flag)")
     started_at: UtcDatetime | None
     finished_at: UtcDatetime | None
     error: ErrorOut | None
@@ -147,6 +149,7 @@ class JobOut(BaseModel):
             spec=row.spec,
             progress=ProgressOut(epoch=row.progress_epoch, epochs=row.epochs),
             created_at=row.created_at,
+            updated_at=row.updated_at,
             started_at=row.started_at,
             finished_at=row.finished_at,
             error=error,
@@ -299,6 +302,30 @@ class ModelOut(BaseModel):
             size_bytes=row.size_bytes,
             created_at=row.created_at,
         )
+
+
+class PredictionOut(BaseModel):
+    label: str = Field(description="the chosen class (the model card's operating point decides)")
+    class_index: int
+    probabilities: dict[str, float] = Field(description="softmax per class name; sums to 1")
+    scores_version: int = Field(description="the model card revision that produced this answer")
+    decision: dict[str, Any] = Field(description="the rule applied, its threshold(s) and the margin")
+
+
+class PredictOut(BaseModel):
+    model_config = ConfigDict(
+        protected_namespaces=(),
+        json_schema_extra={
+            "examples": [
+                {
+                    "model_id": "3f2b8c1d9e4a4b6f8a7c5d2e1f0a9b8c",
+                    "predictions": [{"label": "1", "class_index": 1, "probabilities": {"0": 0.08, "1": 0.92}}],
+                }
+            ]
+        },
+    )
+    model_id: str
+    predictions: list[PredictionOut]
 
 
 class Page(BaseModel, Generic[T]):

@@ -24,12 +24,12 @@ from service.inference import InstanceError
 
 
 class Instance(BaseModel):
-    model_config = ConfigDict(extra="forbid")
+    model_config = ConfigDict(extra="forbid", strict=True)
     b64: str = Field(description="base64 of one image file (a `data:` URL prefix is accepted)")
 
 
 class PredictRequest(BaseModel):
-    model_config = ConfigDict(extra="forbid")
+    model_config = ConfigDict(extra="forbid", strict=True)
     instances: list[Instance]
     threshold: float | None = Field(
         default=None, ge=0.0, le=1.0, strict=True, description="binary models: use this threshold instead"

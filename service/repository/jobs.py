@@ -12,7 +12,9 @@ from sqlalchemy import func, select, update
 from sqlalchemy.orm import Session
 
 from service.models import Artifact, EpochMetrics, Job, JobStatus, utcnow
+from service.repository import events
 from service.repository.ids import MAX_NAME_CHARS, findable
+from service.repository.rows import changed_one_row
 from service.spec import JobSpec
 
 _ACTIVE = (JobStatus.queued, JobStatus.running)
@@ -34,7 +36,7 @@ def create_job(
     idempotency_key: str | None,
     request_hash: str | None,
 ) -> Job:
-    """Insert a queued job. Raises IntegrityError when the idempotency key is taken."""
+    """Insert a queued job and its first event. Raises IntegrityError when the idempotency key is taken."""
     job = Job(
         tenant_id=tenant_id,
         dataset_id=spec.dataset_id,
@@ -46,6 +48,7 @@ def create_job(
     )
     session.add(job)
     session.flush()
+    events.job_changed(session, job_id=job.id)
     return job
 
 
@@ -101,10 +104,11 @@ def request_cancel(session: Session, *, tenant_id: str, job_id: str) -> Job | No
     job = get_job(session, tenant_id=tenant_id, job_id=job_id)
     if job is None:
         return None
-    if _conditional(session, job_id, JobStatus.queued, status=JobStatus.cancelled, finished_at=utcnow()):
-        session.refresh(job)
+    now = utcnow()
+    if _conditional(session, job_id, JobStatus.queued, status=JobStatus.cancelled, finished_at=now, updated_at=now):
+        events.job_changed(session, job_id=job_id)
         return job
-    if _conditional(session, job_id, JobStatus.running, cancel_requested=True):
+    if _conditional(session, job_id, JobStatus.running, cancel_requested=True, updated_at=now):
         session.refresh(job)
         return job
     session.refresh(job)
@@ -113,8 +117,10 @@ def request_cancel(session: Session, *, tenant_id: str, job_id: str) -> Job | No
     return job
 
 
-def list_epoch_metrics(session: Session, *, job_id: str) -> list[EpochMetrics]:
-    query = select(EpochMetrics).where(EpochMetrics.job_id == job_id).order_by(EpochMetrics.epoch)
+def list_epoch_metrics(session: Session, *, job_id: str, since_epoch: int = 0) -> list[EpochMetrics]:
+    """The job's epochs after ``since_epoch``, in order."""
+    query = select(EpochMetrics).where(EpochMetrics.job_id == job_id, EpochMetrics.epoch > since_epoch)
+    query = query.order_by(EpochMetrics.epoch)
     return list(session.scalars(query))
 
 
@@ -130,10 +136,10 @@ def get_artifact(session: Session, *, job_id: str, name: str) -> Artifact | None
 
 
 def _conditional(session: Session, job_id: str, expected: JobStatus, **values) -> bool:
-    result = session.execute(
+    return changed_one_row(
+        session,
         update(Job)
         .where(Job.id == job_id, Job.status == expected)
         .values(**values)
-        .execution_options(synchronize_session=False)
+        .execution_options(synchronize_session=False),
     )
-    return result.rowcount == 1

@@ -89,10 +89,14 @@ def model_card(
     )
 
 
-def metrics_document(result: FitResult, decisions: Decisions) -> dict[str, Any]:
-    """``metrics.json``: the whole history, the selected epoch and the final (calibrated) blocks."""
+def metrics_document(
+    result: FitResult, decisions: Decisions, *, report: dict[str, Any] | None = None
+) -> dict[str, Any]:
+    """``metrics.json``: the whole history, the selected epoch, the final (calibrated) blocks, and the job's
+    ``report`` (``init``: the initial weights and what was adapted to load them)."""
     return json_safe(
         {
+            **(report or {}),
             "history": [record.to_dict() for record in result.history],
             "best_epoch": result.best_epoch,
             "best_score": result.best_score,
@@ -116,6 +120,7 @@ def export_artifacts(
     class_names: list[str],
     image_shape: tuple[int, int, int],
     labels: dict[str, np.ndarray],
+    report: dict[str, Any] | None = None,
 ) -> ExportedModel:
     """Calibrate and fit the operating point (``decisions``), store the files the card names, then the card."""
     height, width, channels = image_shape
@@ -128,7 +133,7 @@ def export_artifacts(
             result.model, folder / PROGRAM_FILE, input_shape=(channels, height, width), temperature=temperature
         )
         save_weights(result.model, folder / WEIGHTS_FILE)
-        _write_json(folder / METRICS_FILE, metrics_document(result, decisions))
+        _write_json(folder / METRICS_FILE, metrics_document(result, decisions, report=report))
         if decisions.scores:
             (folder / SCORES_FILE).write_bytes(scores_npz(decisions.scores))
         (folder / CARD_FILE).write_text(card.to_json(), encoding="utf-8")

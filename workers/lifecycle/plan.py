@@ -19,6 +19,7 @@ import torch
 from service.spec import JobSpec, LossSpec, ThresholdSpec, effective_warmup_epochs, resolve_class
 from workers.training.augment import BatchAugment, minority_class_mask
 from workers.training.data import Split, channel_stats, minority_class
+from workers.training.long_tail import LONG_TAIL_KINDS, LongTailCriterion, posthoc_adjustment
 from workers.training.loop import steps_per_epoch
 from workers.training.losses import Criterion, class_weights, resolve_alpha
 from workers.training.mixing import BatchMixer
@@ -26,6 +27,7 @@ from workers.training.networks import Classifier, build_network, load_init_state
 from workers.training.optim import make_optimizer, make_scheduler
 from workers.training.samplers import make_sampler
 from workers.training.seeding import seed_everything
+from workers.training.transfer import prepare_pretrained
 
 logger = logging.getLogger(__name__)
 
@@ -39,12 +41,14 @@ def build_training(
     class_names: Sequence[str],
     device: torch.device | str,
     init_state: Mapping[str, torch.Tensor] | None,
+    adaptations: list[str] | None = None,
 ) -> dict[str, Any]:
     """Keyword arguments for ``fit(...)`` from ``spec`` and ``{split: (images uint8 NHWC, labels int64)}``.
 
     Seeds every RNG with ``spec.seed`` first, so the initial weights are
     reproducible. Raises ``ValueError``/``TypeError`` for data or a spec the
-    core cannot train (the job then fails with that message).
+    core cannot train (the job then fails with that message). ``adaptations``, when given, receives
+    a line for each change made to load ``init_state`` (stem channels or kernel, a new head).
     """
     if not isinstance(spec, JobSpec):
         raise TypeError(f"spec must be a JobSpec, got {type(spec).__name__}")
@@ -61,7 +65,10 @@ def build_training(
         raise ValueError(f"train labels reach class {len(counts) - 1} but the dataset names {len(names)} classes")
     positive = positive_class_index(spec, class_names=names, counts=counts)
     seed_everything(spec.seed)
-    model = _network(spec, train, num_classes=len(names), init_state=init_state).to(device)
+    model, adapted = _network(spec, train, num_classes=len(names), init_state=init_state)
+    model = model.to(device)
+    if adaptations is not None:
+        adaptations.extend(adapted)
     sampler = make_sampler(spec.sampler.type, labels=train.labels, seed=spec.seed, device=device)
     optimizer, scheduler = _optimization(spec, model, epoch_length=sampler.epoch_length)
     return {
@@ -74,7 +81,7 @@ def build_training(
         "optimizer": optimizer,
         "scheduler": scheduler,
         "sampler": sampler,
-        "mixer": _mixer(spec, num_classes=len(names)),
+        "mixer": _mixer(spec, num_classes=len(names), train_labels=train.labels),
         "augment": _augment(spec, counts=counts),
         "epochs": spec.epochs,
         "batch_size": spec.batch_size,
@@ -87,6 +94,7 @@ def build_training(
         **epoch_threshold(spec.threshold, positive=positive, class_names=names),
         "freeze_backbone_epochs": spec.model.freeze_backbone_epochs,
         "compile": spec.compile,
+        "logit_adjustment": posthoc_adjustment(counts, tau=spec.loss.posthoc_tau),
     }
 
 
@@ -99,8 +107,14 @@ def _split(arrays: SplitArrays) -> Split:
 def _optimization(spec: JobSpec, model: Classifier, *, epoch_length: int):
     # Built after the model is on its device, so the optimizer can pick fused CUDA kernels.
     optim = spec.optim
+    params: Any = model.parameters()
+    if optim.backbone_lr_scale != 1.0:  # discriminative learning rates: the pretrained backbone moves slower
+        params = [
+            {"params": list(model.backbone_parameters()), "lr": optim.lr * optim.backbone_lr_scale},
+            {"params": list(model.head_parameters())},
+        ]
     optimizer = make_optimizer(
-        optim.name, model.parameters(), lr=optim.lr, weight_decay=optim.weight_decay, momentum=optim.momentum
+        optim.name, params, lr=optim.lr, weight_decay=optim.weight_decay, momentum=optim.momentum
     )
     scheduler = make_scheduler(
         optim.scheduler,
@@ -116,7 +130,8 @@ def _optimization(spec: JobSpec, model: Classifier, *, epoch_length: int):
 
 def _network(
     spec: JobSpec, train: Split, *, num_classes: int, init_state: Mapping[str, torch.Tensor] | None
-) -> Classifier:
+) -> tuple[Classifier, list[str]]:
+    """The network, initialised from ``init_state`` when given, and what its stem needed adapted for it."""
     height, width, channels = train.image_shape
     mean, std = channel_stats(train.images)
     model = build_network(
@@ -128,10 +143,12 @@ def _network(
         mean=mean,
         std=std,
     )
-    if init_state is not None:
-        skipped = load_init_state(model, init_state, strict_backbone=True)
-        logger.info("initialised %s from %s (%d keys not loaded)", spec.model.arch, spec.model.init, len(skipped))
-    return model
+    if init_state is None:
+        return model, []
+    state, adaptations = prepare_pretrained(model, init_state)
+    skipped = load_init_state(model, state, strict_backbone=True)
+    logger.info("initialised %s from %s (%d keys not loaded)", spec.model.arch, spec.model.init, len(skipped))
+    return model, adaptations + [f"{key}: not loaded (new head)" for key in skipped]
 
 
 def criterion_kind(loss: LossSpec) -> str:
@@ -168,11 +185,23 @@ def epoch_threshold(threshold: ThresholdSpec, *, positive: int, class_names: lis
 
 
 def make_criterion(loss: LossSpec, *, counts: Sequence[int], positive_class: int | None = None) -> Criterion:
-    """The loss with class weights and focal α resolved from the train class ``counts``.
+    """The loss with class weights, focal α, margins and priors resolved from the train class ``counts``.
 
     Label smoothing is applied here (not in the mixer), once, to the mixed targets.
     ``positive_class`` (binary) is the class a scalar α and the sigmoid variant refer to.
     """
+    weight = class_weights(loss.class_weights, counts=counts, beta=loss.effective_number_beta)
+    if loss.type in LONG_TAIL_KINDS:
+        return LongTailCriterion(
+            kind=loss.type,
+            counts=counts,
+            tau=loss.tau,
+            max_margin=loss.ldam_max_margin,
+            scale=loss.ldam_scale,
+            weight=weight,
+            label_smoothing=loss.label_smoothing,
+            reweight_from_epoch=loss.reweight_from_epoch,
+        )
     kind = criterion_kind(loss)
     binary_positive = positive_class if len(counts) == 2 and positive_class is not None else 1
     return Criterion(
@@ -182,13 +211,13 @@ def make_criterion(loss: LossSpec, *, counts: Sequence[int], positive_class: int
         alpha=resolve_alpha(loss.alpha, counts=counts, positive_class=binary_positive)
         if kind != "cross_entropy"
         else None,
-        weight=class_weights(loss.class_weights, counts=counts, beta=loss.effective_number_beta),
+        weight=weight,
         label_smoothing=loss.label_smoothing,
         reweight_from_epoch=loss.reweight_from_epoch,
     )
 
 
-def _mixer(spec: JobSpec, *, num_classes: int) -> BatchMixer | None:
+def _mixer(spec: JobSpec, *, num_classes: int, train_labels: torch.Tensor) -> BatchMixer | None:
     mixing = spec.mixing
     if mixing.mode == "none":
         return None
@@ -200,6 +229,9 @@ def _mixer(spec: JobSpec, *, num_classes: int) -> BatchMixer | None:
         prob=mixing.prob,
         switch_prob=mixing.switch_prob,
         label_smoothing=0.0,
+        train_labels=train_labels if mixing.mode in ("balanced_mixup", "remix") else None,
+        kappa=mixing.kappa,
+        tau=mixing.tau,
     )
 
 

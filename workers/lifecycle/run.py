@@ -104,13 +104,16 @@ class JobRun:
         arrays = load_canonical(self.store, dataset.blob_prefix, mmap=True)
         device = resolve_device(self.settings.device)
         self.device_type = device.type
+        adapted: list[str] = []
         kwargs = build_training(
             spec,
             dataset_arrays=arrays,
             class_names=dataset.class_names,
             device=device,
             init_state=self._init_state(spec),
+            adaptations=adapted,
         )
+        report = {"init": {"source": spec.model.init, "adapted": adapted}}
         resume = self._resume_point()
         start_epoch = int(resume["epoch"]) if resume else 0
         self._held(
@@ -129,7 +132,12 @@ class JobRun:
         image_shape = kwargs["train"].image_shape
         labels = {name: kwargs[name].labels.numpy() for name in ("val", "test") if kwargs[name] is not None}
         return self._conclude(
-            result, spec=spec, class_names=dataset.class_names, image_shape=image_shape, labels=labels
+            result,
+            spec=spec,
+            class_names=dataset.class_names,
+            image_shape=image_shape,
+            labels=labels,
+            report=report,
         )
 
     def _dataset(self, session: Session) -> DatasetInfo:
@@ -185,6 +193,7 @@ class JobRun:
         class_names: list[str],
         image_shape: tuple[int, int, int],
         labels: dict[str, np.ndarray],
+        report: dict[str, Any],
     ) -> str:
         if result.stopped == "lease_lost":
             raise LeaseLost(self.job_id)
@@ -207,6 +216,7 @@ class JobRun:
             class_names=class_names,
             image_shape=image_shape,
             labels=labels,
+            report=report,
         )
         self.write(lambda s: self._register(s, result, exported, spec, image_shape), "register the model")
         logger.info("job %s: succeeded (best epoch %d)", self.job_id, result.best_epoch)

@@ -20,17 +20,20 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Callable, Sequence
-from typing import Any
 
 import torch
 from torch import nn
 from torch.optim import Optimizer
 
+from workers.training.augment import Augmenter
 from workers.training.data import Split, minority_class
 from workers.training.evaluation import Scoring, evaluate
 from workers.training.loop import steps_per_epoch
+from workers.training.losses import Criterion
 from workers.training.metrics import SELECTION_METRICS
+from workers.training.mixing import Mixer
 from workers.training.optim import LrSchedule
+from workers.training.samplers import Sampler
 from workers.training.state import EpochRecord, TrainingState
 from workers.training.thresholds import THRESHOLD_STRATEGIES
 from workers.training.trainer import FitResult, TrainConfig, Trainer
@@ -49,12 +52,12 @@ def fit(
     val: Split | None,
     test: Split | None,
     class_names: Sequence[str],
-    criterion: nn.Module,
+    criterion: Criterion,
     optimizer: Optimizer,
     scheduler: LrSchedule,
-    sampler: Any,
-    mixer: Any | None = None,
-    augment: Any | None = None,
+    sampler: Sampler,
+    mixer: Mixer | None = None,
+    augment: Augmenter | None = None,
     epochs: int,
     batch_size: int,
     seed: int,
@@ -73,6 +76,7 @@ def fit(
     should_stop: Callable[[], str | None] | None = None,
     resume: dict | None = None,
     eval_batch_size: int | None = None,
+    logit_adjustment: torch.Tensor | None = None,
 ) -> FitResult:
     """Train ``model`` on ``train`` and return the best model and its metrics (see the module docstring).
 
@@ -86,6 +90,9 @@ def fit(
     ``resume`` is a ``TrainingState.to_checkpoint()`` dict; training continues
     at its epoch + 1. ``scheduler`` must be built with
     ``steps_per_epoch(sampler.epoch_length, batch_size)``.
+    ``logit_adjustment`` ``(K,)`` is subtracted from the logits in every evaluation (post-hoc logit
+    adjustment, e.g. ``long_tail.posthoc_adjustment``) and folded into the returned model's head bias,
+    so the exported model predicts with the adjusted logits.
     """
     device = torch.device(device)
     config = _config(
@@ -99,6 +106,7 @@ def fit(
         patience=early_stopping_patience,
         min_delta=early_stopping_min_delta,
         freeze_backbone_epochs=freeze_backbone_epochs,
+        logit_adjustment=logit_adjustment,
     )
     _check_choices(
         selection_metric=selection_metric, threshold_strategy=threshold_strategy, target_recall=target_recall
@@ -137,6 +145,7 @@ def _config(
     patience: int | None,
     min_delta: float,
     freeze_backbone_epochs: int,
+    logit_adjustment: torch.Tensor | None,
 ) -> TrainConfig:
     for name, value in (("epochs", epochs), ("batch_size", batch_size)):
         if isinstance(value, bool) or not isinstance(value, int) or value < 1:
@@ -162,6 +171,7 @@ def _config(
         patience=patience,
         min_delta=float(min_delta),
         freeze_backbone_epochs=freeze_backbone_epochs,
+        logit_adjustment=logit_adjustment,
     )
 
 

@@ -12,19 +12,21 @@ hold at least 2 samples, which BatchNorm needs in training mode).
 
 from __future__ import annotations
 
+import functools
 import logging
 import math
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Any
 
 import torch
 from torch import nn
 from torch.optim import Optimizer
 
+from workers.training.augment import Augmenter
 from workers.training.data import BatchSource
 from workers.training.evaluation import hard_targets
+from workers.training.mixing import Mixer
 from workers.training.optim import LrSchedule
 
 logger = logging.getLogger(__name__)
@@ -47,8 +49,8 @@ class StepParts:
     optimizer: Optimizer
     scheduler: LrSchedule
     criterion: nn.Module
-    augment: Any | None
-    mixer: Any | None
+    augment: Augmenter | None
+    mixer: Mixer | None
     num_classes: int
     device: torch.device
     amp: bool
@@ -88,9 +90,9 @@ def train_epoch(
         if reason is not None:
             elapsed = time.perf_counter() - started
             return EpochOutcome(math.nan, steps, images_seen, elapsed, first_step_seconds, reason)
-        batch = (parts, images, labels, augment_generator, mix_generator, loss_sum)
+        batch = (parts, source, images, labels, augment_generator, mix_generator, loss_sum)
         if time_first_step and steps == 0:
-            first_step_seconds = _timed(parts.device, lambda: _step(*batch))
+            first_step_seconds = _timed(parts.device, functools.partial(_step, *batch))
         else:
             _step(*batch)
         steps += 1
@@ -104,16 +106,21 @@ def train_epoch(
 
 def _step(
     parts: StepParts,
+    source: BatchSource,
     images: torch.Tensor,
     labels: torch.Tensor,
     augment_generator: torch.Generator,
     mix_generator: torch.Generator,
     loss_sum: torch.Tensor,
 ) -> None:
-    if parts.augment is not None and not parts.augment.is_identity:
-        images = parts.augment(images, labels, generator=augment_generator)
+    images = _augmented(parts, images, labels, augment_generator)
     if parts.mixer is not None:
-        images, targets = parts.mixer(images, labels, generator=mix_generator)
+
+        def fetch(indices: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+            partner_images, partner_labels = source.batch(indices)
+            return _augmented(parts, partner_images, partner_labels, augment_generator), partner_labels
+
+        images, targets = parts.mixer(images, labels, generator=mix_generator, fetch=fetch)
     else:
         targets = hard_targets(labels, parts.num_classes)
     memory_format = torch.channels_last if parts.channels_last else torch.contiguous_format
@@ -126,6 +133,14 @@ def _step(
     parts.optimizer.step()
     parts.scheduler.step_batch()
     loss_sum += loss.detach()
+
+
+def _augmented(
+    parts: StepParts, images: torch.Tensor, labels: torch.Tensor, generator: torch.Generator
+) -> torch.Tensor:
+    if parts.augment is None or parts.augment.is_identity:
+        return images
+    return parts.augment(images, labels, generator=generator)
 
 
 def _timed(device: torch.device, work: Callable[[], None]) -> float:

@@ -150,15 +150,19 @@ def _pr_points(scores: np.ndarray, is_positive: np.ndarray) -> tuple[np.ndarray,
 def _auroc(probs: np.ndarray, labels: np.ndarray, *, positive: int | None) -> float | None:
     if positive is not None:
         return binary_auroc(probs[:, positive], labels == positive)
-    per_class = [binary_auroc(probs[:, c], labels == c) for c in range(probs.shape[1])]
-    return None if any(v is None for v in per_class) else float(np.mean(per_class))
+    return _mean_unless_undefined([binary_auroc(probs[:, c], labels == c) for c in range(probs.shape[1])])
 
 
 def _macro_average_precision(probs: np.ndarray, labels: np.ndarray, *, positive: int | None) -> float | None:
     if positive is not None:
         return average_precision(probs[:, positive], labels == positive)
-    per_class = [average_precision(probs[:, c], labels == c) for c in range(probs.shape[1])]
-    return None if any(v is None for v in per_class) else float(np.mean(per_class))
+    return _mean_unless_undefined([average_precision(probs[:, c], labels == c) for c in range(probs.shape[1])])
+
+
+def _mean_unless_undefined(per_class: list[float | None]) -> float | None:
+    """The macro average, or ``None`` when any class's score is undefined."""
+    defined = [v for v in per_class if v is not None]
+    return float(np.mean(defined)) if len(defined) == len(per_class) else None
 
 
 def _given(threshold: float | None, binary: bool) -> float | None:

@@ -10,18 +10,22 @@ import math
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Any
+from typing import cast
 
 import numpy as np
 import torch
 from torch import nn
 from torch.optim import Optimizer
 
+from workers.training.augment import Augmenter
 from workers.training.data import BatchSource, Split
 from workers.training.evaluation import Scored, Scoring, evaluate
 from workers.training.loop import StepParts, steps_per_epoch, train_epoch
+from workers.training.losses import Criterion
+from workers.training.mixing import Mixer
 from workers.training.networks import set_backbone_trainable
 from workers.training.optim import LrSchedule
+from workers.training.samplers import Sampler
 from workers.training.seeding import derive_seed, make_generator
 from workers.training.state import EpochRecord, TrainingState, state_copy
 
@@ -62,15 +66,27 @@ class TrainConfig:
     patience: int | None
     min_delta: float
     freeze_backbone_epochs: int
+    logit_adjustment: torch.Tensor | None = None
 
 
-def _check_schedule(scheduler: LrSchedule, sampler: Any, batch_size: int) -> None:
+def _check_schedule(scheduler: LrSchedule, sampler: Sampler, batch_size: int) -> None:
     expected = steps_per_epoch(int(sampler.epoch_length), batch_size)
     if scheduler.steps_per_epoch != expected:
         raise ValueError(
             f"scheduler was built for {scheduler.steps_per_epoch} steps per epoch, but the sampler's "
             f"{sampler.epoch_length} indices at batch_size {batch_size} give {expected}; use steps_per_epoch()"
         )
+
+
+def _checked_adjustment(model: nn.Module, adjustment: torch.Tensor) -> torch.Tensor:
+    head = getattr(model, "head", None)
+    if not isinstance(head, nn.Linear) or head.bias is None:
+        raise ValueError("logit_adjustment needs a model whose .head is an nn.Linear with a bias (a Classifier)")
+    if tuple(adjustment.shape) != (head.out_features,):
+        raise ValueError(f"logit_adjustment must have shape ({head.out_features},), got {tuple(adjustment.shape)}")
+    if not bool(torch.isfinite(adjustment).all()):
+        raise ValueError("logit_adjustment must be finite")
+    return adjustment.detach().float()
 
 
 class Trainer:
@@ -82,12 +98,12 @@ class Trainer:
         config: TrainConfig,
         scoring: Scoring,
         model: nn.Module,
-        criterion: nn.Module,
+        criterion: Criterion,
         optimizer: Optimizer,
         scheduler: LrSchedule,
-        sampler: Any,
-        mixer: Any,
-        augment: Any,
+        sampler: Sampler,
+        mixer: Mixer | None,
+        augment: Augmenter | None,
         compile: bool,
         train: Split,
         val: Split | None,
@@ -106,10 +122,10 @@ class Trainer:
         self.train_source = BatchSource.create(train, device=device)
         self.val_source = None if val is None else BatchSource.create(val, device=device)
         self.test_source = None if test is None else BatchSource.create(test, device=device)
-        self.val_labels = None if val is None else val.labels.numpy()
-        self.test_labels = None if test is None else test.labels.numpy()
+        self.val_labels = None if val is None else val.label_tensor.numpy()
+        self.test_labels = None if test is None else test.label_tensor.numpy()
         self.compiled = compile
-        network = torch.compile(model) if compile else model
+        network = cast(nn.Module, torch.compile(model)) if compile else model
         self.parts = StepParts(
             network=network,
             optimizer=optimizer,
@@ -125,6 +141,8 @@ class Trainer:
         self.state = TrainingState(model=model, optimizer=optimizer, scheduler=scheduler)
         self.compile_seconds = 0.0
         self._stop_reason = "completed"
+        adjustment = config.logit_adjustment
+        self.logit_adjustment = None if adjustment is None else _checked_adjustment(model, adjustment).to(device)
 
     def resume(self, checkpoint: dict) -> None:
         if int(checkpoint.get("epoch", -1)) > self.config.epochs:
@@ -201,7 +219,7 @@ class Trainer:
             set_backbone_trainable(self.model, not frozen)
         self.model.train()
         if frozen and hasattr(self.model, "backbone"):
-            self.model.backbone.eval()  # a frozen backbone also keeps its BatchNorm statistics
+            self.model.get_submodule("backbone").eval()  # a frozen backbone also keeps its BatchNorm statistics
 
     def _evaluate_val(self, *, tune: bool, threshold: float | None = None) -> Scored | None:
         return self._evaluate(self.val_source, self.val_labels, tune=tune, threshold=threshold)
@@ -209,7 +227,7 @@ class Trainer:
     def _evaluate(
         self, source: BatchSource | None, labels: np.ndarray | None, *, tune: bool, threshold: float | None
     ) -> Scored | None:
-        if source is None:
+        if source is None or labels is None:
             return None
         probs, loss = evaluate(
             self.parts.network,
@@ -218,6 +236,7 @@ class Trainer:
             device=self.config.device,
             amp=self.config.amp,
             channels_last=self.config.channels_last,
+            logit_adjustment=self.logit_adjustment,
         )
         return self.scoring.score(probs, loss, labels, threshold=threshold, tune=tune)
 
@@ -250,6 +269,10 @@ class Trainer:
                 test_block, test_probs = scored_test.block, scored_test.probs
         if hasattr(self.model, "backbone"):
             set_backbone_trainable(self.model, True)
+        if self.logit_adjustment is not None:
+            with torch.no_grad():  # the exported model predicts with the adjusted logits
+                bias = cast(nn.Linear, self.model.get_submodule("head")).bias
+                bias.sub_(self.logit_adjustment.to(bias))
         model = self.model.to("cpu").to(memory_format=torch.contiguous_format).eval()
         return FitResult(
             model=model,

@@ -8,10 +8,8 @@ documented in OpenAPI through ``openapi_extra`` so clients and schemathesis see 
 from __future__ import annotations
 
 import logging
-from typing import Any
 
 from fastapi import APIRouter, Request
-from pydantic import BaseModel, ConfigDict, Field
 from sqlalchemy.orm import Session
 
 from service.api.deps import SettingsDep, TenantDep, read_in_session
@@ -22,6 +20,7 @@ from service.inference import ALLOWED_FORMATS, ArtifactError, DecisionError, Ins
 from service.models import Model
 from service.repository import models as repo
 from service.repository import registry
+from service.schemas import PredictOut
 
 logger = logging.getLogger(__name__)
 router = APIRouter(prefix="/models", tags=["models"])
@@ -29,30 +28,6 @@ router = APIRouter(prefix="/models", tags=["models"])
 _EXAMPLE_PNG = (  # an 8x8 grey PNG; any size works, images are resized to the model's input
     "iVBORw0KGgoAAAANSUhEUgAAAAgAAAAICAAAAADhZOFXAAAAEElEQVR42mNsYIAAJgaKGAAmCACQtTEKkQAAAABJRU5ErkJggg=="
 )
-
-
-class PredictionOut(BaseModel):
-    label: str = Field(description="the chosen class (the model card's operating point decides)")
-    class_index: int
-    probabilities: dict[str, float] = Field(description="softmax per class name; sums to 1")
-    scores_version: int = Field(description="the model card revision that produced this answer")
-    decision: dict[str, Any] = Field(description="the rule applied, its threshold(s) and the margin")
-
-
-class PredictOut(BaseModel):
-    model_config = ConfigDict(
-        protected_namespaces=(),
-        json_schema_extra={
-            "examples": [
-                {
-                    "model_id": "3f2b8c1d9e4a4b6f8a7c5d2e1f0a9b8c",
-                    "predictions": [{"label": "1", "class_index": 1, "probabilities": {"0": 0.08, "1": 0.92}}],
-                }
-            ]
-        },
-    )
-    model_id: str
-    predictions: list[PredictionOut]
 
 
 _FORMATS = ", ".join(ALLOWED_FORMATS)

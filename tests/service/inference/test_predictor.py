@@ -36,7 +36,7 @@ def test_multiclass_predictions_match_the_eager_network(predictor, three_rgb, in
     predictions = run(predictor, row, [helpers.png(a) for a in arrays])
     expected = helpers.eager(three_rgb, arrays)
     assert len(predictions) == 6
-    for prediction, probs in zip(predictions, expected):
+    for prediction, probs in zip(predictions, expected, strict=True):
         assert list(prediction["probabilities"]) == ["a", "b", "c"]
         got = torch.tensor(list(prediction["probabilities"].values()), dtype=torch.float64)
         assert torch.allclose(got, probs, atol=1e-5)
@@ -95,7 +95,7 @@ def test_concurrent_requests_are_batched_and_answered_individually(predictor, th
 
     results = asyncio.run(main())
     assert sum(sizes) == 16 and len(sizes) < 16 and max(sizes) > 1
-    for (prediction,), probs in zip(results, expected):
+    for (prediction,), probs in zip(results, expected, strict=True):
         got = torch.tensor(list(prediction["probabilities"].values()), dtype=torch.float64)
         assert torch.allclose(got, probs, atol=1e-5)
 
@@ -207,7 +207,7 @@ def test_mixed_concurrent_requests_each_get_exactly_their_own_answers(store, thr
         results = asyncio.run(main())
     finally:
         predictor.close()
-    for (arrays, _, bad), result in zip(requests, results):
+    for (arrays, _, bad), result in zip(requests, results, strict=True):
         if bad is not None:
             assert isinstance(result, InstanceError) and result.index == bad
             continue

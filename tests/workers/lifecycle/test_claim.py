@@ -12,6 +12,7 @@ from datetime import timedelta
 import numpy as np
 import pytest
 import torch
+import torchvision
 from safetensors.torch import load_file, save_file
 from sqlalchemy import select
 
@@ -315,3 +316,22 @@ def test_error_classification_and_readable_messages():
     assert (
         readable("a\n  b") == "a b" and readable("see https://errors.example/v/x") == "see https://errors.example/v/x"
     )
+
+
+def test_imagenet_layout_weights_train_on_small_grayscale_and_the_job_reports_the_adaptation(env, settings):
+    """An operator drops a torchvision ResNet-18 state dict (3 channels, 1000 classes) in the weights directory."""
+    settings.operator_weights_dir.mkdir(parents=True)
+    torch.manual_seed(0)
+    torch.save(torchvision.models.resnet18(weights=None).state_dict(), settings.operator_weights_dir / "resnet18.pth")
+    overrides = {
+        "model": {"arch": "resnet18", "init": "weights:resnet18", "freeze_backbone_epochs": 1},
+        "optim": {"backbone_lr_scale": 0.1},
+    }
+    job_id = make_job(env, overrides)
+    assert run(env, settings, job_id) == "succeeded", job_row(env, job_id).error_message
+    metrics = json.loads(env["store"].local_path(f"jobs/{job_id}/artifacts/metrics.json").read_text())
+    assert metrics["init"]["source"] == "weights:resnet18"
+    adapted = "\n".join(metrics["init"]["adapted"])
+    assert "backbone.conv1.weight: 3 -> 1 input channels (summed over RGB)" in adapted
+    assert "backbone.conv1.weight: pretrained 7x7 kernel kept at stride 1" in adapted
+    assert "head.weight: not loaded (new head)" in adapted
