@@ -34,6 +34,12 @@ def build_parser() -> argparse.ArgumentParser:
     )
     worker = commands.add_parser("worker", help="run a Celery training worker")
     worker.add_argument("--concurrency", type=int, default=1, help="jobs at once (one per GPU)")
+    worker.add_argument(
+        "--queue",
+        choices=("train", "control"),
+        default="train",
+        help="'train' (jobs) or 'control' (experiment steps: light, no GPU; run one or two per deployment)",
+    )
     commands.add_parser("migrate", help="bring the database schema to the newest version")
     commands.add_parser("reap", help="one reaper pass: re-queue expired leases and lost messages")
     keys = commands.add_parser("keys", help="manage API keys").add_subparsers(
@@ -102,7 +108,7 @@ def _worker(settings: Settings, args: argparse.Namespace) -> int:
 
     if args.concurrency < 1:
         raise SystemExit(f"--concurrency must be at least 1, got {args.concurrency}")
-    run_worker(settings, concurrency=args.concurrency)
+    run_worker(settings, concurrency=args.concurrency, queue=args.queue)
     return EXIT_OK
 
 

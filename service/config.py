@@ -27,6 +27,11 @@ class Settings(BaseSettings):
         default=None, description="operator-provided weights for model.init 'weights:<name>'"
     )
     bootstrap_api_key: SecretStr | None = None
+    optuna_storage_url: str | None = Field(
+        default=None,
+        description="Optuna's RDB storage; default: SQLite file optuna.db in data_dir, or schema 'optuna' "
+        "on the PostgreSQL server of database_url (its Alembic history never meets ours)",
+    )
 
     # --- HTTP --------------------------------------------------------------
     host: str = "127.0.0.1"
@@ -111,6 +116,14 @@ class Settings(BaseSettings):
     @property
     def celery_broker_url(self) -> str:
         return self.broker_url or f"sqla+sqlite:///{self.data_dir / 'broker.db'}"
+
+    @property
+    def optuna_url(self) -> str:
+        if self.optuna_storage_url:
+            return self.optuna_storage_url
+        if self.sqlalchemy_url.startswith("sqlite"):
+            return f"sqlite:///{self.data_dir / 'optuna.db'}"
+        return self.sqlalchemy_url
 
     @property
     def blob_dir(self) -> Path:

@@ -4,7 +4,7 @@ Hand-written to mirror ``service.models`` (the autogenerate comparison test
 expects no differences). Portable between SQLite and PostgreSQL.
 
 Revision ID: 0002
-Revises: 0004
+Revises: 0003
 Create Date: 2026-12-01 22:00:00
 """
 
@@ -16,7 +16,7 @@ import sqlalchemy as sa
 from alembic import op
 
 revision: str = "0002"
-down_revision: str | None = "0004"
+down_revision: str | None = "0003"
 branch_labels: str | Sequence[str] | None = None
 depends_on: str | Sequence[str] | None = None
 

@@ -13,6 +13,7 @@ from starlette.datastructures import UploadFile
 
 from service.ingest.canonical import store_canonical, summarize
 from service.ingest.dataset import DecodedDataset
+from service.ingest.diagnostics import diagnose
 from service.ingest.errors import DatasetRejected, mib
 from service.ingest.limits import IngestLimits
 from service.ingest.parse import ingest_file
@@ -32,6 +33,8 @@ class IngestResult:
     size_bytes: int
     blob_prefix: str
     notes: list[str] = field(default_factory=list)
+    diagnostics: dict = field(default_factory=dict)  # service.ingest.diagnostics
+    advice: list[dict] = field(default_factory=list)
 
 
 async def save_upload(upload: UploadFile, *, dest: Path, max_bytes: int) -> int:
@@ -83,10 +86,13 @@ async def ingest_upload(
         raise
     finally:
         tmp.unlink(missing_ok=True)
+    diagnostics, advice = await anyio.to_thread.run_sync(diagnose, decoded)
     return IngestResult(
         format=decoded.format,
         summary=summarize(decoded),
         size_bytes=size_bytes,
         blob_prefix=prefix,
         notes=list(decoded.notes),
+        diagnostics=diagnostics,
+        advice=advice,
     )

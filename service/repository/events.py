@@ -14,12 +14,16 @@ from typing import Any
 from sqlalchemy import select
 from sqlalchemy.orm import Session
 
-from service.models import Event, Job, JobStatus
+from service.models import Event, Experiment, ExperimentStatus, Job, JobStatus
 from service.repository import webhooks
 
 EPOCH = "job.epoch"
-# Every type the log writes; experiment.* joins here once experiments write events.
-TYPES = (*(f"job.{status.value}" for status in JobStatus), EPOCH)
+# Every type the log writes.
+TYPES = (
+    *(f"job.{status.value}" for status in JobStatus),
+    EPOCH,
+    *(f"experiment.{status.value}" for status in ExperimentStatus),
+)
 
 
 def job_subject(job_id: str) -> str:
@@ -51,6 +55,24 @@ def job_changed(session: Session, *, job_id: str) -> Event:
         subject=job_subject(job.id),
         type=status_type(status),
         payload=job_payload(job),
+    )
+
+
+def experiment_changed(session: Session, *, experiment: Experiment) -> Event:
+    """Append the experiment's current status (right after the UPDATE that changed it)."""
+    status = ExperimentStatus(experiment.status)
+    payload = {
+        "experiment_id": experiment.id,
+        "status": status.value,
+        "trials_total": experiment.trials_total,
+        "error": experiment.error_message,
+    }
+    return append(
+        session,
+        tenant_id=experiment.tenant_id,
+        subject=f"experiment:{experiment.id}",
+        type=f"experiment.{status.value}",
+        payload=payload,
     )
 
 

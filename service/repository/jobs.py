@@ -35,8 +35,13 @@ def create_job(
     spec: JobSpec,
     idempotency_key: str | None,
     request_hash: str | None,
+    experiment_id: str | None = None,
+    trial: int | None = None,
 ) -> Job:
-    """Insert a queued job and its first event. Raises IntegrityError when the idempotency key is taken."""
+    """Insert a queued job (of an experiment's ``trial`` if given) and its first event.
+
+    Raises IntegrityError when the idempotency key is taken.
+    """
     job = Job(
         tenant_id=tenant_id,
         dataset_id=spec.dataset_id,
@@ -45,6 +50,8 @@ def create_job(
         epochs=spec.epochs,
         idempotency_key=idempotency_key,
         request_hash=request_hash,
+        experiment_id=experiment_id,
+        trial=trial,
     )
     session.add(job)
     session.flush()
@@ -77,11 +84,23 @@ def get_job(session: Session, *, tenant_id: str, job_id: str) -> Job | None:
     return session.scalar(select(Job).where(Job.id == job_id, Job.tenant_id == tenant_id))
 
 
-def list_jobs(session: Session, *, tenant_id: str, status: JobStatus | None, limit: int, offset: int) -> list[Job]:
-    """The tenant's jobs, newest first, optionally of one status."""
+def list_jobs(
+    session: Session,
+    *,
+    tenant_id: str,
+    status: JobStatus | None,
+    limit: int,
+    offset: int,
+    experiment_id: str | None = None,
+) -> list[Job]:
+    """The tenant's jobs, newest first, optionally of one status and of one experiment."""
+    if experiment_id is not None and not findable(experiment_id):
+        return []
     query = select(Job).where(Job.tenant_id == tenant_id)
     if status is not None:
         query = query.where(Job.status == JobStatus(status))
+    if experiment_id is not None:
+        query = query.where(Job.experiment_id == experiment_id)
     query = query.order_by(Job.created_at.desc(), Job.id.desc()).limit(limit).offset(offset)
     return list(session.scalars(query))
 

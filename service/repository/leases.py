@@ -108,7 +108,7 @@ def finish_job(
     best_epoch: int | None = None,
     test_metrics: dict | None = None,
     model_id: str | None = None,
-    warnings: list[str] | None = None,
+    warnings: list[dict] | None = None,
     now: datetime | None = None,
 ) -> bool:
     """Move the lease holder's running job to a final status; False without the lease."""

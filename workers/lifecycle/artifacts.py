@@ -121,8 +121,12 @@ def export_artifacts(
     image_shape: tuple[int, int, int],
     labels: dict[str, np.ndarray],
     report: dict[str, Any] | None = None,
+    extra_files: dict[str, Any] | None = None,
 ) -> ExportedModel:
-    """Calibrate and fit the operating point (``decisions``), store the files the card names, then the card."""
+    """Calibrate and fit the operating point (``decisions``), store the files the card names, then the card.
+
+    ``extra_files`` are further JSON documents of the job (e.g. ``cleaned.json``), by file name.
+    """
     height, width, channels = image_shape
     decisions = make_decisions(result, spec=spec, class_names=class_names, labels=labels)
     card = model_card(result, decisions, job_id=job_id, spec=spec, class_names=class_names, image_shape=image_shape)
@@ -136,9 +140,12 @@ def export_artifacts(
         _write_json(folder / METRICS_FILE, metrics_document(result, decisions, report=report))
         if decisions.scores:
             (folder / SCORES_FILE).write_bytes(scores_npz(decisions.scores))
+        for name, document in (extra_files or {}).items():
+            _write_json(folder / name, json_safe(document))
         (folder / CARD_FILE).write_text(card.to_json(), encoding="utf-8")
         types = {SCORES_FILE: BINARY_TYPE, METRICS_FILE: JSON_TYPE}
         stored = [_store(store, folder, job_id, name, types.get(name, BINARY_TYPE)) for name in card.files]
+        stored += [_store(store, folder, job_id, name, JSON_TYPE) for name in (extra_files or {})]
         # The card last: a published card names only files that exist.
         stored.append(_store(store, folder, job_id, CARD_FILE, JSON_TYPE))
     logger.info("job %s: artefacts stored under %s", job_id, artifacts_prefix(job_id))

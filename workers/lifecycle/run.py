@@ -35,6 +35,7 @@ from workers.lifecycle.dbretry import retry_db
 from workers.lifecycle.heartbeat import Heartbeat
 from workers.lifecycle.init_weights import init_blob_key, load_job_weights, load_operator_weights
 from workers.lifecycle.plan import build_training
+from workers.lifecycle.resample import decoupled_stage
 from workers.training.checkpoint import load_checkpoint
 from workers.training.engine import fit
 from workers.training.state import EpochRecord, TrainingState
@@ -129,6 +130,10 @@ class JobRun:
         finally:
             # Only a job handed back resumes: its last finished epoch goes on disk and on the row.
             progress.checkpoints.close(write_pending=result is not None and result.stopped == "shutdown")
+        extra_files: dict[str, Any] = {}
+        if spec.resample is not None and result.stopped in ("completed", "early_stopped"):
+            result, stage_report, extra_files = decoupled_stage(spec, result=result, plan=kwargs, device=device)
+            report.update(stage_report)
         image_shape = kwargs["train"].image_shape
         labels = {name: kwargs[name].labels.numpy() for name in ("val", "test") if kwargs[name] is not None}
         return self._conclude(
@@ -138,6 +143,7 @@ class JobRun:
             image_shape=image_shape,
             labels=labels,
             report=report,
+            extra_files=extra_files,
         )
 
     def _dataset(self, session: Session) -> DatasetInfo:
@@ -194,6 +200,7 @@ class JobRun:
         image_shape: tuple[int, int, int],
         labels: dict[str, np.ndarray],
         report: dict[str, Any],
+        extra_files: dict[str, Any],
     ) -> str:
         if result.stopped == "lease_lost":
             raise LeaseLost(self.job_id)
@@ -217,6 +224,7 @@ class JobRun:
             image_shape=image_shape,
             labels=labels,
             report=report,
+            extra_files=extra_files,
         )
         self.write(lambda s: self._register(s, result, exported, spec, image_shape), "register the model")
         logger.info("job %s: succeeded (best epoch %d)", self.job_id, result.best_epoch)
@@ -268,7 +276,10 @@ class JobRun:
                 best_epoch=result.best_epoch,
                 test_metrics=card.metrics or None,
                 model_id=model.id,
-                warnings=card.operating_point.warnings,
+                warnings=[
+                    {"code": "operating_point", "message": message, "fields": ["threshold"]}
+                    for message in card.operating_point.warnings
+                ],
             )
         )
 

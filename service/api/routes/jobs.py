@@ -98,10 +98,15 @@ def list_jobs(
     session: SessionDep,
     tenant_id: TenantDep,
     status_: Annotated[JobStatus | None, Query(alias="status", description="only jobs in this state")] = None,
+    experiment_id: Annotated[
+        str | None, Query(min_length=1, max_length=64, description="only the trials of this experiment")
+    ] = None,
     limit: LimitQuery = 50,
     offset: OffsetQuery = 0,
 ) -> Page[JobOut]:
-    rows = repo.list_jobs(session, tenant_id=tenant_id, status=status_, limit=limit + 1, offset=offset)
+    rows = repo.list_jobs(
+        session, tenant_id=tenant_id, status=status_, limit=limit + 1, offset=offset, experiment_id=experiment_id
+    )
     return Page[JobOut].of(rows, limit=limit, offset=offset, convert=JobOut.from_row)
 
 
