@@ -110,8 +110,8 @@ def decoupled_stage(
         test=plan["test"],
         class_names=names,
         selection_metric=spec.selection_metric,
-        threshold_strategy=spec.threshold.strategy,
-        target_recall=spec.threshold.target_recall,
+        threshold_strategy=plan["threshold_strategy"],  # the per-epoch form of the policy (plan.epoch_threshold)
+        target_recall=plan["target_recall"],
         batch_size=2 * spec.batch_size,
         device=device,
     )

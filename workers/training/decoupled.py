@@ -118,7 +118,7 @@ def refit_head(
     if not isinstance(model, Classifier) or head.in_features != model.head.in_features:
         raise ValueError("refit_head needs a Classifier whose head takes the new head's input features")
     model.head = head
-    scoring = _scoring(train, class_names, selection_metric, threshold_strategy, target_recall)
+    scoring = _scoring(train, class_names, selection_metric, threshold_strategy, target_recall, result.positive_class)
     device = torch.device(device)
     scored_val = _score(model, val, scoring, tune=True, threshold=None, batch_size=batch_size, device=device)
     threshold = None if scored_val is None else scored_val.threshold
@@ -129,6 +129,8 @@ def refit_head(
         threshold=threshold,
         val=None if scored_val is None else scored_val.block,
         test=None if scored_test is None else scored_test.block,
+        val_probs=None if scored_val is None else scored_val.probs,
+        test_probs=None if scored_test is None else scored_test.probs,
     )
 
 

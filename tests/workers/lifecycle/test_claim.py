@@ -362,14 +362,16 @@ def test_a_job_with_each_resample_method_exports_backbone_and_new_head(env, sett
         dropped = 64 - metrics["resample"]["counts_after"]["normal"]
         assert cleaned["count"] == dropped == len(cleaned["dropped"])
         assert all(item["class"] == "normal" for item in cleaned["dropped"])
-    # The exported program is the stage-1 backbone with the stage-2 head.
+    # The exported program is the stage-1 backbone with the stage-2 head (logits over the card's temperature).
     program = torch.export.load(str(store.local_path(f"jobs/{job_id}/artifacts/model.pt2"))).module()
+    card = ModelCard.model_validate_json(store.local_path(f"jobs/{job_id}/artifacts/model_card.json").read_text())
     weights = load_file(str(store.local_path(f"jobs/{job_id}/artifacts/weights.safetensors")))
     images, _ = load_canonical(store, f"datasets/{env['dataset']}")["test"]
     batch = torch.from_numpy(np.array(images[:4])).permute(0, 3, 1, 2).float() / 255
     model = build_network("simple_cnn", num_classes=2, in_channels=1, input_size=(8, 8), mean=[0.0], std=[1.0])
     model.load_state_dict(weights)
-    torch.testing.assert_close(program(batch), model.eval()(batch), rtol=1e-4, atol=1e-4)
+    expected = model.eval()(batch) / card.calibration.temperature
+    torch.testing.assert_close(program(batch), expected, rtol=1e-4, atol=1e-4)
 
 
 def test_adasyn_on_separable_embeddings_fails_the_job_with_imbalanced_learns_reason(env, settings):
