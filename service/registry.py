@@ -84,7 +84,7 @@ def _scores(store: BlobStore, *, model: Model) -> dict[str, SplitScores]:
         raise RegistryConflict(
             f"model {model.id} has no stored {SCORES_FILE}; retrain it to re-fit its operating point"
         )
-    with store.open(key) as handle:
+    with store.open_read(key) as handle:
         scores = read_scores_npz(handle.read())
     if "val" not in scores:
         raise RegistryConflict(f"model {model.id} has no val scores to fit an operating point on")
@@ -112,7 +112,7 @@ def _point(card: ModelCard) -> dict:
 
 def _publish(session: Session, store: BlobStore, *, model: Model, card: ModelCard) -> None:
     key = f"{model.blob_prefix}/{CARD_FILE}"
-    info = store.put_bytes(key, card.to_json().encode("utf-8"))
+    info = store.write(key, card.to_json().encode("utf-8"))
     leases.register_artifact(
         session,
         job_id=model.job_id,

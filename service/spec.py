@@ -356,9 +356,13 @@ def dataset_violations(
     if spec.loss.variant == "sigmoid" and num_classes != 2:
         problems.append((("loss", "variant"), f"'sigmoid' needs a binary dataset, this one has {num_classes} classes"))
     names = class_names if class_names is not None else [str(i) for i in range(num_classes)]
-    for path, value in ((("positive_class",), spec.positive_class), (("threshold", "class"), spec.threshold.class_)):
-        if value is not None and resolve_class(value, names) is None:
-            problems.append((path, f"{value!r} is neither a class name nor an index of {names}"))
+    classes: list[tuple[tuple[str, ...], str | int | None]] = [
+        (("positive_class",), spec.positive_class),
+        (("threshold", "class"), spec.threshold.class_),
+    ]
+    for where, given in classes:
+        if given is not None and resolve_class(given, names) is None:
+            problems.append((where, f"{given!r} is neither a class name nor an index of {names}"))
     cost = spec.threshold.cost
     if cost is not None and (len(cost) != num_classes or any(len(row) != num_classes for row in cost)):
         problems.append((("threshold", "cost"), f"needs a {num_classes}×{num_classes} matrix (cost[true][predicted])"))

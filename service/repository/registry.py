@@ -14,6 +14,7 @@ from service.jsonsafe import json_safe
 from service.models import Job, Model, ModelAlias, ModelRevision, utcnow
 from service.repository.dialect import insert_ignore, upsert
 from service.repository.ids import findable
+from service.repository.rows import changed_one_row
 
 
 def advance_revision(
@@ -26,7 +27,8 @@ def advance_revision(
     metrics: dict,
 ) -> bool:
     """Point ``model`` at card revision ``expected + 1``; False when another re-fit got there first."""
-    result = session.execute(
+    return changed_one_row(
+        session,
         update(Model)
         .where(Model.id == model.id, Model.revision == expected)
         .values(
@@ -35,9 +37,8 @@ def advance_revision(
             operating_point=json_safe(operating_point),
             metrics=json_safe(metrics),
         )
-        .execution_options(synchronize_session=False)
+        .execution_options(synchronize_session=False),
     )
-    return result.rowcount == 1
 
 
 def record_revision(session: Session, *, model_id: str, revision: int, operating_point: dict, metrics: dict) -> None:
@@ -81,8 +82,9 @@ def list_aliases(session: Session, *, tenant_id: str) -> list[ModelAlias]:
 def delete_alias(session: Session, *, tenant_id: str, alias: str) -> bool:
     if not findable(alias):
         return False
-    result = session.execute(delete(ModelAlias).where(ModelAlias.tenant_id == tenant_id, ModelAlias.alias == alias))
-    return result.rowcount == 1
+    return changed_one_row(
+        session, delete(ModelAlias).where(ModelAlias.tenant_id == tenant_id, ModelAlias.alias == alias)
+    )
 
 
 def aliases_of(session: Session, *, tenant_id: str, model_id: str) -> list[str]:

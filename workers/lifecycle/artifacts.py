@@ -1,9 +1,9 @@
 """A finished job's artefacts: exported program, safetensors weights, val/test scores, metrics, model card.
 
-Files are written in a temporary folder of the blob store and moved into
-``jobs/{job_id}/artifacts/{name}`` atomically (``BlobStore.put_file(move=True)``),
-so a crash never leaves a torn artefact and the same code works on a remote
-store. The card is ``service.model_card.ModelCard`` (docs/architecture.md, "The model artefact").
+Files are written in a temporary folder inside the run's own staging folder
+and published to ``jobs/{job_id}/artifacts/{name}`` (``BlobStore.publish``,
+atomic on every store), so a crash never leaves a torn artefact. The card is
+``service.model_card.ModelCard`` (docs/architecture.md, "The model artefact").
 """
 
 from __future__ import annotations
@@ -115,6 +115,7 @@ def export_artifacts(
     result: FitResult,
     *,
     store: BlobStore,
+    staging: Path,
     job_id: str,
     spec: JobSpec,
     class_names: list[str],
@@ -131,7 +132,7 @@ def export_artifacts(
     decisions = make_decisions(result, spec=spec, class_names=class_names, labels=labels)
     card = model_card(result, decisions, job_id=job_id, spec=spec, class_names=class_names, image_shape=image_shape)
     temperature = decisions.calibration.temperature
-    with tempfile.TemporaryDirectory(dir=store.tmp_dir(), prefix=f"export-{job_id}-") as tmp:
+    with tempfile.TemporaryDirectory(dir=staging, prefix="export-") as tmp:
         folder = Path(tmp)
         export_program(
             result.model, folder / PROGRAM_FILE, input_shape=(channels, height, width), temperature=temperature
@@ -158,5 +159,5 @@ def _write_json(path: Path, document: dict[str, Any]) -> None:
 
 def _store(store: BlobStore, folder: Path, job_id: str, name: str, content_type: str) -> StoredArtifact:
     key = artifact_key(job_id, name)
-    info = store.put_file(key, folder / name, move=True)
+    info = store.publish(key, folder / name)
     return StoredArtifact(name=name, blob_key=key, size=info.size, sha256=info.sha256, content_type=content_type)

@@ -38,7 +38,7 @@ def add_model(factory: sessionmaker[Session], store, *, headers, dataset_id, exp
         binary = len(exported.class_names) == 2
         helpers.install(store, exported, prefix=prefix, threshold=0.3 if binary else None, positive_class=1)
         if scores and binary:
-            store.put_bytes(f"{prefix}/{SCORES_FILE}", scores_npz(synthetic_scores(0)))
+            store.write(f"{prefix}/{SCORES_FILE}", scores_npz(synthetic_scores(0)))
         model = Model(
             tenant_id=tenant_id,
             job_id=job.id,
