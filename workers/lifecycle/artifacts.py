@@ -1,4 +1,5 @@
-"""A finished job's artefacts: exported program, safetensors weights, val/test scores, metrics, model card.
+"""A finished job's artefacts: exported programs (``torch.export`` and, when it exports and checks, ONNX),
+safetensors weights, val/test scores, metrics and the model card.
 
 Files are written in a temporary folder inside the run's own staging folder
 and published to ``jobs/{job_id}/artifacts/{name}`` (``BlobStore.publish``,
@@ -8,6 +9,7 @@ atomic on every store), so a crash never leaves a torn artefact. The card is
 
 from __future__ import annotations
 
+import importlib.metadata
 import json
 import logging
 import tempfile
@@ -27,6 +29,7 @@ from service.model_card import (
     InputSpec,
     ModelCard,
     Normalization,
+    OnnxExport,
     artifact_key,
     artifacts_prefix,
 )
@@ -34,7 +37,8 @@ from service.operating_points import scores_npz
 from service.spec import JobSpec
 from service.storage import BlobStore
 from workers.lifecycle.decisions import Decisions, make_decisions
-from workers.training.export import export_program, save_weights
+from workers.lifecycle.onnx_export import export_checked_onnx
+from workers.training.export import export_program, save_weights, tempered
 from workers.training.trainer import FitResult
 
 logger = logging.getLogger(__name__)
@@ -68,16 +72,22 @@ def model_card(
     spec: JobSpec,
     class_names: list[str],
     image_shape: tuple[int, int, int],
+    onnx: OnnxExport,
 ) -> ModelCard:
     """The card inference and users read: input contract, normalisation, operating point, metrics, provenance."""
     height, width, channels = image_shape
     model = result.model
-    files = [PROGRAM_FILE, WEIGHTS_FILE, METRICS_FILE] + ([SCORES_FILE] if decisions.scores else [])
     return ModelCard(
         arch=spec.model.arch,
         class_names=list(class_names),
         positive_class=result.positive_class,
-        files=files,
+        files=[
+            PROGRAM_FILE,
+            *([onnx.file] if onnx.file else []),
+            WEIGHTS_FILE,
+            METRICS_FILE,
+            *([SCORES_FILE] if decisions.scores else []),
+        ],
         input=InputSpec(height=height, width=width, channels=channels),
         normalization=Normalization(mean=model.mean.flatten().tolist(), std=model.std.flatten().tolist()),
         calibration=decisions.calibration,
@@ -86,7 +96,20 @@ def model_card(
         best_epoch=result.best_epoch,
         job_id=job_id,
         spec=spec.model_dump(mode="json"),
+        onnx=onnx,
+        versions=_versions(),
     )
+
+
+def _versions() -> dict[str, str | None]:
+    """Who wrote the programs: a runtime that cannot read them can say which versions it needs."""
+    found: dict[str, str | None] = {}
+    for package in ("rarefit", "torch", "onnx", "onnxscript", "onnxruntime"):
+        try:
+            found[package] = importlib.metadata.version(package)
+        except importlib.metadata.PackageNotFoundError:
+            found[package] = None
+    return found
 
 
 def metrics_document(
@@ -130,12 +153,19 @@ def export_artifacts(
     """
     height, width, channels = image_shape
     decisions = make_decisions(result, spec=spec, class_names=class_names, labels=labels)
-    card = model_card(result, decisions, job_id=job_id, spec=spec, class_names=class_names, image_shape=image_shape)
-    temperature = decisions.calibration.temperature
+    served = tempered(result.model, decisions.calibration.temperature)  # calibrated logits, in every program
     with tempfile.TemporaryDirectory(dir=staging, prefix="export-") as tmp:
         folder = Path(tmp)
-        export_program(
-            result.model, folder / PROGRAM_FILE, input_shape=(channels, height, width), temperature=temperature
+        export_program(served, folder / PROGRAM_FILE, input_shape=(channels, height, width))
+        onnx = export_checked_onnx(served, folder, input_shape=(channels, height, width))
+        card = model_card(
+            result,
+            decisions,
+            job_id=job_id,
+            spec=spec,
+            class_names=class_names,
+            image_shape=image_shape,
+            onnx=onnx,
         )
         save_weights(result.model, folder / WEIGHTS_FILE)
         _write_json(folder / METRICS_FILE, metrics_document(result, decisions, report=report))

@@ -5,7 +5,7 @@ Predict lives in ``predict.py``, aliases in ``aliases.py``; the re-fit use case 
 
 from __future__ import annotations
 
-from fastapi import APIRouter, Response
+from fastapi import APIRouter, Request, Response
 from pydantic import BaseModel, ConfigDict, Field
 
 from service.api.deps import BlobStoreDep, LimitQuery, OffsetQuery, SessionDep, TenantDep
@@ -61,7 +61,7 @@ def get_model(model_id: str, session: SessionDep, tenant_id: TenantDep) -> Model
     responses=problem_responses(404, 409, 503),
 )
 def patch_model(
-    model_id: str, body: ModelPatch, session: SessionDep, tenant_id: TenantDep, store: BlobStoreDep
+    model_id: str, body: ModelPatch, request: Request, session: SessionDep, tenant_id: TenantDep, store: BlobStoreDep
 ) -> ModelOut:
     row = repo.get_model(session, tenant_id=tenant_id, model_id=model_id)
     if row is None:
@@ -76,6 +76,7 @@ def patch_model(
     except ArtifactError as exc:
         raise ProblemError(503, "Model Unavailable", f"model {model_id} cannot be read; retry later") from exc
     session.commit()
+    request.app.state.model_refs.forget((tenant_id, model_id))  # predict here serves the new revision at once
     session.refresh(row)
     return ModelOut.from_row(row, history=registry.revisions(session, model_id=row.id))
 
@@ -86,7 +87,7 @@ def patch_model(
     summary="Delete a model (its job and artefacts stay)",
     responses=problem_responses(404, 409),
 )
-def delete_model(model_id: str, session: SessionDep, tenant_id: TenantDep) -> Response:
+def delete_model(model_id: str, request: Request, session: SessionDep, tenant_id: TenantDep) -> Response:
     row = repo.get_model(session, tenant_id=tenant_id, model_id=model_id)
     if row is None:
         raise not_found("model", model_id)
@@ -95,4 +96,5 @@ def delete_model(model_id: str, session: SessionDep, tenant_id: TenantDep) -> Re
         raise ProblemError(409, "Conflict", f"model {model_id} is aliased as {', '.join(aliases)}; move those first")
     registry.delete_model(session, model=row)
     session.commit()
+    request.app.state.model_refs.forget((tenant_id, model_id))
     return Response(status_code=204)

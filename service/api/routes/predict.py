@@ -21,6 +21,7 @@ from service.models import Model
 from service.repository import models as repo
 from service.repository import registry
 from service.schemas import PredictOut
+from service.ttl_cache import TtlCache
 
 logger = logging.getLogger(__name__)
 router = APIRouter(prefix="/models", tags=["models"])
@@ -112,8 +113,14 @@ _RESPONSES: dict[int | str, dict] = {
     responses=_RESPONSES,
 )
 async def predict(model_id: str, request: Request, tenant_id: TenantDep, settings: SettingsDep) -> PredictOut:
-    # One hop to the hot-read threads; the session closes before inference starts.
-    model = await read_in_session(request, lambda session: _find_model(session, tenant_id=tenant_id, model_id=model_id))
+    # A model's row changes only by a re-fit or a delete, which forget it in this process; it is cached
+    # like an authenticated key, so other API processes see the change within the same seconds.
+    # A miss is one hop to the hot-read threads.
+    refs: TtlCache[tuple[str, str], ModelRef] = request.app.state.model_refs
+    model = await refs.resolve(
+        (tenant_id, model_id),
+        lambda: read_in_session(request, lambda session: _find_model(session, tenant_id=tenant_id, model_id=model_id)),
+    )
     if model is None:
         raise not_found("model", model_id)
     return await _serve(model, request=request, settings=settings)
