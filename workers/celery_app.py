@@ -10,10 +10,9 @@ child (``worker_max_tasks_per_child=1``) starts a job without paying for the
 imports again. The parent only imports them: CUDA is first touched in the
 child (``workers.lifecycle.run.resolve_device``), since a CUDA context does not
 survive ``fork``. Importing more of torch here is not safe: preloading the
-modules ``torch.export`` loads on first use (it would save each job ~0.4 s)
-made every forked child fail with "Cannot re-initialize CUDA in forked
-subprocess" on the H100 (2026-11-23), though no Python-level CUDA call was
-seen on the CPU machine.
+modules ``torch.export`` loads on first use made every forked child on a GPU
+host fail with "Cannot re-initialize CUDA in forked subprocess", though no
+Python-level CUDA call was seen (``benchmarks/RESULTS.md`` tells that run).
 
 Small jobs share a device: ``RAREFIT_JOBS_PER_GPU=N`` runs ``N`` pool
 processes per device slot, each an ordinary job (its own claim, lease,

@@ -1,9 +1,9 @@
 """A finished job's artefacts: exported program, safetensors weights, model card and metrics.
 
-Files are written in a temporary folder of the blob store and moved into
-``jobs/{job_id}/artifacts/{name}`` atomically (``BlobStore.put_file(move=True)``),
-so a crash never leaves a torn artefact and the same code works on a remote
-store. The card is ``service.model_card.ModelCard`` (docs/architecture.md, "The model artefact").
+Files are written in a temporary folder inside the run's own staging folder
+and published to ``jobs/{job_id}/artifacts/{name}`` (``BlobStore.publish``,
+atomic on every store), so a crash never leaves a torn artefact. The card is
+``service.model_card.ModelCard`` (docs/architecture.md, "The model artefact").
 """
 
 from __future__ import annotations
@@ -95,25 +95,33 @@ def export_artifacts(
     result: FitResult,
     *,
     store: BlobStore,
+    staging: Path,
     job_id: str,
     spec: JobSpec,
     class_names: list[str],
     image_shape: tuple[int, int, int],
     report: dict[str, Any] | None = None,
+    extra_files: dict[str, Any] | None = None,
 ) -> list[StoredArtifact]:
-    """Store the files the card names, then the card; returns what was stored (for ``register_artifact``)."""
+    """Store the files the card names, then the card; returns what was stored (for ``register_artifact``).
+
+    ``extra_files`` are further JSON documents of the job (e.g. ``cleaned.json``), by file name.
+    """
     height, width, channels = image_shape
     card = model_card(result, job_id=job_id, spec=spec, class_names=class_names, image_shape=image_shape)
-    with tempfile.TemporaryDirectory(dir=store.tmp_dir(), prefix=f"export-{job_id}-") as tmp:
+    with tempfile.TemporaryDirectory(dir=staging, prefix="export-") as tmp:
         folder = Path(tmp)
         export_program(result.model, folder / PROGRAM_FILE, input_shape=(channels, height, width))
         save_weights(result.model, folder / WEIGHTS_FILE)
         _write_json(folder / METRICS_FILE, metrics_document(result, report=report))
+        for name, document in (extra_files or {}).items():
+            _write_json(folder / name, json_safe(document))
         (folder / CARD_FILE).write_text(card.to_json(), encoding="utf-8")
         stored = [
             _store(store, folder, job_id, PROGRAM_FILE, BINARY_TYPE),
             _store(store, folder, job_id, WEIGHTS_FILE, BINARY_TYPE),
             _store(store, folder, job_id, METRICS_FILE, JSON_TYPE),
+            *(_store(store, folder, job_id, name, JSON_TYPE) for name in (extra_files or {})),
             _store(store, folder, job_id, CARD_FILE, JSON_TYPE),  # last: a card names only files that exist
         ]
     logger.info("job %s: artefacts stored under %s", job_id, artifacts_prefix(job_id))
@@ -126,5 +134,5 @@ def _write_json(path: Path, document: dict[str, Any]) -> None:
 
 def _store(store: BlobStore, folder: Path, job_id: str, name: str, content_type: str) -> StoredArtifact:
     key = artifact_key(job_id, name)
-    info = store.put_file(key, folder / name, move=True)
+    info = store.publish(key, folder / name)
     return StoredArtifact(name=name, blob_key=key, size=info.size, sha256=info.sha256, content_type=content_type)

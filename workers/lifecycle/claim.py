@@ -6,7 +6,9 @@
 - ``skipped``: nothing to claim (a duplicate delivery, or already finished).
 - ``succeeded``: artefacts stored, model registered, job ``succeeded``.
 - ``failed``: the job cannot succeed (bad data, impossible spec, missing init
-  weights, out of memory, time limit): ``failed`` with the error class and a
+  weights, out of memory, time limit, a full disk or object store, an object
+  store unreachable past its retry budget): ``failed`` with the error class
+  (``storage_full``, ``storage_unavailable`` for the storage faults) and a
   readable message (no server paths, no tracebacks).
 - ``cancelled``: the cancel flag stopped it within one batch.
 - ``released``: SIGTERM (graceful shutdown): back to ``queued`` with its
@@ -20,6 +22,10 @@ from __future__ import annotations
 
 import logging
 import re
+import tempfile
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
 
 import torch
 from celery import Celery
@@ -30,7 +36,7 @@ from service.config import Settings
 from service.db import make_engine, make_session_factory, transaction
 from service.models import Job, utcnow
 from service.repository import leases
-from service.storage import BlobStore, make_blob_store
+from service.storage import BlobStore, StorageUnavailable, full_cause, make_blob_store
 from workers.lifecycle.dbretry import InfrastructureError, is_connection_error, retry_db
 from workers.lifecycle.heartbeat import Heartbeat
 from workers.lifecycle.run import JobRun, LeaseLost
@@ -39,6 +45,8 @@ from workers.lifecycle.shutdown import shutdown_flag
 logger = logging.getLogger(__name__)
 
 _PATH = re.compile(r"(?<![\w.:/])/(?:[\w.-]+/)+[\w.-]*")
+STORAGE_FULL = "storage_full"
+STORAGE_UNAVAILABLE = "storage_unavailable"
 OUTCOMES = ("skipped", "succeeded", "failed", "cancelled", "released", "lease_lost", "abandoned")
 OOM_ADVICE = (
     "the job ran out of memory on the worker's {device}; try a smaller batch_size, a smaller "
@@ -118,8 +126,8 @@ def _supervise(run: JobRun) -> str:
     )
     heartbeat.start()
     try:
-        with shutdown_flag() as shutdown:
-            return run.execute(heartbeat=heartbeat, shutdown=shutdown)
+        with shutdown_flag() as shutdown, _staging(settings, run.job_id) as staging:
+            return run.execute(heartbeat=heartbeat, shutdown=shutdown, staging=staging)
     except LeaseLost:
         logger.warning("job %s: lease lost; another worker owns it now", run.job_id)
         return "lease_lost"
@@ -127,6 +135,14 @@ def _supervise(run: JobRun) -> str:
         return _handle_error(run, exc)
     finally:
         heartbeat.stop()
+
+
+@contextmanager
+def _staging(settings: Settings, job_id: str) -> Iterator[Path]:
+    """This run's own folder under the host's scratch dir (never another host's disk); always removed."""
+    settings.scratch_path.mkdir(parents=True, exist_ok=True)
+    with tempfile.TemporaryDirectory(prefix=f"job-{job_id}-", dir=settings.scratch_path) as folder:
+        yield Path(folder)
 
 
 def _handle_error(run: JobRun, exc: Exception) -> str:
@@ -151,6 +167,10 @@ def classify_error(exc: BaseException, *, device: str = "device") -> tuple[str, 
         return None
     if isinstance(exc, torch.OutOfMemoryError) or (isinstance(exc, RuntimeError) and "out of memory" in str(exc)):
         return "OutOfMemory", OOM_ADVICE.format(device=device)
+    if (cause := full_cause(exc)) is not None:
+        return STORAGE_FULL, readable(f"{cause}; the operator must free space or raise the quota, then resubmit")
+    if isinstance(exc, StorageUnavailable):
+        return STORAGE_UNAVAILABLE, readable(f"{exc}; resubmit the job when it is reachable again")
     if isinstance(exc, (ValueError, TypeError)):
         return type(exc).__name__, readable(str(exc))
     if isinstance(exc, OSError):

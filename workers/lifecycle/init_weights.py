@@ -22,6 +22,7 @@ from sqlalchemy.orm import Session
 
 from service.model_card import WEIGHTS_FILE
 from service.repository import models
+from service.storage import BlobStore
 
 logger = logging.getLogger(__name__)
 
@@ -44,10 +45,16 @@ def init_blob_key(session: Session, *, init: str, tenant_id: str) -> str | None:
     return f"{prefix}/{WEIGHTS_FILE}"
 
 
-def load_job_weights(path: Path, *, init: str) -> dict[str, torch.Tensor]:
-    if not path.is_file():
-        raise InitNotFound(f"init job not found: the weights of {init.removeprefix('job:')} are missing")
-    return load_file(str(path), device="cpu")
+def load_job_weights(store: BlobStore, key: str, *, dest: Path, init: str) -> dict[str, torch.Tensor]:
+    """The weights stored at ``key``, copied to ``dest`` (in the run's staging folder) and loaded from there."""
+    try:
+        store.download(key, dest)
+    except FileNotFoundError:
+        raise InitNotFound(f"init job not found: the weights of {init.removeprefix('job:')} are missing") from None
+    try:
+        return load_file(str(dest), device="cpu")
+    finally:
+        dest.unlink(missing_ok=True)
 
 
 def load_operator_weights(init: str, *, weights_dir: Path) -> dict[str, torch.Tensor]:

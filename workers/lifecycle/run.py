@@ -12,6 +12,7 @@ import threading
 from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import datetime, timedelta
+from pathlib import Path
 from typing import Any, TypeVar
 
 import torch
@@ -27,13 +28,14 @@ from service.models import Job, JobStatus, utcnow
 from service.queue import enqueue_job, make_celery
 from service.repository import datasets, leases, models
 from service.spec import JobSpec
-from service.storage import BlobStore
+from service.storage import BlobStore, StorageUnavailable
 from workers.lifecycle.artifacts import StoredArtifact, export_artifacts
 from workers.lifecycle.checkpoints import CheckpointWriter
 from workers.lifecycle.dbretry import retry_db
 from workers.lifecycle.heartbeat import Heartbeat
 from workers.lifecycle.init_weights import init_blob_key, load_job_weights, load_operator_weights
 from workers.lifecycle.plan import build_training
+from workers.lifecycle.resample import decoupled_stage
 from workers.training.checkpoint import load_checkpoint
 from workers.training.engine import fit
 from workers.training.state import EpochRecord, TrainingState
@@ -97,10 +99,13 @@ class JobRun:
         return retry_db(attempt, budget_seconds=self.settings.lease_seconds, what=f"{what} (job {self.job_id})")
 
     # --- steps ------------------------------------------------------------
-    def execute(self, *, heartbeat: Heartbeat, shutdown: threading.Event) -> str:
+    def execute(self, *, heartbeat: Heartbeat, shutdown: threading.Event, staging: Path) -> str:
+        """Train the job; ``staging`` is this run's own folder for the copies of its blobs (the caller
+        removes it)."""
+        self.staging = staging
         spec = parse_spec(self.spec_data)
         dataset = self.write(self._dataset, "read the dataset")
-        arrays = load_canonical(self.store, dataset.blob_prefix, mmap=True)
+        arrays = load_canonical(self.store, dataset.blob_prefix, staging=staging / "dataset", mmap=True)
         device = resolve_device(self.settings.device)
         self.device_type = device.type
         adapted: list[str] = []
@@ -128,9 +133,18 @@ class JobRun:
         finally:
             # Only a job handed back resumes: its last finished epoch goes on disk and on the row.
             progress.checkpoints.close(write_pending=result is not None and result.stopped == "shutdown")
+        extra_files: dict[str, Any] = {}
+        if spec.resample is not None and result.stopped in ("completed", "early_stopped"):
+            result, stage_report, extra_files = decoupled_stage(spec, result=result, plan=kwargs, device=device)
+            report.update(stage_report)
         image_shape = kwargs["train"].image_shape
         return self._conclude(
-            result, spec=spec, class_names=dataset.class_names, image_shape=image_shape, report=report
+            result,
+            spec=spec,
+            class_names=dataset.class_names,
+            image_shape=image_shape,
+            report=report,
+            extra_files=extra_files,
         )
 
     def _dataset(self, session: Session) -> DatasetInfo:
@@ -146,17 +160,23 @@ class JobRun:
         if init.startswith("weights:"):
             return load_operator_weights(init, weights_dir=self.settings.operator_weights_dir)
         key = self.write(lambda s: init_blob_key(s, init=init, tenant_id=self.tenant_id), "find the init model")
-        return load_job_weights(self.store.local_path(key), init=init)
+        return load_job_weights(self.store, key, dest=self.staging / "init.safetensors", init=init)
 
     def _resume_point(self) -> dict[str, Any] | None:
         key, sha256 = self.checkpoint
         if not key:
             return None
+        local = self.staging / "resume.pt"
         try:
-            state = load_checkpoint(self.store.local_path(key), sha256=sha256)
+            self.store.download(key, local, sha256=sha256)  # BlobCorrupt unless the bytes match the row's hash
+            state = load_checkpoint(local)
+        except StorageUnavailable:
+            raise  # not the checkpoint's fault: starting over would throw the finished epochs away
         except Exception as exc:  # missing, torn or tampered: correctness first, start over
             logger.warning("job %s: checkpoint unusable (%s); starting over", self.job_id, exc)
             return None
+        finally:
+            local.unlink(missing_ok=True)
         logger.info("job %s: resuming after epoch %s", self.job_id, state.get("epoch"))
         return state
 
@@ -186,6 +206,7 @@ class JobRun:
         class_names: list[str],
         image_shape: tuple[int, int, int],
         report: dict[str, Any],
+        extra_files: dict[str, Any],
     ) -> str:
         if result.stopped == "lease_lost":
             raise LeaseLost(self.job_id)
@@ -203,11 +224,13 @@ class JobRun:
         stored = export_artifacts(
             result,
             store=self.store,
+            staging=self.staging,
             job_id=self.job_id,
             spec=spec,
             class_names=class_names,
             image_shape=image_shape,
             report=report,
+            extra_files=extra_files,
         )
         self.write(lambda s: self._register(s, result, stored, spec, class_names, image_shape), "register the model")
         logger.info("job %s: succeeded (best epoch %d)", self.job_id, result.best_epoch)
@@ -308,6 +331,7 @@ class Progress:
             job_id=run.job_id,
             attempt=run.attempt,
             store=run.store,
+            staging=run.staging,
             record=run.record_checkpoint,
             current_key=run.checkpoint[0],
             on_lease_lost=heartbeat.lease_lost.set,

@@ -28,6 +28,7 @@ from workers.lifecycle.claim import classify_error, readable, run_job
 from workers.lifecycle.plan import build_training
 from workers.training.checkpoint import save_checkpoint
 from workers.training.engine import fit
+from workers.training.networks import build_network
 
 SPEC = {
     "model": {"arch": "simple_cnn"},
@@ -85,7 +86,7 @@ def env(settings):
         session.add(dataset)
         session.flush()
         dataset.blob_prefix = f"datasets/{dataset.id}"
-        store_canonical(decoded, store=store, prefix=dataset.blob_prefix)
+        store_canonical(decoded, store=store, prefix=dataset.blob_prefix, scratch=settings.scratch_path)
         ids = {"tenant": tenant.id, "dataset": dataset.id}
     yield {"factory": factory, "store": store, **ids}
     engine.dispose()
@@ -156,7 +157,7 @@ def test_job_succeeds_with_metrics_artifacts_and_model_then_skips_a_duplicate(en
     metrics = json.loads(store.local_path(artifacts["metrics.json"].blob_key).read_text())
     assert [r["epoch"] for r in metrics["history"]] == [1, 2] and metrics["best_epoch"] == job.best_epoch
     program = torch.export.load(str(store.local_path(artifacts["model.pt2"].blob_key))).module()
-    images, _ = load_canonical(store, f"datasets/{env['dataset']}")["test"]
+    images, _ = load_canonical(store, f"datasets/{env['dataset']}", staging=settings.scratch_path / "t")["test"]
     batch = torch.from_numpy(np.array(images[:5])).permute(0, 3, 1, 2).float() / 255
     assert program(batch).shape == (5, 2)
     # A second delivery of the same message trains nothing.
@@ -175,7 +176,7 @@ def test_resume_continues_from_the_checkpoint_with_each_epoch_once(env, settings
     overrides = {"epochs": 3, "seed": 5}
     crashed, uninterrupted = make_job(env, overrides), make_job(env, overrides)
     spec = JobSpec.model_validate({"dataset_id": env["dataset"], **SPEC, **overrides})
-    arrays = load_canonical(env["store"], f"datasets/{env['dataset']}")
+    arrays = load_canonical(env["store"], f"datasets/{env['dataset']}", staging=settings.scratch_path / "t")
     kwargs = build_training(spec, dataset_arrays=arrays, class_names=["normal", "rare"], device="cpu", init_state=None)
     key = checkpoint_key(crashed)
     saved = {}
@@ -211,7 +212,7 @@ def _history(env, job_id):
 def test_corrupt_checkpoint_starts_over_and_drops_stale_epochs(env, settings):
     job_id = make_job(env)
     key = checkpoint_key(job_id)
-    env["store"].put_bytes(key, b"not a checkpoint")
+    env["store"].write(key, b"not a checkpoint")
     with transaction(env["factory"]) as session:
         job = session.get(Job, job_id)
         job.checkpoint_key, job.checkpoint_sha256, job.checkpoint_epoch = key, "0" * 64, 2
@@ -323,3 +324,47 @@ def test_imagenet_layout_weights_train_on_small_grayscale_and_the_job_reports_th
     assert "backbone.conv1.weight: 3 -> 1 input channels (summed over RGB)" in adapted
     assert "backbone.conv1.weight: pretrained 7x7 kernel kept at stride 1" in adapted
     assert "head.weight: not loaded (new head)" in adapted
+
+
+@pytest.mark.parametrize(
+    "method",
+    ["smote", "borderline_smote", "random_over", "random_under", "tomek", "enn", "smote_tomek", "smote_enn"],
+)
+def test_a_job_with_each_resample_method_exports_backbone_and_new_head(env, settings, method):
+    overrides = {"epochs": 1, "resample": {"method": method, "k_neighbors": 3, "head_epochs": 2}}
+    job_id = make_job(env, overrides)
+    assert run(env, settings, job_id) == "succeeded", job_row(env, job_id).error_message
+    store = env["store"]
+    metrics = json.loads(store.local_path(f"jobs/{job_id}/artifacts/metrics.json").read_text())
+    assert metrics["resample"]["method"] == method and metrics["resample"]["counts_before"] == {
+        "normal": 64,
+        "rare": 16,
+    }
+    assert set(metrics["stage1"]) == {"best_epoch", "threshold", "val", "test"} and metrics["stage1"]["test"]
+    assert metrics["test"] and metrics["test"] != metrics["stage1"]["test"]
+    with env["factory"]() as session:
+        names = set(session.scalars(select(Artifact.name).where(Artifact.job_id == job_id)))
+    assert ("cleaned.json" in names) == (method in ("tomek", "enn"))
+    if method in ("tomek", "enn"):
+        cleaned = json.loads(store.local_path(f"jobs/{job_id}/artifacts/cleaned.json").read_text())
+        dropped = 64 - metrics["resample"]["counts_after"]["normal"]
+        assert cleaned["count"] == dropped == len(cleaned["dropped"])
+        assert all(item["class"] == "normal" for item in cleaned["dropped"])
+    # The exported program is the stage-1 backbone with the stage-2 head.
+    program = torch.export.load(str(store.local_path(f"jobs/{job_id}/artifacts/model.pt2"))).module()
+    weights = load_file(str(store.local_path(f"jobs/{job_id}/artifacts/weights.safetensors")))
+    images, _ = load_canonical(store, f"datasets/{env['dataset']}", staging=settings.scratch_path / "t")["test"]
+    batch = torch.from_numpy(np.array(images[:4])).permute(0, 3, 1, 2).float() / 255
+    model = build_network("simple_cnn", num_classes=2, in_channels=1, input_size=(8, 8), mean=[0.0], std=[1.0])
+    model.load_state_dict(weights)
+    torch.testing.assert_close(program(batch), model.eval()(batch), rtol=1e-4, atol=1e-4)
+
+
+def test_adasyn_on_separable_embeddings_fails_the_job_with_imbalanced_learns_reason(env, settings):
+    # The classes here are separable: no minority sample has a majority neighbour, so ADASYN has no
+    # density to weigh by (it succeeds on overlapping classes: tests/workers/lifecycle/test_resample.py).
+    job_id = make_job(env, {"epochs": 1, "resample": {"method": "adasyn", "k_neighbors": 3, "head_epochs": 1}})
+    assert run(env, settings, job_id) == "failed"
+    job = job_row(env, job_id)
+    assert "resample adasyn failed on the train embeddings" in job.error_message
+    assert "ADASYN is not suited" in job.error_message
