@@ -3,8 +3,8 @@
 uvicorn's own ``--workers`` shares one listening socket, and the kernel hands
 each new connection to whichever process is waiting in ``accept()`` first. A
 few keep-alive clients can then mostly land on one process while the other
-idles: measured here, about 45 of 64 connections on one of two workers, and
-a polling capacity that varied twofold from run to run with the split. With
+idles, and polling capacity follows that split from run to run
+(``benchmarks/RESULTS.md``, "Polling"). With
 one socket per process bound with ``SO_REUSEPORT``, the kernel spreads
 connections over the processes by a hash of their addresses (as nginx's
 ``reuseport``).

@@ -79,7 +79,8 @@ class Settings(BaseSettings):
         default=5.0,
         ge=0.0,
         le=300.0,
-        description="how long an authenticated key skips the database; a revocation takes effect within it",
+        description="how long an authenticated key (and a model predict looked up) skips the database; "
+        "a revocation takes effect within it",
     )
     api_read_threads: int = Field(
         default=2,
@@ -113,6 +114,11 @@ class Settings(BaseSettings):
     predict_max_batch: int = 64
     predict_max_wait_ms: float = 2.0
     predict_threads: int = 2
+    inference_runtime: Literal["onnxruntime", "torch"] = Field(
+        default="onnxruntime",
+        description="'onnxruntime' serves a model's model.onnx when its card names one (else PyTorch); "
+        "'torch' always runs the torch.export program",
+    )
 
     # --- observability -----------------------------------------------------
     log_format: Literal["text", "json"] = Field(default="text", description="'text' or 'json' (one object per line)")

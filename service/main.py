@@ -33,6 +33,7 @@ from service.queue import make_celery
 from service.reaper import ReaperThread
 from service.repository import tenants
 from service.storage import make_blob_store
+from service.ttl_cache import TtlCache
 from service.webhooks import WebhookDispatcher
 
 logger = logging.getLogger(__name__)
@@ -103,6 +104,7 @@ async def _lifespan(app: FastAPI) -> AsyncIterator[None]:
     app.state.engine = engine
     app.state.session_factory = make_session_factory(engine)
     app.state.key_cache = KeyCache(ttl_seconds=settings.auth_cache_seconds)
+    app.state.model_refs = TtlCache(ttl_seconds=settings.auth_cache_seconds)
     app.state.read_limiter = anyio.CapacityLimiter(settings.api_read_threads)
     app.state.blob_store = make_blob_store(settings)
     app.state.celery = make_celery(settings)
@@ -116,6 +118,7 @@ async def _lifespan(app: FastAPI) -> AsyncIterator[None]:
             max_batch=settings.predict_max_batch,
             max_wait_ms=settings.predict_max_wait_ms,
             threads=settings.predict_threads,
+            runtime=settings.inference_runtime,
         )
         if app.state.run_reaper:
             background += [
