@@ -203,3 +203,13 @@ def test_merge_results_copies_sections_verbatim(tmp_path: Path) -> None:
     assert common.merge_results(gpu, path=main) == ["throughput-gpu"]
     assert common.read_section("throughput-gpu", path=main) == common.read_section("throughput-gpu", path=gpu)
     assert common.parse_markdown_table(common.read_section("throughput-cpu", path=main)) == [{"x": "1"}]
+
+
+def test_techniques_quick(tmp_path: Path, pneumonia_npz: Path) -> None:
+    results = tmp_path / "RESULTS.md"
+    run_quick("benchmarks.techniques", results, pneumonia_npz)
+    (table,) = section_tables(results, "techniques-pneumonia-cpu")
+    assert [row["strategy"] for row in table] == ["plain CE", "LDAM-DRW", "Balanced-MixUp (α=0.2)", "cRT Tomek"]
+    for row in table:
+        for column in ("minority recall", "balanced acc", "macro-F1", "PR-AUC (minority)", "test AUC"):
+            unit_interval(row[column])

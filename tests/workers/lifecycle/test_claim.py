@@ -371,3 +371,22 @@ def test_adasyn_on_separable_embeddings_fails_the_job_with_imbalanced_learns_rea
     job = job_row(env, job_id)
     assert "resample adasyn failed on the train embeddings" in job.error_message
     assert "ADASYN is not suited" in job.error_message
+
+
+def test_a_copy_paste_job_reads_the_stored_masks(env, settings):
+    images, labels = synthetic((64, 16), seed=0)
+    masks = np.zeros(images.shape[:3], dtype=np.uint8)
+    masks[labels == 1, 2:6, 2:6] = 1
+    decoded = DecodedDataset(
+        format="npz",
+        class_names=["normal", "rare"],
+        image_shape=(8, 8, 1),
+        splits={"train": (images, labels), "val": synthetic((16, 8), seed=1), "test": synthetic((16, 8), seed=2)},
+        masks={"train": masks},
+    )
+    store_canonical(decoded, store=env["store"], prefix=f"datasets/{env['dataset']}", scratch=settings.scratch_path)
+    job_id = make_job(env, {"augment": {"copy_paste": {"prob": 0.5}}})
+    assert run(env, settings, job_id) == "succeeded", job_row(env, job_id).error_message
+    plain = make_job(env, {"augment": {"copy_paste": {"classes": ["normal"]}}})  # no normal image has a mask
+    assert run(env, settings, plain) == "failed"
+    assert "no masked train image of the chosen classes" in job_row(env, plain).error_message
