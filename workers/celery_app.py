@@ -38,6 +38,7 @@ from celery import Celery, signals
 from celery.worker import state as worker_state
 
 from service.config import Settings, get_settings
+from service.logs import configure_logging
 from service.queue import celery_config
 
 logger = logging.getLogger(__name__)
@@ -73,6 +74,12 @@ def _share_cores(**_kwargs) -> None:
         threads = threads_per_job(cores=os.cpu_count() or 1, slots=slots)
         torch.set_num_threads(threads)
         logger.info("pool process %d: %d torch threads (%d jobs share the cores)", os.getpid(), threads, slots)
+
+
+@signals.setup_logging.connect
+def _configure_logging(**_kwargs) -> None:
+    # Connected, this replaces Celery's own set-up: its records go through ours (text or JSON, job ids).
+    configure_logging(get_settings())
 
 
 @signals.worker_shutting_down.connect

@@ -5,7 +5,15 @@ rejection is a ``DatasetRejected`` (413 / 415 / 422) whose detail names the
 problem and never a server path.
 """
 
-from service.ingest.canonical import StoredDataset, load_canonical, load_meta, store_canonical, summarize
+from service.ingest.canonical import (
+    StoredDataset,
+    load_canonical,
+    load_masks,
+    load_meta,
+    mask_classes,
+    store_canonical,
+    summarize,
+)
 from service.ingest.dataset import SPLITS, DecodedDataset
 from service.ingest.errors import ACCEPTED_FORMATS, DatasetRejected
 from service.ingest.limits import BodySizeLimitMiddleware, IngestLimits
@@ -24,6 +32,8 @@ __all__ = [
     "ingest_file",
     "ingest_upload",
     "load_canonical",
+    "load_masks",
+    "mask_classes",
     "load_meta",
     "save_upload",
     "store_canonical",

@@ -5,7 +5,8 @@
   every exception into an outcome (``classify_error``).
 - ``run``: ``JobRun``, the claimed job's steps: load the dataset, build the ``plan``
   (``init_weights`` for ``model.init``), resume, ``fit`` with progress callbacks (epoch rows,
-  ``checkpoints`` written off the training thread), and conclude: export the ``artifacts``,
+  ``checkpoints`` written off the training thread), and conclude: export the ``artifacts``
+  (``onnx_export`` checks the ONNX graph against PyTorch),
   register the model and finish, or release, cancel or fail.
 - ``dbretry``: every database write above rides out a short outage.
 """

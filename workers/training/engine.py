@@ -27,6 +27,7 @@ from torch import nn
 from torch.optim import Optimizer
 
 from workers.training.augment import Augmenter
+from workers.training.copy_paste import CopyPaste
 from workers.training.data import Split
 from workers.training.evaluation import Scoring, evaluate
 from workers.training.loop import steps_per_epoch
@@ -59,6 +60,7 @@ def fit(
     sampler: Sampler,
     mixer: Mixer | None = None,
     augment: Augmenter | None = None,
+    copy_paste: CopyPaste | None = None,
     epochs: int,
     batch_size: int,
     seed: int,
@@ -121,6 +123,7 @@ def fit(
         scheduler=scheduler,
         sampler=sampler,
         mixer=mixer,
+        copy_paste=copy_paste,
         augment=augment,
         compile=compile,
         train=train,
