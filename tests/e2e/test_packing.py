@@ -41,4 +41,6 @@ def test_two_packed_jobs_run_at_once_each_with_its_own_lease(start_server) -> No
         assert [job["status"] for job in jobs] == ["succeeded", "succeeded"], server.log_tail()
         assert all(job["attempts"] == 1 and job["progress"]["epoch"] == 12 for job in jobs)
     expected = threads_per_job(cores=os.cpu_count() or 1, slots=2)
-    assert re.search(rf"pool process \d+: {expected} torch threads \(2 jobs share the cores\)", server.log_tail())
+    assert re.search(
+        rf"pool process \d+: {expected} torch threads \(2 jobs share the cores\)", server.log_path.read_text()
+    )
