@@ -15,6 +15,7 @@ from sqlalchemy.exc import OperationalError
 
 from launch import client_commands
 from service.config import Settings, get_settings
+from service.logs import configure_logging
 
 logger = logging.getLogger(__name__)
 
@@ -65,8 +66,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     if client_commands.is_client_command(args):
         return client_commands.run(args)
-    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     settings = get_settings()
+    configure_logging(settings)
     handlers = {
         "serve": _serve,
         "api": _api,

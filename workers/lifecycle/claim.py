@@ -32,6 +32,7 @@ from celery import Celery
 from kombu.exceptions import OperationalError as BrokerOperationalError
 from sqlalchemy.orm import Session, sessionmaker
 
+from service import logs
 from service.config import Settings
 from service.db import make_engine, make_session_factory, transaction
 from service.models import Job, utcnow
@@ -66,6 +67,7 @@ def run_job(
     """Run job ``job_id`` to one of ``OUTCOMES`` (see the module docstring); never raises for job errors."""
     engine = None if session_factory is not None else make_engine(settings.sqlalchemy_url)
     factory = session_factory or make_session_factory(engine)
+    named = logs.job_id.set(job_id)  # every log line of this job names it (RAREFIT_LOG_FORMAT=json: "job_id")
     try:
         return _claim_and_run(
             job_id,
@@ -76,6 +78,7 @@ def run_job(
             celery_app=celery_app,
         )
     finally:
+        logs.job_id.reset(named)
         if engine is not None:
             engine.dispose()
 
