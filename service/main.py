@@ -18,13 +18,13 @@ import anyio
 from fastapi import FastAPI
 from sqlalchemy.exc import IntegrityError
 
+from service.api.body_limit import BodySizeLimitMiddleware
 from service.api.router import build_router
 from service.auth import KeyCache
 from service.config import Settings, get_settings
 from service.db import make_engine, make_session_factory, transaction
 from service.errors import install_error_handlers
 from service.inference import Predictor
-from service.ingest import BodySizeLimitMiddleware
 from service.migrate import current_revision, head_revision
 from service.queue import make_celery
 from service.reaper import ReaperThread

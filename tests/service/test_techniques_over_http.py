@@ -130,7 +130,9 @@ def test_technique_reaches_the_training_core(api_client, alpha, new_dataset, nam
     fragment, landed = CASES[name]
     stored = _submit(api_client, alpha, new_dataset(alpha), {"epochs": 2, "batch_size": 8, **fragment})
     spec = JobSpec.model_validate(stored)
-    kwargs = build_training(spec, dataset_arrays=DATA, class_names=["common", "rare"], device="cpu", init_state=None)
+    kwargs = build_training(
+        spec, dataset_arrays=DATA, class_names=["common", "rare"], device="cpu", init_state=None
+    ).fit_arguments()
     assert landed(kwargs), f"{name}: {fragment} did not reach the core"
 
 
@@ -156,7 +158,9 @@ def test_kitchen_sink_spec_trains(api_client, alpha, new_dataset):
         "batch_size": 8,
     }
     spec = JobSpec.model_validate(_submit(api_client, alpha, new_dataset(alpha), fragment))
-    kwargs = build_training(spec, dataset_arrays=DATA, class_names=["common", "rare"], device="cpu", init_state=None)
+    kwargs = build_training(
+        spec, dataset_arrays=DATA, class_names=["common", "rare"], device="cpu", init_state=None
+    ).fit_arguments()
     result = fit(**kwargs)
     assert [record.epoch for record in result.history] == [1, 2]
     assert result.test is not None and result.threshold is not None

@@ -19,7 +19,7 @@ from service.jsonsafe import json_safe
 from service.spec import JobSpec
 from service.storage import BlobStore
 from workers.training.export import export_program, save_weights
-from workers.training.trainer import FitResult
+from workers.training.engine import FitResult
 
 logger = logging.getLogger(__name__)
 
