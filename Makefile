@@ -35,5 +35,9 @@ chaos: $(STAMP)
 bench: $(STAMP)
 	$(PY) -m benchmarks.run_all
 
+# The same checks .ci/run makes before the tests.
 lint: $(STAMP)
+	$(BIN)/ruff check .
+	$(BIN)/ruff format --check .
+	$(BIN)/mypy
 	$(BIN)/lint-imports

@@ -242,7 +242,7 @@ def parse_markdown_table(text: str) -> list[dict[str, str]]:
     if len(lines) < 2:
         return []
     headers = [h.strip() for h in lines[0].strip("|").split("|")]
-    return [dict(zip(headers, (c.strip() for c in line.strip("|").split("|")))) for line in lines[2:]]
+    return [dict(zip(headers, (c.strip() for c in line.strip("|").split("|")), strict=False)) for line in lines[2:]]
 
 
 def read_section(name: str, *, path: Path = RESULTS_PATH) -> str | None:

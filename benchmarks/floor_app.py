@@ -62,7 +62,7 @@ def _prediction(probs: list[float], names: list[str], threshold: float | None, p
         index = positive if probs[positive] >= threshold else 1 - positive
     else:
         index = int(np.argmax(probs))
-    return {"label": names[index], "class_index": index, "probabilities": dict(zip(names, probs))}
+    return {"label": names[index], "class_index": index, "probabilities": dict(zip(names, probs, strict=True))}
 
 
 def main(argv: Sequence[str] | None = None) -> int:

@@ -129,8 +129,9 @@ def verdict(stats: Mapping[str, Mapping[str, tuple[float, float]]]) -> str:
         (m_best, s_best), (m_ce, s_ce) = stats[best][key], stats["plain CE"][key]
         margin, spread = m_best - m_ce, s_best + s_ce
         beats = margin > spread
+        verdict = "beats plain CE beyond the seed spread" if beats else "NOT beyond the seed spread"
         lines.append(
             f"- {key.replace('_', ' ')}: {m_best:.3f} vs plain CE {m_ce:.3f}, margin {margin:+.3f} vs spread "
-            f"(std sum) {spread:.3f} → {'beats plain CE beyond the seed spread' if beats else 'NOT beyond the seed spread'}."
+            f"(std sum) {spread:.3f} → {verdict}."
         )
     return "\n".join(lines)

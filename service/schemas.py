@@ -12,6 +12,7 @@ from typing import Annotated, Any, Generic, TypeVar
 
 from pydantic import AfterValidator, BaseModel, ConfigDict, Field
 
+from service.model_card import PROGRAM_FILE
 from service.models import Artifact, Dataset, EpochMetrics, Job, Model
 
 
@@ -202,7 +203,7 @@ class ArtifactOut(BaseModel):
     model_config = ConfigDict(
         json_schema_extra={
             "examples": [
-                {"name": "model.pt2", "size": 45000123, "content_type": "application/octet-stream", "sha256": "0" * 64}
+                {"name": PROGRAM_FILE, "size": 45000123, "content_type": "application/octet-stream", "sha256": "0" * 64}
             ]
         }
     )

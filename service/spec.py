@@ -3,6 +3,9 @@
 It is stored on the job row as JSON and turned into training-core keyword
 arguments by ``workers/lifecycle/plan.py``; no core function ever sees it.
 Every number is finite (NaN/inf rejected) and bounded; unknown keys are errors.
+Types are strict: a boolean, a string or a float where an integer belongs (or
+a boolean or string where a float belongs) is refused rather than coerced, so
+``"epochs": true`` is an error, not 1; an integer is a valid float.
 
 The defaults are the recipe benchmarked in ``benchmarks/RESULTS.md``
 (``rarefit_default``: ResNet-18, cross-entropy, class-balanced sampler, light
@@ -18,7 +21,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Annotated, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
+from pydantic import BaseModel, ConfigDict, Field, Strict, field_validator, model_validator
 
 ARCHS = (
     "simple_cnn",
@@ -39,6 +42,7 @@ SELECTION_METRICS = (
 )
 
 Probability = Annotated[float, Field(ge=0.0, le=1.0)]
+ScaleFactor = Annotated[float, Strict(), Field(gt=0.0, le=4.0)]
 INIT_PATTERN = r"^(job:[0-9a-f]{32}|weights:[A-Za-z0-9][A-Za-z0-9._-]{0,127})$"
 
 
@@ -51,7 +55,7 @@ class InitSource:
 
 
 class _Part(BaseModel):
-    model_config = ConfigDict(extra="forbid", frozen=True, allow_inf_nan=False)
+    model_config = ConfigDict(extra="forbid", frozen=True, allow_inf_nan=False, strict=True)
 
 
 class ModelSpec(_Part):
@@ -77,7 +81,7 @@ class ModelSpec(_Part):
 
 
 class LossSpec(_Part):
-    type: Literal["cross_entropy", "focal"] = "cross_entropy"
+    type: Literal["cross_entropy", "focal", "ldam", "logit_adjusted", "balanced_softmax"] = "cross_entropy"
     variant: Literal["softmax", "sigmoid"] = Field(
         default="softmax", description="'sigmoid' (binary only) matches torchvision sigmoid_focal_loss"
     )
@@ -93,14 +97,30 @@ class LossSpec(_Part):
     reweight_from_epoch: int | None = Field(
         default=None, ge=1, description="deferred re-weighting (Cao et al. 2019): weights on from this epoch"
     )
+    tau: float = Field(strict=True, default=1.0, ge=0.0, le=10.0, description="logit_adjusted: τ in z + τ·log π")
+    ldam_max_margin: float = Field(
+        strict=True, default=0.5, gt=0.0, le=10.0, description="ldam: the rarest class's margin"
+    )
+    ldam_scale: float = Field(strict=True, default=30.0, gt=0.0, le=100.0, description="ldam: logit scale s")
+    posthoc_tau: float = Field(
+        strict=True,
+        default=0.0,
+        ge=0.0,
+        le=10.0,
+        description="post-hoc logit adjustment z - τ·log π at evaluation and inference",
+    )
 
 
 class MixingSpec(_Part):
-    mode: Literal["none", "mixup", "cutmix", "mixup_cutmix"] = "none"
-    alpha: float = Field(default=1.0, gt=0.0, le=100.0, description="Beta(α, α) for MixUp")
+    mode: Literal["none", "mixup", "cutmix", "mixup_cutmix", "balanced_mixup", "remix"] = "none"
+    alpha: float = Field(
+        default=1.0, gt=0.0, le=100.0, description="Beta(α, α) for MixUp and ReMix, Beta(α, 1) for balanced_mixup"
+    )
     cutmix_alpha: float = Field(default=1.0, gt=0.0, le=100.0, description="Beta(α, α) for CutMix")
     prob: Probability = 1.0
     switch_prob: Probability = Field(default=0.5, description="mixup_cutmix: chance of CutMix")
+    kappa: float = Field(strict=True, default=3.0, ge=1.0, le=1e6, description="remix: class-count ratio κ")
+    tau: float = Field(strict=True, default=0.5, ge=0.0, le=1.0, description="remix: mixing-weight threshold τ")
 
 
 class SamplerSpec(_Part):
@@ -111,10 +131,9 @@ class AugmentSpec(_Part):
     hflip: bool = True
     vflip: bool = False
     rotation: float = Field(default=10.0, ge=0.0, le=180.0, description="max degrees either way")
-    scale: tuple[Annotated[float, Field(gt=0.0, le=4.0)], Annotated[float, Field(gt=0.0, le=4.0)]] | None = (
-        0.9,
-        1.1,
-    )
+    # Strict mode takes only a tuple from Python (a stored spec holds a JSON list), so the pair is lax
+    # about its container and strict about its numbers.
+    scale: tuple[ScaleFactor, ScaleFactor] | None = Field(default=(0.9, 1.1), strict=False)
     translate: float = Field(default=0.05, ge=0.0, le=0.5, description="max shift, fraction of size")
     brightness: float = Field(default=0.0, ge=0.0, le=1.0)
     contrast: float = Field(default=0.0, ge=0.0, le=1.0)
@@ -183,6 +202,14 @@ class JobSpec(_Part):
     threshold: ThresholdSpec = ThresholdSpec()
     compile: bool = Field(default=False, description="torch.compile the network (GPU workers)")
     max_runtime_seconds: int | None = Field(default=None, ge=1, le=30 * 24 * 3600)
+
+    @field_validator("spec_version", mode="before")
+    @classmethod
+    def _version_not_bool(cls, value: object) -> object:
+        # A Literal compares by equality and True == 1; strict mode does not reach literals.
+        if isinstance(value, bool):
+            raise ValueError(f"spec_version must be the integer 1, got {value!r}")
+        return value
 
     @model_validator(mode="after")
     def _sigmoid_needs_focal(self) -> JobSpec:

@@ -7,7 +7,7 @@ from service.inference.artifact import ArtifactError, LoadedModel, load_artifact
 from service.inference.batcher import MicroBatcher
 from service.inference.cache import ModelCache
 from service.inference.decode import ALLOWED_FORMATS, InstanceError, decode_batch, decode_image
-from service.inference.predictor import ModelRecord, Predictor, decide, probabilities
+from service.inference.predictor import DecisionError, ModelRef, Predictor, probabilities
 
 __all__ = [
     "ALLOWED_FORMATS",
@@ -16,9 +16,9 @@ __all__ = [
     "LoadedModel",
     "MicroBatcher",
     "ModelCache",
-    "ModelRecord",
+    "ModelRef",
+    "DecisionError",
     "Predictor",
-    "decide",
     "decode_batch",
     "decode_image",
     "load_artifact",

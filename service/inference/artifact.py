@@ -7,21 +7,16 @@ needs no training code, only ``torch.export.load``.
 
 from __future__ import annotations
 
-import json
 import logging
 from dataclasses import dataclass
-from typing import Any
 
 import torch
+from pydantic import ValidationError
 
+from service.model_card import CARD_FILE, PROGRAM_FILE, WEIGHTS_FILE, ModelCard
 from service.storage import BlobStore
 
 logger = logging.getLogger(__name__)
-
-PROGRAM_FILE = "model.pt2"
-WEIGHTS_FILE = "weights.safetensors"
-CARD_FILE = "model_card.json"
-FORMAT_VERSION = 1
 
 
 class ArtifactError(RuntimeError):
@@ -30,7 +25,7 @@ class ArtifactError(RuntimeError):
 
 @dataclass(frozen=True)
 class LoadedModel:
-    """A ready-to-run exported program and the input it expects."""
+    """A ready-to-run exported program, the input it expects and the card it was loaded with."""
 
     module: torch.nn.Module
     height: int
@@ -38,7 +33,7 @@ class LoadedModel:
     channels: int
     num_classes: int
     size_bytes: int
-    card: dict[str, Any]
+    card: ModelCard
 
 
 def load_artifact(store: BlobStore, *, blob_prefix: str) -> LoadedModel:
@@ -52,13 +47,13 @@ def load_artifact(store: BlobStore, *, blob_prefix: str) -> LoadedModel:
     except Exception as exc:  # a corrupt or incompatible program, whatever torch raises
         raise ArtifactError(f"cannot load {program_key!r}: {type(exc).__name__}: {exc}") from exc
     _to_eval(module)
-    shape = card["input"]
+    shape = card.input
     loaded = LoadedModel(
         module=module,
-        height=int(shape["height"]),
-        width=int(shape["width"]),
-        channels=int(shape["channels"]),
-        num_classes=len(card["class_names"]),
+        height=shape.height,
+        width=shape.width,
+        channels=shape.channels,
+        num_classes=len(card.class_names),
         size_bytes=_artifact_bytes(store, blob_prefix=blob_prefix),
         card=card,
     )
@@ -66,42 +61,18 @@ def load_artifact(store: BlobStore, *, blob_prefix: str) -> LoadedModel:
     return loaded
 
 
-def read_card(store: BlobStore, *, blob_prefix: str) -> dict[str, Any]:
-    """The parsed ``model_card.json``, checked for the fields inference relies on."""
+def read_card(store: BlobStore, *, blob_prefix: str) -> ModelCard:
+    """The ``ModelCard`` stored under ``blob_prefix``; ``ArtifactError`` naming what is wrong otherwise."""
     key = f"{blob_prefix}/{CARD_FILE}"
     if not store.exists(key):
         raise ArtifactError(f"artefact {blob_prefix!r} has no {CARD_FILE}")
     with store.open(key) as handle:
-        try:
-            card = json.load(handle)
-        except ValueError as exc:
-            raise ArtifactError(f"{key!r} is not valid JSON: {exc}") from exc
-    problems = _card_problems(card)
-    if problems:
-        raise ArtifactError(f"{key!r} is malformed: {'; '.join(problems)}")
-    return card
-
-
-def _card_problems(card: Any) -> list[str]:
-    if not isinstance(card, dict):
-        return ["not a JSON object"]
-    problems = []
-    if card.get("format_version") != FORMAT_VERSION:
-        problems.append(f"format_version {card.get('format_version')!r} (supported: {FORMAT_VERSION})")
-    names = card.get("class_names")
-    if not isinstance(names, list) or len(names) < 2:
-        problems.append("class_names must list at least 2 classes")
-    shape = card.get("input")
-    if not isinstance(shape, dict):
-        return [*problems, "input must be an object"]
-    for field in ("height", "width"):
-        if not isinstance(shape.get(field), int) or shape[field] < 1:
-            problems.append(f"input.{field} must be a positive int")
-    if shape.get("channels") not in (1, 3):
-        problems.append(f"input.channels {shape.get('channels')!r} (supported: 1, 3)")
-    if shape.get("layout", "NCHW") != "NCHW" or shape.get("dtype", "float32") != "float32":
-        problems.append("input must be NCHW float32")
-    return problems
+        raw = handle.read()
+    try:
+        return ModelCard.model_validate_json(raw)
+    except ValidationError as exc:
+        problems = "; ".join(f"{'.'.join(map(str, e['loc'])) or 'card'}: {e['msg']}" for e in exc.errors())
+        raise ArtifactError(f"{key!r} is malformed: {problems}") from exc
 
 
 def _to_eval(module: torch.nn.Module) -> None:

@@ -19,40 +19,48 @@ import threading
 from collections.abc import Iterator, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from contextlib import contextmanager
+from dataclasses import dataclass
 from functools import partial
-from typing import Any, Protocol
+from typing import Any
 
+import numpy as np
 import torch
 
-from service.inference.artifact import ArtifactError, LoadedModel, load_artifact
+from rarefit.decision import DecisionRule, decide
+from service.inference.artifact import ArtifactError, LoadedModel, load_artifact, read_card
 from service.inference.batcher import MicroBatcher
 from service.inference.cache import ModelCache
 from service.inference.decode import decode_batch
+from service.model_card import ModelCard
 from service.storage import BlobStore
 
 logger = logging.getLogger(__name__)
 
 
-class ModelRecord(Protocol):
-    """What inference reads from a registered model (``service.models.Model`` has it)."""
+@dataclass(frozen=True)
+class ModelRef:
+    """Which model to serve, copied out of its database row so the session is released before inference.
+
+    Everything else (class names, positive class, calibration, operating point)
+    comes from the model card; ``revision`` tells a cached card from a newer one.
+    """
 
     id: str
     blob_prefix: str
-    class_names: list
-    threshold: float | None
-    positive_class: int | None
+    revision: int = 0
 
 
-def decide(probabilities: Sequence[float], *, threshold: float | None, positive_class: int | None) -> int:
-    """The predicted class index.
+class DecisionError(ValueError):
+    """A per-request decision override the model cannot take (a client error)."""
 
-    Binary with a tuned threshold: ``positive_class`` when its probability is
-    at least ``threshold``, else the other class. Otherwise the argmax (first
-    index on ties).
-    """
-    if threshold is not None and positive_class is not None and len(probabilities) == 2:
-        return positive_class if probabilities[positive_class] >= threshold else 1 - positive_class
-    return max(range(len(probabilities)), key=probabilities.__getitem__)
+
+def decision_rule(card: ModelCard, *, threshold: float | None) -> DecisionRule:
+    """The card's operating point, or a per-request ``threshold`` on its positive class (binary models only)."""
+    if threshold is None:
+        return card.operating_point.decision_rule()
+    if card.positive_class is None or len(card.class_names) != 2:
+        raise DecisionError(f"a threshold override needs a binary model; this one has {len(card.class_names)} classes")
+    return DecisionRule.binary(positive_class=card.positive_class, threshold=threshold)
 
 
 def probabilities(module: torch.nn.Module, images: torch.Tensor) -> torch.Tensor:
@@ -104,19 +112,23 @@ class Predictor:
         self._thread_state = threading.local()
         self._executor = ThreadPoolExecutor(max_workers=threads, thread_name_prefix="rarefit-predict")
         self._batchers: dict[str, MicroBatcher] = {}
+        self._cards: dict[str, ModelCard] = {}
 
     async def predict(
         self,
-        model: ModelRecord,
+        model: ModelRef,
         *,
         images: Sequence[bytes],
         names: Sequence[str | None] | None = None,
         max_pixels: int,
+        threshold: float | None = None,
     ) -> list[dict[str, Any]]:
-        """One ``{"label", "class_index", "probabilities"}`` per image, in order.
+        """One ``{"label", "class_index", "probabilities", "scores_version", "decision"}`` per image, in order.
 
-        Raises ``InstanceError`` (a ``ValueError``) naming the first image that
-        cannot be decoded, ``ArtifactError`` when the stored model is unusable.
+        The decision is the card's operating point, or ``threshold`` on the
+        positive class when given. Raises ``DecisionError`` for an override the
+        model cannot take, ``InstanceError`` (a ``ValueError``) naming the first
+        image that cannot be decoded, ``ArtifactError`` when the stored model is unusable.
         """
         if not images:
             raise ValueError("images must hold at least one image")
@@ -124,11 +136,8 @@ class Predictor:
         if len(names) != len(images):
             raise ValueError(f"got {len(names)} names for {len(images)} images")
         loaded = await self._load(model)
-        class_names = [str(name) for name in model.class_names]
-        if len(class_names) != loaded.num_classes:
-            raise ArtifactError(
-                f"model {model.id} lists {len(class_names)} classes; its program outputs {loaded.num_classes}"
-            )
+        card = await self._card(model, loaded)
+        rule = decision_rule(card, threshold=threshold)
         images, shape = list(images), (loaded.height, loaded.width, loaded.channels)
 
         def decode(start: int, stop: int) -> torch.Tensor:  # runs on the pool, inside the batch
@@ -143,12 +152,20 @@ class Predictor:
             )
 
         probs = await self._batcher(model.id, loaded).submit_lazy(count=len(images), load=decode)
-        return [
-            _prediction(row, class_names=class_names, threshold=model.threshold, positive_class=model.positive_class)
-            for row in probs.tolist()
-        ]
+        return predictions(probs.numpy(), card=card, rule=rule, overridden=threshold is not None)
 
-    async def _load(self, model: ModelRecord) -> LoadedModel:
+    async def _card(self, model: ModelRef, loaded: LoadedModel) -> ModelCard:
+        """The card of the model's current revision (re-read once after a re-fitted operating point)."""
+        card = self._cards.get(model.id, loaded.card)
+        if card.revision != model.revision:
+            loop = asyncio.get_running_loop()
+            card = await loop.run_in_executor(None, partial(read_card, self.store, blob_prefix=model.blob_prefix))
+            if len(card.class_names) != loaded.num_classes:
+                raise ArtifactError(f"model {model.id}: card revision {card.revision} changed the classes")
+            self._cards[model.id] = card
+        return card
+
+    async def _load(self, model: ModelRef) -> LoadedModel:
         cached = self.cache.get(model.id)
         if cached is not None:
             return cached
@@ -188,18 +205,31 @@ class Predictor:
         """Stop the thread pool (queued work is cancelled) and drop every cached model."""
         self._executor.shutdown(wait=True, cancel_futures=True)
         self._batchers.clear()
+        self._cards.clear()
         self.cache.clear()
 
 
-def _prediction(
-    row: list[float], *, class_names: list[str], threshold: float | None, positive_class: int | None
-) -> dict[str, Any]:
-    index = decide(row, threshold=threshold, positive_class=positive_class)
-    return {
-        "label": class_names[index],
-        "class_index": index,
-        "probabilities": dict(zip(class_names, row)),
-    }
+def predictions(probs: np.ndarray, *, card: ModelCard, rule: DecisionRule, overridden: bool) -> list[dict[str, Any]]:
+    """The answer per row of (calibrated) probabilities: label, class, probabilities and the decision made."""
+    labels, margins = decide(probs, rule=rule)
+    names = card.class_names
+    out = []
+    for row, index, margin in zip(probs.tolist(), labels.tolist(), margins.tolist(), strict=True):
+        decision: dict[str, Any] = {"rule": rule.kind, "margin": margin, "overridden": overridden}
+        if rule.kind == "threshold":
+            decision["thresholds"] = {names[c]: t for c, t in rule.thresholds.items()}
+            positive = card.positive_class
+            decision["threshold"] = None if positive is None else rule.thresholds.get(positive)
+        out.append(
+            {
+                "label": names[index],
+                "class_index": index,
+                "probabilities": dict(zip(names, row, strict=True)),
+                "scores_version": card.revision,
+                "decision": decision,
+            }
+        )
+    return out
 
 
 def _load_sized(store: BlobStore, *, blob_prefix: str) -> tuple[LoadedModel, int]:

@@ -12,6 +12,7 @@ from sqlalchemy.orm import Session
 
 from service.models import Dataset, Job, JobStatus
 from service.repository.ids import findable
+from service.repository.rows import changed_one_row
 
 DELETED = "deleted"
 _ACTIVE = (JobStatus.queued, JobStatus.running)
@@ -83,7 +84,8 @@ def delete_dataset(session: Session, *, tenant_id: str, dataset_id: str) -> bool
     Returns True when this call deleted it; the caller removes the blobs after
     committing, so a failed commit never leaves a row without its data.
     """
-    result = session.execute(
+    return changed_one_row(
+        session,
         update(Dataset)
         .where(
             Dataset.id == dataset_id,
@@ -92,9 +94,8 @@ def delete_dataset(session: Session, *, tenant_id: str, dataset_id: str) -> bool
             ~_active_job_exists(tenant_id, dataset_id),
         )
         .values(status=DELETED)
-        .execution_options(synchronize_session=False)
+        .execution_options(synchronize_session=False),
     )
-    return result.rowcount == 1
 
 
 def _active_job_exists(tenant_id: str, dataset_id: str):

@@ -13,6 +13,7 @@ from sqlalchemy.orm import Session
 
 from service.models import Artifact, EpochMetrics, Job, JobStatus, utcnow
 from service.repository.ids import MAX_NAME_CHARS, findable
+from service.repository.rows import changed_one_row
 from service.spec import JobSpec
 
 _ACTIVE = (JobStatus.queued, JobStatus.running)
@@ -130,10 +131,10 @@ def get_artifact(session: Session, *, job_id: str, name: str) -> Artifact | None
 
 
 def _conditional(session: Session, job_id: str, expected: JobStatus, **values) -> bool:
-    result = session.execute(
+    return changed_one_row(
+        session,
         update(Job)
         .where(Job.id == job_id, Job.status == expected)
         .values(**values)
-        .execution_options(synchronize_session=False)
+        .execution_options(synchronize_session=False),
     )
-    return result.rowcount == 1

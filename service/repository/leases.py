@@ -22,6 +22,7 @@ from sqlalchemy.orm import Session
 from service.jsonsafe import json_safe
 from service.models import Artifact, EpochMetrics, Job, JobStatus, utcnow
 from service.repository.dialect import upsert
+from service.repository.rows import changed_one_row
 
 _FINAL = (JobStatus.succeeded, JobStatus.failed, JobStatus.cancelled)
 
@@ -199,5 +200,6 @@ def _held_by(job_id: str, worker_id: str) -> tuple:
 
 
 def _update(session: Session, where: tuple, **values: Any) -> bool:
-    result = session.execute(update(Job).where(*where).values(**values).execution_options(synchronize_session=False))
-    return result.rowcount == 1
+    return changed_one_row(
+        session, update(Job).where(*where).values(**values).execution_options(synchronize_session=False)
+    )

@@ -9,6 +9,7 @@ from sqlalchemy.orm import Session
 
 from service.auth import generate_api_key, hash_api_key, hashes_match, key_prefix
 from service.models import ApiKey, Tenant, utcnow
+from service.repository.rows import changed_one_row
 
 logger = logging.getLogger(__name__)
 
@@ -71,13 +72,13 @@ def list_api_keys(session: Session, *, tenant_name: str | None = None) -> list[t
 
 def revoke_api_key(session: Session, *, key_id: str) -> bool:
     """Revoke a key by id; False when no live key has that id."""
-    result = session.execute(
+    return changed_one_row(
+        session,
         update(ApiKey)
         .where(ApiKey.id == key_id, ApiKey.revoked_at.is_(None))
         .values(revoked_at=utcnow())
-        .execution_options(synchronize_session=False)
+        .execution_options(synchronize_session=False),
     )
-    return result.rowcount == 1
 
 
 def _add_key(session: Session, *, tenant_id: str, plaintext: str) -> ApiKey:

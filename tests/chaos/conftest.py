@@ -253,7 +253,9 @@ class Cluster:
 
 
 @pytest.fixture
-def cluster(tmp_path: Path, new_postgres_url, rarefit_cmd: list[str]) -> Iterator[Callable[..., Cluster]]:
+def cluster(
+    tmp_path: Path, new_postgres_url, rarefit_cmd: list[str], request: pytest.FixtureRequest
+) -> Iterator[Callable[..., Cluster]]:
     """Factory: ``cluster(**settings)`` on a fresh PostgreSQL database, or ``cluster(embedded=True)``."""
     made: list[Cluster] = []
 
@@ -265,9 +267,10 @@ def cluster(tmp_path: Path, new_postgres_url, rarefit_cmd: list[str]) -> Iterato
         return made[-1]
 
     yield make
-    for item in made:
+    for number, item in enumerate(made):
         item.close()
-        print(item.logs(chars=6000))  # shown by pytest for a failed test
+        # pytest shows report sections with a failed test's report.
+        request.node.add_report_section("teardown", f"cluster {number} logs", item.logs(chars=6000))
 
 
 @pytest.fixture(scope="module")

@@ -105,7 +105,9 @@ def _stop(process: subprocess.Popen) -> None:
 
 
 @pytest.fixture
-def start_server(tmp_path: Path, free_port: int, rarefit_cmd: list[str]) -> Iterator[Callable[..., Server]]:
+def start_server(
+    tmp_path: Path, free_port: int, rarefit_cmd: list[str], request: pytest.FixtureRequest
+) -> Iterator[Callable[..., Server]]:
     """Factory: ``start_server(extra_env={...})`` runs ``rarefit serve`` and waits for /readyz.
 
     The server's output goes to a log file, printed at teardown (pytest shows
@@ -134,4 +136,5 @@ def start_server(tmp_path: Path, free_port: int, rarefit_cmd: list[str]) -> Iter
     yield start
     for server in started:
         _stop(server.process)
-        print(f"--- rarefit serve log ({server.log_path}) ---\n{server.log_tail()}")
+        # pytest shows report sections with a failed test's report.
+        request.node.add_report_section("teardown", f"rarefit serve log ({server.log_path})", server.log_tail())

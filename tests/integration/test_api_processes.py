@@ -1,4 +1,7 @@
-"""``rarefit api --workers 2`` for real: connections spread over both processes, a dead one comes back, SIGTERM stops all."""
+"""``rarefit api --workers 2`` for real.
+
+Connections spread over both processes, a dead one comes back, SIGTERM stops all.
+"""
 
 from __future__ import annotations
 
@@ -85,7 +88,7 @@ def test_bind_sockets_share_one_port_and_report_a_taken_one() -> None:
 
 
 def test_two_api_processes_share_connections_restart_and_stop(
-    sqlite_settings, free_port, rarefit_cmd, tmp_path
+    sqlite_settings, free_port, rarefit_cmd, tmp_path, request: pytest.FixtureRequest
 ) -> None:
     settings = sqlite_settings()
     env = {k: v for k, v in os.environ.items() if not k.startswith("RAREFIT_")}
@@ -132,4 +135,4 @@ def test_two_api_processes_share_connections_restart_and_stop(
         if parent.poll() is None:
             os.killpg(parent.pid, signal.SIGKILL)
             parent.wait()
-        print(log_path.read_text(errors="replace")[-8000:])
+        request.node.add_report_section("call", "rarefit api log", log_path.read_text(errors="replace")[-8000:])

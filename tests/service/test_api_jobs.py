@@ -51,6 +51,11 @@ def test_submit_sends_the_job_id_to_the_broker(api_client, alpha, new_dataset):
         ('{"dataset_id": "d", "epochs": 51}', "epochs"),
         ('{"dataset_id": "d", "batch_size": 100000}', "batch_size"),
         ('{"dataset_id": "d",', "body"),
+        ('{"dataset_id": "d", "epochs": true}', "epochs"),
+        ('{"dataset_id": "d", "epochs": "5"}', "epochs"),
+        ('{"dataset_id": "d", "batch_size": 64.0}', "batch_size"),
+        ('{"dataset_id": "d", "optim": {"lr": true}}', "optim.lr"),
+        ('{"dataset_id": "d", "augment": {"scale": ["0.9", 1.1]}}', "augment.scale.0"),
     ],
     ids=[
         "nan",
@@ -62,6 +67,11 @@ def test_submit_sends_the_job_id_to_the_broker(api_client, alpha, new_dataset):
         "epochs-cap",
         "batch-size",
         "broken-json",
+        "bool-for-int",
+        "string-for-int",
+        "float-for-int",
+        "bool-for-float",
+        "string-in-a-pair",
     ],
 )
 def test_invalid_specs_answer_422_naming_the_field(api_client, alpha, raw, field):

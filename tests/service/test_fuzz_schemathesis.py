@@ -15,8 +15,11 @@ The schema comes from ``app.openapi()`` and each call names the app
 natural loader, but schemathesis 4.32 rewrites ``request.node._nodeid``, which
 pytest 9 no longer has.
 
-Checks: no 5xx, and every status code, content type, header and body is the
-one the schema documents. Two built-in checks are left out on purpose:
+Checks: no 5xx, every status code, content type, header and body is the one
+the schema documents, and schema-invalid (negative) data is refused. Added
+cases send a job spec whose integer, number or boolean fields hold the types
+a lax parser would coerce (``true``, ``"5"``, ``5.0``); each must be a 422
+naming the field. Two built-in checks are left out on purpose:
 
 * ``positive_data_acceptance`` expects any schema-valid request to succeed, but
   bytes that fit ``format: binary`` are not a decodable dataset archive or
@@ -47,6 +50,7 @@ from schemathesis.checks import not_a_server_error
 from schemathesis.python.asgi import get_client, shutdown_lifespans
 from schemathesis.specs.openapi.checks import (
     content_type_conformance,
+    negative_data_rejection,
     response_headers_conformance,
     response_schema_conformance,
     status_code_conformance,
@@ -66,6 +70,7 @@ CHECKS = [
     content_type_conformance,
     response_schema_conformance,
     response_headers_conformance,
+    negative_data_rejection,
 ]
 ID_PARAMETERS = ("dataset_id", "job_id", "model_id", "name")
 
@@ -209,3 +214,36 @@ schema = schemathesis.openapi.from_dict(create_app(Settings(_env_file=None), run
 def test_every_operation_conforms_to_its_schema(case, real_ids: RealIds) -> None:
     real_ids.apply(case)
     case.call_and_validate(headers=BOOTSTRAP, checks=CHECKS, app=real_ids.app)
+
+
+LAX_SPEC_VALUES = [
+    ("epochs", True),
+    ("epochs", "2"),
+    ("epochs", 2.0),
+    ("batch_size", False),
+    ("seed", "0"),
+    ("spec_version", True),
+    ("model.image_size", 32.5),
+    ("optim.lr", True),
+    ("optim.lr", "0.1"),
+    ("optim.warmup_epochs", 1.0),
+    ("augment.hflip", 1),
+    ("augment.hflip", "true"),
+    ("compile", 0),
+    ("max_runtime_seconds", True),
+]
+
+
+@pytest.mark.parametrize(("field", "value"), LAX_SPEC_VALUES, ids=[f"{f}={v!r}" for f, v in LAX_SPEC_VALUES])
+def test_a_job_spec_value_of_the_wrong_type_is_a_422_naming_the_field(real_ids: RealIds, field: str, value) -> None:
+    *parents, leaf = field.split(".")
+    body: dict = {"dataset_id": real_ids.ids["dataset_id"][0], "epochs": 1}
+    inner = body
+    for part in parents:
+        inner = inner.setdefault(part, {})
+    inner[leaf] = value
+    case = schema["/v1/jobs"]["POST"].Case(body=body, headers=BOOTSTRAP, media_type="application/json")
+    response = case.call(app=real_ids.app)
+    case.validate_response(response, checks=CHECKS)
+    assert response.status_code == 422, response.text
+    assert response.json()["errors"][0]["loc"] == ["body", *field.split(".")]

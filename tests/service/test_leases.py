@@ -52,17 +52,24 @@ def test_claim_sets_running_lease_and_counts_the_attempt(factory):
     assert (get(factory, job_id).worker_id, get(factory, job_id).attempts) == ("w1", 1)
 
 
+def _race_to_claim(factory, job_id, *, name: str, barrier: threading.Barrier, winners: list[str]) -> None:
+    barrier.wait()
+    if claim(factory, job_id, worker=name) is not None:
+        winners.append(name)
+
+
 def test_claim_is_exclusive_under_a_race(factory):
     for _ in range(3):
         job_id = make_job(factory)
         barrier, winners = threading.Barrier(4), []
-
-        def racer(name: str) -> None:
-            barrier.wait()
-            if claim(factory, job_id, worker=name) is not None:
-                winners.append(name)
-
-        threads = [threading.Thread(target=racer, args=(f"w{i}",)) for i in range(4)]
+        threads = [
+            threading.Thread(
+                target=_race_to_claim,
+                args=(factory, job_id),
+                kwargs={"name": f"w{i}", "barrier": barrier, "winners": winners},
+            )
+            for i in range(4)
+        ]
         for thread in threads:
             thread.start()
         for thread in threads:

@@ -115,6 +115,52 @@ CASES = {
         lambda k: (k["threshold_strategy"], k["target_recall"]) == ("target_recall", 0.9),
     ),
     "compile_flag": ({"compile": True}, lambda k: k["compile"] is True),
+    "ldam_drw": (
+        {
+            "loss": {
+                "type": "ldam",
+                "ldam_max_margin": 0.4,
+                "ldam_scale": 20,
+                "class_weights": "effective_number",
+                "reweight_from_epoch": 2,
+            }
+        },
+        lambda k: (
+            (k["criterion"].kind, k["criterion"].scale, k["criterion"].reweight_from_epoch) == ("ldam", 20, 2)
+            and float(k["criterion"].margins.max()) == pytest.approx(0.4)
+        ),
+    ),
+    "logit_adjusted": (
+        {"loss": {"type": "logit_adjusted", "tau": 1.5}},
+        lambda k: (k["criterion"].kind, k["criterion"].tau) == ("logit_adjusted", 1.5),
+    ),
+    "balanced_softmax": (
+        {"loss": {"type": "balanced_softmax"}},
+        lambda k: torch.allclose(k["criterion"].offset, torch.log(torch.tensor([40.0, 8.0]))),
+    ),
+    "posthoc_tau": (
+        {"loss": {"posthoc_tau": 0.5}},
+        lambda k: torch.allclose(k["logit_adjustment"], 0.5 * torch.log(torch.tensor([40 / 48, 8 / 48]))),
+    ),
+    "balanced_mixup": (
+        {"mixing": {"mode": "balanced_mixup", "alpha": 0.2}},
+        lambda k: k["mixer"].mode == "balanced_mixup" and k["mixer"].members.counts.tolist() == [40, 8],
+    ),
+    "remix": (
+        {"mixing": {"mode": "remix", "kappa": 2, "tau": 0.4}},
+        lambda k: (k["mixer"].mode, k["mixer"].kappa, k["mixer"].tau) == ("remix", 2.0, 0.4),
+    ),
+}
+
+BAD_VALUES = {
+    "loss.type": {"loss": {"type": "ldam_drw"}},
+    "loss.tau": {"loss": {"type": "logit_adjusted", "tau": -1}},
+    "loss.ldam_scale": {"loss": {"type": "ldam", "ldam_scale": 0}},
+    "loss.ldam_max_margin": {"loss": {"ldam_max_margin": True}},
+    "loss.posthoc_tau": {"loss": {"posthoc_tau": "1"}},
+    "mixing.mode": {"mixing": {"mode": "balanced"}},
+    "mixing.kappa": {"mixing": {"mode": "remix", "kappa": 0.5}},
+    "mixing.tau": {"mixing": {"mode": "remix", "tau": 1.5}},
 }
 
 
@@ -153,6 +199,34 @@ def test_kitchen_sink_spec_trains(api_client, alpha, new_dataset):
         "augment": {"vflip": True, "translate": 0.1, "brightness": 0.1, "contrast": 0.1, "minority_only": True},
         "optim": {"name": "sgd", "scheduler": "cosine", "warmup_epochs": 1},
         "early_stopping": {"patience": 5},
+        "threshold": {"strategy": "target_recall", "target_recall": 0.8},
+        "epochs": 2,
+        "batch_size": 8,
+    }
+    spec = JobSpec.model_validate(_submit(api_client, alpha, new_dataset(alpha), fragment))
+    kwargs = build_training(
+        spec, dataset_arrays=DATA, class_names=["common", "rare"], device="cpu", init_state=None
+    ).fit_arguments()
+    result = fit(**kwargs)
+    assert [record.epoch for record in result.history] == [1, 2]
+    assert result.test is not None and result.threshold is not None
+
+
+@pytest.mark.parametrize("field", sorted(BAD_VALUES))
+def test_bad_technique_values_are_422_naming_the_field(api_client, alpha, new_dataset, field):
+    body = {"dataset_id": new_dataset(alpha), **BAD_VALUES[field]}
+    response = api_client.post("/v1/jobs", json=body, headers=alpha)
+    assert response.status_code == 422, response.text
+    assert response.json()["detail"].startswith(field), response.json()
+
+
+def test_long_tail_kitchen_sink_trains(api_client, alpha, new_dataset):
+    """The new techniques together with a sampler, thresholds and augmentation train end to end."""
+    fragment = {
+        "model": {"arch": "simple_cnn"},
+        "loss": {"type": "ldam", "class_weights": "effective_number", "reweight_from_epoch": 2, "posthoc_tau": 1.0},
+        "mixing": {"mode": "balanced_mixup", "alpha": 0.3},
+        "sampler": {"type": "sqrt"},
         "threshold": {"strategy": "target_recall", "target_recall": 0.8},
         "epochs": 2,
         "batch_size": 8,

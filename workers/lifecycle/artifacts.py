@@ -3,7 +3,7 @@
 Files are written in a temporary folder of the blob store and moved into
 ``jobs/{job_id}/artifacts/{name}`` atomically (``BlobStore.put_file(move=True)``),
 so a crash never leaves a torn artefact and the same code works on a remote
-store. The model card format is in docs/architecture.md ("The model artefact").
+store. The card is ``service.model_card.ModelCard`` (docs/architecture.md, "The model artefact").
 """
 
 from __future__ import annotations
@@ -15,15 +15,28 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from rarefit.decision import DecisionRule
 from service.jsonsafe import json_safe
+from service.model_card import (
+    CARD_FILE,
+    METRICS_FILE,
+    PROGRAM_FILE,
+    WEIGHTS_FILE,
+    Calibration,
+    InputSpec,
+    ModelCard,
+    Normalization,
+    OperatingPoint,
+    artifact_key,
+    artifacts_prefix,
+)
 from service.spec import JobSpec
 from service.storage import BlobStore
-from workers.training.export import export_program, save_weights
 from workers.training.engine import FitResult
+from workers.training.export import export_program, save_weights
 
 logger = logging.getLogger(__name__)
 
-CARD_FORMAT_VERSION = 1
 JSON_TYPE = "application/json"
 BINARY_TYPE = "application/octet-stream"
 
@@ -37,44 +50,26 @@ class StoredArtifact:
     content_type: str
 
 
-def artifacts_prefix(job_id: str) -> str:
-    return f"jobs/{job_id}/artifacts"
-
-
-def checkpoint_key(job_id: str, *, attempt: int = 0, epoch: int = 0) -> str:
-    """A new file per (attempt, epoch): writing the next checkpoint never touches the one the job row
-    points at, so a crash or database outage between the file and the row costs one epoch, not the
-    whole run, and a worker that lost its lease never overwrites its successor's file."""
-    return f"jobs/{job_id}/checkpoints/a{int(attempt)}-e{int(epoch):05d}.pt"
-
-
 def model_card(
     result: FitResult, *, job_id: str, spec: JobSpec, class_names: list[str], image_shape: tuple[int, int, int]
-) -> dict[str, Any]:
-    """The JSON card inference and users read: input contract, normalisation, threshold, metrics, provenance."""
+) -> ModelCard:
+    """The card inference and users read: input contract, normalisation, operating point, metrics, provenance."""
     height, width, channels = image_shape
     model = result.model
-    return json_safe(
-        {
-            "format_version": CARD_FORMAT_VERSION,
-            "arch": spec.model.arch,
-            "class_names": list(class_names),
-            "input": {
-                "height": height,
-                "width": width,
-                "channels": channels,
-                "layout": "NCHW",
-                "dtype": "float32",
-                "range": [0, 1],
-            },
-            "normalization": {"mean": model.mean.flatten().tolist(), "std": model.std.flatten().tolist()},
-            "threshold": result.threshold,
-            "positive_class": result.positive_class,
-            "metrics": result.test or {},
-            "best_epoch": result.best_epoch,
-            "job_id": job_id,
-            "spec": spec.model_dump(mode="json"),
-        }
+    rule = DecisionRule.binary(positive_class=result.positive_class or 0, threshold=result.threshold)
+    return ModelCard(
+        arch=spec.model.arch,
+        class_names=list(class_names),
+        positive_class=result.positive_class,
+        files=[PROGRAM_FILE, WEIGHTS_FILE, METRICS_FILE],
+        input=InputSpec(height=height, width=width, channels=channels),
+        normalization=Normalization(mean=model.mean.flatten().tolist(), std=model.std.flatten().tolist()),
+        calibration=Calibration(),
+        operating_point=OperatingPoint.from_rule(rule, policy=spec.threshold.model_dump(mode="json")),
+        metrics=json_safe(result.test or {}),
+        best_epoch=result.best_epoch,
+        job_id=job_id,
+        spec=spec.model_dump(mode="json"),
     )
 
 
@@ -103,20 +98,20 @@ def export_artifacts(
     class_names: list[str],
     image_shape: tuple[int, int, int],
 ) -> list[StoredArtifact]:
-    """Write and store the four artefacts; returns what was stored (for ``register_artifact``)."""
+    """Store the files the card names, then the card; returns what was stored (for ``register_artifact``)."""
     height, width, channels = image_shape
     card = model_card(result, job_id=job_id, spec=spec, class_names=class_names, image_shape=image_shape)
     with tempfile.TemporaryDirectory(dir=store.tmp_dir(), prefix=f"export-{job_id}-") as tmp:
         folder = Path(tmp)
-        export_program(result.model, folder / "model.pt2", input_shape=(channels, height, width))
-        save_weights(result.model, folder / "weights.safetensors")
-        _write_json(folder / "model_card.json", card)
-        _write_json(folder / "metrics.json", metrics_document(result))
+        export_program(result.model, folder / PROGRAM_FILE, input_shape=(channels, height, width))
+        save_weights(result.model, folder / WEIGHTS_FILE)
+        _write_json(folder / METRICS_FILE, metrics_document(result))
+        (folder / CARD_FILE).write_text(card.to_json(), encoding="utf-8")
         stored = [
-            _store(store, folder, job_id, "model.pt2", BINARY_TYPE),
-            _store(store, folder, job_id, "weights.safetensors", BINARY_TYPE),
-            _store(store, folder, job_id, "model_card.json", JSON_TYPE),
-            _store(store, folder, job_id, "metrics.json", JSON_TYPE),
+            _store(store, folder, job_id, PROGRAM_FILE, BINARY_TYPE),
+            _store(store, folder, job_id, WEIGHTS_FILE, BINARY_TYPE),
+            _store(store, folder, job_id, METRICS_FILE, JSON_TYPE),
+            _store(store, folder, job_id, CARD_FILE, JSON_TYPE),  # last: a card names only files that exist
         ]
     logger.info("job %s: artefacts stored under %s", job_id, artifacts_prefix(job_id))
     return stored
@@ -127,6 +122,6 @@ def _write_json(path: Path, document: dict[str, Any]) -> None:
 
 
 def _store(store: BlobStore, folder: Path, job_id: str, name: str, content_type: str) -> StoredArtifact:
-    key = f"{artifacts_prefix(job_id)}/{name}"
+    key = artifact_key(job_id, name)
     info = store.put_file(key, folder / name, move=True)
     return StoredArtifact(name=name, blob_key=key, size=info.size, sha256=info.sha256, content_type=content_type)

@@ -28,9 +28,9 @@ import math
 import threading
 import time
 from collections.abc import Callable
-from typing import Any
 
-from workers.lifecycle.artifacts import checkpoint_key
+from service.model_card import checkpoint_key
+from service.storage import BlobStore
 from workers.training.checkpoint import save_checkpoint
 from workers.training.state import Snapshot
 
@@ -48,7 +48,7 @@ class CheckpointWriter:
         *,
         job_id: str,
         attempt: int,
-        store: Any,
+        store: BlobStore,
         record: RecordCheckpoint,
         current_key: str | None,
         on_lease_lost: Callable[[], None],

@@ -1,7 +1,7 @@
 """Initial weights for transfer learning: ``model.init`` (an ``InitSource``) → a state dict, never via pickle.
 
 - ``"job:<id>"``: the registered model of an earlier job *of the same tenant*
-  (its ``weights.safetensors``); another tenant's job is "not found".
+  (its safetensors weights); another tenant's job is "not found".
 - ``"weights:<name>"``: a file the operator placed in the weights directory:
   ``.safetensors``, or ``.pt``/``.pth`` read with ``torch.load(weights_only=True)``.
   The name is a plain file name (no path separators, no leading dot).
@@ -21,6 +21,7 @@ import torch
 from safetensors.torch import load_file
 from sqlalchemy.orm import Session
 
+from service.model_card import WEIGHTS_FILE
 from service.repository import models
 from service.spec import InitSource
 
@@ -51,7 +52,7 @@ def job_weights_key(session: Session, *, tenant_id: str, job_id: str) -> str:
     prefix = models.blob_prefix_of_job(session, tenant_id=tenant_id, job_id=job_id)
     if prefix is None:
         raise InitNotFound(f"init job not found: {job_id} has no registered model for this tenant")
-    return f"{prefix}/weights.safetensors"
+    return f"{prefix}/{WEIGHTS_FILE}"
 
 
 def load_operator_weights(name: str, *, weights_dir: Path) -> dict[str, torch.Tensor]:

@@ -22,6 +22,7 @@ from service.spec import JobSpec, LossSpec, effective_warmup_epochs
 from workers.training.augment import BatchAugment, minority_class_mask
 from workers.training.data import Split, channel_stats
 from workers.training.engine import FitResult, fit
+from workers.training.long_tail import LONG_TAIL_KINDS, LongTailCriterion, posthoc_adjustment
 from workers.training.loop import steps_per_epoch
 from workers.training.losses import Criterion, class_weights, resolve_alpha
 from workers.training.mixing import BatchMixer
@@ -62,6 +63,7 @@ class TrainingPlan:
     target_recall: float | None
     freeze_backbone_epochs: int
     compile: bool
+    logit_adjustment: torch.Tensor | None
 
     def fit_arguments(self) -> dict[str, Any]:
         """The plan as ``fit`` keyword arguments (for callers that add or override some)."""
@@ -119,7 +121,7 @@ def build_training(
         optimizer=optimizer,
         scheduler=scheduler,
         sampler=sampler,
-        mixer=_mixer(spec, num_classes=len(names)),
+        mixer=_mixer(spec, num_classes=len(names), train_labels=train.labels),
         augment=_augment(spec, counts=counts),
         epochs=spec.epochs,
         batch_size=spec.batch_size,
@@ -132,6 +134,7 @@ def build_training(
         target_recall=spec.threshold.target_recall,
         freeze_backbone_epochs=spec.model.freeze_backbone_epochs,
         compile=spec.compile,
+        logit_adjustment=posthoc_adjustment(counts, tau=spec.loss.posthoc_tau),
     )
 
 
@@ -187,22 +190,34 @@ def criterion_kind(loss: LossSpec) -> str:
 
 
 def make_criterion(loss: LossSpec, *, counts: Sequence[int]) -> Criterion:
-    """The loss with class weights and focal α resolved from the train class ``counts``.
+    """The loss with class weights, focal α, margins and priors resolved from the train class ``counts``.
 
     Label smoothing is applied here (not in the mixer), once, to the mixed targets.
     """
+    weight = class_weights(loss.class_weights, counts=counts, beta=loss.effective_number_beta)
+    if loss.type in LONG_TAIL_KINDS:
+        return LongTailCriterion(
+            kind=loss.type,
+            counts=counts,
+            tau=loss.tau,
+            max_margin=loss.ldam_max_margin,
+            scale=loss.ldam_scale,
+            weight=weight,
+            label_smoothing=loss.label_smoothing,
+            reweight_from_epoch=loss.reweight_from_epoch,
+        )
     kind = criterion_kind(loss)
     return Criterion(
         kind=kind,
         gamma=loss.gamma,
         alpha=resolve_alpha(loss.alpha, counts=counts) if kind != "cross_entropy" else None,
-        weight=class_weights(loss.class_weights, counts=counts, beta=loss.effective_number_beta),
+        weight=weight,
         label_smoothing=loss.label_smoothing,
         reweight_from_epoch=loss.reweight_from_epoch,
     )
 
 
-def _mixer(spec: JobSpec, *, num_classes: int) -> BatchMixer | None:
+def _mixer(spec: JobSpec, *, num_classes: int, train_labels: torch.Tensor) -> BatchMixer | None:
     mixing = spec.mixing
     if mixing.mode == "none":
         return None
@@ -214,6 +229,9 @@ def _mixer(spec: JobSpec, *, num_classes: int) -> BatchMixer | None:
         prob=mixing.prob,
         switch_prob=mixing.switch_prob,
         label_smoothing=0.0,
+        train_labels=train_labels if mixing.mode in ("balanced_mixup", "remix") else None,
+        kappa=mixing.kappa,
+        tau=mixing.tau,
     )
 
 

@@ -23,6 +23,7 @@ from sqlalchemy.orm import Session, sessionmaker
 from service.config import Settings
 from service.db import aware, transaction
 from service.ingest import load_canonical
+from service.model_card import WEIGHTS_FILE, artifacts_prefix
 from service.models import Job, JobStatus, utcnow
 from service.queue import enqueue_job, make_celery
 from service.repository import datasets, leases, models
@@ -218,7 +219,7 @@ class JobRun:
                 sha256=item.sha256,
             )
         summary = {k: v for k, v in (result.test or {}).items() if isinstance(v, (int, float))}
-        weights = next(item for item in stored if item.name == "weights.safetensors")
+        weights = next(item for item in stored if item.name == WEIGHTS_FILE)
         model = models.register_model(
             session,
             job_id=self.job_id,
@@ -229,7 +230,7 @@ class JobRun:
             threshold=result.threshold,
             positive_class=result.positive_class,
             metrics=summary,
-            blob_prefix=stored[0].blob_key.rsplit("/", 1)[0],
+            blob_prefix=artifacts_prefix(self.job_id),
             size_bytes=weights.size,
         )
         self._held(

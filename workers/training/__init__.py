@@ -1,11 +1,21 @@
 """The rarefit training core: tensors and keyword arguments in, a model and metrics out.
 
 Imports only torch, torchvision, numpy, safetensors, the standard library and,
-of ours, ``rarefit.decision`` (an import-linter allow list in pyproject.toml),
-so it runs alike in a test, a notebook, a benchmark or a worker. Entry point: :func:`fit`.
+of ours, ``rarefit.decision`` (an import-linter allow list in ``pyproject.toml``),
+so it runs alike in a test, a notebook, a benchmark or a worker. Entry point:
+:func:`fit`; the sampler, mixer and augmenter it takes are any objects matching
+the :class:`Sampler`, :class:`Mixer` and :class:`Augmenter` protocols.
 """
 
-from workers.training.augment import PADDING_MODES, AugmentParams, BatchAugment, affine_matrices, minority_class_mask
+from workers.training.augment import (
+    PADDING_MODES,
+    Augmenter,
+    AugmentParams,
+    BatchAugment,
+    affine_matrices,
+    minority_class_mask,
+)
+from workers.training.beta import sample_beta
 from workers.training.checkpoint import check_weights_only_safe, file_sha256, load_checkpoint, save_checkpoint
 from workers.training.data import BatchSource, ResidentBatchSource, Split, StreamingBatchSource, channel_stats
 from workers.training.engine import FitResult, StopReason, evaluate, fit, steps_per_epoch
@@ -39,7 +49,18 @@ from workers.training.metrics import (
     predict_labels,
     selection_score,
 )
-from workers.training.mixing import MIX_MODES, BatchMixer, MixParams, apply_mix, sample_beta, sample_mix_params
+from workers.training.mixing import (
+    MIX_MODES,
+    BatchMixer,
+    ClassMembers,
+    Mixer,
+    MixParams,
+    apply_balanced_mix,
+    apply_mix,
+    remix_target_lam,
+    sample_balanced_params,
+    sample_mix_params,
+)
 from workers.training.networks import ARCHS, Classifier, build_network, load_init_state, set_backbone_trainable
 from workers.training.optim import OPTIMIZERS, SCHEDULERS, LrSchedule, make_optimizer, make_scheduler
 from workers.training.samplers import (
@@ -47,6 +68,7 @@ from workers.training.samplers import (
     ClassWeightedSampler,
     EpochSampler,
     OverSampler,
+    Sampler,
     UnderSampler,
     make_sampler,
 )
@@ -80,11 +102,17 @@ __all__ = [
     # mixing and augmentation
     "MIX_MODES",
     "BatchMixer",
+    "ClassMembers",
+    "Mixer",
     "MixParams",
+    "apply_balanced_mix",
     "apply_mix",
+    "remix_target_lam",
+    "sample_balanced_params",
     "sample_beta",
     "sample_mix_params",
     "PADDING_MODES",
+    "Augmenter",
     "AugmentParams",
     "BatchAugment",
     "affine_matrices",
@@ -94,6 +122,7 @@ __all__ = [
     "ClassWeightedSampler",
     "EpochSampler",
     "OverSampler",
+    "Sampler",
     "UnderSampler",
     "make_sampler",
     # optimisation

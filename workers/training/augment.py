@@ -17,6 +17,7 @@ import logging
 import math
 from collections.abc import Sequence
 from dataclasses import dataclass
+from typing import Protocol
 
 import torch
 import torch.nn.functional as F
@@ -25,6 +26,15 @@ from torch import Tensor
 logger = logging.getLogger(__name__)
 
 PADDING_MODES = ("zeros", "border", "reflection")
+
+
+class Augmenter(Protocol):
+    """What the training loop calls to augment a batch; :class:`BatchAugment` is the built-in one."""
+
+    @property
+    def is_identity(self) -> bool: ...
+
+    def __call__(self, images01: Tensor, labels: Tensor, *, generator: torch.Generator) -> Tensor: ...
 
 
 @dataclass(frozen=True)
@@ -130,6 +140,8 @@ class BatchAugment:
     def _class_mask(self, device: torch.device) -> Tensor:
         # one host-to-device copy per device, not per batch
         if device not in self._masks:
+            if self.augment_classes is None:
+                raise RuntimeError("no augment_classes: every sample is augmented, there is no class mask")
             self._masks[device] = self.augment_classes.to(device)
         return self._masks[device]
 

@@ -15,6 +15,7 @@ import multiprocessing
 import warnings
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
+from typing import cast
 
 import numpy as np
 import torch
@@ -56,12 +57,17 @@ class Split:
         return int(self.images.shape[0])
 
     @property
+    def label_tensor(self) -> torch.Tensor:
+        """``labels`` as ``__post_init__`` normalised them: a CPU int64 tensor."""
+        return cast(torch.Tensor, self.labels)
+
+    @property
     def image_shape(self) -> tuple[int, int, int]:
         """``(H, W, C)``."""
         return tuple(int(s) for s in self.images.shape[1:])  # type: ignore[return-value]
 
     def class_counts(self, num_classes: int) -> list[int]:
-        return torch.bincount(self.labels, minlength=num_classes).tolist()
+        return torch.bincount(self.label_tensor, minlength=num_classes).tolist()
 
 
 def _labels_tensor(labels: object) -> torch.Tensor:
@@ -211,7 +217,7 @@ class ResidentBatchSource(BatchSource):
     resident = True
 
     def __init__(self, split: Split, *, device: torch.device) -> None:
-        super().__init__(labels=split.labels, image_shape=split.image_shape, device=device)
+        super().__init__(labels=split.label_tensor, image_shape=split.image_shape, device=device)
         self.images = _to_device(split.images, device)
 
     def batch(self, idx: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
@@ -247,7 +253,7 @@ class StreamingBatchSource(BatchSource):
     resident = False
 
     def __init__(self, split: Split, *, device: torch.device, num_workers: int = 2) -> None:
-        super().__init__(labels=split.labels, image_shape=split.image_shape, device=device)
+        super().__init__(labels=split.label_tensor, image_shape=split.image_shape, device=device)
         if num_workers < 0:
             raise ValueError(f"num_workers must be >= 0, got {num_workers}")
         self.images = split.images.cpu() if torch.is_tensor(split.images) else split.images

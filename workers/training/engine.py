@@ -22,18 +22,22 @@ import logging
 import math
 import time
 from collections.abc import Callable, Sequence
-from typing import Any
+from typing import cast
 
 import numpy as np
 import torch
 from torch import nn
 from torch.optim import Optimizer
 
+from workers.training.augment import Augmenter
 from workers.training.data import BatchSource, Split
 from workers.training.evaluation import Scored, Scoring, evaluate
 from workers.training.loop import StepParts, check_schedule, steps_per_epoch, train_epoch
+from workers.training.losses import Criterion
+from workers.training.mixing import Mixer
 from workers.training.networks import set_backbone_trainable
 from workers.training.optim import LrSchedule
+from workers.training.samplers import Sampler
 from workers.training.seeding import derive_seed, make_generator
 from workers.training.state import EpochRecord, FitResult, StopReason, TrainConfig, TrainingState, state_copy
 
@@ -49,12 +53,12 @@ def fit(
     val: Split | None,
     test: Split | None,
     class_names: Sequence[str],
-    criterion: nn.Module,
+    criterion: Criterion,
     optimizer: Optimizer,
     scheduler: LrSchedule,
-    sampler: Any,
-    mixer: Any | None = None,
-    augment: Any | None = None,
+    sampler: Sampler,
+    mixer: Mixer | None = None,
+    augment: Augmenter | None = None,
     epochs: int,
     batch_size: int,
     seed: int,
@@ -72,6 +76,7 @@ def fit(
     should_stop: Callable[[], StopReason | None] | None = None,
     resume: dict | None = None,
     eval_batch_size: int | None = None,
+    logit_adjustment: torch.Tensor | None = None,
 ) -> FitResult:
     """Train ``model`` on ``train`` and return the best model and its metrics (see the module docstring).
 
@@ -85,6 +90,9 @@ def fit(
     ``resume`` is a ``TrainingState.to_checkpoint()`` dict; training continues
     at its epoch + 1. ``scheduler`` must be built with
     ``steps_per_epoch(sampler.epoch_length, batch_size)``.
+    ``logit_adjustment`` ``(K,)`` is subtracted from the logits in every evaluation (post-hoc logit
+    adjustment, e.g. ``long_tail.posthoc_adjustment``) and folded into the returned model's head bias,
+    so the exported model predicts with the adjusted logits.
     """
     device = torch.device(device)
     config = TrainConfig.create(
@@ -98,6 +106,7 @@ def fit(
         patience=early_stopping_patience,
         min_delta=early_stopping_min_delta,
         freeze_backbone_epochs=freeze_backbone_epochs,
+        logit_adjustment=logit_adjustment,
     )
     scoring = Scoring.create(
         train,
@@ -127,6 +136,17 @@ def fit(
     return trainer.finish(stopped)
 
 
+def _checked_adjustment(model: nn.Module, adjustment: torch.Tensor) -> torch.Tensor:
+    head = getattr(model, "head", None)
+    if not isinstance(head, nn.Linear) or head.bias is None:
+        raise ValueError("logit_adjustment needs a model whose .head is an nn.Linear with a bias (a Classifier)")
+    if tuple(adjustment.shape) != (head.out_features,):
+        raise ValueError(f"logit_adjustment must have shape ({head.out_features},), got {tuple(adjustment.shape)}")
+    if not bool(torch.isfinite(adjustment).all()):
+        raise ValueError("logit_adjustment must be finite")
+    return adjustment.detach().float()
+
+
 class Trainer:
     """One ``fit`` call's working set (sources, compiled network, state); one method per concern."""
 
@@ -136,12 +156,12 @@ class Trainer:
         config: TrainConfig,
         scoring: Scoring,
         model: nn.Module,
-        criterion: nn.Module,
+        criterion: Criterion,
         optimizer: Optimizer,
         scheduler: LrSchedule,
-        sampler: Any,
-        mixer: Any,
-        augment: Any,
+        sampler: Sampler,
+        mixer: Mixer | None,
+        augment: Augmenter | None,
         compile: bool,
         train: Split,
         val: Split | None,
@@ -160,10 +180,10 @@ class Trainer:
         self.train_source = BatchSource.create(train, device=device)
         self.val_source = None if val is None else BatchSource.create(val, device=device)
         self.test_source = None if test is None else BatchSource.create(test, device=device)
-        self.val_labels = None if val is None else val.labels.numpy()
-        self.test_labels = None if test is None else test.labels.numpy()
+        self.val_labels = None if val is None else val.label_tensor.numpy()
+        self.test_labels = None if test is None else test.label_tensor.numpy()
         self.compiled = compile
-        network = torch.compile(model) if compile else model
+        network = cast(nn.Module, torch.compile(model)) if compile else model
         self.parts = StepParts(
             network=network,
             optimizer=optimizer,
@@ -179,6 +199,8 @@ class Trainer:
         self.state = TrainingState(model=model, optimizer=optimizer, scheduler=scheduler)
         self.compile_seconds = 0.0
         self._stop_reason = StopReason.completed
+        adjustment = config.logit_adjustment
+        self.logit_adjustment = None if adjustment is None else _checked_adjustment(model, adjustment).to(device)
 
     def resume(self, checkpoint: dict) -> None:
         if int(checkpoint.get("epoch", -1)) > self.config.epochs:
@@ -255,7 +277,7 @@ class Trainer:
             set_backbone_trainable(self.model, not frozen)
         self.model.train()
         if frozen and hasattr(self.model, "backbone"):
-            self.model.backbone.eval()  # a frozen backbone also keeps its BatchNorm statistics
+            self.model.get_submodule("backbone").eval()  # a frozen backbone also keeps its BatchNorm statistics
 
     def _evaluate_val(self, *, tune: bool, threshold: float | None = None) -> Scored | None:
         return self._evaluate(self.val_source, self.val_labels, tune=tune, threshold=threshold)
@@ -263,7 +285,7 @@ class Trainer:
     def _evaluate(
         self, source: BatchSource | None, labels: np.ndarray | None, *, tune: bool, threshold: float | None
     ) -> Scored | None:
-        if source is None:
+        if source is None or labels is None:
             return None
         probs, loss = evaluate(
             self.parts.network,
@@ -272,6 +294,7 @@ class Trainer:
             device=self.config.device,
             amp=self.config.amp,
             channels_last=self.config.channels_last,
+            logit_adjustment=self.logit_adjustment,
         )
         return self.scoring.score(probs, loss, labels, threshold=threshold, tune=tune)
 
@@ -303,6 +326,10 @@ class Trainer:
             test_block = None if scored_test is None else scored_test.block
         if hasattr(self.model, "backbone"):
             set_backbone_trainable(self.model, True)
+        if self.logit_adjustment is not None:
+            with torch.no_grad():  # the exported model predicts with the adjusted logits
+                bias = cast(nn.Linear, self.model.get_submodule("head")).bias
+                bias.sub_(self.logit_adjustment.to(bias))
         model = self.model.to("cpu").to(memory_format=torch.contiguous_format).eval()
         return FitResult(
             model=model,

@@ -34,8 +34,13 @@ def evaluate(
     device: torch.device,
     amp: bool = False,
     channels_last: bool = False,
+    logit_adjustment: torch.Tensor | None = None,
 ) -> tuple[np.ndarray, float]:
-    """``(probs float64 (N, K) softmax, mean cross-entropy on the hard labels)`` in eval mode."""
+    """``(probs float64 (N, K) softmax, mean cross-entropy on the hard labels)`` in eval mode.
+
+    ``logit_adjustment`` (``(K,)``, e.g. ``τ·log π``) is subtracted from the logits first: post-hoc
+    logit adjustment (Menon et al. 2021).
+    """
     if batch_size < 1:
         raise ValueError(f"batch_size must be >= 1, got {batch_size}")
     model.eval()
@@ -51,6 +56,8 @@ def evaluate(
     if not logits_parts:
         raise ValueError("cannot evaluate an empty split")
     logits = torch.cat(logits_parts)
+    if logit_adjustment is not None:
+        logits = logits - logit_adjustment.to(logits)
     # One loss over the whole split, not one per batch: fewer kernel launches on the epoch's hot path.
     loss = soft_cross_entropy(logits, torch.cat(label_parts), reduction="mean")
     probs = torch.softmax(logits.double(), dim=1).cpu().numpy()

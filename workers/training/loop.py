@@ -12,20 +12,23 @@ hold at least 2 samples, which BatchNorm needs in training mode).
 
 from __future__ import annotations
 
+import functools
 import logging
 import math
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Any
 
 import torch
 from torch import nn
 from torch.optim import Optimizer
 
+from workers.training.augment import Augmenter
 from workers.training.data import BatchSource
 from workers.training.evaluation import hard_targets
+from workers.training.mixing import Mixer
 from workers.training.optim import LrSchedule
+from workers.training.samplers import Sampler
 from workers.training.state import StopReason
 
 logger = logging.getLogger(__name__)
@@ -40,7 +43,7 @@ def steps_per_epoch(epoch_length: int, batch_size: int) -> int:
     return epoch_length // batch_size if epoch_length >= batch_size else 1
 
 
-def check_schedule(scheduler: LrSchedule, sampler: Any, batch_size: int) -> None:
+def check_schedule(scheduler: LrSchedule, sampler: Sampler, batch_size: int) -> None:
     """``ValueError`` unless ``scheduler`` was built for the sampler's steps per epoch at ``batch_size``."""
     expected = steps_per_epoch(int(sampler.epoch_length), batch_size)
     if scheduler.steps_per_epoch != expected:
@@ -58,8 +61,8 @@ class StepParts:
     optimizer: Optimizer
     scheduler: LrSchedule
     criterion: nn.Module
-    augment: Any | None
-    mixer: Any | None
+    augment: Augmenter | None
+    mixer: Mixer | None
     num_classes: int
     device: torch.device
     amp: bool
@@ -100,9 +103,9 @@ def train_epoch(
             elapsed = time.perf_counter() - started
             stop = StopReason.from_caller(reason)
             return EpochOutcome(math.nan, steps, images_seen, elapsed, first_step_seconds, stop)
-        batch = (parts, images, labels, augment_generator, mix_generator, loss_sum)
+        batch = (parts, source, images, labels, augment_generator, mix_generator, loss_sum)
         if time_first_step and steps == 0:
-            first_step_seconds = _timed(parts.device, lambda: _step(*batch))
+            first_step_seconds = _timed(parts.device, functools.partial(_step, *batch))
         else:
             _step(*batch)
         steps += 1
@@ -116,16 +119,21 @@ def train_epoch(
 
 def _step(
     parts: StepParts,
+    source: BatchSource,
     images: torch.Tensor,
     labels: torch.Tensor,
     augment_generator: torch.Generator,
     mix_generator: torch.Generator,
     loss_sum: torch.Tensor,
 ) -> None:
-    if parts.augment is not None and not parts.augment.is_identity:
-        images = parts.augment(images, labels, generator=augment_generator)
+    images = _augmented(parts, images, labels, augment_generator)
     if parts.mixer is not None:
-        images, targets = parts.mixer(images, labels, generator=mix_generator)
+
+        def fetch(indices: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+            partner_images, partner_labels = source.batch(indices)
+            return _augmented(parts, partner_images, partner_labels, augment_generator), partner_labels
+
+        images, targets = parts.mixer(images, labels, generator=mix_generator, fetch=fetch)
     else:
         targets = hard_targets(labels, parts.num_classes)
     memory_format = torch.channels_last if parts.channels_last else torch.contiguous_format
@@ -138,6 +146,14 @@ def _step(
     parts.optimizer.step()
     parts.scheduler.step_batch()
     loss_sum += loss.detach()
+
+
+def _augmented(
+    parts: StepParts, images: torch.Tensor, labels: torch.Tensor, generator: torch.Generator
+) -> torch.Tensor:
+    if parts.augment is None or parts.augment.is_identity:
+        return images
+    return parts.augment(images, labels, generator=generator)
 
 
 def _timed(device: torch.device, work: Callable[[], None]) -> float:

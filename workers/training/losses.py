@@ -182,6 +182,9 @@ class Criterion(nn.Module):
     keeps them always active. Call :meth:`set_epoch` at the start of each epoch.
     """
 
+    weight: Tensor | None  # buffers, declared for type checkers
+    alpha_per_class: Tensor | None
+
     def __init__(
         self,
         *,
@@ -205,7 +208,8 @@ class Criterion(nn.Module):
         self.reweight_from_epoch = reweight_from_epoch
         self.register_buffer("weight", None if weight is None else weight.detach().float().clone())
         alpha_is_tensor = isinstance(alpha, Tensor)
-        self.register_buffer("alpha_per_class", alpha.detach().float().clone() if alpha_is_tensor else None)
+        per_class = alpha.detach().float().clone() if isinstance(alpha, Tensor) else None
+        self.register_buffer("alpha_per_class", per_class)
         self.alpha_scalar: float | None = None if alpha_is_tensor or alpha is None else float(alpha)
         self._weights_active = reweight_from_epoch is None or reweight_from_epoch <= 1
 

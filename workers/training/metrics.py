@@ -19,6 +19,8 @@ from collections.abc import Sequence
 
 import numpy as np
 
+from rarefit.decision import DecisionRule, confusion_matrix, decide, per_class_scores
+
 logger = logging.getLogger(__name__)
 
 SELECTION_METRICS = ("accuracy", "balanced_accuracy", "macro_f1", "auroc", "average_precision", "minority_recall")
@@ -26,13 +28,17 @@ ECE_BINS = 15
 PR_CURVE_POINTS = 101
 
 
-def predict_labels(probs: np.ndarray, *, threshold: float | None, positive_class: int | None) -> np.ndarray:
-    """Arg-max, or for two classes with a threshold: ``positive_class`` when its probability is ``>= threshold``."""
+def predict_labels(
+    probs: np.ndarray, *, threshold: float | None, positive_class: int | None, rule: DecisionRule | None = None
+) -> np.ndarray:
+    """``rule`` applied to ``probs`` (``rarefit.decision.decide``); without one, arg-max, or for two
+    classes with a threshold: ``positive_class`` (default 1) when its probability is ``>= threshold``."""
     probs = np.asarray(probs)
-    if threshold is None or probs.shape[1] != 2:
-        return probs.argmax(axis=1)
-    positive = 1 if positive_class is None else int(positive_class)
-    return np.where(probs[:, positive] >= threshold, positive, 1 - positive)
+    if rule is None:
+        binary = threshold is not None and probs.shape[1] == 2
+        positive = 1 if positive_class is None else int(positive_class)
+        rule = DecisionRule.binary(positive_class=positive, threshold=threshold if binary else None)
+    return decide(probs, rule=rule)[0]
 
 
 def metric_block(
@@ -43,12 +49,14 @@ def metric_block(
     threshold: float | None = None,
     positive_class: int | None = None,
     minority_class: int | None = None,
+    rule: DecisionRule | None = None,
 ) -> dict:
     """All evaluation metrics for probabilities ``(N, K)`` and true labels ``(N,)``.
 
     ``threshold`` and ``positive_class`` (default 1) apply to binary problems
-    only; ``minority_class`` defaults to the class with the smallest non-zero
-    support in ``labels``.
+    only; ``rule`` (any ``rarefit.decision.DecisionRule``) replaces ``threshold``
+    when given. ``minority_class`` defaults to the class with the smallest
+    non-zero support in ``labels``.
     """
     probs, labels = _validated(probs, labels, class_names=class_names)
     k = probs.shape[1]
@@ -56,9 +64,9 @@ def metric_block(
     positive = _positive_class(positive_class) if binary else None
     if threshold is not None and not (math.isfinite(threshold) and 0.0 <= threshold <= 1.0):
         raise ValueError(f"threshold must be a number in [0, 1] or None, got {threshold!r}")
-    predictions = predict_labels(probs, threshold=threshold if binary else None, positive_class=positive)
+    predictions = predict_labels(probs, threshold=threshold if binary else None, positive_class=positive, rule=rule)
     cm = confusion_matrix(labels, predictions, num_classes=k)
-    precision, recall, f1, support = _per_class_scores(cm)
+    precision, recall, f1, support = per_class_scores(cm)
     present = support > 0
     minority = _minority_class(minority_class, support)
     block = {
@@ -69,14 +77,14 @@ def metric_block(
         "average_precision": _macro_average_precision(probs, labels, positive=positive),
         "per_class": [
             {"class": str(name), "precision": float(p), "recall": float(r), "f1": float(f), "support": int(s)}
-            for name, p, r, f, s in zip(class_names, precision, recall, f1, support)
+            for name, p, r, f, s in zip(class_names, precision, recall, f1, support, strict=True)
         ],
         "confusion_matrix": cm.tolist(),
         "ece": expected_calibration_error(probs, labels),
         "log_loss": _log_loss(probs, labels),
         "minority_class": minority,
         "minority_recall": float(recall[minority]) if support[minority] > 0 else None,
-        "threshold": float(threshold) if binary and threshold is not None else None,
+        "threshold": _binary_threshold(rule, positive) if rule is not None else _given(threshold, binary),
         "positive_class": positive,
         "pr_curve": pr_curve(probs[:, positive], labels == positive) if binary else None,
     }
@@ -89,12 +97,6 @@ def selection_score(block: dict, metric: str) -> float:
         raise ValueError(f"unknown selection metric {metric!r}; supported: {', '.join(SELECTION_METRICS)}")
     value = block.get(metric)
     return -math.inf if value is None else float(value)
-
-
-def confusion_matrix(labels: np.ndarray, predictions: np.ndarray, *, num_classes: int) -> np.ndarray:
-    """``(K, K)`` int64 counts, rows = true class, columns = predicted class."""
-    flat = np.bincount(labels * num_classes + predictions, minlength=num_classes * num_classes)
-    return flat.reshape(num_classes, num_classes)
 
 
 def expected_calibration_error(probs: np.ndarray, labels: np.ndarray, *, bins: int = ECE_BINS) -> float:
@@ -156,31 +158,30 @@ def _pr_points(scores: np.ndarray, is_positive: np.ndarray) -> tuple[np.ndarray,
 def _auroc(probs: np.ndarray, labels: np.ndarray, *, positive: int | None) -> float | None:
     if positive is not None:
         return binary_auroc(probs[:, positive], labels == positive)
-    per_class = [binary_auroc(probs[:, c], labels == c) for c in range(probs.shape[1])]
-    return None if any(v is None for v in per_class) else float(np.mean(per_class))
+    return _mean_unless_undefined([binary_auroc(probs[:, c], labels == c) for c in range(probs.shape[1])])
 
 
 def _macro_average_precision(probs: np.ndarray, labels: np.ndarray, *, positive: int | None) -> float | None:
     if positive is not None:
         return average_precision(probs[:, positive], labels == positive)
-    per_class = [average_precision(probs[:, c], labels == c) for c in range(probs.shape[1])]
-    return None if any(v is None for v in per_class) else float(np.mean(per_class))
+    return _mean_unless_undefined([average_precision(probs[:, c], labels == c) for c in range(probs.shape[1])])
 
 
-def _per_class_scores(cm: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
-    tp = np.diag(cm).astype(np.float64)
-    support, predicted = cm.sum(axis=1), cm.sum(axis=0)
-    precision = _divide(tp, predicted)
-    recall = _divide(tp, support)
-    f1 = _divide(2.0 * tp, support + predicted)  # = 2PR/(P+R), sklearn's form
-    return precision, recall, f1, support
+def _mean_unless_undefined(per_class: list[float | None]) -> float | None:
+    """The macro average, or ``None`` when any class's score is undefined."""
+    defined = [v for v in per_class if v is not None]
+    return float(np.mean(defined)) if len(defined) == len(per_class) else None
 
 
-def _divide(numerator: np.ndarray, denominator: np.ndarray) -> np.ndarray:
-    """Element-wise division with 0 where the denominator is 0 (sklearn ``zero_division=0``)."""
-    out = np.zeros_like(numerator, dtype=np.float64)
-    np.divide(numerator, denominator, out=out, where=denominator != 0)
-    return out
+def _given(threshold: float | None, binary: bool) -> float | None:
+    return float(threshold) if binary and threshold is not None else None
+
+
+def _binary_threshold(rule: DecisionRule, positive: int | None) -> float | None:
+    """The threshold on the positive class, when ``rule`` is exactly that (else ``None``)."""
+    if rule.kind != "threshold" or positive is None or set(rule.thresholds) != {positive}:
+        return None
+    return float(rule.thresholds[positive])
 
 
 def _log_loss(probs: np.ndarray, labels: np.ndarray) -> float:

@@ -1,4 +1,5 @@
-"""Batch-level MixUp (Zhang et al. 2018) and CutMix (Yun et al. 2019) with dense soft targets.
+"""Batch-level mixing with dense soft targets: MixUp (Zhang et al. 2018), CutMix (Yun et al. 2019),
+Balanced-MixUp (Galdran et al. 2021) and ReMix (Chou et al. 2020).
 
 As in torchvision v2 ``MixUp``/``CutMix``, random parameters are sampled
 (:func:`sample_mix_params`) separately from applying them (:func:`apply_mix`),
@@ -10,21 +11,46 @@ Generators: parameters are a handful of scalars plus a permutation. The engine
 passes a **CPU** generator, so λ and the box are read on the host without a GPU
 sync; the permutation is moved to the images' device with ``non_blocking=True``.
 A generator on the images' device also works, at the cost of a sync per batch.
+
+The minority-aware modes:
+
+- ``balanced_mixup`` mixes the instance-sampled batch with a second,
+  class-balanced batch (a class drawn uniformly, then one of its images):
+  ``x = (1-λ)·x_instance + λ·x_balanced``, λ ~ Beta(α, 1), the weighting of
+  the authors' code (small α stays close to instance sampling).
+- ``remix`` mixes images as MixUp does, but a pair's label goes entirely to
+  the minority image when its partner's class is at least κ times larger and
+  the minority image's share ``1-λ`` is at least ``1-τ`` (the paper's
+  ``n_i/n_j ≥ κ and λ < τ → λ_y = 0``, and the mirror case).
 """
 
 from __future__ import annotations
 
 import logging
 import math
-from dataclasses import dataclass
+from collections.abc import Callable
+from dataclasses import dataclass, replace
+from typing import Protocol
 
 import torch
 import torch.nn.functional as F
 from torch import Tensor
 
+from workers.training.beta import _beta_scalars, _check_beta_alpha, beta_one_scalar
+
 logger = logging.getLogger(__name__)
 
-MIX_MODES = ("none", "mixup", "cutmix", "mixup_cutmix")
+MIX_MODES = ("none", "mixup", "cutmix", "mixup_cutmix", "balanced_mixup", "remix")
+
+Fetch = Callable[[Tensor], tuple[Tensor, Tensor]]  # dataset indices -> (images, labels) on the device
+
+
+class Mixer(Protocol):
+    """What the training loop calls to turn a batch's labels into (mixed) dense targets."""
+
+    def __call__(
+        self, images: Tensor, labels: Tensor, *, generator: torch.Generator, fetch: Fetch | None = None
+    ) -> tuple[Tensor, Tensor]: ...
 
 
 @dataclass(frozen=True)
@@ -35,98 +61,7 @@ class MixParams:
     lam: float
     perm: Tensor
     box: tuple[int, int, int, int] | None = None  # (x1, y1, x2, y2), half-open
-
-
-def sample_beta(alpha: float, *, size: int, generator: torch.Generator) -> Tensor:
-    """``size`` draws of Beta(α, α) as float64, driven only by ``generator``.
-
-    ``torch.distributions.Beta`` takes no generator, so this uses
-    ``G1 / (G1 + G2)`` with G ~ Gamma(α, 1) from Marsaglia & Tsang (2000),
-    computed as ``sigmoid(log G1 - log G2)`` so that tiny α (G underflowing to 0)
-    still gives a number in [0, 1].
-    """
-    _check_beta_alpha(alpha)
-    if size <= _SCALAR_DRAWS:
-        return torch.tensor(_beta_scalars(float(alpha), count=size, generator=generator), dtype=torch.float64)
-    log_g = _log_standard_gamma(float(alpha), size=2 * size, generator=generator)
-    return torch.sigmoid(log_g[:size] - log_g[size:])
-
-
-# A batch needs one λ: drawing it with a dozen tiny tensor ops (rejection masks,
-# boolean indexing) cost ~0.4 ms of host time per step on a GPU. Below this many
-# draws, the same Marsaglia–Tsang rejection runs on Python floats fed by ONE
-# ``torch.rand`` call on the generator, so results stay generator-driven.
-_SCALAR_DRAWS = 8
-
-
-def _check_beta_alpha(alpha: float) -> None:
-    if not (alpha > 0 and math.isfinite(alpha)):
-        raise ValueError(f"Beta alpha must be a finite number > 0, got {alpha!r}")
-
-
-def _beta_scalars(alpha: float, *, count: int, generator: torch.Generator) -> list[float]:
-    logs = _log_standard_gamma_scalars(alpha, count=2 * count, generator=generator)
-    return [_sigmoid(a - b) for a, b in zip(logs[:count], logs[count:])]
-
-
-def _sigmoid(x: float) -> float:
-    return 1.0 / (1.0 + math.exp(-x)) if x >= 0 else math.exp(x) / (1.0 + math.exp(x))
-
-
-def _uniform_stream(generator: torch.Generator, block: int):
-    """Endless uniforms in [0, 1) from ``generator``, ``block`` per tensor call."""
-    while True:
-        yield from torch.rand(block, dtype=torch.float64, generator=generator).tolist()
-
-
-def _log_standard_gamma_scalars(shape: float, *, count: int, generator: torch.Generator) -> list[float]:
-    """``count`` draws of log Gamma(shape, 1): Marsaglia–Tsang on floats (Box–Muller normals)."""
-    uniforms = _uniform_stream(generator, block=8 * count + 8)
-    a = shape + 1.0 if shape < 1.0 else shape
-    d = a - 1.0 / 3.0
-    c = 1.0 / math.sqrt(9.0 * d)
-    logs: list[float] = []
-    while len(logs) < count:
-        u1, u2, u3 = next(uniforms), next(uniforms), next(uniforms)
-        x = math.sqrt(-2.0 * math.log1p(-u1)) * math.cos(2.0 * math.pi * u2)
-        v = (1.0 + c * x) ** 3
-        if v <= 0:
-            continue
-        log_v = math.log(v)
-        if math.log1p(-u3) < 0.5 * x * x + d - d * v + d * log_v:
-            log_g = math.log(d) + log_v
-            if shape < 1.0:
-                log_g += math.log1p(-next(uniforms)) / shape
-            logs.append(log_g)
-    return logs
-
-
-def _log_standard_gamma(shape: float, *, size: int, generator: torch.Generator) -> Tensor:
-    """``log`` of Gamma(shape, 1) draws: Marsaglia–Tsang squeeze-free rejection, vectorised.
-
-    For shape < 1 it draws Gamma(shape + 1) and multiplies by ``U^(1/shape)``
-    (in log space). Acceptance is above 95 %, so one or two rounds suffice.
-    """
-    options = {"dtype": torch.float64, "device": generator.device, "generator": generator}
-    a = shape + 1.0 if shape < 1.0 else shape
-    d = a - 1.0 / 3.0
-    c = 1.0 / math.sqrt(9.0 * d)
-    accepted: list[Tensor] = []
-    remaining = size
-    while remaining > 0:
-        n = remaining + remaining // 8 + 8
-        x = torch.randn(n, **options)
-        log_u = torch.log1p(-torch.rand(n, **options))  # log of U in (0, 1]
-        v = (1.0 + c * x) ** 3
-        log_v = torch.log(v.clamp_min(1e-300))
-        ok = (v > 0) & (log_u < 0.5 * x * x + d - d * v + d * log_v)
-        draws = (math.log(d) + log_v)[ok][:remaining]
-        accepted.append(draws)
-        remaining -= draws.numel()
-    log_g = torch.cat(accepted)
-    if shape < 1.0:
-        log_g = log_g + torch.log1p(-torch.rand(size, **options)) / shape
-    return log_g
+    target_lam: Tensor | None = None  # ReMix: each row's label weight of its own target, (B,)
 
 
 def sample_mix_params(
@@ -148,6 +83,8 @@ def sample_mix_params(
     pixels, half sizes ``int(0.5·sqrt(1-λ)·W)``, clamped to the image).
     """
     _check_mode(mode)
+    if mode == "balanced_mixup":
+        raise ValueError("balanced_mixup draws a second batch: use sample_balanced_params")
     if not 0.0 <= prob <= 1.0 or not 0.0 <= switch_prob <= 1.0:
         raise ValueError(f"prob and switch_prob must be in [0, 1], got prob={prob!r}, switch_prob={switch_prob!r}")
     # One small draw for the batch's decisions and box centre (each tensor call
@@ -192,7 +129,9 @@ def apply_mix(images: Tensor, targets: Tensor, params: MixParams) -> tuple[Tenso
     lam = float(params.lam)
     perm = params.perm.to(images.device, non_blocking=True)
     mixed_targets = targets.mul(lam).add_(targets.index_select(0, perm.to(targets.device)).mul_(1.0 - lam))
-    if params.mode == "mixup":
+    if params.target_lam is not None:
+        mixed_targets = _mix_rows(targets, targets.index_select(0, perm.to(targets.device)), params.target_lam)
+    if params.mode in ("mixup", "remix"):
         return images.mul(lam).add_(images.index_select(0, perm).mul_(1.0 - lam)), mixed_targets
     if params.mode != "cutmix" or params.box is None:
         raise ValueError(f"MixParams mode must be 'mixup' or 'cutmix' with a box, got {params.mode!r}")
@@ -200,6 +139,75 @@ def apply_mix(images: Tensor, targets: Tensor, params: MixParams) -> tuple[Tenso
     out = images.clone()
     out[..., y1:y2, x1:x2] = images[..., y1:y2, x1:x2].index_select(0, perm)
     return out, mixed_targets
+
+
+def _mix_rows(own: Tensor, other: Tensor, weight: Tensor) -> Tensor:
+    weight = weight.to(own).unsqueeze(1)
+    return own * weight + other * (1.0 - weight)
+
+
+def remix_target_lam(labels: Tensor, perm: Tensor, *, lam: float, counts: Tensor, kappa: float, tau: float) -> Tensor:
+    """ReMix's label weight of each row's own target when mixed ``λ·x + (1-λ)·x[perm]``, float32 ``(B,)``.
+
+    0 where the row's class has at least ``κ`` times the partner's count and
+    ``λ < τ``; 1 where the partner's class has at least ``κ`` times the row's
+    and ``1-λ < τ``; ``λ`` elsewhere.
+    """
+    n = counts.to(labels.device, torch.float64)
+    ratio = n[labels] / n[labels[perm.to(labels.device)]]
+    out = torch.full(labels.shape, float(lam), dtype=torch.float32, device=labels.device)
+    out = torch.where((ratio >= kappa) & (lam < tau), torch.zeros_like(out), out)
+    return torch.where((ratio <= 1.0 / kappa) & (1.0 - lam < tau), torch.ones_like(out), out)
+
+
+class ClassMembers:
+    """Train indices grouped by class, for class-balanced draws: a present class uniformly, then a member."""
+
+    def __init__(self, labels: Tensor) -> None:
+        labels = labels.detach().to("cpu", torch.int64)
+        if labels.ndim != 1 or labels.numel() == 0:
+            raise ValueError(f"labels must be a non-empty 1-D tensor, got shape {tuple(labels.shape)}")
+        self.counts = torch.bincount(labels)
+        self.order = torch.argsort(labels, stable=True)
+        self.starts = torch.cumsum(self.counts, 0) - self.counts
+        self.present = torch.nonzero(self.counts).flatten()
+
+    def draw(self, size: int, *, generator: torch.Generator) -> Tensor:
+        """``size`` dataset indices (CPU int64), each class equally likely."""
+        pick = torch.randint(len(self.present), (size,), generator=generator, device=generator.device)
+        classes = self.present[pick.cpu()]
+        uniform = torch.rand(size, dtype=torch.float64, generator=generator, device=generator.device).cpu()
+        offsets = torch.minimum((uniform * self.counts[classes]).long(), self.counts[classes] - 1)
+        return self.order[self.starts[classes] + offsets]
+
+
+def sample_balanced_params(
+    *, batch_size: int, members: ClassMembers, alpha: float, prob: float, generator: torch.Generator
+) -> MixParams | None:
+    """Balanced-MixUp's λ ~ Beta(α, 1) and the class-balanced batch's dataset indices (in ``perm``)."""
+    if not 0.0 <= prob <= 1.0:
+        raise ValueError(f"prob must be in [0, 1], got {prob!r}")
+    u_prob = float(torch.rand(1, dtype=torch.float64, generator=generator, device=generator.device))
+    if u_prob >= prob:
+        return None
+    lam = beta_one_scalar(float(alpha), generator=generator)
+    return MixParams(mode="balanced_mixup", lam=lam, perm=members.draw(batch_size, generator=generator))
+
+
+def apply_balanced_mix(
+    images: Tensor, targets: Tensor, partner_images: Tensor, partner_targets: Tensor, *, lam: float
+) -> tuple[Tensor, Tensor]:
+    """``(1-λ)·instance + λ·balanced`` for images and targets; never modifies the inputs in place."""
+    if partner_images.shape != images.shape or partner_targets.shape != targets.shape:
+        raise ValueError(
+            f"the balanced batch {tuple(partner_images.shape)} / {tuple(partner_targets.shape)} must match "
+            f"the instance batch {tuple(images.shape)} / {tuple(targets.shape)}"
+        )
+    lam = float(lam)
+    return (
+        images.mul(1.0 - lam).add_(partner_images.mul(lam)),
+        targets.mul(1.0 - lam).add_(partner_targets.mul(lam)),
+    )
 
 
 class BatchMixer:
@@ -219,6 +227,9 @@ class BatchMixer:
         prob: float = 1.0,
         switch_prob: float = 0.5,
         label_smoothing: float = 0.0,
+        train_labels: Tensor | None = None,
+        kappa: float = 3.0,
+        tau: float = 0.5,
     ) -> None:
         _check_mode(mode)
         if num_classes < 2:
@@ -233,6 +244,22 @@ class BatchMixer:
         self.mode, self.num_classes = mode, num_classes
         self.alpha, self.cutmix_alpha = float(alpha), float(cutmix_alpha)
         self.prob, self.switch_prob, self.label_smoothing = float(prob), float(switch_prob), float(label_smoothing)
+        self.members = self._members(train_labels, kappa=kappa, tau=tau)
+        self.kappa, self.tau = float(kappa), float(tau)
+
+    def _members(self, train_labels: Tensor | None, *, kappa: float, tau: float) -> ClassMembers | None:
+        if self.mode not in ("balanced_mixup", "remix"):
+            return None
+        if train_labels is None:
+            raise ValueError(f"mixing mode {self.mode!r} needs the train labels (train_labels=...)")
+        if isinstance(kappa, bool) or not (kappa >= 1.0 and math.isfinite(kappa)):
+            raise ValueError(f"kappa must be a finite number >= 1, got {kappa!r}")
+        if isinstance(tau, bool) or not 0.0 <= tau <= 1.0:
+            raise ValueError(f"tau must be in [0, 1], got {tau!r}")
+        members = ClassMembers(train_labels)
+        if len(members.counts) > self.num_classes:
+            raise ValueError(f"train labels reach class {len(members.counts) - 1}, beyond {self.num_classes} classes")
+        return members
 
     def one_hot(self, labels: Tensor) -> Tensor:
         """Float32 ``(B, K)`` targets, smoothed as ``(1-ε)·e_y + ε/K``."""
@@ -241,10 +268,15 @@ class BatchMixer:
             targets = targets.mul_(1.0 - self.label_smoothing).add_(self.label_smoothing / self.num_classes)
         return targets
 
-    def __call__(self, images: Tensor, labels: Tensor, *, generator: torch.Generator) -> tuple[Tensor, Tensor]:
+    def __call__(
+        self, images: Tensor, labels: Tensor, *, generator: torch.Generator, fetch: Fetch | None = None
+    ) -> tuple[Tensor, Tensor]:
+        """Mix one batch; ``fetch`` gathers (and augments) the class-balanced batch of ``balanced_mixup``."""
         targets = self.one_hot(labels)
         if self.mode == "none":
             return images, targets
+        if self.mode == "balanced_mixup":
+            return self._balanced(images, targets, generator=generator, fetch=fetch)
         params = sample_mix_params(
             batch_size=images.shape[0],
             height=images.shape[-2],
@@ -258,7 +290,25 @@ class BatchMixer:
         )
         if params is None:
             return images, targets
+        if self.mode == "remix" and self.members is not None:
+            weights = remix_target_lam(
+                labels, params.perm, lam=params.lam, counts=self.members.counts, kappa=self.kappa, tau=self.tau
+            )
+            params = replace(params, target_lam=weights)
         return apply_mix(images, targets, params)
+
+    def _balanced(
+        self, images: Tensor, targets: Tensor, *, generator: torch.Generator, fetch: Fetch | None
+    ) -> tuple[Tensor, Tensor]:
+        if fetch is None or self.members is None:
+            raise ValueError("balanced_mixup needs fetch= to gather the class-balanced batch")
+        params = sample_balanced_params(
+            batch_size=images.shape[0], members=self.members, alpha=self.alpha, prob=self.prob, generator=generator
+        )
+        if params is None:
+            return images, targets
+        partner_images, partner_labels = fetch(params.perm)
+        return apply_balanced_mix(images, targets, partner_images, self.one_hot(partner_labels), lam=params.lam)
 
 
 def _check_mode(mode: str) -> None:

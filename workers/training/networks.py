@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Callable, Iterator, Mapping, Sequence
+from typing import cast
 
 import torch
 import torch.nn.functional as F
@@ -37,6 +38,9 @@ _NORM_KEYS = ("mean", "std")
 
 class Classifier(nn.Module):
     """``logits = head(backbone(resize((x - mean) / std)))``; ``backbone`` returns ``(B, F)`` features."""
+
+    mean: Tensor  # buffers, declared for type checkers
+    std: Tensor
 
     def __init__(
         self,
@@ -147,8 +151,9 @@ def _resnet(name: str) -> Callable[..., tuple[nn.Module, int, str | None]]:
 
 
 def _first_conv(conv: nn.Conv2d, *, in_channels: int, stride: int, kernel: int | None = None) -> nn.Conv2d:
-    kernel_size = conv.kernel_size if kernel is None else (kernel, kernel)
-    padding = conv.padding if kernel is None else (0, 0)
+    # A 2-D convolution's kernel size and padding are pairs (or a padding mode).
+    kernel_size = cast(tuple[int, int], conv.kernel_size) if kernel is None else (kernel, kernel)
+    padding = cast("str | tuple[int, int]", conv.padding) if kernel is None else (0, 0)
     bias = conv.bias is not None
     return nn.Conv2d(in_channels, conv.out_channels, kernel_size, stride=stride, padding=padding, bias=bias)
 
@@ -193,9 +198,9 @@ _BUILDERS: dict[str, Callable[..., tuple[nn.Module, int, str | None]]] = {
 }
 
 
-def set_backbone_trainable(model: Classifier, trainable: bool) -> None:
-    """Freeze (``False``) or unfreeze the backbone's parameters; the head stays trainable."""
-    for parameter in model.backbone.parameters():
+def set_backbone_trainable(model: nn.Module, trainable: bool) -> None:
+    """Freeze (``False``) or unfreeze the ``backbone`` submodule's parameters; the head stays trainable."""
+    for parameter in model.get_submodule("backbone").parameters():
         parameter.requires_grad_(trainable)
 
 
@@ -245,8 +250,8 @@ def _key_problem(key: str, value: Tensor, own: Mapping[str, Tensor]) -> str | No
 
 def _canonical_keys(model: Classifier, state_dict: Mapping[str, Tensor]) -> dict[str, Tensor]:
     """Map a torchvision-style state dict onto ``backbone.*`` / ``head.*`` keys."""
-    if any(k.startswith(("backbone.", "head.")) for k in state_dict):
-        return dict(state_dict)
+    if all(k.startswith(("backbone.", "head.")) or k in _NORM_KEYS for k in state_dict):
+        return dict(state_dict)  # a Classifier's own (timm's convnext also has a "head.", but not only)
     head_prefix = f"{model.tv_head_key}." if model.tv_head_key else None
     mapped: dict[str, Tensor] = {}
     for key, value in state_dict.items():

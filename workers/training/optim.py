@@ -150,7 +150,7 @@ class LrSchedule:
         if self.name == "plateau" and self.step_count >= self.warmup_steps:
             return  # after the warm-up ReduceLROnPlateau owns the lr
         factor = self._factor(self.step_count)
-        for group, base in zip(self.optimizer.param_groups, self.base_lrs):
+        for group, base in zip(self.optimizer.param_groups, self.base_lrs, strict=True):
             group["lr"] = base * factor
 
     def step_batch(self) -> None:
@@ -192,5 +192,5 @@ class LrSchedule:
         self.base_lrs = [float(lr) for lr in state["base_lrs"]]
         if self.inner is not None and state["inner"] is not None:
             self.inner.load_state_dict(state["inner"])
-        for group, lr in zip(self.optimizer.param_groups, state["lrs"]):
+        for group, lr in zip(self.optimizer.param_groups, state["lrs"], strict=True):
             group["lr"] = float(lr)

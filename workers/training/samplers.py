@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import hashlib
 import logging
+from typing import Protocol
 
 import torch
 from torch import Tensor
@@ -30,6 +31,15 @@ def epoch_seed(seed: int, epoch: int) -> int:
     """The generator seed for one epoch; stable across processes and machines."""
     digest = hashlib.sha256(repr((int(seed), "sampler", int(epoch))).encode("utf-8")).digest()
     return int.from_bytes(digest[:8], "big") % _SEED_MODULUS
+
+
+class Sampler(Protocol):
+    """What training asks of a sampler: its epoch length and each epoch's dataset indices."""
+
+    @property
+    def epoch_length(self) -> int: ...
+
+    def indices(self, epoch: int) -> Tensor: ...
 
 
 class EpochSampler:

@@ -88,6 +88,7 @@ class TrainConfig:
     patience: int | None
     min_delta: float
     freeze_backbone_epochs: int
+    logit_adjustment: torch.Tensor | None = None
 
     @classmethod
     def create(
@@ -103,6 +104,7 @@ class TrainConfig:
         patience: int | None,
         min_delta: float,
         freeze_backbone_epochs: int,
+        logit_adjustment: torch.Tensor | None,
     ) -> TrainConfig:
         """The run's settings from ``fit``'s arguments; ``ValueError`` naming a bad one."""
         for name, value in (("epochs", epochs), ("batch_size", batch_size)):
@@ -129,6 +131,7 @@ class TrainConfig:
             patience=patience,
             min_delta=float(min_delta),
             freeze_backbone_epochs=freeze_backbone_epochs,
+            logit_adjustment=logit_adjustment,
         )
 
 

@@ -10,19 +10,19 @@ from __future__ import annotations
 import base64
 import binascii
 import logging
-from collections.abc import AsyncIterator
-from dataclasses import dataclass
+from typing import Any
 
 from fastapi import APIRouter, Request
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 from sqlalchemy.orm import Session
-from starlette.datastructures import UploadFile
-from starlette.formparsers import MultiPartException, MultiPartParser
+from starlette.datastructures import FormData, UploadFile
+from starlette.exceptions import HTTPException
+from starlette.types import Message
 
 from service.api.deps import SettingsDep, TenantDep, read_in_session
 from service.config import Settings
 from service.errors import ProblemError, dotted, field_error, not_found, shown
-from service.inference import ALLOWED_FORMATS, ArtifactError, InstanceError, Predictor
+from service.inference import ALLOWED_FORMATS, ArtifactError, InstanceError, ModelRef, Predictor
 from service.repository import models as repo
 
 logger = logging.getLogger(__name__)
@@ -34,19 +34,21 @@ _EXAMPLE_PNG = (  # an 8x8 grey PNG; any size works, images are resized to the m
 
 
 class Instance(BaseModel):
-    model_config = ConfigDict(extra="forbid")
+    model_config = ConfigDict(extra="forbid", strict=True)
     b64: str = Field(description="base64 of one image file (a `data:` URL prefix is accepted)")
 
 
 class PredictRequest(BaseModel):
-    model_config = ConfigDict(extra="forbid")
+    model_config = ConfigDict(extra="forbid", strict=True)
     instances: list[Instance]
 
 
 class PredictionOut(BaseModel):
-    label: str = Field(description="the chosen class (binary models apply their tuned threshold)")
+    label: str = Field(description="the chosen class (the model card's operating point decides)")
     class_index: int
     probabilities: dict[str, float] = Field(description="softmax per class name; sums to 1")
+    scores_version: int = Field(description="the model card revision that produced this answer")
+    decision: dict[str, Any] = Field(description="the rule applied, its threshold(s) and the margin")
 
 
 class PredictOut(BaseModel):
@@ -63,17 +65,6 @@ class PredictOut(BaseModel):
     )
     model_id: str
     predictions: list[PredictionOut]
-
-
-@dataclass(frozen=True)
-class ModelRef:
-    """The fields inference needs, copied out so the DB session can be released early."""
-
-    id: str
-    blob_prefix: str
-    class_names: list
-    threshold: float | None
-    positive_class: int | None
 
 
 _FORMATS = ", ".join(ALLOWED_FORMATS)
@@ -164,15 +155,7 @@ async def predict(model_id: str, request: Request, tenant_id: TenantDep, setting
 
 def _find_model(session: Session, *, tenant_id: str, model_id: str) -> ModelRef | None:
     row = repo.get_model(session, tenant_id=tenant_id, model_id=model_id)
-    if row is None:
-        return None
-    return ModelRef(
-        id=row.id,
-        blob_prefix=row.blob_prefix,
-        class_names=list(row.class_names),
-        threshold=row.threshold,
-        positive_class=row.positive_class,
-    )
+    return None if row is None else ModelRef(id=row.id, blob_prefix=row.blob_prefix)
 
 
 async def read_instances(request: Request, *, settings: Settings) -> tuple[list[bytes], list[str | None]]:
@@ -244,16 +227,21 @@ def _b64decode(text: str, *, index: int) -> bytes:
 
 
 async def _multipart_files(request: Request, body: bytes, *, limit: int) -> tuple[list[bytes], list[str | None]]:
-    async def replay() -> AsyncIterator[bytes]:
-        yield body
+    async def replay() -> Message:  # the body was read (and size-checked) already
+        return {"type": "http.request", "body": body, "more_body": False}
 
-    parser = MultiPartParser(request.headers, replay(), max_files=limit + 1, max_fields=limit + 1)
     try:
-        form = await parser.parse()
-    except MultiPartException as exc:
-        if exc.message.startswith("Too many"):  # files or plain fields beyond the instance limit
+        form = await Request(request.scope, replay).form(
+            max_files=limit + 1, max_fields=limit + 1, max_part_size=len(body) + 1
+        )
+    except HTTPException as exc:  # Starlette answers a malformed or over-full form with a 400
+        if exc.detail.startswith("Too many"):  # files or plain fields beyond the instance limit
             raise ProblemError(422, "Too many instances", f"more than {limit} parts; the limit is {limit}") from exc
-        raise ProblemError(400, "Bad Request", f"malformed multipart body: {exc.message}") from exc
+        raise ProblemError(400, "Bad Request", f"malformed multipart body: {exc.detail}") from exc
+    return await _checked_form(form, limit=limit)
+
+
+async def _checked_form(form: FormData, *, limit: int) -> tuple[list[bytes], list[str | None]]:
     try:
         return await _form_files(form.multi_items(), limit=limit)
     finally:

@@ -9,7 +9,6 @@ second, so each program is exported once per session and copied per test.
 from __future__ import annotations
 
 import io
-import json
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
@@ -21,6 +20,17 @@ from PIL import Image
 from safetensors.torch import save_file
 from torch import nn
 
+from rarefit.decision import DecisionRule
+from service.inference import ModelRef
+from service.model_card import (
+    CARD_FILE,
+    PROGRAM_FILE,
+    WEIGHTS_FILE,
+    InputSpec,
+    ModelCard,
+    Normalization,
+    OperatingPoint,
+)
 from service.storage import LocalBlobStore
 
 
@@ -53,46 +63,35 @@ class Exported:
     class_names: list[str]
 
 
-@dataclass(frozen=True)
-class Row:
-    """Stands in for the ORM row where no database is involved (same attribute names)."""
-
-    id: str
-    blob_prefix: str
-    class_names: list
-    threshold: float | None = None
-    positive_class: int | None = None
-
-
 def export_net(folder: Path, *, channels: int, height: int, width: int, class_names: list[str], seed: int) -> Exported:
     net = TinyNet(channels=channels, height=height, width=width, num_classes=len(class_names), seed=seed).eval()
     example = torch.rand(2, channels, height, width, generator=torch.Generator().manual_seed(seed))
     batch = torch.export.Dim("batch", min=1, max=4096)
     program = torch.export.export(net, (example,), dynamic_shapes=({0: batch},))
     folder.mkdir(parents=True, exist_ok=True)
-    torch.export.save(program, folder / "model.pt2")
-    save_file({k: v.contiguous() for k, v in net.state_dict().items()}, str(folder / "weights.safetensors"))
-    card = {
-        "format_version": 1,
-        "arch": "tiny",
-        "class_names": class_names,
-        "input": {
-            "height": height,
-            "width": width,
-            "channels": channels,
-            "layout": "NCHW",
-            "dtype": "float32",
-            "range": [0, 1],
-        },
-        "normalization": {"mean": [0.4] * channels, "std": [0.3] * channels},
-        "threshold": None,
-        "positive_class": None,
-        "metrics": {},
-        "job_id": "job",
-        "spec": {},
-    }
-    (folder / "model_card.json").write_text(json.dumps(card))
-    return Exported(net, folder, height, width, channels, class_names)
+    torch.export.save(program, folder / PROGRAM_FILE)
+    save_file({k: v.contiguous() for k, v in net.state_dict().items()}, str(folder / WEIGHTS_FILE))
+    exported = Exported(net, folder, height, width, channels, class_names)
+    (folder / CARD_FILE).write_text(card_for(exported).to_json())
+    return exported
+
+
+def card_for(
+    exported: Exported, *, threshold: float | None = None, positive_class: int | None = None, revision: int = 0
+) -> ModelCard:
+    """The card the worker would write for ``exported``, with a binary threshold when given."""
+    rule = DecisionRule.binary(positive_class=positive_class or 0, threshold=threshold)
+    return ModelCard(
+        revision=revision,
+        arch="tiny",
+        class_names=exported.class_names,
+        positive_class=positive_class,
+        files=[PROGRAM_FILE, WEIGHTS_FILE],
+        input=InputSpec(height=exported.height, width=exported.width, channels=exported.channels),
+        normalization=Normalization(mean=[0.4] * exported.channels, std=[0.3] * exported.channels),
+        operating_point=OperatingPoint.from_rule(rule),
+        job_id="job",
+    )
 
 
 @pytest.fixture(scope="session")
@@ -116,19 +115,29 @@ def store(tmp_path: Path) -> LocalBlobStore:
     return LocalBlobStore(tmp_path / "blobs")
 
 
-def install(store: LocalBlobStore, exported: Exported, *, prefix: str) -> None:
-    """Copy an exported artefact into the blob store under ``prefix``."""
+def install(
+    store: LocalBlobStore,
+    exported: Exported,
+    *,
+    prefix: str,
+    threshold: float | None = None,
+    positive_class: int | None = None,
+) -> None:
+    """Copy an exported artefact into the blob store under ``prefix`` (its card with a threshold when given)."""
     for path in exported.folder.iterdir():
         store.put_file(f"{prefix}/{path.name}", path)
+    if threshold is not None or positive_class is not None:
+        card = card_for(exported, threshold=threshold, positive_class=positive_class)
+        store.put_bytes(f"{prefix}/{CARD_FILE}", card.to_json().encode())
 
 
 @pytest.fixture
 def installed(store: LocalBlobStore) -> Callable[..., str]:
     """``installed(exported, model_id)`` -> blob prefix of the copy in ``store``."""
 
-    def make(exported: Exported, model_id: str) -> str:
+    def make(exported: Exported, model_id: str, **card: float | int | None) -> str:
         prefix = f"jobs/{model_id}/artifacts"
-        install(store, exported, prefix=prefix)
+        install(store, exported, prefix=prefix, **card)
         return prefix
 
     return make
@@ -164,6 +173,7 @@ def helpers() -> type:
         images = staticmethod(random_images)
         eager = staticmethod(eager_probabilities)
         install = staticmethod(install)
-        Row = globals()["Row"]
+        card_for = staticmethod(card_for)
+        Row = ModelRef
 
     return Helpers

@@ -59,7 +59,7 @@ def test_concurrent_requests_share_one_forward_and_get_their_own_rows(executor: 
 
     outputs = asyncio.run(main())
     assert recorder.sizes == [sum(len(x) for x in inputs)]
-    for x, out in zip(inputs, outputs):
+    for x, out in zip(inputs, outputs, strict=True):
         assert torch.equal(out, rows_of(x))
 
 
@@ -73,7 +73,7 @@ def test_batches_never_exceed_max_batch(executor: ThreadPoolExecutor) -> None:
 
     outputs = asyncio.run(main())
     assert recorder.sizes == [3, 3, 2]
-    assert all(torch.equal(out, rows_of(x)) for x, out in zip(inputs, outputs))
+    assert all(torch.equal(out, rows_of(x)) for x, out in zip(inputs, outputs, strict=True))
 
 
 def test_a_request_larger_than_max_batch_is_split_and_reassembled(executor: ThreadPoolExecutor) -> None:
@@ -120,7 +120,7 @@ def test_work_queued_during_a_pass_runs_together_as_soon_as_the_pass_ends(execut
         assert recorder.sizes == [1]  # a slot is free, but the batch is not full: it waits
         gate.set()  # the pass ends, nothing runs: the queue goes at once, not after 10 s
         await first
-        for offset, task in zip((50, 90), queued):
+        for offset, task in zip((50, 90), queued, strict=True):
             assert torch.equal(await task, rows_of(images(1, offset=offset)))
 
     began = time.perf_counter()

@@ -69,7 +69,7 @@ def grey_model(api_client, api_db, alpha, new_dataset, binary_grey, helpers) -> 
 
     def prefix_of(job_id: str) -> str:
         prefix = f"jobs/{job_id}/artifacts"
-        helpers.install(store, binary_grey, prefix=prefix)
+        helpers.install(store, binary_grey, prefix=prefix, threshold=0.3, positive_class=1)  # read by predict
         return prefix
 
     plaintext = alpha["Authorization"].removeprefix("Bearer ")
@@ -111,8 +111,10 @@ def test_multipart_predictions_follow_the_model_and_its_threshold(
         )
         assert torch.allclose(got, probs, atol=1e-5)
         assert abs(float(got.sum()) - 1.0) < 1e-9
-        index = 1 if float(probs[1]) >= 0.3 else 0  # the model's tuned threshold, positive class 1
+        index = 1 if float(probs[1]) >= 0.3 else 0  # the card's tuned threshold, positive class 1
         assert (prediction["class_index"], prediction["label"]) == (index, binary_grey.class_names[index])
+        assert prediction["decision"]["threshold"] == 0.3 and prediction["scores_version"] == 0
+        assert prediction["decision"]["margin"] == pytest.approx(float(probs[1]) - 0.3, abs=1e-5)
 
 
 def test_json_base64_answers_the_same_as_multipart(api_client, alpha, grey_model, helpers) -> None:

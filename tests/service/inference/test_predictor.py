@@ -12,7 +12,7 @@ import numpy as np
 import pytest
 import torch
 
-from service.inference import ArtifactError, InstanceError, Predictor, decide, load_artifact
+from service.inference import ArtifactError, InstanceError, Predictor, load_artifact
 from service.inference.predictor import CoreShare
 from service.storage import LocalBlobStore
 
@@ -31,12 +31,12 @@ def run(predictor: Predictor, row, payloads: list[bytes], names=None) -> list[di
 
 
 def test_multiclass_predictions_match_the_eager_network(predictor, three_rgb, installed, helpers) -> None:
-    row = helpers.Row(id="m3", blob_prefix=installed(three_rgb, "m3"), class_names=three_rgb.class_names)
+    row = helpers.Row(id="m3", blob_prefix=installed(three_rgb, "m3"))
     arrays = helpers.images(6, height=8, width=8, channels=3, seed=0)
     predictions = run(predictor, row, [helpers.png(a) for a in arrays])
     expected = helpers.eager(three_rgb, arrays)
     assert len(predictions) == 6
-    for prediction, probs in zip(predictions, expected):
+    for prediction, probs in zip(predictions, expected, strict=True):
         assert list(prediction["probabilities"]) == ["a", "b", "c"]
         got = torch.tensor(list(prediction["probabilities"].values()), dtype=torch.float64)
         assert torch.allclose(got, probs, atol=1e-5)
@@ -55,11 +55,7 @@ def test_binary_models_apply_the_tuned_threshold(predictor, binary_grey, install
     cut = 4 if positive_class == 0 else 11
     threshold = float(ordered[cut] + ordered[cut + 1]) / 2
     row = helpers.Row(
-        id="mb",
-        blob_prefix=installed(binary_grey, "mb"),
-        class_names=binary_grey.class_names,
-        threshold=threshold,
-        positive_class=positive_class,
+        id="mb", blob_prefix=installed(binary_grey, "mb", threshold=threshold, positive_class=positive_class)
     )
     predictions = run(predictor, row, [helpers.png(a) for a in arrays])
     labels = [p["class_index"] for p in predictions]
@@ -69,18 +65,8 @@ def test_binary_models_apply_the_tuned_threshold(predictor, binary_grey, install
     assert labels != argmax  # the threshold really changed some decisions
 
 
-def test_decide() -> None:
-    assert decide([0.7, 0.3], threshold=0.25, positive_class=1) == 1
-    assert decide([0.7, 0.3], threshold=0.3, positive_class=1) == 1  # at the threshold: positive
-    assert decide([0.7, 0.3], threshold=0.31, positive_class=1) == 0
-    assert decide([0.2, 0.8], threshold=0.9, positive_class=1) == 0
-    assert decide([0.2, 0.8], threshold=None, positive_class=None) == 1
-    assert decide([0.4, 0.4, 0.2], threshold=None, positive_class=None) == 0  # first on ties
-    assert decide([0.1, 0.5, 0.4], threshold=0.05, positive_class=0) == 1  # threshold is binary-only
-
-
 def test_other_image_sizes_are_resized_to_the_model_input(predictor, binary_grey, installed, helpers) -> None:
-    row = helpers.Row(id="mb", blob_prefix=installed(binary_grey, "mb"), class_names=binary_grey.class_names)
+    row = helpers.Row(id="mb", blob_prefix=installed(binary_grey, "mb"))
     big = helpers.images(1, height=40, width=33, channels=3, seed=5)[0]
     (prediction,) = run(predictor, row, [helpers.png(big)])
     assert set(prediction["probabilities"]) == {"normal", "pneumonia"}
@@ -97,7 +83,7 @@ def hooked(predictor: Predictor, row) -> list[int]:
 
 
 def test_concurrent_requests_are_batched_and_answered_individually(predictor, three_rgb, installed, helpers) -> None:
-    row = helpers.Row(id="m3", blob_prefix=installed(three_rgb, "m3"), class_names=three_rgb.class_names)
+    row = helpers.Row(id="m3", blob_prefix=installed(three_rgb, "m3"))
     sizes = hooked(predictor, row)
     arrays = helpers.images(16, height=8, width=8, channels=3, seed=2)
     expected = helpers.eager(three_rgb, arrays)
@@ -109,7 +95,7 @@ def test_concurrent_requests_are_batched_and_answered_individually(predictor, th
 
     results = asyncio.run(main())
     assert sum(sizes) == 16 and len(sizes) < 16 and max(sizes) > 1
-    for (prediction,), probs in zip(results, expected):
+    for (prediction,), probs in zip(results, expected, strict=True):
         got = torch.tensor(list(prediction["probabilities"].values()), dtype=torch.float64)
         assert torch.allclose(got, probs, atol=1e-5)
 
@@ -117,7 +103,7 @@ def test_concurrent_requests_are_batched_and_answered_individually(predictor, th
 def test_a_request_larger_than_max_batch_is_split(store, three_rgb, installed, helpers) -> None:
     predictor = Predictor(store=store, max_cache_bytes=10**9, max_batch=4, max_wait_ms=0, threads=1)
     try:
-        row = helpers.Row(id="m3", blob_prefix=installed(three_rgb, "m3"), class_names=three_rgb.class_names)
+        row = helpers.Row(id="m3", blob_prefix=installed(three_rgb, "m3"))
         sizes = hooked(predictor, row)
         arrays = helpers.images(10, height=8, width=8, channels=3, seed=3)
         predictions = run(predictor, row, [helpers.png(a) for a in arrays])
@@ -129,7 +115,7 @@ def test_a_request_larger_than_max_batch_is_split(store, three_rgb, installed, h
 
 
 def test_an_undecodable_image_names_its_instance(predictor, binary_grey, installed, helpers) -> None:
-    row = helpers.Row(id="mb", blob_prefix=installed(binary_grey, "mb"), class_names=binary_grey.class_names)
+    row = helpers.Row(id="mb", blob_prefix=installed(binary_grey, "mb"))
     good = helpers.png(helpers.images(1, height=12, width=10, channels=1, seed=0)[0])
     with pytest.raises(InstanceError, match=r"^instance 1 \(file 'notes.txt'\): cannot identify image"):
         run(predictor, row, [good, b"hello", good], names=["ok.png", "notes.txt", "ok2.png"])
@@ -141,9 +127,9 @@ def test_models_are_cached_by_artefact_bytes_and_evicted(store, binary_grey, thr
     predictor = Predictor(store=store, max_cache_bytes=max(sizes.values()) + 1, max_batch=8, max_wait_ms=0, threads=1)
     try:
         png = helpers.png(helpers.images(1, height=8, width=8, channels=3, seed=0)[0])
-        run(predictor, helpers.Row(id="mb", blob_prefix=prefixes["mb"], class_names=binary_grey.class_names), [png])
+        run(predictor, helpers.Row(id="mb", blob_prefix=prefixes["mb"]), [png])
         assert predictor.cache.keys() == ["mb"] and predictor.cache.total_bytes == sizes["mb"]
-        run(predictor, helpers.Row(id="m3", blob_prefix=prefixes["m3"], class_names=three_rgb.class_names), [png])
+        run(predictor, helpers.Row(id="m3", blob_prefix=prefixes["m3"]), [png])
         assert predictor.cache.keys() == ["m3"] and predictor.cache.total_bytes == sizes["m3"]
     finally:
         predictor.close()
@@ -151,7 +137,7 @@ def test_models_are_cached_by_artefact_bytes_and_evicted(store, binary_grey, thr
 
 
 def test_a_missing_artefact_is_an_artifact_error(predictor, helpers) -> None:
-    row = helpers.Row(id="gone", blob_prefix="jobs/gone/artifacts", class_names=["a", "b"])
+    row = helpers.Row(id="gone", blob_prefix="jobs/gone/artifacts")
     with pytest.raises(ArtifactError, match="has no model_card.json"):
         run(predictor, row, [b"x"])
 
@@ -162,18 +148,20 @@ def test_a_malformed_card_is_an_artifact_error(predictor, store, binary_grey, in
         card = json.load(handle)
     card["input"]["channels"] = 4
     store.put_bytes(f"{prefix}/model_card.json", json.dumps(card).encode())
-    row = helpers.Row(id="mb", blob_prefix=prefix, class_names=binary_grey.class_names)
-    with pytest.raises(ArtifactError, match=r"input.channels 4"):
+    row = helpers.Row(id="mb", blob_prefix=prefix)
+    with pytest.raises(ArtifactError, match=r"input.channels: Input should be 1 or 3"):
         run(predictor, row, [b"x"])
 
 
 def test_class_names_that_disagree_with_the_program_are_an_artifact_error(
-    predictor, binary_grey, installed, helpers
+    predictor, store, binary_grey, installed, helpers
 ) -> None:
-    row = helpers.Row(id="mb", blob_prefix=installed(binary_grey, "mb"), class_names=["a", "b", "c"])
+    prefix = installed(binary_grey, "mb")
+    card = helpers.card_for(binary_grey).model_copy(update={"class_names": ["a", "b", "c"]})
+    store.put_bytes(f"{prefix}/model_card.json", card.to_json().encode())
     png = helpers.png(helpers.images(1, height=12, width=10, channels=1, seed=0)[0])
-    with pytest.raises(ArtifactError, match="lists 3 classes; its program outputs 2"):
-        run(predictor, row, [png])
+    with pytest.raises(ArtifactError, match=r"returns \(2, 2\); expected \(B, 3\) logits"):
+        run(predictor, helpers.Row(id="mb", blob_prefix=prefix), [png])
 
 
 @pytest.mark.parametrize(
@@ -191,14 +179,14 @@ def test_rejects_bad_settings(store: LocalBlobStore, kwargs: dict, message: str)
 
 
 def test_rejects_mismatched_names(predictor, helpers) -> None:
-    row = helpers.Row(id="x", blob_prefix="p", class_names=["a", "b"])
+    row = helpers.Row(id="x", blob_prefix="p")
     with pytest.raises(ValueError, match="got 1 names for 2 images"):
         run(predictor, row, [b"a", b"b"], names=["only-one"])
 
 
 def test_mixed_concurrent_requests_each_get_exactly_their_own_answers(store, three_rgb, installed, helpers) -> None:
     predictor = Predictor(store=store, max_cache_bytes=10**9, max_batch=4, max_wait_ms=1, threads=2)
-    row = helpers.Row(id="m3", blob_prefix=installed(three_rgb, "m3"), class_names=three_rgb.class_names)
+    row = helpers.Row(id="m3", blob_prefix=installed(three_rgb, "m3"))
     rng = np.random.default_rng(11)
     requests = []
     for number in range(24):
@@ -219,7 +207,7 @@ def test_mixed_concurrent_requests_each_get_exactly_their_own_answers(store, thr
         results = asyncio.run(main())
     finally:
         predictor.close()
-    for (arrays, _, bad), result in zip(requests, results):
+    for (arrays, _, bad), result in zip(requests, results, strict=True):
         if bad is not None:
             assert isinstance(result, InstanceError) and result.index == bad
             continue

@@ -18,11 +18,11 @@ from sqlalchemy import select
 from service.db import make_engine, make_session_factory, transaction
 from service.ingest import DecodedDataset, load_canonical, store_canonical
 from service.migrate import upgrade_head
+from service.model_card import ModelCard, checkpoint_key
 from service.models import Artifact, Dataset, EpochMetrics, Job, JobStatus, Model, Tenant, utcnow
 from service.queue import make_celery
 from service.spec import JobSpec
 from service.storage import LocalBlobStore
-from workers.lifecycle.artifacts import checkpoint_key
 from workers.lifecycle.claim import run_job
 from workers.lifecycle.failures import classify_error, readable
 from workers.lifecycle.plan import build_training
@@ -142,16 +142,17 @@ def test_job_succeeds_with_metrics_artifacts_and_model_then_skips_a_duplicate(en
         [8, 8, 1],
     )
     assert model.class_names == ["normal", "rare"] and model.positive_class == 1
-    card = json.loads(store.local_path(artifacts["model_card.json"].blob_key).read_text())
-    assert card["input"] == {
+    card = ModelCard.model_validate_json(store.local_path(artifacts["model_card.json"].blob_key).read_text())
+    assert card.input.model_dump() == {
         "height": 8,
         "width": 8,
         "channels": 1,
         "layout": "NCHW",
         "dtype": "float32",
-        "range": [0, 1],
+        "range": (0, 1),
     }
-    assert (card["job_id"], card["threshold"], card["positive_class"]) == (job_id, model.threshold, 1)
+    assert (card.job_id, card.threshold, card.positive_class) == (job_id, model.threshold, 1)
+    assert set(card.files) <= set(artifacts) and card.class_names == model.class_names
     metrics = json.loads(store.local_path(artifacts["metrics.json"].blob_key).read_text())
     assert [r["epoch"] for r in metrics["history"]] == [1, 2] and metrics["best_epoch"] == job.best_epoch
     program = torch.export.load(str(store.local_path(artifacts["model.pt2"].blob_key))).module()

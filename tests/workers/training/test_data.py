@@ -126,7 +126,7 @@ def test_streaming_source_matches_resident(memmap_split, num_workers):
     got = list(streaming.iter_batches(order, 8, drop_last=True))
     want = list(resident.iter_batches(order, 8, drop_last=True))
     assert len(got) == len(want) == 4
-    for (g_images, g_labels), (w_images, w_labels) in zip(got, want):
+    for (g_images, g_labels), (w_images, w_labels) in zip(got, want, strict=True):
         torch.testing.assert_close(g_images, w_images, rtol=0, atol=0)
         assert g_labels.tolist() == w_labels.tolist()
         assert g_images.is_contiguous(memory_format=torch.channels_last)

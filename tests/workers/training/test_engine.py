@@ -12,7 +12,8 @@ from workers.training.augment import BatchAugment
 from workers.training.checkpoint import load_checkpoint, save_checkpoint
 from workers.training.data import BatchSource, Split
 from workers.training.engine import FitResult, StopReason, evaluate, fit, steps_per_epoch
-from workers.training.losses import Criterion
+from workers.training.long_tail import LongTailCriterion, posthoc_adjustment
+from workers.training.losses import Criterion, class_weights
 from workers.training.metrics import metric_block, selection_score
 from workers.training.mixing import BatchMixer
 from workers.training.networks import build_network
@@ -290,3 +291,41 @@ def test_fit_rejects_a_scheduler_built_for_another_epoch_length():
 def test_fit_rejects_bad_options(kwargs, message):
     with pytest.raises(ValueError, match=message):
         _fit(epochs=1, **kwargs)
+
+
+def test_posthoc_logit_adjustment_scores_adjusted_logits_and_is_folded_into_the_model():
+    adjustment = posthoc_adjustment(TRAIN.class_counts(2), tau=1.0)
+    plain = _fit(parts=_parts(epochs=2))
+    adjusted = _fit(parts=_parts(epochs=2), logit_adjustment=adjustment)
+    # Training is untouched; only the head's bias differs, by exactly τ·log π.
+    for key, value in plain.model.state_dict().items():
+        expected = value - adjustment if key == "head.bias" else value
+        torch.testing.assert_close(adjusted.model.state_dict()[key], expected, msg=key)
+    source = BatchSource.create(VAL, device=CPU)
+    probs_plain, _ = evaluate(plain.model, source, batch_size=64, device=CPU)
+    probs_adjusted, _ = evaluate(adjusted.model, source, batch_size=64, device=CPU)
+    by_hand = torch.softmax(torch.log(torch.tensor(probs_plain)) - adjustment.double(), dim=1).numpy()
+    np.testing.assert_allclose(probs_adjusted, by_hand, rtol=1e-5, atol=1e-7)
+    block = metric_block(probs_adjusted, VAL.labels.numpy(), class_names=CLASSES, threshold=None, positive_class=1)
+    assert adjusted.val["auroc"] == pytest.approx(block["auroc"])
+
+
+@pytest.mark.parametrize("mode", ["balanced_mixup", "remix"])
+def test_minority_mixing_with_ldam_drw_trains_reproducibly(mode):
+    counts = TRAIN.class_counts(2)
+
+    def run():
+        parts = _parts(epochs=2)
+        parts["criterion"] = LongTailCriterion(
+            kind="ldam",
+            counts=counts,
+            weight=class_weights("effective_number", counts=counts, beta=0.9999),
+            reweight_from_epoch=2,
+        )
+        mixer = BatchMixer(mode=mode, num_classes=2, alpha=0.5, train_labels=TRAIN.labels)
+        return _fit(parts=parts, mixer=mixer, augment=BatchAugment(hflip=True), threshold_strategy="max_f1")
+
+    first, second = run(), run()
+    assert first.stopped == "completed" and first.test is not None
+    assert _timeless(first.history) == _timeless(second.history)
+    _assert_same_weights(first.model.state_dict(), second.model.state_dict())

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import functools
+
 import numpy as np
 import pytest
 import torch
@@ -114,10 +116,10 @@ def test_focal_gradcheck_float64(gamma, reduction):
     logits.requires_grad_()
     alpha = torch.tensor([0.2, 0.5, 0.3], dtype=torch.float64)
     for target in (soft, labels):
-        assert torch.autograd.gradcheck(
-            lambda x: focal_loss(x, target, gamma=gamma, alpha=alpha, weight=weight, reduction=reduction),
-            (logits,),
+        focal = functools.partial(
+            focal_loss, target=target, gamma=gamma, alpha=alpha, weight=weight, reduction=reduction
         )
+        assert torch.autograd.gradcheck(focal, (logits,))
     assert torch.autograd.gradcheck(lambda x: soft_cross_entropy(x, soft, label_smoothing=0.2), (logits,))
     assert torch.autograd.gradcheck(
         lambda x: sigmoid_focal_loss(x[:, 0], soft[:, 0], gamma=gamma, reduction=reduction), (logits,)

@@ -49,7 +49,7 @@ def test_multiclass_block_matches_sklearn(seed, k, ties):
     macro = skm.f1_score(labels, pred, average="macro", labels=every, zero_division=0)
     assert block["macro_f1"] == pytest.approx(macro, rel=RTOL)
     p, r, f, s = skm.precision_recall_fscore_support(labels, pred, labels=every, zero_division=0)
-    for row, pp, rr, ff, ss in zip(block["per_class"], p, r, f, s):
+    for row, pp, rr, ff, ss in zip(block["per_class"], p, r, f, s, strict=True):
         assert (row["precision"], row["recall"], row["f1"], row["support"]) == pytest.approx((pp, rr, ff, ss), rel=RTOL)
     assert block["confusion_matrix"] == skm.confusion_matrix(labels, pred, labels=every).tolist()
     auroc = skm.roc_auc_score(labels, probs, multi_class="ovr", average="macro")
@@ -93,7 +93,7 @@ def test_pr_curve_is_sklearns_curve_thinned(ties):
     curve = metric_block(probs, labels, class_names=["a", "b"])["pr_curve"]
     precision, recall, thresholds = skm.precision_recall_curve(labels == 1, probs[:, 1])
     assert 2 <= len(curve) <= 101 and len(curve) == min(101, len(thresholds))
-    by_threshold = {t: (p, r) for p, r, t in zip(precision, recall, thresholds)}
+    by_threshold = {t: (p, r) for p, r, t in zip(precision, recall, thresholds, strict=False)}
     for point in curve:
         p, r = by_threshold[point["threshold"]]
         assert (point["precision"], point["recall"]) == pytest.approx((p, r), rel=RTOL)
@@ -151,7 +151,7 @@ def test_expected_calibration_error():
     edges = np.linspace(0, 1, 16)
     expected = sum(
         abs(correct[m].mean() - conf[m].mean()) * m.mean()
-        for lo, hi in zip(edges[:-1], edges[1:])
+        for lo, hi in zip(edges[:-1], edges[1:], strict=True)
         if (m := (conf > lo) & (conf <= hi)).any()
     )
     assert expected_calibration_error(probs, labels) == pytest.approx(expected, rel=1e-9)

@@ -9,12 +9,16 @@ import torch
 import torch.nn.functional as F
 from torchvision.transforms import v2
 
+from workers.training.beta import sample_beta
 from workers.training.mixing import (
     BatchMixer,
+    ClassMembers,
     MixParams,
     _cutmix_box,
+    apply_balanced_mix,
     apply_mix,
-    sample_beta,
+    remix_target_lam,
+    sample_balanced_params,
     sample_mix_params,
 )
 
@@ -56,6 +60,27 @@ def test_sample_beta_is_deterministic_in_the_generator():
     torch.testing.assert_close(
         sample_beta(0.4, size=50, generator=_gen(5)), sample_beta(0.4, size=50, generator=_gen(5))
     )
+
+
+@pytest.mark.parametrize("mode", ["mixup", "cutmix"])
+def test_a_batch_lambda_is_the_beta_draw_the_sampler_tests_check(mode):
+    params = sample_mix_params(
+        batch_size=8, height=16, width=16, mode=mode, alpha=0.4, cutmix_alpha=0.4, prob=1.0, switch_prob=0.5,
+        generator=_gen(7),
+    )  # fmt: skip
+    replay = _gen(7)
+    torch.rand(4, dtype=torch.float64, generator=replay)  # the batch's prob, switch and box-centre uniforms
+    lam = float(sample_beta(0.4, size=1, generator=replay)[0])
+    if mode == "mixup":
+        assert params.lam == lam
+    else:  # CutMix's λ is the drawn one corrected to the pasted box's area
+        assert params.box is not None
+        assert params.lam == _cutmix_box(lam, height=16, width=16, centre=_centre(7))[1]
+
+
+def _centre(seed: int) -> tuple[float, float]:
+    _, _, u_x, u_y = torch.rand(4, dtype=torch.float64, generator=_gen(seed)).tolist()
+    return u_x, u_y
 
 
 @pytest.mark.parametrize("lam", [0.0, 0.3, 0.77, 1.0])
@@ -195,3 +220,126 @@ def test_validation_errors():
     images, labels = _batch(0)
     with pytest.raises(ValueError, match="permutation of 4"):
         apply_mix(images, F.one_hot(labels, 4).float(), MixParams(mode="mixup", lam=0.5, perm=torch.arange(4)))
+
+
+# --- minority-aware mixing: Balanced-MixUp and ReMix, against hand-computed cases ---
+
+REMIX_COUNTS = torch.tensor([90, 10, 30])
+REMIX_LABELS = torch.tensor([0, 1, 0, 2])
+REMIX_PERM = torch.tensor([1, 0, 2, 0])  # partners' classes: 1, 0, 0, 0
+
+
+@pytest.mark.parametrize(
+    ("lam", "expected"),
+    [
+        # row 0: 90 vs 10 (ratio 9 ≥ κ) and λ < τ → the label goes to the minority partner (weight 0)
+        # row 1: 10 vs 90 (ratio 1/9) but 1-λ = 0.7 ≥ τ → plain λ; rows 2 and 3 likewise plain λ
+        (0.3, [0.0, 0.3, 0.3, 0.3]),
+        # row 1: 1-λ = 0.2 < τ → its own (minority) label keeps everything; row 3: ratio 30/90 = 1/κ too
+        (0.8, [0.8, 1.0, 0.8, 1.0]),
+        (0.5, [0.5, 0.5, 0.5, 0.5]),  # neither λ < τ nor 1-λ < τ
+    ],
+)
+def test_remix_label_weights_by_hand(lam, expected):
+    weights = remix_target_lam(REMIX_LABELS, REMIX_PERM, lam=lam, counts=REMIX_COUNTS, kappa=3.0, tau=0.5)
+    assert weights.dtype == torch.float32
+    torch.testing.assert_close(weights, torch.tensor(expected))
+
+
+def test_remix_mixer_mixes_images_as_mixup_and_labels_by_the_rule():
+    images, _ = _batch(3, b=4, k=3)
+    mixer = BatchMixer(
+        mode="remix", num_classes=3, alpha=1.0, train_labels=torch.tensor([0] * 90 + [1] * 10 + [2] * 30)
+    )
+    out, targets = mixer(images, REMIX_LABELS, generator=_gen(11))
+    params = sample_mix_params(
+        batch_size=4,
+        height=12,
+        width=10,
+        mode="remix",
+        alpha=1.0,
+        cutmix_alpha=1.0,
+        prob=1.0,
+        switch_prob=0.5,
+        generator=_gen(11),
+    )
+    lam, perm = params.lam, params.perm
+    torch.testing.assert_close(out, lam * images + (1 - lam) * images[perm])
+    w = remix_target_lam(REMIX_LABELS, perm, lam=lam, counts=REMIX_COUNTS, kappa=3.0, tau=0.5)
+    one_hot = F.one_hot(REMIX_LABELS, 3).float()
+    torch.testing.assert_close(targets, w[:, None] * one_hot + (1 - w[:, None]) * one_hot[perm])
+    torch.testing.assert_close(targets.sum(1), torch.ones(4))
+
+
+def test_balanced_mix_by_hand():
+    images = torch.tensor([[[[1.0, 0.0]]], [[[0.0, 1.0]]]])
+    partner = torch.tensor([[[[0.0, 0.0]]], [[[1.0, 1.0]]]])
+    targets = torch.tensor([[1.0, 0.0], [1.0, 0.0]])
+    partner_targets = torch.tensor([[0.0, 1.0], [1.0, 0.0]])
+    out, mixed = apply_balanced_mix(images, targets, partner, partner_targets, lam=0.25)
+    torch.testing.assert_close(out, torch.tensor([[[[0.75, 0.0]]], [[[0.25, 1.0]]]]))
+    torch.testing.assert_close(mixed, torch.tensor([[0.75, 0.25], [1.0, 0.0]]))
+    assert images[0, 0, 0, 0] == 1.0  # inputs untouched
+
+
+def test_class_members_draw_each_class_equally_often_and_only_its_members():
+    labels = torch.tensor([0] * 97 + [1] * 3 + [2] * 20)
+    members = ClassMembers(labels)
+    drawn = members.draw(30_000, generator=_gen(4))
+    frequencies = torch.bincount(labels[drawn], minlength=3).double() / 30_000
+    assert float((frequencies - 1 / 3).abs().max()) < 5 * math.sqrt(2 / 9 / 30_000)
+    rare = drawn[labels[drawn] == 1]
+    assert set(rare.tolist()) == {97, 98, 99}  # every member of the rare class, nothing else
+    torch.testing.assert_close(drawn[:50], ClassMembers(labels).draw(30_000, generator=_gen(4))[:50])
+
+
+def test_balanced_lambda_is_beta_alpha_one():
+    members = ClassMembers(torch.tensor([0, 0, 1]))
+    g = _gen(6)
+    lams = [
+        sample_balanced_params(batch_size=2, members=members, alpha=0.4, prob=1.0, generator=g).lam for _ in range(4000)
+    ]
+    # Beta(α, 1): CDF x^α, mean α / (α + 1)
+    lams_t = torch.tensor(lams, dtype=torch.float64)
+    assert abs(float(lams_t.mean()) - 0.4 / 1.4) < 5 * math.sqrt(0.4 / (1.4**2 * 2.4) / 4000)
+    assert abs(float((lams_t < 0.2).double().mean()) - 0.2**0.4) < 5 * math.sqrt(0.5 * 0.5 / 4000)
+
+
+def test_balanced_mixer_mixes_with_the_fetched_class_balanced_batch():
+    g = torch.Generator().manual_seed(0)
+    pool = torch.rand(20, 1, 4, 4, generator=g)
+    pool_labels = torch.tensor([0] * 17 + [1] * 3)
+    mixer = BatchMixer(mode="balanced_mixup", num_classes=2, alpha=0.5, train_labels=pool_labels)
+    fetched = []
+
+    def fetch(indices):
+        fetched.append(indices)
+        return pool[indices], pool_labels[indices]
+
+    images, labels = pool[:6], pool_labels[:6]
+    out, targets = mixer(images, labels, generator=_gen(8), fetch=fetch)
+    params = sample_balanced_params(
+        batch_size=6, members=ClassMembers(pool_labels), alpha=0.5, prob=1.0, generator=_gen(8)
+    )
+    assert fetched[0].tolist() == params.perm.tolist()
+    lam = params.lam
+    torch.testing.assert_close(out, (1 - lam) * images + lam * pool[params.perm])
+    expected = (1 - lam) * F.one_hot(labels, 2).float() + lam * F.one_hot(pool_labels[params.perm], 2).float()
+    torch.testing.assert_close(targets, expected)
+    with pytest.raises(ValueError, match="needs fetch="):
+        mixer(images, labels, generator=_gen(8))
+
+
+@pytest.mark.parametrize(
+    ("kwargs", "message"),
+    [
+        ({"mode": "remix"}, "needs the train labels"),
+        ({"mode": "balanced_mixup"}, "needs the train labels"),
+        ({"mode": "remix", "train_labels": torch.tensor([0, 1]), "kappa": 0.5}, "kappa must be"),
+        ({"mode": "remix", "train_labels": torch.tensor([0, 1]), "tau": 1.5}, "tau must be"),
+        ({"mode": "remix", "train_labels": torch.tensor([0, 5])}, "beyond 2 classes"),
+    ],
+)
+def test_minority_mixer_arguments_are_checked(kwargs, message):
+    with pytest.raises(ValueError, match=message):
+        BatchMixer(num_classes=2, **kwargs)

@@ -56,23 +56,36 @@ def test_max_f1_agrees_with_sklearn_curve(seed, ties):
     assert t in set(thresholds[np.isclose(f1, f1.max(), rtol=1e-12, atol=0)])
 
 
+def _precision_at(scores, is_pos, t):
+    pred = scores >= t
+    return float((pred & is_pos).sum() / pred.sum())
+
+
+def test_target_recall_picks_the_best_precision_among_thresholds_meeting_it():
+    """The issue's example: 0.7 meets recall 0.5 at precision 0.67, but 0.5 reaches 0.80 at recall 1.0."""
+    scores = np.array([0.9, 0.8, 0.7, 0.6, 0.5])
+    is_pos = np.array([True, False, True, True, True])
+    assert choose_threshold(scores, is_pos, strategy="target_recall", target_recall=0.5) == 0.5
+
+
 @pytest.mark.parametrize("seed", range(6))
 @pytest.mark.parametrize("target", [0.1, 0.5, 0.8, 0.95, 1.0])
 @pytest.mark.parametrize("ties", [False, True])
-def test_target_recall_is_the_largest_threshold_reaching_it(seed, target, ties):
+def test_target_recall_matches_a_brute_force_oracle(seed, target, ties):
     scores, is_pos = _data(seed, ties=ties)
     t = choose_threshold(scores, is_pos, strategy="target_recall", target_recall=target)
-    assert _recall_at(scores, is_pos, t) >= target
-    higher = np.unique(scores)[np.unique(scores) > t]
-    assert all(_recall_at(scores, is_pos, h) < target for h in higher)
+    feasible = [c for c in np.unique(scores) if _recall_at(scores, is_pos, c) >= target]
+    best = max(_precision_at(scores, is_pos, c) for c in feasible)
+    assert _recall_at(scores, is_pos, t) >= target and _precision_at(scores, is_pos, t) == best
+    assert t == max(c for c in feasible if _precision_at(scores, is_pos, c) == best)  # highest among ties
 
 
 def test_none_and_edge_cases(caplog):
     scores, is_pos = _data(0)
     assert choose_threshold(scores, is_pos, strategy="none") is None
     with caplog.at_level(logging.WARNING):
-        assert choose_threshold(scores, np.zeros_like(is_pos), strategy="max_f1") == 0.5
-    assert "no positive samples" in caplog.text
+        assert choose_threshold(scores, np.zeros_like(is_pos), strategy="max_f1") is None  # arg-max
+    assert "no samples of the class" in caplog.text
     all_pos = np.ones_like(is_pos)
     assert choose_threshold(scores, all_pos, strategy="max_f1") == scores.min()
     separable = np.array([0.1, 0.2, 0.7, 0.9])
