@@ -1,4 +1,4 @@
-"""The ``rarefit`` console script: serve, api, worker, migrate, keys, reap.
+"""The ``rarefit`` console script: serve, api, worker, migrate, keys, reap; the user verbs of ``client_commands``.
 
 Heavy modules (torch through the app, Celery worker) are imported only by the
 commands that need them, so ``rarefit keys …`` starts quickly.
@@ -14,6 +14,7 @@ from typing import TYPE_CHECKING
 
 from sqlalchemy.exc import OperationalError
 
+from launch import client_commands
 from service.config import Settings, get_settings
 
 if TYPE_CHECKING:
@@ -25,10 +26,11 @@ EXIT_OK, EXIT_FAILED, EXIT_NOT_READY = 0, 1, 2
 
 
 def build_parser() -> argparse.ArgumentParser:
-    """The whole command line: each ``_add_*`` adds its verbs, each verb names its handler."""
+    """The whole command line: each ``_add_*`` (and ``client_commands.register``) adds its verbs; each verb names
+    its handler."""
     parser = argparse.ArgumentParser(prog="rarefit", description="Training as a service for imbalanced images.")
     commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
-    for add in (_add_process_commands, _add_database_commands, _add_key_commands):
+    for add in (_add_process_commands, _add_database_commands, _add_key_commands, client_commands.register):
         add(commands)
     return parser
 
@@ -46,6 +48,12 @@ def _add_process_commands(commands: Commands) -> None:
     api.set_defaults(handler=_api)
     worker = commands.add_parser("worker", help="run a Celery training worker")
     worker.add_argument("--concurrency", type=int, default=1, help="jobs at once (one per GPU)")
+    worker.add_argument(
+        "--queue",
+        choices=("train", "control"),
+        default="train",
+        help="'train' (jobs) or 'control' (experiment steps: light, no GPU; run one or two per deployment)",
+    )
     worker.set_defaults(handler=_worker)
 
 
@@ -80,6 +88,8 @@ def _host_port(parser: argparse.ArgumentParser) -> None:
 
 def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
+    if client_commands.is_client_command(args):
+        return client_commands.run(args)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     return args.handler(get_settings(), args)
 
@@ -114,7 +124,7 @@ def _worker(settings: Settings, args: argparse.Namespace) -> int:
 
     if args.concurrency < 1:
         raise SystemExit(f"--concurrency must be at least 1, got {args.concurrency}")
-    run_worker(settings, concurrency=args.concurrency)
+    run_worker(settings, concurrency=args.concurrency, queue=args.queue)
     return EXIT_OK
 
 

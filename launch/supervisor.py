@@ -1,7 +1,8 @@
 """Process management for ``rarefit worker`` and ``rarefit serve`` (one machine, everything in one command).
 
-``serve`` migrates the database, starts a Celery worker as a child process and
-keeps it alive (restart with backoff, exit code logged), then runs uvicorn
+``serve`` migrates the database, starts a Celery training worker and a control
+worker (experiment steps, ``-Q control``) as child processes and keeps them
+alive (restart with backoff, exit code logged), then runs uvicorn
 with the API and its reaper thread in this process. If the worker dies (OOM
 killer, SIGKILL), the restarted one picks the job up once the reaper sees the
 lease expire and re-queues it: at most ``lease_seconds`` plus
@@ -38,18 +39,25 @@ STOP_GRACE_SECONDS = 30.0
 MAX_RESTART_BACKOFF_SECONDS = 30.0
 STABLE_RUN_SECONDS = 60.0  # a worker that ran this long resets the restart backoff
 _PR_SET_PDEATHSIG = 1  # linux/prctl.h
+QUEUES = ("train", "control")
 
 
-def worker_args(*, concurrency: int) -> list[str]:
-    """``celery worker`` arguments: the train queue, one message at a time per process, no chatter."""
+def worker_args(*, concurrency: int, queue: str = "train") -> list[str]:
+    """``celery worker`` arguments: one message at a time per process, no chatter.
+
+    The ``control`` queue (experiment steps: short, CPU-light, no GPU) runs in a
+    worker of its own with the solo pool, so a step never waits behind a training job.
+    """
     if isinstance(concurrency, bool) or not isinstance(concurrency, int) or concurrency < 1:
         raise ValueError(f"concurrency must be a positive int (one per GPU), got {concurrency!r}")
+    if queue not in QUEUES:
+        raise ValueError(f"queue must be one of {QUEUES}, got {queue!r}")
+    pool = ["-P", "solo", "-n", "control@%h"] if queue == "control" else ["-c", str(concurrency)]
     return [
         "worker",
         "-Q",
-        "train",
-        "-c",
-        str(concurrency),
+        queue,
+        *pool,
         "--prefetch-multiplier",
         "1",
         "-O",
@@ -62,8 +70,8 @@ def worker_args(*, concurrency: int) -> list[str]:
     ]
 
 
-def worker_command(*, concurrency: int) -> list[str]:
-    return [sys.executable, "-m", "celery", "-A", WORKER_MODULE, *worker_args(concurrency=concurrency)]
+def worker_command(*, concurrency: int, queue: str = "train") -> list[str]:
+    return [sys.executable, "-m", "celery", "-A", WORKER_MODULE, *worker_args(concurrency=concurrency, queue=queue)]
 
 
 def worker_environment(settings: Settings) -> dict[str, str]:
@@ -81,14 +89,14 @@ def worker_environment(settings: Settings) -> dict[str, str]:
     return env
 
 
-def run_worker(settings: Settings, *, concurrency: int = 1) -> None:
-    """Run a Celery training worker in this process until it is shut down."""
+def run_worker(settings: Settings, *, concurrency: int = 1, queue: str = "train") -> None:
+    """Run a Celery worker for ``queue`` in this process until it is shut down."""
     # Imported here, not at the top: torch comes with the worker, and `rarefit serve` needs none of it.
     # The task module first, so its task (shared with every app) is registered when this app is finalised.
     import workers.tasks  # noqa: F401
     from workers.celery_app import make_worker_app
 
-    args = worker_args(concurrency=concurrency)
+    args = worker_args(concurrency=concurrency, queue=queue)
     make_worker_app(settings).worker_main(args)
 
 
@@ -181,13 +189,16 @@ def serve(settings: Settings, *, host: str, port: int, concurrency: int = 1) -> 
 
     settings.data_dir.mkdir(parents=True, exist_ok=True)
     upgrade_head(settings.sqlalchemy_url)
-    supervisor = WorkerSupervisor(worker_command(concurrency=concurrency), env=worker_environment(settings))
-    supervisor.start()
+    env = worker_environment(settings)
+    supervisors = [WorkerSupervisor(worker_command(concurrency=concurrency, queue=queue), env=env) for queue in QUEUES]
+    for supervisor in supervisors:
+        supervisor.start()
     try:
         _run_api(settings, host=host, port=port)
     finally:
-        logger.info("API stopped; stopping the worker")
-        supervisor.stop()
+        logger.info("API stopped; stopping the workers")
+        for supervisor in supervisors:
+            supervisor.stop()
 
 
 def _run_api(settings: Settings, *, host: str, port: int) -> None:

@@ -27,6 +27,11 @@ class Settings(BaseSettings):
         default=None, description="operator-provided weights for model.init 'weights:<name>'"
     )
     bootstrap_api_key: SecretStr | None = None
+    optuna_storage_url: str | None = Field(
+        default=None,
+        description="Optuna's RDB storage; default: SQLite file optuna.db in data_dir, or schema 'optuna' "
+        "on the PostgreSQL server of database_url (its Alembic history never meets ours)",
+    )
 
     # --- HTTP --------------------------------------------------------------
     host: str = "127.0.0.1"
@@ -70,6 +75,26 @@ class Settings(BaseSettings):
         description="threads per API process for the hot database reads (authentication, job polls)",
     )
 
+    # --- live progress and webhooks ----------------------------------------
+    events_poll_seconds: float = Field(
+        default=0.5, gt=0.0, le=60.0, description="how often an event stream looks for new events"
+    )
+    events_ping_seconds: float = Field(
+        default=15.0, gt=0.0, le=300.0, description="heartbeat comment on an idle event stream"
+    )
+
+    webhooks_allow_private: bool = Field(
+        default=False, description="let webhooks target loopback, private and link-local addresses"
+    )
+    webhook_timeout_seconds: float = Field(default=10.0, gt=0.0, le=120.0, description="one delivery attempt")
+    webhook_max_attempts: int = Field(default=10, ge=1, le=100)
+    webhook_backoff_seconds: float = Field(default=5.0, gt=0.0, le=3600.0, description="wait before the 2nd attempt")
+    webhook_backoff_max_seconds: float = Field(default=3600.0, gt=0.0, le=86400.0, description="longest wait")
+    webhook_retry_seconds: float = Field(
+        default=24 * 3600.0, gt=0.0, le=7 * 86400.0, description="after this long a delivery is given up"
+    )
+    webhook_dispatch_seconds: float = Field(default=1.0, gt=0.0, le=60.0, description="how often due ones are sent")
+
     # --- inference ---------------------------------------------------------
     model_cache_bytes: int = 512 * 1024 * 1024
     predict_max_batch: int = 64
@@ -91,6 +116,14 @@ class Settings(BaseSettings):
     @property
     def celery_broker_url(self) -> str:
         return self.broker_url or f"sqla+sqlite:///{self.data_dir / 'broker.db'}"
+
+    @property
+    def optuna_url(self) -> str:
+        if self.optuna_storage_url:
+            return self.optuna_storage_url
+        if self.sqlalchemy_url.startswith("sqlite"):
+            return f"sqlite:///{self.data_dir / 'optuna.db'}"
+        return self.sqlalchemy_url
 
     @property
     def blob_dir(self) -> Path:

@@ -18,6 +18,7 @@ from sqlalchemy import (
     Enum,
     Float,
     ForeignKey,
+    Index,
     Integer,
     String,
     Text,
@@ -84,6 +85,9 @@ class Dataset(Base):
     blob_prefix: Mapped[str] = mapped_column(String(200))  # canonical decoded arrays
     size_bytes: Mapped[int] = mapped_column(BigInteger, default=0)
     created_at: Mapped[datetime] = mapped_column(default=utcnow)
+    # Pre-flight findings at upload (service.ingest.diagnostics); None for datasets ingested before them.
+    diagnostics: Mapped[dict | None] = mapped_column(JSON, default=None)
+    advice: Mapped[list | None] = mapped_column(JSON, default=None)
 
 
 class Job(Base):
@@ -101,6 +105,8 @@ class Job(Base):
     epochs: Mapped[int] = mapped_column(Integer)
     progress_epoch: Mapped[int] = mapped_column(Integer, default=0)
     created_at: Mapped[datetime] = mapped_column(default=utcnow)
+    # Moves with every change a client can see (status, progress, cancel flag), never with a heartbeat.
+    updated_at: Mapped[datetime] = mapped_column(default=utcnow)
     started_at: Mapped[datetime | None] = mapped_column(default=None)
     finished_at: Mapped[datetime | None] = mapped_column(default=None)
     error_type: Mapped[str | None] = mapped_column(String(64), default=None)
@@ -120,6 +126,9 @@ class Job(Base):
     checkpoint_key: Mapped[str | None] = mapped_column(String(300), default=None)
     checkpoint_sha256: Mapped[str | None] = mapped_column(String(64), default=None)
     checkpoint_epoch: Mapped[int] = mapped_column(Integer, default=0)
+    # --- experiments: a trial's job (no foreign key: a job outlives its deleted experiment) ---
+    experiment_id: Mapped[str | None] = mapped_column(String(32), default=None, index=True)
+    trial: Mapped[int | None] = mapped_column(Integer, default=None)
 
 
 class EpochMetrics(Base):
@@ -165,3 +174,107 @@ class Model(Base):
     blob_prefix: Mapped[str] = mapped_column(String(200))  # program.pt2, weights, card
     size_bytes: Mapped[int] = mapped_column(BigInteger, default=0)
     created_at: Mapped[datetime] = mapped_column(default=utcnow)
+
+
+# Portable auto-increment: BIGSERIAL on PostgreSQL, the rowid alias on SQLite (which only aliases INTEGER).
+EventId = BigInteger().with_variant(Integer(), "sqlite")
+
+
+class Event(Base):
+    """The append-only event log: one row per job state change or finished epoch.
+
+    Written in the same transaction as the change it describes (the
+    transactional outbox), so a reader never sees an event for a change that
+    rolled back and never misses one that committed. ``subject`` names what
+    the event is about (``job:<id>``); readers follow one subject by ``id``.
+    """
+
+    __tablename__ = "events"
+    __table_args__ = (Index("ix_events_subject_id", "subject", "id"),)
+    id: Mapped[int] = mapped_column(EventId, primary_key=True, autoincrement=True)
+    tenant_id: Mapped[str] = mapped_column(ForeignKey("tenants.id"), index=True)
+    subject: Mapped[str] = mapped_column(String(64))
+    type: Mapped[str] = mapped_column(String(64))  # job.queued | job.running | … | job.epoch
+    payload: Mapped[dict] = mapped_column(JSON)
+    created_at: Mapped[datetime] = mapped_column(default=utcnow)
+
+
+class Webhook(Base):
+    """A tenant's subscription: POST the events of ``event_types`` to ``url``, signed with ``secret``."""
+
+    __tablename__ = "webhooks"
+    id: Mapped[str] = mapped_column(String(32), primary_key=True, default=new_id)
+    tenant_id: Mapped[str] = mapped_column(ForeignKey("tenants.id"), index=True)
+    url: Mapped[str] = mapped_column(String(2000))
+    event_types: Mapped[list] = mapped_column(JSON)
+    secret: Mapped[str] = mapped_column(String(100))  # kept in the clear: the server signs with it
+    created_at: Mapped[datetime] = mapped_column(default=utcnow)
+    deleted_at: Mapped[datetime | None] = mapped_column(default=None)
+
+
+class WebhookDelivery(Base):
+    """One event owed to one webhook, inserted with the event; its attempts are appended as they happen."""
+
+    __tablename__ = "webhook_deliveries"
+    __table_args__ = (UniqueConstraint("webhook_id", "event_id"),)
+    id: Mapped[str] = mapped_column(String(32), primary_key=True, default=new_id)
+    webhook_id: Mapped[str] = mapped_column(ForeignKey("webhooks.id"), index=True)
+    event_id: Mapped[int] = mapped_column(EventId, ForeignKey("events.id"))
+    status: Mapped[str] = mapped_column(String(16), default="pending")  # pending | succeeded | failed
+    attempts: Mapped[list] = mapped_column(JSON, default=list)  # [{"at", "status_code", "error", "seconds"}]
+    next_attempt_at: Mapped[datetime | None] = mapped_column(default=utcnow, index=True)
+    created_at: Mapped[datetime] = mapped_column(default=utcnow)
+    finished_at: Mapped[datetime | None] = mapped_column(default=None)
+
+
+class ExperimentStatus(str, enum.Enum):
+    """Closed set of experiment states: the API creates and cancels, ``advance_experiment`` owns the rest."""
+
+    queued = "queued"
+    running = "running"
+    succeeded = "succeeded"
+    failed = "failed"
+    cancelled = "cancelled"
+
+    @property
+    def is_terminal(self) -> bool:
+        return self in (ExperimentStatus.succeeded, ExperimentStatus.failed, ExperimentStatus.cancelled)
+
+
+class Experiment(Base):
+    """A search over job specs on one dataset; its trials are ordinary jobs (``Job.experiment_id``)."""
+
+    __tablename__ = "experiments"
+    id: Mapped[str] = mapped_column(String(32), primary_key=True, default=new_id)
+    tenant_id: Mapped[str] = mapped_column(ForeignKey("tenants.id"), index=True)
+    dataset_id: Mapped[str] = mapped_column(ForeignKey("datasets.id"), index=True)
+    name: Mapped[str] = mapped_column(String(200))
+    request: Mapped[dict] = mapped_column(JSON)  # the validated request, defaults filled in
+    status: Mapped[ExperimentStatus] = mapped_column(
+        Enum(ExperimentStatus, name="experiment_status", native_enum=False, length=16),
+        default=ExperimentStatus.queued,
+        index=True,
+    )
+    trials_total: Mapped[int] = mapped_column(Integer)
+    warnings: Mapped[list] = mapped_column(JSON, default=list)
+    created_at: Mapped[datetime] = mapped_column(default=utcnow)
+    started_at: Mapped[datetime | None] = mapped_column(default=None)
+    finished_at: Mapped[datetime | None] = mapped_column(default=None)
+    error_message: Mapped[str | None] = mapped_column(Text, default=None)
+    advanced_at: Mapped[datetime | None] = mapped_column(default=None)  # stamped by each advance (its lock)
+
+
+class ExperimentTrial(Base):
+    """One Optuna trial of an experiment as rarefit tracks it: params, state, and (via jobs) one job per seed."""
+
+    __tablename__ = "experiment_trials"
+    __table_args__ = (UniqueConstraint("experiment_id", "number"),)
+    id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)
+    experiment_id: Mapped[str] = mapped_column(ForeignKey("experiments.id"), index=True)
+    number: Mapped[int] = mapped_column(Integer)  # Optuna's trial number in the experiment's study
+    params: Mapped[dict] = mapped_column(JSON)
+    state: Mapped[str] = mapped_column(String(16))  # running | complete | pruned | failed | cancelled
+    value: Mapped[float | None] = mapped_column(Float, default=None)  # mean val objective told to Optuna
+    error_message: Mapped[str | None] = mapped_column(Text, default=None)
+    created_at: Mapped[datetime] = mapped_column(default=utcnow)
+    finished_at: Mapped[datetime | None] = mapped_column(default=None)

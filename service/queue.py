@@ -46,6 +46,9 @@ logger = logging.getLogger(__name__)
 
 TASK_NAME = "rarefit.train_job"
 QUEUE = "train"
+# Experiments advance on a light queue of their own, so a step never waits behind a training job.
+ADVANCE_TASK = "rarefit.advance_experiment"
+CONTROL_QUEUE = "control"
 VISIBILITY_TIMEOUT_SECONDS = 12 * 3600
 SQLITE_POLL_SECONDS = 0.1
 # A failing broker must not hang an API request: a few quick retries, then raise.
@@ -95,7 +98,7 @@ def celery_config(settings: Settings) -> dict[str, Any]:
         "broker_connection_max_retries": None,
         "broker_connection_timeout": 4.0,
         "task_default_queue": QUEUE,
-        "task_routes": {TASK_NAME: {"queue": QUEUE}},
+        "task_routes": {TASK_NAME: {"queue": QUEUE}, ADVANCE_TASK: {"queue": CONTROL_QUEUE}},
         "task_serializer": "json",
         "accept_content": ["json"],
         "task_acks_late": False,
@@ -153,6 +156,19 @@ def enqueue_job(celery_app: Celery, job_id: str) -> None:
         raise ValueError(f"job_id must be a non-empty str, got {job_id!r}")
     celery_app.send_task(TASK_NAME, args=[job_id], queue=QUEUE, ignore_result=True)
     logger.debug("enqueued job %s", job_id)
+
+
+def enqueue_advance(celery_app: Celery, experiment_id: str, *, expires_seconds: float | None = None) -> None:
+    """Send "advance experiment ``experiment_id``" to the control queue (duplicates are harmless).
+
+    ``expires_seconds`` lets a periodic sender drop its stale messages instead of piling them up
+    while no control worker runs.
+    """
+    if not isinstance(experiment_id, str) or not experiment_id:
+        raise ValueError(f"experiment_id must be a non-empty str, got {experiment_id!r}")
+    celery_app.send_task(
+        ADVANCE_TASK, args=[experiment_id], queue=CONTROL_QUEUE, ignore_result=True, expires=expires_seconds
+    )
 
 
 def check_broker(celery_app: Celery, *, timeout: float = 3.0) -> None:

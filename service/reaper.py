@@ -9,7 +9,10 @@ The database is the truth, so recovery is a pure function of job rows:
   than ``requeue_after_seconds`` ago gets its message again, because Redis
   keeps nothing on disk and a broker restart loses it;
 - a running job past its maximum run time is the worker's to stop (it checks
-  the deadline every step); only if its lease also expired does it land here.
+  the deadline every step); only if its lease also expired does it land here;
+- every queued or running experiment gets an ``advance_experiment`` message
+  (it settles finished trials, prunes, and starts trials a lost message or a
+  full tenant cap held back); stale ones expire instead of piling up.
 
 Duplicate messages are harmless (the claim is an atomic conditional UPDATE)
 and several reapers may run at once (each transition is conditional too).
@@ -28,8 +31,8 @@ from sqlalchemy.orm import Session, sessionmaker
 from service.config import Settings
 from service.db import make_engine, make_session_factory, transaction
 from service.models import utcnow
-from service.queue import enqueue_job, make_celery
-from service.repository import jobs, leases
+from service.queue import enqueue_advance, enqueue_job, make_celery
+from service.repository import experiments, jobs, leases
 
 logger = logging.getLogger(__name__)
 
@@ -66,6 +69,7 @@ def reap_once(
     try:
         _recover_expired(settings, session_factory, celery_app, now, report)
         _resend_stale(settings, session_factory, celery_app, now, report)
+        _advance_experiments(settings, session_factory, celery_app)
     finally:  # release what this call created (the API passes its own, long-lived ones)
         if engine is not None:
             engine.dispose()
@@ -111,6 +115,18 @@ def _resend_stale(settings, session_factory, celery_app, now: datetime, report: 
             report.resent.append(job_id)
             with transaction(session_factory) as session:
                 jobs.mark_enqueued(session, job_id=job_id, now=now)
+
+
+def _advance_experiments(settings, session_factory, celery_app) -> None:
+    with session_factory() as session:
+        active = experiments.active_experiment_ids(session)
+    expires = max(5.0, 2 * float(settings.reaper_interval_seconds))
+    for experiment_id in active:
+        try:
+            enqueue_advance(celery_app, experiment_id, expires_seconds=expires)
+        except Exception:  # broker down: the next pass sends again
+            logger.warning("reaper: could not send an advance for experiment %s", experiment_id, exc_info=True)
+            return
 
 
 def _send(celery_app: Celery, job_id: str, report: ReapReport) -> bool:

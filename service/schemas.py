@@ -10,10 +10,12 @@ from __future__ import annotations
 from datetime import datetime, timezone
 from typing import Annotated, Any, Generic, TypeVar
 
-from pydantic import AfterValidator, BaseModel, ConfigDict, Field
+from pydantic import AfterValidator, BaseModel, ConfigDict, Field, ValidationError
 
 from service.model_card import PROGRAM_FILE
 from service.models import Artifact, Dataset, EpochMetrics, Job, Model
+from service.spec import JobSpec
+from service.spec_warnings import spec_warnings
 
 
 def _as_utc(value: datetime) -> datetime:
@@ -37,6 +39,12 @@ _JOB_ID = "7d1e2f3a4b5c4d6e8f9a0b1c2d3e4f5a"
 class SplitOut(BaseModel):
     count: int
     class_counts: list[int]
+
+
+class AdviceOut(BaseModel):
+    code: str
+    message: str
+    suggested: dict[str, Any] = Field(description="job-spec or experiment fields that address it ({} if the data)")
 
 
 class DatasetOut(BaseModel):
@@ -70,6 +78,12 @@ class DatasetOut(BaseModel):
     imbalance_ratio: float = Field(description="largest train class count / smallest")
     size_bytes: int
     created_at: UtcDatetime
+    diagnostics: dict[str, Any] | None = Field(
+        default=None,
+        description="found at upload: duplicates (within/across splits, label conflicts), small val/test support, "
+        "missing classes per split, constant images",
+    )
+    advice: list[AdviceOut] | None = Field(default=None, description="what to do about the diagnostics")
 
     @classmethod
     def from_row(cls, row: Dataset) -> DatasetOut:
@@ -85,12 +99,28 @@ class DatasetOut(BaseModel):
             imbalance_ratio=row.imbalance_ratio,
             size_bytes=row.size_bytes,
             created_at=row.created_at,
+            diagnostics=row.diagnostics,
+            advice=None if row.advice is None else [AdviceOut(**item) for item in row.advice],
         )
 
 
 class ProgressOut(BaseModel):
     epoch: int = Field(description="epochs finished so far")
     epochs: int = Field(description="epochs the spec asks for")
+
+
+class WarningOut(BaseModel):
+    code: str
+    message: str
+    fields: list[str] = Field(description="the dotted spec paths involved")
+
+
+def _spec_warnings(spec: dict[str, Any]) -> list[WarningOut]:
+    try:
+        parsed = JobSpec.model_validate(spec)
+    except ValidationError:  # a spec stored by another version; its warnings are not worth a 500
+        return []
+    return [WarningOut(**item) for item in spec_warnings(parsed)]
 
 
 class ErrorOut(BaseModel):
@@ -109,6 +139,7 @@ class JobOut(BaseModel):
                     "spec": {"spec_version": 1, "dataset_id": _ID, "epochs": 20, "...": "..."},
                     "progress": {"epoch": 0, "epochs": 20},
                     "created_at": _NOW,
+                    "updated_at": _NOW,
                     "started_at": None,
                     "finished_at": None,
                     "error": None,
@@ -125,12 +156,16 @@ class JobOut(BaseModel):
     spec: dict[str, Any]
     progress: ProgressOut
     created_at: UtcDatetime
+    updated_at: UtcDatetime = Field(description="last change a client can see (status, progress, cancel flag)")
     started_at: UtcDatetime | None
     finished_at: UtcDatetime | None
     error: ErrorOut | None
     model_id: str | None
     cancel_requested: bool = Field(description="a running job stops at its next epoch boundary")
     attempts: int = Field(description="times a worker has claimed the job")
+    experiment_id: str | None = Field(default=None, description="the experiment this job is a trial of")
+    trial: int | None = Field(default=None, description="its trial number in that experiment")
+    warnings: list[WarningOut] = Field(default=[], description="spec combinations that are likely a mistake")
 
     @classmethod
     def from_row(cls, row: Job) -> JobOut:
@@ -144,12 +179,16 @@ class JobOut(BaseModel):
             spec=row.spec,
             progress=ProgressOut(epoch=row.progress_epoch, epochs=row.epochs),
             created_at=row.created_at,
+            updated_at=row.updated_at,
             started_at=row.started_at,
             finished_at=row.finished_at,
             error=error,
             model_id=row.model_id,
             cancel_requested=bool(row.cancel_requested),
             attempts=row.attempts,
+            experiment_id=row.experiment_id,
+            trial=row.trial,
+            warnings=_spec_warnings(row.spec),
         )
 
 
@@ -262,6 +301,30 @@ class ModelOut(BaseModel):
             size_bytes=row.size_bytes,
             created_at=row.created_at,
         )
+
+
+class PredictionOut(BaseModel):
+    label: str = Field(description="the chosen class (the model card's operating point decides)")
+    class_index: int
+    probabilities: dict[str, float] = Field(description="softmax per class name; sums to 1")
+    scores_version: int = Field(description="the model card revision that produced this answer")
+    decision: dict[str, Any] = Field(description="the rule applied, its threshold(s) and the margin")
+
+
+class PredictOut(BaseModel):
+    model_config = ConfigDict(
+        protected_namespaces=(),
+        json_schema_extra={
+            "examples": [
+                {
+                    "model_id": "3f2b8c1d9e4a4b6f8a7c5d2e1f0a9b8c",
+                    "predictions": [{"label": "1", "class_index": 1, "probabilities": {"0": 0.08, "1": 0.92}}],
+                }
+            ]
+        },
+    )
+    model_id: str
+    predictions: list[PredictionOut]
 
 
 class Page(BaseModel, Generic[T]):

@@ -161,6 +161,9 @@ class OptimSpec(_Part):
         default=[0.5, 0.75], max_length=16, description="'step': fractions of the epochs"
     )
     step_gamma: float = Field(default=0.1, gt=0.0, le=1.0)
+    backbone_lr_scale: float = Field(
+        strict=True, default=1.0, gt=0.0, le=10.0, description="the backbone's lr is lr × this (the head's is lr)"
+    )
 
 
 class EarlyStoppingSpec(_Part):
@@ -177,6 +180,41 @@ class ThresholdSpec(_Part):
         if self.strategy == "target_recall" and self.target_recall is None:
             raise ValueError("threshold.target_recall is required when strategy is 'target_recall'")
         return self
+
+
+RESAMPLE_OVER = ("smote", "adasyn", "borderline_smote", "random_over", "smote_tomek", "smote_enn")
+RESAMPLE_UNDER = ("random_under",)
+RESAMPLE_CLEAN = ("tomek", "enn")
+RESAMPLE_METHODS = RESAMPLE_OVER + RESAMPLE_UNDER + RESAMPLE_CLEAN
+# imbalanced-learn's sampling_strategy strings, per kind of sampler.
+_STRATEGIES = {
+    "over": ("auto", "minority", "not minority", "not majority", "all"),
+    "under": ("auto", "majority", "not minority", "not majority", "all"),
+}
+
+
+class ResampleSpec(_Part):
+    """Decoupled classifier re-training (Kang et al. 2020) on resampled penultimate embeddings."""
+
+    method: Literal[RESAMPLE_METHODS]  # type: ignore[valid-type]
+    k_neighbors: int = Field(default=5, ge=1, le=100, description="SMOTE-family k_neighbors, ADASYN n_neighbors")
+    sampling_strategy: str | Annotated[float, Field(gt=0.0, le=1.0)] = Field(
+        default="auto", description="imbalanced-learn's: a string, or a float ratio (binary datasets)"
+    )
+    head_epochs: int = Field(default=20, ge=1, le=1000, description="epochs of stage-2 head training")
+
+    @field_validator("sampling_strategy")
+    @classmethod
+    def _strategy_fits_method(cls, value, info):
+        method = info.data.get("method")
+        if method is None:
+            return value
+        kind = "over" if method in RESAMPLE_OVER else "under"
+        if isinstance(value, str) and value not in _STRATEGIES[kind]:
+            raise ValueError(f"{value!r} is not a strategy of {method}; use one of {', '.join(_STRATEGIES[kind])}")
+        if not isinstance(value, str) and method in RESAMPLE_CLEAN:
+            raise ValueError(f"{method} cleans by neighbourhoods and takes no ratio; use a string strategy")
+        return value
 
 
 def effective_warmup_epochs(spec: JobSpec) -> int:
@@ -202,6 +240,9 @@ class JobSpec(_Part):
     threshold: ThresholdSpec = ThresholdSpec()
     compile: bool = Field(default=False, description="torch.compile the network (GPU workers)")
     max_runtime_seconds: int | None = Field(default=None, ge=1, le=30 * 24 * 3600)
+    resample: ResampleSpec | None = Field(
+        default=None, description="stage 2: re-train the head on resampled train embeddings (imbalanced-learn)"
+    )
 
     @field_validator("spec_version", mode="before")
     @classmethod
@@ -250,6 +291,11 @@ def dataset_violations(spec: JobSpec, *, num_classes: int) -> list[tuple[tuple[s
     for path, value in ((("loss", "alpha"), spec.loss.alpha), (("loss", "class_weights"), spec.loss.class_weights)):
         if isinstance(value, list) and len(value) != num_classes:
             problems.append((path, f"needs one value per class ({num_classes}), got {len(value)}"))
+    resample = spec.resample
+    if resample is not None and not isinstance(resample.sampling_strategy, str) and num_classes != 2:
+        problems.append(
+            (("resample", "sampling_strategy"), f"a ratio needs a binary dataset, this one has {num_classes} classes")
+        )
     if spec.loss.variant == "sigmoid" and num_classes != 2:
         problems.append((("loss", "variant"), f"'sigmoid' needs a binary dataset, this one has {num_classes} classes"))
     return problems

@@ -69,10 +69,10 @@ def _assert_real_command(rarefit_cmd: list[str], argv: list[str]) -> None:
 
 
 def test_compose_has_the_production_services() -> None:
-    assert {"postgres", "redis", "migrate", "api", "worker"} <= set(SERVICES)
+    assert {"postgres", "redis", "migrate", "api", "worker", "control"} <= set(SERVICES)
     assert SERVICES["postgres"]["image"].startswith("postgres:16")
     assert SERVICES["redis"]["image"].startswith("redis:7")
-    assert RAREFIT_SERVICES == ["api", "migrate", "worker"]
+    assert RAREFIT_SERVICES == ["api", "control", "migrate", "worker"]
     assert {SERVICES[name]["build"] for name in RAREFIT_SERVICES} == {"."}  # one image
 
 

@@ -24,8 +24,10 @@ STAND_IN = {
     "rarefit/__init__.py": "",
     "rarefit/decision.py": "import math\nimport numpy\n",
     "rarefit/calibration.py": "import scipy\nfrom rarefit import decision\n",
+    "rarefit/client.py": "import httpx\nfrom service import schemas\n",  # the one named exception
     "service/__init__.py": "",
     "service/config.py": "import pydantic\n",
+    "service/schemas.py": "import pydantic\n",
     "service/api/__init__.py": "import fastapi\nfrom service import config\n",
     "service/main.py": "import uvicorn\nfrom service import api\n",
     "workers/__init__.py": "",
@@ -88,6 +90,7 @@ def test_the_stand_in_tree_keeps_every_contract(stand_in: Path) -> None:
         ("rarefit/decision.py", "import scipy.special", "rarefit.decision -> scipy"),
         ("rarefit/decision.py", "from rarefit import calibration", "rarefit.decision -> rarefit.calibration"),
         ("rarefit/calibration.py", "import service.config", "rarefit.calibration -> service.config"),
+        ("rarefit/client.py", "import service.config", "rarefit.client -> service.config"),
     ],
 )
 def test_each_rule_is_enforced(stand_in: Path, module: str, line: str, shown: str) -> None:

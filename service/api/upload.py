@@ -12,6 +12,7 @@ import anyio.to_thread
 from starlette.datastructures import UploadFile
 
 from service.ingest import DatasetRejected, DecodedDataset, IngestLimits, ingest_file, store_canonical, summarize
+from service.ingest.diagnostics import diagnose
 from service.ingest.errors import mib
 from service.storage import BlobStore, validate_key
 
@@ -29,6 +30,8 @@ class IngestResult:
     size_bytes: int
     blob_prefix: str
     notes: list[str] = field(default_factory=list)
+    diagnostics: dict = field(default_factory=dict)  # service.ingest.diagnostics
+    advice: list[dict] = field(default_factory=list)
 
 
 async def save_upload(upload: UploadFile, *, dest: Path, max_bytes: int) -> int:
@@ -80,10 +83,13 @@ async def ingest_upload(
         raise
     finally:
         tmp.unlink(missing_ok=True)
+    diagnostics, advice = await anyio.to_thread.run_sync(diagnose, decoded)
     return IngestResult(
         format=decoded.format,
         summary=summarize(decoded),
         size_bytes=size_bytes,
         blob_prefix=prefix,
         notes=list(decoded.notes),
+        diagnostics=diagnostics,
+        advice=advice,
     )

@@ -29,6 +29,8 @@ def add_dataset(
     summary: dict,
     blob_prefix: str,
     size_bytes: int,
+    diagnostics: dict | None = None,
+    advice: list[dict] | None = None,
 ) -> Dataset:
     """Record an ingested dataset; ``summary`` is the ingest summary (class counts, shapes)."""
     missing = [key for key in _SUMMARY_KEYS if key not in summary]
@@ -47,6 +49,8 @@ def add_dataset(
         imbalance_ratio=float(summary["imbalance_ratio"]),
         blob_prefix=blob_prefix,
         size_bytes=int(size_bytes),
+        diagnostics=diagnostics,
+        advice=advice,
     )
     session.add(dataset)
     session.flush()

@@ -12,6 +12,7 @@ from sqlalchemy import func, select, update
 from sqlalchemy.orm import Session
 
 from service.models import Artifact, EpochMetrics, Job, JobStatus, utcnow
+from service.repository import events
 from service.repository.ids import MAX_NAME_CHARS, findable
 from service.repository.rows import changed_one_row
 from service.spec import JobSpec
@@ -34,8 +35,13 @@ def create_job(
     spec: JobSpec,
     idempotency_key: str | None,
     request_hash: str | None,
+    experiment_id: str | None = None,
+    trial: int | None = None,
 ) -> Job:
-    """Insert a queued job. Raises IntegrityError when the idempotency key is taken."""
+    """Insert a queued job (of an experiment's ``trial`` if given) and its first event.
+
+    Raises IntegrityError when the idempotency key is taken.
+    """
     job = Job(
         tenant_id=tenant_id,
         dataset_id=spec.dataset_id,
@@ -44,9 +50,12 @@ def create_job(
         epochs=spec.epochs,
         idempotency_key=idempotency_key,
         request_hash=request_hash,
+        experiment_id=experiment_id,
+        trial=trial,
     )
     session.add(job)
     session.flush()
+    events.job_changed(session, job_id=job.id)
     return job
 
 
@@ -75,11 +84,23 @@ def get_job(session: Session, *, tenant_id: str, job_id: str) -> Job | None:
     return session.scalar(select(Job).where(Job.id == job_id, Job.tenant_id == tenant_id))
 
 
-def list_jobs(session: Session, *, tenant_id: str, status: JobStatus | None, limit: int, offset: int) -> list[Job]:
-    """The tenant's jobs, newest first, optionally of one status."""
+def list_jobs(
+    session: Session,
+    *,
+    tenant_id: str,
+    status: JobStatus | None,
+    limit: int,
+    offset: int,
+    experiment_id: str | None = None,
+) -> list[Job]:
+    """The tenant's jobs, newest first, optionally of one status and of one experiment."""
+    if experiment_id is not None and not findable(experiment_id):
+        return []
     query = select(Job).where(Job.tenant_id == tenant_id)
     if status is not None:
         query = query.where(Job.status == JobStatus(status))
+    if experiment_id is not None:
+        query = query.where(Job.experiment_id == experiment_id)
     query = query.order_by(Job.created_at.desc(), Job.id.desc()).limit(limit).offset(offset)
     return list(session.scalars(query))
 
@@ -102,10 +123,11 @@ def request_cancel(session: Session, *, tenant_id: str, job_id: str) -> Job | No
     job = get_job(session, tenant_id=tenant_id, job_id=job_id)
     if job is None:
         return None
-    if _conditional(session, job_id, JobStatus.queued, status=JobStatus.cancelled, finished_at=utcnow()):
-        session.refresh(job)
+    now = utcnow()
+    if _conditional(session, job_id, JobStatus.queued, status=JobStatus.cancelled, finished_at=now, updated_at=now):
+        events.job_changed(session, job_id=job_id)
         return job
-    if _conditional(session, job_id, JobStatus.running, cancel_requested=True):
+    if _conditional(session, job_id, JobStatus.running, cancel_requested=True, updated_at=now):
         session.refresh(job)
         return job
     session.refresh(job)
@@ -114,8 +136,10 @@ def request_cancel(session: Session, *, tenant_id: str, job_id: str) -> Job | No
     return job
 
 
-def list_epoch_metrics(session: Session, *, job_id: str) -> list[EpochMetrics]:
-    query = select(EpochMetrics).where(EpochMetrics.job_id == job_id).order_by(EpochMetrics.epoch)
+def list_epoch_metrics(session: Session, *, job_id: str, since_epoch: int = 0) -> list[EpochMetrics]:
+    """The job's epochs after ``since_epoch``, in order."""
+    query = select(EpochMetrics).where(EpochMetrics.job_id == job_id, EpochMetrics.epoch > since_epoch)
+    query = query.order_by(EpochMetrics.epoch)
     return list(session.scalars(query))
 
 

@@ -8,6 +8,8 @@ UPDATE and exactly one sees ``rowcount == 1``. Upserts use
 commit; wrap them in ``service.db.transaction``. Keep the conditional UPDATE
 the first statement of its transaction: on SQLite a transaction that reads
 first and writes later cannot upgrade its lock after a concurrent commit.
+Each state change and each recorded epoch appends its event to the event
+log in the same transaction (``_transition``, ``record_epoch``).
 """
 
 from __future__ import annotations
@@ -21,6 +23,7 @@ from sqlalchemy.orm import Session
 
 from service.jsonsafe import json_safe
 from service.models import Artifact, EpochMetrics, Job, JobStatus, utcnow
+from service.repository import events
 from service.repository.dialect import upsert
 from service.repository.rows import changed_one_row
 
@@ -35,8 +38,9 @@ class LeaseStatus:
 
 def claim_job(session: Session, *, job_id: str, worker_id: str, lease_seconds: float, now: datetime) -> Job | None:
     """Take a queued job (→ running, attempts + 1); None when it is not queued (a duplicate delivery)."""
-    claimed = _update(
+    claimed = _transition(
         session,
+        job_id,
         (Job.id == job_id, Job.status == JobStatus.queued),
         status=JobStatus.running,
         worker_id=worker_id,
@@ -59,7 +63,7 @@ def record_epoch(session: Session, *, job_id: str, worker_id: str, record: dict[
     epoch = int(record["epoch"])
     if epoch < 1:
         raise ValueError(f"epoch must be >= 1, got {epoch}")
-    if not _update(session, _held_by(job_id, worker_id), progress_epoch=epoch):
+    if not _update(session, _held_by(job_id, worker_id), progress_epoch=epoch, updated_at=utcnow()):
         return False
     values = {
         "train_loss": float(record["train_loss"]),
@@ -69,12 +73,14 @@ def record_epoch(session: Session, *, job_id: str, worker_id: str, record: dict[
         "val": json_safe(record.get("val")),
     }
     upsert(session, EpochMetrics, {"job_id": job_id, "epoch": epoch, **values}, keys=("job_id", "epoch"))
+    tenant_id = session.scalars(select(Job.tenant_id).where(Job.id == job_id)).one()
+    events.epoch_recorded(session, tenant_id=tenant_id, job_id=job_id, values=json_safe({"epoch": epoch, **values}))
     return True
 
 
 def clear_epochs_after(session: Session, *, job_id: str, worker_id: str, epoch: int) -> bool:
     """Drop metrics rows past ``epoch`` (a run starting over from an older point); False without the lease."""
-    if not _update(session, _held_by(job_id, worker_id), progress_epoch=epoch):
+    if not _update(session, _held_by(job_id, worker_id), progress_epoch=epoch, updated_at=utcnow()):
         return False
     session.execute(
         delete(EpochMetrics)
@@ -108,8 +114,9 @@ def finish_job(
     status = JobStatus(status)
     if status not in _FINAL:
         raise ValueError(f"finish_job needs a final status {[s.value for s in _FINAL]}, got {status.value!r}")
-    return _update(
+    return _transition(
         session,
+        job_id,
         _held_by(job_id, worker_id),
         status=status,
         finished_at=now or utcnow(),
@@ -124,8 +131,9 @@ def finish_job(
 
 def release_job(session: Session, *, job_id: str, worker_id: str, now: datetime | None = None) -> bool:
     """Give a running job back (graceful shutdown): queued again, checkpoint kept, attempt not counted."""
-    return _update(
+    return _transition(
         session,
+        job_id,
         _held_by(job_id, worker_id),
         status=JobStatus.queued,
         worker_id=None,
@@ -181,16 +189,17 @@ def requeue_expired(
         or_(Job.lease_expires_at.is_(None), Job.lease_expires_at < now),
     )
     done = {"finished_at": now, "lease_expires_at": None}
-    if _update(session, (*expired, Job.cancel_requested.is_(True)), status=JobStatus.cancelled, **done):
+    if _transition(session, job_id, (*expired, Job.cancel_requested.is_(True)), status=JobStatus.cancelled, **done):
         return "cancelled"
     requeue = {"status": JobStatus.queued, "worker_id": None, "lease_expires_at": None, "enqueued_at": now}
-    if _update(session, (*expired, Job.attempts < max_attempts), **requeue):
+    if _transition(session, job_id, (*expired, Job.attempts < max_attempts), **requeue):
         return "requeued"
     message = (
         f"the worker running this job stopped responding {max_attempts} time(s) "
         "(crashed, was killed, or lost the database); giving up"
     )
-    if _update(session, expired, status=JobStatus.failed, error_type="WorkerLost", error_message=message, **done):
+    lost = {"status": JobStatus.failed, "error_type": "WorkerLost", "error_message": message}
+    if _transition(session, job_id, expired, **lost, **done):
         return "failed"
     return None
 
@@ -203,3 +212,11 @@ def _update(session: Session, where: tuple, **values: Any) -> bool:
     return changed_one_row(
         session, update(Job).where(*where).values(**values).execution_options(synchronize_session=False)
     )
+
+
+def _transition(session: Session, job_id: str, where: tuple, **values: Any) -> bool:
+    """A conditional status change that, when it happens, stamps ``updated_at`` and appends its event."""
+    changed = _update(session, where, updated_at=utcnow(), **values)
+    if changed:
+        events.job_changed(session, job_id=job_id)
+    return changed

@@ -7,7 +7,16 @@ import time
 import pytest
 from kombu.exceptions import OperationalError
 
-from service.queue import QUEUE, TASK_NAME, celery_config, check_broker, enqueue_job, make_celery
+from service.queue import (
+    ADVANCE_TASK,
+    CONTROL_QUEUE,
+    QUEUE,
+    TASK_NAME,
+    celery_config,
+    check_broker,
+    enqueue_job,
+    make_celery,
+)
 
 
 def test_exactly_once_comes_from_the_database_not_the_broker(sqlite_settings):
@@ -16,7 +25,7 @@ def test_exactly_once_comes_from_the_database_not_the_broker(sqlite_settings):
     assert config["worker_prefetch_multiplier"] == 1 and config["worker_max_tasks_per_child"] == 1
     assert config["task_ignore_result"] is True and config["result_backend"] is None
     assert config["broker_connection_retry_on_startup"] is True
-    assert config["task_routes"] == {TASK_NAME: {"queue": QUEUE}}
+    assert config["task_routes"] == {TASK_NAME: {"queue": QUEUE}, ADVANCE_TASK: {"queue": CONTROL_QUEUE}}
 
 
 def test_embedded_broker_polls_fast_and_redis_keeps_messages_long(sqlite_settings):

@@ -11,8 +11,9 @@ import numpy as np
 import pytest
 import torch
 
-from service.spec import JobSpec
+from service.spec import RESAMPLE_METHODS, JobSpec
 from workers.lifecycle.plan import build_training
+from workers.lifecycle.resample import decoupled_stage
 from workers.training.engine import fit
 
 COUNTS = (40, 8)
@@ -150,9 +151,18 @@ CASES = {
         {"mixing": {"mode": "remix", "kappa": 2, "tau": 0.4}},
         lambda k: (k["mixer"].mode, k["mixer"].kappa, k["mixer"].tau) == ("remix", 2.0, 0.4),
     ),
+    "backbone_lr_scale": (
+        {"optim": {"lr": 0.01, "backbone_lr_scale": 0.1, "scheduler": "none", "warmup_epochs": 0}},
+        lambda k: [g["lr"] for g in k["optimizer"].param_groups] == pytest.approx([0.001, 0.01]),
+    ),
 }
 
 BAD_VALUES = {
+    "resample.method": {"resample": {"method": "smotenc"}},
+    "resample.sampling_strategy": {"resample": {"method": "smote", "sampling_strategy": "majority"}},
+    "resample.k_neighbors": {"resample": {"method": "smote", "k_neighbors": 0}},
+    "resample.head_epochs": {"resample": {"method": "tomek", "head_epochs": True}},
+    "optim.backbone_lr_scale": {"optim": {"backbone_lr_scale": 0}},
     "loss.type": {"loss": {"type": "ldam_drw"}},
     "loss.tau": {"loss": {"type": "logit_adjusted", "tau": -1}},
     "loss.ldam_scale": {"loss": {"type": "ldam", "ldam_scale": 0}},
@@ -238,3 +248,30 @@ def test_long_tail_kitchen_sink_trains(api_client, alpha, new_dataset):
     result = fit(**kwargs)
     assert [record.epoch for record in result.history] == [1, 2]
     assert result.test is not None and result.threshold is not None
+
+
+@pytest.mark.parametrize("method", RESAMPLE_METHODS)
+def test_each_resample_method_runs_from_a_spec_submitted_over_http(api_client, alpha, new_dataset, method):
+    fragment = {
+        "model": {"arch": "simple_cnn"},
+        "epochs": 1,
+        "batch_size": 8,
+        "resample": {"method": method, "k_neighbors": 3, "head_epochs": 2},
+    }
+    spec = JobSpec.model_validate(_submit(api_client, alpha, new_dataset(alpha), fragment))
+    plan = build_training(spec, dataset_arrays=DATA, class_names=["common", "rare"], device="cpu", init_state=None)
+    stage1 = plan.fit()
+    try:
+        final, report, files = decoupled_stage(spec, result=stage1, plan=plan, device=torch.device("cpu"))
+    except ValueError as exc:  # random 12 px images: ADASYN may find no majority neighbour, and says so
+        assert method == "adasyn" and "ADASYN is not suited" in str(exc)
+        return
+    assert report["resample"]["method"] == method and final.test is not None
+    assert ("cleaned.json" in files) == (method in ("tomek", "enn"))
+
+
+def test_a_resampling_ratio_needs_a_binary_dataset(api_client, alpha, new_dataset):
+    body = {"dataset_id": new_dataset(alpha, num_classes=3), "resample": {"method": "smote", "sampling_strategy": 0.5}}
+    response = api_client.post("/v1/jobs", json=body, headers=alpha)
+    assert response.status_code == 422
+    assert response.json()["errors"][0]["loc"] == ["body", "resample", "sampling_strategy"]

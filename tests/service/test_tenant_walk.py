@@ -14,14 +14,18 @@ import re
 
 import numpy as np
 import pytest
+from conftest import tenant_id_of
 from starlette.routing import Route
+
+from service.db import transaction
+from service.repository import webhooks
 
 PROBLEM = "application/problem+json"
 _PARAMETER = re.compile(r"{(\w+)(?::\w+)?}")
 
 
 @pytest.fixture
-def alpha_objects(api_client, alpha, complete_job) -> dict[str, str]:
+def alpha_objects(api_client, alpha, complete_job, api_db) -> dict[str, str]:
     """Alpha's ids, by the path parameter name that takes them."""
     buffer = io.BytesIO()
     labels = np.array([0] * 16 + [1] * 8, dtype=np.uint8)
@@ -35,8 +39,23 @@ def alpha_objects(api_client, alpha, complete_job) -> dict[str, str]:
     queued = api_client.post(
         "/v1/jobs", headers={**alpha, "Idempotency-Key": "shared-key"}, json={"dataset_id": dataset_id}
     ).json()["id"]
+    search = {"strategy": "grid", "space": {"loss.type": ["cross_entropy", "focal"]}}
+    experiment = api_client.post(
+        "/v1/experiments", headers=alpha, json={"dataset_id": dataset_id, "search": search, "seeds": [0]}
+    )
+    assert experiment.status_code == 202, experiment.text
+    with transaction(api_db) as session:  # stored directly: the target check would need DNS
+        webhook = webhooks.create_webhook(
+            session,
+            tenant_id=tenant_id_of(api_db, alpha),
+            url="https://hooks.example.com/rarefit",
+            event_types=["job.succeeded"],
+            secret="whsec_test",
+        ).id
     return {
         "dataset_id": dataset_id,
+        "experiment_id": experiment.json()["id"],
+        "webhook_id": webhook,
         "job_id": done,
         "queued_job_id": queued,
         "model_id": model_id,
@@ -91,7 +110,7 @@ def _body(template: str) -> dict:
 def test_every_object_route_hides_other_tenants_objects(api_client, alpha, beta, alpha_objects) -> None:
     routes = object_routes(api_client.app)
     # The walk covers the resources we know (a route list that shrank would be a bug, too).
-    assert {path.split("/")[2] for _, path in routes} >= {"datasets", "jobs", "models"}
+    assert {path.split("/")[2] for _, path in routes} >= {"datasets", "experiments", "jobs", "models"}
     assert len(routes) >= 9, routes
     for method, template in routes:
         path = fill(template, alpha_objects, method=method)

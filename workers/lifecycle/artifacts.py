@@ -73,10 +73,12 @@ def model_card(
     )
 
 
-def metrics_document(result: FitResult) -> dict[str, Any]:
-    """``metrics.json``: the whole history, the selected epoch and the final blocks."""
+def metrics_document(result: FitResult, *, report: dict[str, Any] | None = None) -> dict[str, Any]:
+    """``metrics.json``: the whole history, the selected epoch, the final blocks, and the job's ``report``
+    (``init``: the initial weights and what was adapted to load them)."""
     return json_safe(
         {
+            **(report or {}),
             "history": [record.to_dict() for record in result.history],
             "best_epoch": result.best_epoch,
             "best_score": result.best_score,
@@ -97,20 +99,28 @@ def export_artifacts(
     spec: JobSpec,
     class_names: list[str],
     image_shape: tuple[int, int, int],
+    report: dict[str, Any] | None = None,
+    extra_files: dict[str, Any] | None = None,
 ) -> list[StoredArtifact]:
-    """Store the files the card names, then the card; returns what was stored (for ``register_artifact``)."""
+    """Store the files the card names, then the card; returns what was stored (for ``register_artifact``).
+
+    ``extra_files`` are further JSON documents of the job (e.g. ``cleaned.json``), by file name.
+    """
     height, width, channels = image_shape
     card = model_card(result, job_id=job_id, spec=spec, class_names=class_names, image_shape=image_shape)
     with tempfile.TemporaryDirectory(dir=store.tmp_dir(), prefix=f"export-{job_id}-") as tmp:
         folder = Path(tmp)
         export_program(result.model, folder / PROGRAM_FILE, input_shape=(channels, height, width))
         save_weights(result.model, folder / WEIGHTS_FILE)
-        _write_json(folder / METRICS_FILE, metrics_document(result))
+        _write_json(folder / METRICS_FILE, metrics_document(result, report=report))
+        for name, document in (extra_files or {}).items():
+            _write_json(folder / name, json_safe(document))
         (folder / CARD_FILE).write_text(card.to_json(), encoding="utf-8")
         stored = [
             _store(store, folder, job_id, PROGRAM_FILE, BINARY_TYPE),
             _store(store, folder, job_id, WEIGHTS_FILE, BINARY_TYPE),
             _store(store, folder, job_id, METRICS_FILE, JSON_TYPE),
+            *(_store(store, folder, job_id, name, JSON_TYPE) for name in (extra_files or {})),
             _store(store, folder, job_id, CARD_FILE, JSON_TYPE),  # last: a card names only files that exist
         ]
     logger.info("job %s: artefacts stored under %s", job_id, artifacts_prefix(job_id))

@@ -31,6 +31,7 @@ from workers.training.optim import LrSchedule, make_optimizer, make_scheduler
 from workers.training.samplers import EpochSampler, make_sampler
 from workers.training.seeding import seed_everything
 from workers.training.state import EpochRecord, StopReason, TrainingState
+from workers.training.transfer import prepare_pretrained
 
 logger = logging.getLogger(__name__)
 
@@ -87,12 +88,14 @@ def build_training(
     class_names: Sequence[str],
     device: torch.device | str,
     init_state: Mapping[str, torch.Tensor] | None,
+    adaptations: list[str] | None = None,
 ) -> TrainingPlan:
     """The ``TrainingPlan`` for ``spec`` and ``{split: (images uint8 NHWC, labels int64)}``.
 
     Seeds every RNG with ``spec.seed`` first, so the initial weights are
     reproducible. Raises ``ValueError``/``TypeError`` for data or a spec the
-    core cannot train (the job then fails with that message).
+    core cannot train (the job then fails with that message). ``adaptations``, when given, receives
+    a line for each change made to load ``init_state`` (stem channels or kernel, a new head).
     """
     if not isinstance(spec, JobSpec):
         raise TypeError(f"spec must be a JobSpec, got {type(spec).__name__}")
@@ -108,7 +111,10 @@ def build_training(
     if len(counts) != len(names):
         raise ValueError(f"train labels reach class {len(counts) - 1} but the dataset names {len(names)} classes")
     seed_everything(spec.seed)
-    model = _network(spec, train, num_classes=len(names), init_state=init_state).to(device)
+    model, adapted = _network(spec, train, num_classes=len(names), init_state=init_state)
+    model = model.to(device)
+    if adaptations is not None:
+        adaptations.extend(adapted)
     sampler = make_sampler(spec.sampler.type, labels=train.labels, seed=spec.seed, device=device)
     optimizer, scheduler = _optimization(spec, model, epoch_length=sampler.epoch_length)
     return TrainingPlan(
@@ -147,8 +153,14 @@ def _split(arrays: SplitArrays) -> Split:
 def _optimization(spec: JobSpec, model: Classifier, *, epoch_length: int) -> tuple[Optimizer, LrSchedule]:
     # Built after the model is on its device, so the optimizer can pick fused CUDA kernels.
     optim = spec.optim
+    params: Any = model.parameters()
+    if optim.backbone_lr_scale != 1.0:  # discriminative learning rates: the pretrained backbone moves slower
+        params = [
+            {"params": list(model.backbone_parameters()), "lr": optim.lr * optim.backbone_lr_scale},
+            {"params": list(model.head_parameters())},
+        ]
     optimizer = make_optimizer(
-        optim.name, model.parameters(), lr=optim.lr, weight_decay=optim.weight_decay, momentum=optim.momentum
+        optim.name, params, lr=optim.lr, weight_decay=optim.weight_decay, momentum=optim.momentum
     )
     scheduler = make_scheduler(
         optim.scheduler,
@@ -164,7 +176,8 @@ def _optimization(spec: JobSpec, model: Classifier, *, epoch_length: int) -> tup
 
 def _network(
     spec: JobSpec, train: Split, *, num_classes: int, init_state: Mapping[str, torch.Tensor] | None
-) -> Classifier:
+) -> tuple[Classifier, list[str]]:
+    """The network, initialised from ``init_state`` when given, and what its stem needed adapted for it."""
     height, width, channels = train.image_shape
     mean, std = channel_stats(train.images)
     model = build_network(
@@ -176,10 +189,12 @@ def _network(
         mean=mean,
         std=std,
     )
-    if init_state is not None:
-        skipped = load_init_state(model, init_state, strict_backbone=True)
-        logger.info("initialised %s from %s (%d keys not loaded)", spec.model.arch, spec.model.init, len(skipped))
-    return model
+    if init_state is None:
+        return model, []
+    state, adaptations = prepare_pretrained(model, init_state)
+    skipped = load_init_state(model, state, strict_backbone=True)
+    logger.info("initialised %s from %s (%d keys not loaded)", spec.model.arch, spec.model.init, len(skipped))
+    return model, adaptations + [f"{key}: not loaded (new head)" for key in skipped]
 
 
 def criterion_kind(loss: LossSpec) -> str:

@@ -36,6 +36,7 @@ from workers.lifecycle.heartbeat import Heartbeat
 from workers.lifecycle.init_weights import job_weights_key, load_init_state
 from workers.lifecycle.outcome import Outcome
 from workers.lifecycle.plan import build_training
+from workers.lifecycle.resample import decoupled_stage
 from workers.training.checkpoint import load_checkpoint
 from workers.training.engine import FitResult
 from workers.training.state import EpochRecord, StopReason, TrainingState
@@ -104,13 +105,16 @@ class JobRun:
         arrays = load_canonical(self.store, dataset.blob_prefix, mmap=True)
         device = resolve_device(self.settings.device)
         self.device_type = device.type
+        adapted: list[str] = []
         plan = build_training(
             spec,
             dataset_arrays=arrays,
             class_names=dataset.class_names,
             device=device,
             init_state=self._init_state(spec),
+            adaptations=adapted,
         )
+        report = {"init": {"source": spec.model.init, "adapted": adapted}}
         resume = self._resume_point()
         start_epoch = int(resume["epoch"]) if resume else 0
         self._held(
@@ -126,7 +130,18 @@ class JobRun:
         finally:
             # Only a job handed back resumes: its last finished epoch goes on disk and on the row.
             progress.checkpoints.close(write_pending=result is not None and result.stopped == StopReason.shutdown)
-        return self._conclude(result, spec=spec, class_names=dataset.class_names, image_shape=plan.train.image_shape)
+        extra_files: dict[str, Any] = {}
+        if spec.resample is not None and result.stopped.finished:
+            result, stage_report, extra_files = decoupled_stage(spec, result=result, plan=plan, device=device)
+            report.update(stage_report)
+        return self._conclude(
+            result,
+            spec=spec,
+            class_names=dataset.class_names,
+            image_shape=plan.train.image_shape,
+            report=report,
+            extra_files=extra_files,
+        )
 
     def _dataset(self, session: Session) -> DatasetInfo:
         row = datasets.get_dataset(session, tenant_id=self.tenant_id, dataset_id=self.dataset_id)
@@ -175,7 +190,14 @@ class JobRun:
 
     # --- endings ----------------------------------------------------------
     def _conclude(
-        self, result: FitResult, *, spec: JobSpec, class_names: list[str], image_shape: tuple[int, int, int]
+        self,
+        result: FitResult,
+        *,
+        spec: JobSpec,
+        class_names: list[str],
+        image_shape: tuple[int, int, int],
+        report: dict[str, Any],
+        extra_files: dict[str, Any],
     ) -> Outcome:
         if result.stopped == StopReason.lease_lost:
             raise LeaseLost(self.job_id)
@@ -191,7 +213,14 @@ class JobRun:
             )
             return self.fail(error_type="TimeLimitExceeded", message=message)
         stored = export_artifacts(
-            result, store=self.store, job_id=self.job_id, spec=spec, class_names=class_names, image_shape=image_shape
+            result,
+            store=self.store,
+            job_id=self.job_id,
+            spec=spec,
+            class_names=class_names,
+            image_shape=image_shape,
+            report=report,
+            extra_files=extra_files,
         )
         self.write(lambda s: self._register(s, result, stored, spec, class_names, image_shape), "register the model")
         logger.info("job %s: succeeded (best epoch %d)", self.job_id, result.best_epoch)

@@ -67,10 +67,14 @@ class Classifier(nn.Module):
         return self.head.out_features
 
     def forward(self, x: Tensor) -> Tensor:
+        return self.head(self.features(x))
+
+    def features(self, x: Tensor) -> Tensor:
+        """The penultimate ``(B, F)`` features the head reads (decoupled re-training embeds with these)."""
         x = (x - self.mean) / self.std
         if self.image_size is not None:
             x = F.interpolate(x, size=(self.image_size, self.image_size), mode="bilinear", antialias=False)
-        return self.head(self.backbone(x))
+        return self.backbone(x)
 
     def replace_head(self, num_classes: int) -> None:
         """A freshly initialised head for ``num_classes`` (transfer learning)."""

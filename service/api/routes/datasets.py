@@ -93,6 +93,8 @@ def _record(session: Session, *, store: BlobStore, tenant_id: str, dataset_id: s
             name=name,
             format=result.format,
             summary=result.summary,
+            diagnostics=result.diagnostics,
+            advice=result.advice,
             blob_prefix=result.blob_prefix,
             size_bytes=result.size_bytes,
         )

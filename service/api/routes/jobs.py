@@ -25,6 +25,7 @@ from service.api.deps import (
     TenantDep,
     read_in_session,
 )
+from service.api.etag import NOT_MODIFIED, IfNoneMatch, json_or_not_modified
 from service.config import Settings
 from service.errors import ProblemError, dotted, field_error, not_found, problem_responses, shown
 from service.models import Job, JobStatus, utcnow
@@ -97,18 +98,29 @@ def list_jobs(
     session: SessionDep,
     tenant_id: TenantDep,
     status_: Annotated[JobStatus | None, Query(alias="status", description="only jobs in this state")] = None,
+    experiment_id: Annotated[
+        str | None, Query(min_length=1, max_length=64, description="only the trials of this experiment")
+    ] = None,
     limit: LimitQuery = 50,
     offset: OffsetQuery = 0,
 ) -> Page[JobOut]:
-    rows = repo.list_jobs(session, tenant_id=tenant_id, status=status_, limit=limit + 1, offset=offset)
+    rows = repo.list_jobs(
+        session, tenant_id=tenant_id, status=status_, limit=limit + 1, offset=offset, experiment_id=experiment_id
+    )
     return Page[JobOut].of(rows, limit=limit, offset=offset, convert=JobOut.from_row)
 
 
-@router.get("/{job_id}", response_model=JobOut, summary="One job (poll it)", responses=problem_responses(404))
-async def get_job(job_id: str, request: Request, tenant_id: TenantDep) -> JobOut:
-    return await read_in_session(
+@router.get(
+    "/{job_id}",
+    response_model=JobOut,
+    summary="One job (poll it with If-None-Match, or follow /events)",
+    responses={**NOT_MODIFIED, **problem_responses(404)},
+)
+async def get_job(job_id: str, request: Request, tenant_id: TenantDep, if_none_match: IfNoneMatch = None) -> Response:
+    job = await read_in_session(
         request, lambda session: JobOut.from_row(_job_or_404(session, tenant_id=tenant_id, job_id=job_id))
     )
+    return json_or_not_modified(job, if_none_match)
 
 
 @router.post(
@@ -135,12 +147,21 @@ def cancel_job(job_id: str, session: SessionDep, tenant_id: TenantDep) -> JobOut
     "/{job_id}/metrics",
     response_model=MetricsOut,
     summary="Per-epoch history and test metrics",
-    responses=problem_responses(404),
+    responses={**NOT_MODIFIED, **problem_responses(404)},
 )
-def get_metrics(job_id: str, session: SessionDep, tenant_id: TenantDep) -> MetricsOut:
+def get_metrics(
+    job_id: str,
+    session: SessionDep,
+    tenant_id: TenantDep,
+    since_epoch: Annotated[int, Query(ge=0, le=1_000_000, description="only epochs after this one")] = 0,
+    if_none_match: IfNoneMatch = None,
+) -> Response:
     job = _job_or_404(session, tenant_id=tenant_id, job_id=job_id)
-    history = [EpochOut.from_row(row) for row in repo.list_epoch_metrics(session, job_id=job.id)]
-    return MetricsOut(history=history, best_epoch=job.best_epoch, test=job.test_metrics)
+    rows = repo.list_epoch_metrics(session, job_id=job.id, since_epoch=since_epoch)
+    metrics = MetricsOut(
+        history=[EpochOut.from_row(row) for row in rows], best_epoch=job.best_epoch, test=job.test_metrics
+    )
+    return json_or_not_modified(metrics, if_none_match)
 
 
 @router.get(

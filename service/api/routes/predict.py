@@ -10,7 +10,6 @@ from __future__ import annotations
 import base64
 import binascii
 import logging
-from typing import Any
 
 from fastapi import APIRouter, Request
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
@@ -24,6 +23,7 @@ from service.config import Settings
 from service.errors import ProblemError, dotted, field_error, not_found, shown
 from service.inference import ALLOWED_FORMATS, ArtifactError, InstanceError, ModelRef, Predictor
 from service.repository import models as repo
+from service.schemas import PredictOut
 
 logger = logging.getLogger(__name__)
 router = APIRouter(prefix="/models", tags=["models"])
@@ -41,30 +41,6 @@ class Instance(BaseModel):
 class PredictRequest(BaseModel):
     model_config = ConfigDict(extra="forbid", strict=True)
     instances: list[Instance]
-
-
-class PredictionOut(BaseModel):
-    label: str = Field(description="the chosen class (the model card's operating point decides)")
-    class_index: int
-    probabilities: dict[str, float] = Field(description="softmax per class name; sums to 1")
-    scores_version: int = Field(description="the model card revision that produced this answer")
-    decision: dict[str, Any] = Field(description="the rule applied, its threshold(s) and the margin")
-
-
-class PredictOut(BaseModel):
-    model_config = ConfigDict(
-        protected_namespaces=(),
-        json_schema_extra={
-            "examples": [
-                {
-                    "model_id": "3f2b8c1d9e4a4b6f8a7c5d2e1f0a9b8c",
-                    "predictions": [{"label": "1", "class_index": 1, "probabilities": {"0": 0.08, "1": 0.92}}],
-                }
-            ]
-        },
-    )
-    model_id: str
-    predictions: list[PredictionOut]
 
 
 _FORMATS = ", ".join(ALLOWED_FORMATS)

@@ -12,6 +12,7 @@ from datetime import timedelta
 import numpy as np
 import pytest
 import torch
+import torchvision
 from safetensors.torch import load_file, save_file
 from sqlalchemy import select
 
@@ -28,6 +29,7 @@ from workers.lifecycle.failures import classify_error, readable
 from workers.lifecycle.plan import build_training
 from workers.training.checkpoint import save_checkpoint
 from workers.training.engine import fit
+from workers.training.networks import build_network
 
 SPEC = {
     "model": {"arch": "simple_cnn"},
@@ -306,3 +308,66 @@ def test_error_classification_and_readable_messages():
     assert (
         readable("a\n  b") == "a b" and readable("see https://errors.example/v/x") == "see https://errors.example/v/x"
     )
+
+
+def test_imagenet_layout_weights_train_on_small_grayscale_and_the_job_reports_the_adaptation(env, settings):
+    """An operator drops a torchvision ResNet-18 state dict (3 channels, 1000 classes) in the weights directory."""
+    settings.operator_weights_dir.mkdir(parents=True)
+    torch.manual_seed(0)
+    torch.save(torchvision.models.resnet18(weights=None).state_dict(), settings.operator_weights_dir / "resnet18.pth")
+    overrides = {
+        "model": {"arch": "resnet18", "init": "weights:resnet18", "freeze_backbone_epochs": 1},
+        "optim": {"backbone_lr_scale": 0.1},
+    }
+    job_id = make_job(env, overrides)
+    assert run(env, settings, job_id) == "succeeded", job_row(env, job_id).error_message
+    metrics = json.loads(env["store"].local_path(f"jobs/{job_id}/artifacts/metrics.json").read_text())
+    assert metrics["init"]["source"] == "weights:resnet18"
+    adapted = "\n".join(metrics["init"]["adapted"])
+    assert "backbone.conv1.weight: 3 -> 1 input channels (summed over RGB)" in adapted
+    assert "backbone.conv1.weight: pretrained 7x7 kernel kept at stride 1" in adapted
+    assert "head.weight: not loaded (new head)" in adapted
+
+
+@pytest.mark.parametrize(
+    "method",
+    ["smote", "borderline_smote", "random_over", "random_under", "tomek", "enn", "smote_tomek", "smote_enn"],
+)
+def test_a_job_with_each_resample_method_exports_backbone_and_new_head(env, settings, method):
+    overrides = {"epochs": 1, "resample": {"method": method, "k_neighbors": 3, "head_epochs": 2}}
+    job_id = make_job(env, overrides)
+    assert run(env, settings, job_id) == "succeeded", job_row(env, job_id).error_message
+    store = env["store"]
+    metrics = json.loads(store.local_path(f"jobs/{job_id}/artifacts/metrics.json").read_text())
+    assert metrics["resample"]["method"] == method and metrics["resample"]["counts_before"] == {
+        "normal": 64,
+        "rare": 16,
+    }
+    assert set(metrics["stage1"]) == {"best_epoch", "threshold", "val", "test"} and metrics["stage1"]["test"]
+    assert metrics["test"] and metrics["test"] != metrics["stage1"]["test"]
+    with env["factory"]() as session:
+        names = set(session.scalars(select(Artifact.name).where(Artifact.job_id == job_id)))
+    assert ("cleaned.json" in names) == (method in ("tomek", "enn"))
+    if method in ("tomek", "enn"):
+        cleaned = json.loads(store.local_path(f"jobs/{job_id}/artifacts/cleaned.json").read_text())
+        dropped = 64 - metrics["resample"]["counts_after"]["normal"]
+        assert cleaned["count"] == dropped == len(cleaned["dropped"])
+        assert all(item["class"] == "normal" for item in cleaned["dropped"])
+    # The exported program is the stage-1 backbone with the stage-2 head.
+    program = torch.export.load(str(store.local_path(f"jobs/{job_id}/artifacts/model.pt2"))).module()
+    weights = load_file(str(store.local_path(f"jobs/{job_id}/artifacts/weights.safetensors")))
+    images, _ = load_canonical(store, f"datasets/{env['dataset']}")["test"]
+    batch = torch.from_numpy(np.array(images[:4])).permute(0, 3, 1, 2).float() / 255
+    model = build_network("simple_cnn", num_classes=2, in_channels=1, input_size=(8, 8), mean=[0.0], std=[1.0])
+    model.load_state_dict(weights)
+    torch.testing.assert_close(program(batch), model.eval()(batch), rtol=1e-4, atol=1e-4)
+
+
+def test_adasyn_on_separable_embeddings_fails_the_job_with_imbalanced_learns_reason(env, settings):
+    # The classes here are separable: no minority sample has a majority neighbour, so ADASYN has no
+    # density to weigh by (it succeeds on overlapping classes: tests/workers/lifecycle/test_resample.py).
+    job_id = make_job(env, {"epochs": 1, "resample": {"method": "adasyn", "k_neighbors": 3, "head_epochs": 1}})
+    assert run(env, settings, job_id) == "failed"
+    job = job_row(env, job_id)
+    assert "resample adasyn failed on the train embeddings" in job.error_message
+    assert "ADASYN is not suited" in job.error_message

@@ -10,6 +10,7 @@ from service.spec import JobSpec, effective_warmup_epochs
 from workers.lifecycle.plan import build_training, criterion_kind
 from workers.training.data import channel_stats
 from workers.training.engine import fit
+from workers.training.networks import build_network
 
 COUNTS = (30, 6)  # class 1 is the minority
 
@@ -203,3 +204,32 @@ def test_the_spec_and_the_core_name_the_same_choices():
     from workers.training import metrics, networks
 
     assert spec.ARCHS == networks.ARCHS and spec.SELECTION_METRICS == metrics.SELECTION_METRICS
+
+
+def test_backbone_lr_scale_gives_the_backbone_its_own_learning_rate():
+    optimizer = build(
+        {"optim": {"lr": 0.01, "backbone_lr_scale": 0.1, "warmup_epochs": 0, "scheduler": "none"}}
+    ).optimizer
+    backbone, head = optimizer.param_groups
+    assert (backbone["lr"], head["lr"]) == pytest.approx((0.001, 0.01))
+    assert len(head["params"]) == 2  # the head's weight and bias
+    assert len(build().optimizer.param_groups) == 1
+
+
+def test_init_adaptations_are_reported():
+    donor = build_network("simple_cnn", num_classes=5, in_channels=3, input_size=(8, 8), mean=[0.0] * 3, std=[1.0] * 3)
+    adapted: list[str] = []
+    spec = JobSpec.model_validate({"dataset_id": "d1", "model": {"arch": "simple_cnn"}})
+    build_training(
+        spec,
+        dataset_arrays=dataset(),
+        class_names=["normal", "rare"],
+        device="cpu",
+        init_state=donor.state_dict(),
+        adaptations=adapted,
+    )
+    assert adapted == [
+        "backbone.0.weight: 3 -> 1 input channels (summed over RGB)",
+        "head.weight: not loaded (new head)",
+        "head.bias: not loaded (new head)",
+    ]

@@ -1,0 +1,50 @@
+"""Spec combinations that are accepted but are likely a mistake: ``warnings`` on jobs and experiments.
+
+Each warning is ``{"code", "message", "fields"}``; ``fields`` are the dotted
+spec paths involved. They are computed from the spec alone, so a job's
+warnings need no storage and read the same on every GET.
+"""
+
+from __future__ import annotations
+
+from service.spec import JobSpec
+
+_REBALANCING_SAMPLERS = ("weighted", "sqrt", "oversample", "undersample")
+
+
+def spec_warnings(spec: JobSpec) -> list[dict]:
+    loss, found = spec.loss, []
+    if loss.class_weights != "none" and spec.sampler.type in _REBALANCING_SAMPLERS:
+        found.append(
+            _warning(
+                "double_rebalancing",
+                f"loss.class_weights {loss.class_weights!r} and sampler.type {spec.sampler.type!r} both correct "
+                "for imbalance; together they count it twice and over-weight the minority classes "
+                "(use one, or defer the weights with loss.reweight_from_epoch)",
+                ["loss.class_weights", "sampler.type"],
+            )
+        )
+    if loss.type == "focal" and loss.variant == "softmax" and isinstance(loss.alpha, float):
+        found.append(
+            _warning(
+                "scalar_alpha_softmax",
+                f"a scalar loss.alpha ({loss.alpha}) with the softmax focal loss multiplies every class by the same "
+                "factor, so it only scales the loss; give one value per class, 'balanced', or use variant 'sigmoid'",
+                ["loss.alpha", "loss.variant"],
+            )
+        )
+    if loss.type == "cross_entropy" and loss.alpha is not None:
+        found.append(_warning("alpha_unused", "loss.alpha applies only to the focal loss", ["loss.alpha", "loss.type"]))
+    if loss.reweight_from_epoch is not None and loss.class_weights == "none":
+        found.append(
+            _warning(
+                "reweight_without_weights",
+                "loss.reweight_from_epoch defers class weights, but loss.class_weights is 'none'",
+                ["loss.reweight_from_epoch", "loss.class_weights"],
+            )
+        )
+    return found
+
+
+def _warning(code: str, message: str, fields: list[str]) -> dict:
+    return {"code": code, "message": message, "fields": fields}
