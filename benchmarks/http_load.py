@@ -2,10 +2,10 @@
 
 Client and server share this machine's two cores, so every millisecond the
 client spends is taken from the server. A general-purpose client (httpx)
-cost about a millisecond of CPU per request, more than the server's own
-work on a poll; this one sends prepared request bytes over keep-alive
-connections and parses only the status line, ``Content-Length`` (or chunked
-framing) and the body: about 0.1 ms per request.
+costs more CPU per request than the server's own work on a poll
+(``benchmarks/RESULTS.md``, "Polling"); this one sends prepared request
+bytes over keep-alive connections and parses only the status line,
+``Content-Length`` (or chunked framing) and the body.
 
 - :func:`run_load` (closed loop): ``concurrency`` clients, each sending its
   next request when the previous one is answered. Measures capacity;
@@ -19,8 +19,8 @@ framing) and the body: about 0.1 ms per request.
 
 A short warm-up (not recorded) opens the connections and fills the server's caches.
 The client's garbage collector is paused while it measures: with torch
-imported, one full collection stalls its event loop for ~200 ms, which would
-show up as server latency.
+imported, one full collection stalls its event loop long enough to show up
+as server latency.
 """
 
 from __future__ import annotations

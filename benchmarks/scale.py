@@ -27,6 +27,7 @@ import numpy as np
 import torch
 
 from benchmarks import common
+from benchmarks.workload import Case, job_overrides
 
 logger = logging.getLogger(__name__)
 
@@ -127,7 +128,6 @@ def timed_epochs(multiplier: int, largest: int) -> int:
 
 def child_main(args: argparse.Namespace, *, multiplier: int, device: torch.device) -> int:
     """One size: print a JSON line with epoch seconds and memory peaks."""
-    from benchmarks.throughput import Case, job_overrides
     from workers.training.engine import fit
 
     if multiplier < 1:

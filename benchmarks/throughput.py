@@ -28,7 +28,6 @@ import logging
 import sys
 import time
 from collections.abc import Sequence
-from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
@@ -36,23 +35,11 @@ import torch
 
 from benchmarks import common, scale
 from benchmarks.bare_loop import BareTrainer
+from benchmarks.workload import CUTMIX_ALPHA, GAMMA, LR, ROTATION, SCALE, WEIGHT_DECAY, Case, job_overrides
 
 logger = logging.getLogger(__name__)
 
 TARGET_RATIO = 0.95
-# The work both sides do; the job spec and the bare loop's arguments are built from these.
-GAMMA, CUTMIX_ALPHA, ROTATION, SCALE, LR, WEIGHT_DECAY = 2.0, 1.0, 15.0, (0.9, 1.1), 1e-3, 1e-4
-
-
-@dataclass(frozen=True)
-class Case:
-    name: str
-    arch: str
-    side: int  # 28: PneumoniaMNIST; otherwise synthetic RGB images of this side
-    train: int  # images (PneumoniaMNIST: at most 4708)
-    val: int
-    batch_size: int
-    epochs: int  # including the warm-up epoch
 
 
 def cases(*, device: str, quick: bool) -> list[Case]:
@@ -65,13 +52,13 @@ def cases(*, device: str, quick: bool) -> list[Case]:
             Case("resnet18 64px synthetic (quick)", "resnet18", 64, 8, 4, 4, 2),
         ]
     gpu = device == "cuda"
-    # A 28 px epoch on a GPU takes 0.2-0.5 s and the GPU box's host has slow spells (one fit ran 376 and
-    # 477 ms per epoch within one process): twenty alternations keep a spell from deciding the median.
+    # A 28 px epoch on a GPU is short and the GPU box's host has slow spells (benchmarks/RESULTS.md,
+    # "Job ÷ bare on the H100"): twenty alternations keep a spell from deciding the median.
     return [
         Case("simple_cnn 28px", "simple_cnn", 28, 4708, 524, 128, 21 if gpu else 6),
         Case("resnet18 28px", "resnet18", 28, 4708, 524, 128, 21 if gpu else 4),
         # On the CPU an epoch is a few steps, so that five epochs (four timed, alternating with the
-        # bare loop) fit in minutes: two timed epochs of this noisy 2-core VM varied ±5 %.
+        # bare loop) fit in minutes on a small VM.
         Case(
             "resnet50 224px synthetic",
             "resnet50",
@@ -82,24 +69,6 @@ def cases(*, device: str, quick: bool) -> list[Case]:
             6 if gpu else 5,
         ),
     ]
-
-
-def job_overrides(case: Case, *, compile: bool) -> dict[str, Any]:
-    """The JobSpec fields of a case (everything else is the spec's default)."""
-    return {
-        "model": {"arch": case.arch},
-        "loss": {"type": "focal", "gamma": GAMMA},
-        "mixing": {"mode": "cutmix", "cutmix_alpha": CUTMIX_ALPHA, "prob": 1.0},
-        "sampler": {"type": "weighted"},
-        "augment": {"hflip": True, "vflip": False, "rotation": ROTATION, "scale": list(SCALE)},
-        "optim": {"name": "adamw", "lr": LR, "weight_decay": WEIGHT_DECAY, "scheduler": "cosine"},
-        "epochs": case.epochs,
-        "batch_size": case.batch_size,
-        "seed": 0,
-        "selection_metric": "balanced_accuracy",
-        "threshold": {"strategy": "max_f1"},
-        "compile": compile,
-    }
 
 
 def case_arrays(case: Case, pneumonia: common.Arrays) -> common.Arrays:

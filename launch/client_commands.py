@@ -56,6 +56,11 @@ def register(commands: argparse._SubParsersAction) -> None:
     metrics = verb(jobs, "metrics", lambda c, a: c.metrics(a.id, since_epoch=a.since_epoch), "a job's metrics")
     metrics.add_argument("id")
     metrics.add_argument("--since-epoch", type=int, default=0)
+    verb(jobs, "artifacts", lambda c, a: c.list_artifacts(a.id), "a job's artefacts").add_argument("id")
+    download = verb(jobs, "download", _download, "save one artefact (e.g. model.pt2)")
+    download.add_argument("id")
+    download.add_argument("name")
+    download.add_argument("-o", "--output", type=Path, default=Path("."), help="file or folder (default: here)")
 
     models = commands.add_parser("models", help="list trained models").add_subparsers(required=True)
     verb(models, "list", lambda c, a: c.list_models(), "list models")
@@ -63,6 +68,10 @@ def register(commands: argparse._SubParsersAction) -> None:
     predict = verb(commands, "predict", lambda c, a: c.predict(a.model, a.images), "classify image files")
     predict.add_argument("model")
     predict.add_argument("images", nargs="+", type=Path)
+
+
+class UsageError(Exception):
+    """The command line cannot be carried out as given (exit 2)."""
 
 
 def is_client_command(args: argparse.Namespace) -> bool:
@@ -73,9 +82,13 @@ def run(args: argparse.Namespace) -> int:
     from rarefit.client import ApiError, Client
 
     try:
-        with Client(args.url, args.api_key) as client:
+        try:
+            client = Client(args.url, args.api_key)
+        except ValueError as exc:
+            raise UsageError(str(exc)) from None
+        with client:
             result = args.client_handler(client, args)
-    except ValueError as exc:
+    except UsageError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return EXIT_USAGE
     except ApiError as exc:
@@ -96,12 +109,18 @@ def _upload(client, args: argparse.Namespace):
     return client.upload_dataset(args.file, name=args.name)
 
 
+def _download(client, args: argparse.Namespace):
+    path = client.download_artifact(args.id, args.name, args.output)
+    print(f"saved {path}", file=sys.stderr)
+    return [a for a in client.list_artifacts(args.id) if a.name == args.name][0]
+
+
 def _submit(client, args: argparse.Namespace):
     text = sys.stdin.read() if args.spec == "-" else Path(args.spec).read_text(encoding="utf-8")
     try:
         spec = json.loads(text)
     except json.JSONDecodeError as exc:
-        raise ValueError(f"{args.spec} is not JSON: {exc}") from None
+        raise UsageError(f"{args.spec} is not JSON: {exc}") from None
     if args.dataset:
         spec["dataset_id"] = args.dataset
     job = client.submit_job(spec)
@@ -130,7 +149,7 @@ def _show(result: Any, args: argparse.Namespace) -> None:
         print(json.dumps(payload, indent=2))
     elif args.quiet:
         for item in items:
-            print(getattr(item, "id", None) or getattr(item, "model_id", ""))
+            print(getattr(item, "id", None) or getattr(item, "model_id", None) or getattr(item, "name", ""))
     else:
         for item in items:
             print(_line(item))

@@ -175,6 +175,8 @@ class Client:
                 source.response.read()
                 raise ApiError.from_response(source.response)
             for sse in source.iter_sse():
+                if not sse.data:
+                    continue  # a heartbeat: httpx-sse reports a comment after an event as an empty message
                 yield JobEvent(id=int(sse.id), event=sse.event, data=json.loads(sse.data))
 
     def wait(self, job: JobOut | str, *, progress: Progress | None = None, poll_seconds: float = 2.0) -> JobOut:

@@ -18,6 +18,8 @@ import secrets
 import time
 from collections.abc import Awaitable, Callable
 
+from cachetools import TTLCache
+
 KEY_PREFIX = "rf_"
 MAX_KEY_LENGTH = 200
 _PREFIX_CHARS = 10
@@ -63,12 +65,26 @@ class KeyCache:
     Every ``/v1`` call authenticates; a poll loop would otherwise pay a key
     lookup per request. Entries are keyed by the key's sha256 (never the key),
     so a revocation takes effect within ``ttl_seconds`` (0 disables caching).
+    At ``max_entries`` the least recently used entry makes room (expired ones
+    first), so a burst of new keys never drops the hot ones all at once.
     """
 
     def __init__(self, *, ttl_seconds: float, max_entries: int = 10_000) -> None:
-        self.ttl_seconds, self.max_entries = ttl_seconds, max_entries
-        self._entries: dict[str, tuple[str, float]] = {}
+        self.max_entries = max_entries
+        self.ttl_seconds = ttl_seconds
         self._lookups: dict[str, asyncio.Future[str | None]] = {}
+
+    @property
+    def ttl_seconds(self) -> float:
+        return self._ttl_seconds
+
+    @ttl_seconds.setter
+    def ttl_seconds(self, value: float) -> None:
+        # A TTLCache has one lifetime for all its entries: a new lifetime starts an empty cache.
+        self._ttl_seconds = float(value)
+        self._entries: TTLCache[str, str] = TTLCache(
+            maxsize=self.max_entries, ttl=max(self._ttl_seconds, 0.0), timer=time.monotonic
+        )
 
     async def resolve(self, plaintext: str, lookup: Callable[[], Awaitable[str | None]]) -> str | None:
         """The cached tenant of ``plaintext``, else ``await lookup()``, cached when found.
@@ -95,14 +111,8 @@ class KeyCache:
         return tenant_id
 
     def _fresh(self, digest: str) -> str | None:
-        entry = self._entries.get(digest)
-        if entry is None or entry[1] < time.monotonic():
-            return None
-        return entry[0]
+        return self._entries.get(digest)
 
     def _store(self, digest: str, tenant_id: str) -> None:
-        if self.ttl_seconds <= 0:
-            return
-        if len(self._entries) >= self.max_entries:
-            self._entries.clear()  # a crude bound: refilling costs one lookup per active key
-        self._entries[digest] = (tenant_id, time.monotonic() + self.ttl_seconds)
+        if self.ttl_seconds > 0:
+            self._entries[digest] = tenant_id

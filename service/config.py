@@ -27,6 +27,18 @@ class Settings(BaseSettings):
         default=None, description="operator-provided weights for model.init 'weights:<name>'"
     )
     bootstrap_api_key: SecretStr | None = None
+    storage_url: str | None = Field(
+        default=None,
+        description="blob store: file:///dir or s3://bucket/prefix; default: the blobs folder in data_dir",
+    )
+    s3_endpoint_url: str | None = Field(default=None, description="S3-compatible endpoint (MinIO, Ceph); default AWS")
+    s3_multipart_bytes: int = Field(default=8 * 1024 * 1024, ge=5 * 1024 * 1024, description="multipart part size")
+    storage_retry_seconds: float = Field(
+        default=30.0, ge=0.0, le=3600.0, description="how long an unreachable object store is retried"
+    )
+    scratch_dir: Path | None = Field(
+        default=None, description="this process's own staging folder; default: the scratch folder in data_dir"
+    )
     optuna_storage_url: str | None = Field(
         default=None,
         description="Optuna's RDB storage; default: SQLite file optuna.db in data_dir, or schema 'optuna' "
@@ -107,6 +119,10 @@ class Settings(BaseSettings):
     @model_validator(mode="after")
     def _absolute_data_dir(self) -> Settings:
         object.__setattr__(self, "data_dir", self.data_dir.expanduser().resolve())
+        if self.storage_url is not None:
+            from service.storage import parse_storage_url  # raises ValueError naming the problem
+
+            parse_storage_url(self.storage_url)
         return self
 
     @property
@@ -128,6 +144,11 @@ class Settings(BaseSettings):
     @property
     def blob_dir(self) -> Path:
         return self.data_dir / "blobs"
+
+    @property
+    def scratch_path(self) -> Path:
+        """Where this process stages files (uploads, exports, checkpoints); never shared with another host."""
+        return (self.scratch_dir or self.data_dir / "scratch").expanduser().resolve()
 
     @property
     def operator_weights_dir(self) -> Path:

@@ -21,6 +21,7 @@ from sqlalchemy.exc import TimeoutError as PoolTimeout
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from service.ingest import DatasetRejected
+from service.storage import StorageFull, StorageUnavailable
 
 logger = logging.getLogger(__name__)
 
@@ -73,6 +74,7 @@ _PROBLEM_DESCRIPTIONS = {
     429: "too many active jobs for this tenant",
     500: "unexpected server error (logged; no details are returned)",
     503: "a dependency (database, broker, blob store) is unavailable",
+    507: "the server's disk or object store is full or over its quota; nothing was stored",
 }
 
 
@@ -142,6 +144,8 @@ def install_error_handlers(app: FastAPI) -> None:
     app.add_exception_handler(DatasetRejected, _dataset_rejected)
     app.add_exception_handler(RequestValidationError, _validation)
     app.add_exception_handler(StarletteHTTPException, _http)
+    app.add_exception_handler(StorageFull, _storage_full)
+    app.add_exception_handler(StorageUnavailable, _storage_down)
     app.add_exception_handler(OperationalError, _database_down)
     app.add_exception_handler(PoolTimeout, _overloaded)
     app.add_exception_handler(Exception, _unexpected)
@@ -185,6 +189,18 @@ async def _database_down(request: Request, exc: OperationalError) -> JSONRespons
     # Connection refused, locked database, failover: the client may retry; details stay in the log.
     logger.error("database error on %s %s: %s", request.method, request.url.path, type(exc.orig).__name__)
     return problem_response(503, "the database is unavailable; retry later", headers={"Retry-After": "5"})
+
+
+async def _storage_full(request: Request, exc: StorageFull) -> JSONResponse:
+    # The operator's problem, not the client's: say what is full; the route has removed what it wrote.
+    logger.error("storage full on %s %s: %s", request.method, request.url.path, exc.message)
+    detail = f"{exc.message}; nothing was stored. The operator must free space or raise the quota; then retry"
+    return problem_response(507, detail, title="Insufficient Storage", extra={"error_type": "storage_full"})
+
+
+async def _storage_down(request: Request, exc: StorageUnavailable) -> JSONResponse:
+    logger.error("blob store unreachable on %s %s: %s", request.method, request.url.path, exc)
+    return problem_response(503, "the blob store is unreachable; retry later", headers={"Retry-After": "5"})
 
 
 async def _overloaded(request: Request, _exc: PoolTimeout) -> JSONResponse:

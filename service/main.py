@@ -119,8 +119,8 @@ async def _lifespan(app: FastAPI) -> AsyncIterator[None]:
             ]
             for thread in background:
                 thread.start()
-        # torch and the app leave ~430k long-lived objects; a full collection walks them all
-        # (~225 ms on 2 cores), which showed as the p99 of polling. Frozen, they are never
+        # torch and the app leave hundreds of thousands of long-lived objects; a full collection
+        # walks them all and set the p99 of polling (benchmarks/RESULTS.md). Frozen, they are never
         # scanned again; what requests allocate is still collected.
         gc.collect()
         gc.freeze()

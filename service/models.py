@@ -132,7 +132,8 @@ class Job(Base):
 
 
 class EpochMetrics(Base):
-    """One row per (job, epoch): append-only; a resumed job upserts, never duplicates."""
+    """One row per (job, epoch); a resumed job upserts its epochs (never duplicates), and a job
+    restarted from an earlier checkpoint first deletes the rows after it."""
 
     __tablename__ = "epoch_metrics"
     __table_args__ = (UniqueConstraint("job_id", "epoch"),)
@@ -171,7 +172,7 @@ class Model(Base):
     threshold: Mapped[float | None] = mapped_column(Float, default=None)
     positive_class: Mapped[int | None] = mapped_column(Integer, default=None)
     metrics: Mapped[dict] = mapped_column(JSON)  # summary of the test block
-    blob_prefix: Mapped[str] = mapped_column(String(200))  # program.pt2, weights, card
+    blob_prefix: Mapped[str] = mapped_column(String(200))  # the artefact's files (service.model_card names them)
     size_bytes: Mapped[int] = mapped_column(BigInteger, default=0)
     created_at: Mapped[datetime] = mapped_column(default=utcnow)
 

@@ -24,7 +24,7 @@ id); the database is the truth. The choices below follow from that:
 - Redis ``visibility_timeout`` is 12 h anyway, so even a message that somehow
   stays unacked is not redelivered while its job could still be running.
 - The embedded default broker is kombu's SQLAlchemy transport on a SQLite
-  file, polled every 0.1 s so a job starts well under 2 s after it is sent.
+  file, polled every 0.1 s (kombu's default is 1 s) so a job starts promptly after it is sent.
 """
 
 from __future__ import annotations

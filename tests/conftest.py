@@ -11,6 +11,7 @@ import os
 import re
 import secrets
 import socket
+import subprocess
 import sys
 from collections.abc import Callable, Iterator
 from pathlib import Path
@@ -209,3 +210,65 @@ def redis_url() -> Iterator[str]:
     finally:
         client.flushdb()
         client.close()
+
+
+# --- S3 (moto's standalone server) ------------------------------------------
+
+
+@pytest.fixture(scope="session")
+def moto_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[object]:
+    """A real S3 HTTP endpoint on 127.0.0.1 for the session (see tests/s3_support.py).
+
+    The AWS credential variables point at it for the session, as an operator's
+    environment would; they are restored afterwards.
+    """
+    try:
+        import moto.server  # noqa: F401
+    except ImportError:
+        unavailable("moto[server] is not installed")
+    from s3_support import CREDENTIALS, MotoServer
+
+    server = MotoServer(log_path=tmp_path_factory.mktemp("moto") / "moto.log")
+    saved = {name: os.environ.get(name) for name in CREDENTIALS}
+    os.environ.update(CREDENTIALS)
+    server.start()
+    try:
+        yield server
+    finally:
+        server.stop()
+        for name, value in saved.items():
+            if value is None:
+                os.environ.pop(name, None)
+            else:
+                os.environ[name] = value
+
+
+# --- a small real filesystem that fills up ------------------------------------
+
+
+@pytest.fixture
+def small_tmpfs(tmp_path: Path) -> Iterator[Callable[..., Path]]:
+    """Factory: ``small_tmpfs(size_bytes)`` mounts a tmpfs of that size and returns its path.
+
+    A real filesystem that runs out of space (ENOSPC), unmounted at teardown.
+    Needs root or CAP_SYS_ADMIN; skipped (locally and in CI alike) without it.
+    """
+    mounted: list[Path] = []
+
+    def mount(size_bytes: int, *, name: str = "small-disk") -> Path:
+        path = tmp_path / name
+        path.mkdir()
+        result = subprocess.run(
+            ["mount", "-t", "tmpfs", "-o", f"size={int(size_bytes)}", "tmpfs", str(path)],
+            capture_output=True,
+            text=True,
+            check=False,
+        )
+        if result.returncode != 0:
+            pytest.skip(f"cannot mount a tmpfs here (needs root): {result.stderr.strip()}")
+        mounted.append(path)
+        return path
+
+    yield mount
+    for path in mounted:
+        subprocess.run(["umount", "-l", str(path)], capture_output=True, check=False)

@@ -134,12 +134,27 @@ def test_schema_is_migrated_before_api_and_worker() -> None:
         assert "redis" in depends, name
 
 
-def test_api_and_worker_share_the_data_volume() -> None:
-    mounts = {name: set(SERVICES[name]["volumes"]) for name in ("api", "worker")}
-    data_mounts = {m for m in mounts["api"] & mounts["worker"] if m.endswith(":/data")}
-    assert data_mounts, mounts
-    volume = next(iter(data_mounts)).split(":")[0]
-    assert volume in COMPOSE["volumes"]
+def test_the_data_volume_exists_for_the_local_store_and_scratch() -> None:
+    for name in ("api", "worker"):
+        (mount,) = [m for m in SERVICES[name]["volumes"] if m.endswith(":/data")]
+        assert mount.split(":")[0] in COMPOSE["volumes"], name
+
+
+def test_the_optional_minio_profile_serves_the_storage_url() -> None:
+    minio, bucket = SERVICES["minio"], SERVICES["minio-bucket"]
+    assert minio["profiles"] == bucket["profiles"] == ["s3"]  # off unless asked for
+    assert minio["image"].startswith("minio/minio") and bucket["image"].startswith("minio/mc")
+    assert "healthcheck" in minio and bucket["depends_on"]["minio"]["condition"] == "service_healthy"
+    assert minio["volumes"][0].split(":")[0] in COMPOSE["volumes"]
+    # The header's recipe names the bucket the init job creates, at the endpoint the MinIO service answers.
+    header = (REPO_ROOT / "docker-compose.yml").read_text()
+    url = re.search(r"RAREFIT_STORAGE_URL=(s3://[\w.-]+/\S*)", header).group(1)
+    assert f"local/{url.removeprefix('s3://').split('/')[0]}" in " ".join(bucket["entrypoint"])
+    assert "RAREFIT_S3_ENDPOINT_URL=http://minio:9000" in header and "server" in minio["command"]
+    for name in ("api", "worker"):
+        env, depends = SERVICES[name]["environment"], SERVICES[name]["depends_on"]
+        assert {"RAREFIT_STORAGE_URL", "RAREFIT_S3_ENDPOINT_URL", "AWS_ACCESS_KEY_ID"} <= set(env), name
+        assert depends["minio-bucket"] == {"condition": "service_completed_successfully", "required": False}, name
 
 
 def test_dockerfile_installs_dependencies_on_the_pytorch_image() -> None:

@@ -10,14 +10,12 @@ child (``worker_max_tasks_per_child=1``) starts a job without paying for the
 imports again. The parent only imports them: CUDA is first touched in the
 child (``workers.lifecycle.run.resolve_device``), since a CUDA context does not
 survive ``fork``. Importing more of torch here is not safe: preloading the
-modules ``torch.export`` loads on first use (it would save each job ~0.4 s)
-made every forked child fail with "Cannot re-initialize CUDA in forked
-subprocess" on the H100 (2026-11-23), though no Python-level CUDA call was
-seen on the CPU machine.
+modules ``torch.export`` loads on first use made every forked child on a GPU
+host fail with "Cannot re-initialize CUDA in forked subprocess", though no
+Python-level CUDA call was seen (``benchmarks/RESULTS.md`` tells that run).
 
 On a warm or cold shutdown the parent forwards SIGTERM to the pool children
-running a job,
-so a running job checkpoints, hands itself back to the queue and exits
+running a job, so a running job checkpoints, hands itself back to the queue and exits
 promptly instead of holding the shutdown for the rest of its training
 (``docker stop`` signals only the parent).
 """

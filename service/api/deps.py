@@ -29,7 +29,7 @@ _CHALLENGE = {"WWW-Authenticate": "Bearer"}
 
 
 # Plain attribute reads are async so FastAPI runs them inline instead of
-# hopping to its thread pool (measurable on the predict hot path).
+# hopping to its thread pool, which the predict hot path would pay per request.
 async def get_app_settings(request: Request) -> Settings:
     return request.app.state.settings
 
@@ -45,16 +45,15 @@ async def read_in_session(request: Request, read: Callable[[Session], T]) -> T:
 
     A sync route with ``SessionDep`` costs three hops to the shared 40-thread
     pool (open the session, run the route, close it). Under a polling storm
-    those threads fight over the interpreter lock: on 2 cores a 500 req/s
-    open-loop poll answered at p99 1.1–1.8 s with 40 threads and 22–230 ms
-    with 2 to 4 (``api_read_threads``, default 2). The separate limiter
-    also keeps polls from queueing behind uploads.
+    those threads fight over the interpreter lock, so a hot read makes one
+    hop to a few dedicated threads (``api_read_threads``); their separate
+    limiter also keeps polls from queueing behind uploads.
 
     ``read`` runs in autocommit: a single-statement read needs no transaction,
     and on PostgreSQL that drops the ``BEGIN`` and the ``ROLLBACK`` when the
-    connection goes back to the pool, two of a poll's four round trips
-    (polling p99 at 500 req/s on 2 cores: median 68 → 23 ms over six 5 s windows).
-    ``read`` must therefore not write.
+    connection goes back to the pool, two of a poll's four round trips.
+    ``read`` must therefore not write. (Measurements: ``benchmarks/RESULTS.md``,
+    "Polling".)
     """
 
     def run() -> T:

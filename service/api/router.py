@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from fastapi import APIRouter
 
-from service.api.routes import datasets, experiments, health, job_events, jobs, models, predict, webhooks
+from service.api.routes import datasets, events, experiments, health, jobs, models, predict, webhooks
 from service.errors import problem_responses
 
 API_PREFIX = "/v1"
@@ -15,7 +15,7 @@ def build_router() -> APIRouter:
     router.include_router(health.router)
     # Every /v1 operation can answer these; routes document their own 404/409/413/429.
     v1 = APIRouter(prefix=API_PREFIX, responses=problem_responses(401, 422, 500))
-    for module in (datasets, jobs, job_events, experiments, models, predict, webhooks):
+    for module in (datasets, jobs, events, experiments, models, predict, webhooks):
         v1.include_router(module.router)
     router.include_router(v1)
     return router

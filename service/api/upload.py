@@ -15,6 +15,7 @@ from service.ingest import DatasetRejected, DecodedDataset, IngestLimits, ingest
 from service.ingest.diagnostics import diagnose
 from service.ingest.errors import mib
 from service.storage import BlobStore, validate_key
+from service.storage.blob import full_as_storage_full
 
 logger = logging.getLogger(__name__)
 
@@ -54,7 +55,7 @@ def _parse_and_store(
     path: Path, *, filename: str, limits: IngestLimits, store: BlobStore, prefix: str
 ) -> tuple[DecodedDataset, int]:
     decoded = ingest_file(path, filename=filename, limits=limits, split_seed=0)
-    stored = store_canonical(decoded, store=store, prefix=prefix)
+    stored = store_canonical(decoded, store=store, prefix=prefix, scratch=path.parent)
     return decoded, stored.size_bytes
 
 
@@ -65,21 +66,28 @@ async def ingest_upload(
     dataset_id: str,
     limits: IngestLimits,
     max_upload_bytes: int,
+    scratch: Path,
 ) -> IngestResult:
-    """Save, parse (in a worker thread: CPU work), validate and store one uploaded dataset.
+    """Save (to this process's ``scratch`` folder), parse (in a worker thread: CPU work), validate and store
+    one uploaded dataset.
 
     The temporary upload is always deleted; on any failure nothing is left
-    under ``datasets/{dataset_id}``. Content problems raise ``DatasetRejected``.
+    under ``datasets/{dataset_id}``. Content problems raise ``DatasetRejected``;
+    a full disk or object store raises ``StorageFull``.
     """
     prefix = validate_key(f"datasets/{dataset_id}")
     filename = upload.filename or "upload"
-    tmp = store.tmp_dir() / f"upload-{uuid.uuid4().hex}"
+    scratch.mkdir(parents=True, exist_ok=True)
+    tmp = scratch / f"upload-{uuid.uuid4().hex}"
     try:
-        await save_upload(upload, dest=tmp, max_bytes=max_upload_bytes)
-        work = functools.partial(_parse_and_store, tmp, filename=filename, limits=limits, store=store, prefix=prefix)
-        decoded, size_bytes = await anyio.to_thread.run_sync(work)
+        with full_as_storage_full("the API's staging disk"):
+            await save_upload(upload, dest=tmp, max_bytes=max_upload_bytes)
+            work = functools.partial(
+                _parse_and_store, tmp, filename=filename, limits=limits, store=store, prefix=prefix
+            )
+            decoded, size_bytes = await anyio.to_thread.run_sync(work)
     except BaseException:
-        store.delete_prefix(prefix)
+        store.delete(prefix)
         raise
     finally:
         tmp.unlink(missing_ok=True)

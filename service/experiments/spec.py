@@ -1,7 +1,8 @@
 """The experiment request: one frozen pydantic model, validated once by the API and stored on the row.
 
 Like the job spec (``service.spec``) it forbids unknown keys and non-finite
-numbers. What needs the dataset or the job spec (space keys, class names,
+numbers, and its types are strict (no boolean, string or fractional float
+where an integer belongs). What needs the dataset or the job spec (space keys, class names,
 every trial being a valid job) is checked in ``service.experiments.space``.
 """
 
@@ -23,7 +24,7 @@ Choice = StrictBool | StrictInt | StrictFloat | StrictStr | None | list[Any] | d
 
 
 class _Part(BaseModel):
-    model_config = ConfigDict(extra="forbid", frozen=True, allow_inf_nan=False)
+    model_config = ConfigDict(extra="forbid", frozen=True, allow_inf_nan=False, strict=True)
 
 
 class Range(_Part):

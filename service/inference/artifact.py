@@ -7,6 +7,7 @@ needs no training code, only ``torch.export.load``.
 
 from __future__ import annotations
 
+import io
 import logging
 from dataclasses import dataclass
 
@@ -43,7 +44,9 @@ def load_artifact(store: BlobStore, *, blob_prefix: str) -> LoadedModel:
     if not store.exists(program_key):
         raise ArtifactError(f"artefact {blob_prefix!r} has no {PROGRAM_FILE}")
     try:
-        module = torch.export.load(store.local_path(program_key)).module()
+        with store.open_read(program_key) as handle:
+            program = io.BytesIO(handle.read())  # torch.export.load seeks; an object-store stream cannot
+        module = torch.export.load(program).module()
     except Exception as exc:  # a corrupt or incompatible program, whatever torch raises
         raise ArtifactError(f"cannot load {program_key!r}: {type(exc).__name__}: {exc}") from exc
     _to_eval(module)
@@ -66,7 +69,7 @@ def read_card(store: BlobStore, *, blob_prefix: str) -> ModelCard:
     key = f"{blob_prefix}/{CARD_FILE}"
     if not store.exists(key):
         raise ArtifactError(f"artefact {blob_prefix!r} has no {CARD_FILE}")
-    with store.open(key) as handle:
+    with store.open_read(key) as handle:
         raw = handle.read()
     try:
         return ModelCard.model_validate_json(raw)

@@ -4,8 +4,8 @@ Decoding and model execution run on a bounded thread pool (``threads``
 workers), together: a batch decodes its images and runs the model in one hop
 to the pool. Each forward pass takes an equal share of the cores among the
 passes running at that moment (:class:`CoreShare`): a lone request gets all
-of them (ResNet-18 on one 28×28 image: 12 ms on 2 cores against 17 ms on
-one), concurrent batches split them instead of oversubscribing the CPU.
+of them (a forward pass is faster on every core), concurrent batches split
+them instead of oversubscribing the CPU.
 Model loads run on the loop's default executor so a slow load never occupies
 an inference thread.
 """
@@ -189,8 +189,8 @@ class Predictor:
 
     def _forward(self, module: torch.nn.Module, images: torch.Tensor) -> torch.Tensor:
         with self.cores.claim() as threads:
-            # This thread's intra-op pool (OpenMP: per calling thread). The call costs ~1 ms
-            # here, a fifth of a small model's whole request, so only when the share changes.
+            # This thread's intra-op pool (OpenMP: per calling thread). The call is expensive next
+            # to a small model's whole request, so it is made only when the share changes.
             if getattr(self._thread_state, "threads", None) != threads:
                 torch.set_num_threads(threads)
                 self._thread_state.threads = threads

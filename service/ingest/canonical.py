@@ -3,8 +3,9 @@
 Layout under ``prefix`` (``datasets/{dataset_id}``): ``{split}_images.npy``
 uint8 ``(N, H, W, C)`` C-contiguous, ``{split}_labels.npy`` int64 ``(N,)`` for
 train, val and test, and ``meta.json`` (written last, so its presence means
-the set is complete). Workers memory-map the arrays; nothing is ever decoded
-per job, and nothing is ever unpickled.
+the set is complete; it records each array's size and sha256). Workers copy
+the arrays into their own staging folder, checking each hash, and
+memory-map them there; nothing is ever decoded per job, nor unpickled.
 """
 
 from __future__ import annotations
@@ -64,19 +65,21 @@ def _arrays(decoded: DecodedDataset):
         yield f"{split}_labels.npy", np.ascontiguousarray(labels, dtype=np.int64)
 
 
-def store_canonical(decoded: DecodedDataset, *, store: BlobStore, prefix: str) -> StoredDataset:
+def store_canonical(decoded: DecodedDataset, *, store: BlobStore, prefix: str, scratch: Path) -> StoredDataset:
     """Write the canonical arrays and ``meta.json`` under ``prefix``; all or nothing.
 
-    Each file is staged in ``store.tmp_dir()`` and renamed into place; on any
-    failure everything under ``prefix`` is deleted before the error propagates.
+    Each file is staged in a folder of its own under ``scratch`` and published;
+    on any failure everything under ``prefix`` is deleted before the error
+    propagates, and the staging folder always goes.
     """
-    staging = Path(tempfile.mkdtemp(prefix="canonical-", dir=store.tmp_dir()))
+    scratch.mkdir(parents=True, exist_ok=True)
+    staging = Path(tempfile.mkdtemp(prefix="canonical-", dir=scratch))
     files: dict[str, dict] = {}
     try:
         for name, array in _arrays(decoded):
             staged = staging / name
             np.save(staged, array, allow_pickle=False)
-            info = store.put_file(f"{prefix}/{name}", staged, move=True)
+            info = store.publish(f"{prefix}/{name}", staged)
             files[name] = {"size": info.size, "sha256": info.sha256}
         meta = {
             "format_version": META_VERSION,
@@ -85,9 +88,9 @@ def store_canonical(decoded: DecodedDataset, *, store: BlobStore, prefix: str) -
             "notes": list(decoded.notes),
             "files": files,
         }
-        meta_info = store.put_bytes(f"{prefix}/meta.json", json.dumps(meta, indent=2).encode())
+        meta_info = store.write(f"{prefix}/meta.json", json.dumps(meta, indent=2).encode())
     except BaseException:
-        store.delete_prefix(prefix)
+        store.delete(prefix)
         raise
     finally:
         shutil.rmtree(staging, ignore_errors=True)
@@ -98,20 +101,34 @@ def store_canonical(decoded: DecodedDataset, *, store: BlobStore, prefix: str) -
 
 def load_meta(store: BlobStore, prefix: str) -> dict:
     """The ``meta.json`` written by ``store_canonical``."""
-    with store.open(f"{prefix}/meta.json") as handle:
+    with store.open_read(f"{prefix}/meta.json") as handle:
         return json.load(handle)
 
 
-def load_canonical(store: BlobStore, prefix: str, *, mmap: bool = True) -> dict[str, tuple[np.ndarray, np.ndarray]]:
-    """``{split: (images uint8 (N,H,W,C), labels int64 (N,))}``, memory-mapped read-only by default."""
+def load_canonical(
+    store: BlobStore, prefix: str, *, staging: Path, mmap: bool = True
+) -> dict[str, tuple[np.ndarray, np.ndarray]]:
+    """``{split: (images uint8 (N,H,W,C), labels int64 (N,))}``, memory-mapped read-only by default.
+
+    The arrays are copied into ``staging`` (the caller's own folder, which it
+    removes when done) and checked against the sha256 that ``meta.json``
+    recorded (``BlobCorrupt`` on a mismatch).
+    """
+    try:
+        files = load_meta(store, prefix)["files"]
+    except FileNotFoundError:
+        raise FileNotFoundError(f"no canonical dataset at {prefix!r}: meta.json is missing") from None
     mode = "r" if mmap else None
+    staging.mkdir(parents=True, exist_ok=True)
     splits = {}
     for split in SPLITS:
         pair = []
         for part in ("images", "labels"):
-            key = f"{prefix}/{split}_{part}.npy"
-            if not store.exists(key):
-                raise FileNotFoundError(f"no canonical dataset at {prefix!r}: {key!r} is missing")
-            pair.append(np.load(store.local_path(key), mmap_mode=mode, allow_pickle=False))
+            name = f"{split}_{part}.npy"
+            if name not in files:
+                raise FileNotFoundError(f"no canonical dataset at {prefix!r}: {name!r} is missing")
+            local = staging / name
+            store.download(f"{prefix}/{name}", local, sha256=files[name]["sha256"])
+            pair.append(np.load(local, mmap_mode=mode, allow_pickle=False))
         splits[split] = (pair[0], pair[1])
     return splits

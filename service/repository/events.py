@@ -30,6 +30,10 @@ def job_subject(job_id: str) -> str:
     return f"job:{job_id}"
 
 
+def experiment_subject(experiment_id: str) -> str:
+    return f"experiment:{experiment_id}"
+
+
 def status_type(status: JobStatus) -> str:
     return f"job.{JobStatus(status).value}"
 
@@ -70,7 +74,7 @@ def experiment_changed(session: Session, *, experiment: Experiment) -> Event:
     return append(
         session,
         tenant_id=experiment.tenant_id,
-        subject=f"experiment:{experiment.id}",
+        subject=experiment_subject(experiment.id),
         type=f"experiment.{status.value}",
         payload=payload,
     )

@@ -17,6 +17,7 @@ EventType = Literal[TYPES]  # type: ignore[valid-type]
 class WebhookIn(BaseModel):
     model_config = ConfigDict(
         extra="forbid",
+        strict=True,
         json_schema_extra={"examples": [{"url": "https://ci.example.com/rarefit", "events": ["job.succeeded"]}]},
     )
     url: str = Field(min_length=1, max_length=2000, description="http(s) URL the events are POSTed to")

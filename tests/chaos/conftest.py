@@ -25,7 +25,7 @@ from sqlalchemy import func, select
 from service.db import make_engine, make_session_factory
 from service.migrate import upgrade_head
 from service.models import Artifact, EpochMetrics, Job, JobStatus, Model
-from service.storage import LocalBlobStore
+from service.storage import BlobStore, LocalBlobStore
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
 API_KEY = "rf_chaos_default_tenant_key_0123456789"
@@ -50,7 +50,18 @@ def unavailable(reason: str) -> None:
 class Cluster:
     """The processes of one deployment plus direct database access for the test's oracles."""
 
-    def __init__(self, *, root: Path, rarefit_cmd: list[str], database_url: str | None, **settings: object) -> None:
+    def __init__(
+        self,
+        *,
+        root: Path,
+        rarefit_cmd: list[str],
+        database_url: str | None,
+        store: BlobStore | None = None,
+        storage_env: dict[str, str] | None = None,
+        **settings: object,
+    ) -> None:
+        """``store``/``storage_env``: a shared blob store (S3) and the environment that names it; without
+        them every process uses the local store in the one data dir."""
         self.root, self.rarefit_cmd = root, rarefit_cmd
         self.data_dir = root / "data"
         self.data_dir.mkdir(parents=True)
@@ -58,7 +69,8 @@ class Cluster:
         upgrade_head(self.database_url)
         self.engine = make_engine(self.database_url)
         self.factory = make_session_factory(self.engine)
-        self.store = LocalBlobStore(self.data_dir / "blobs")
+        self.store = store or LocalBlobStore(self.data_dir / "blobs")
+        self.storage_env = dict(storage_env or {})
         self.embedded = database_url is None
         self.settings = {**FAST, **settings}
         self.redis_port, self.api_port = pick_port(), pick_port()
@@ -71,12 +83,22 @@ class Cluster:
         )
 
     # --- processes ------------------------------------------------------------
-    def env(self, *, database_url: str | None = None) -> dict[str, str]:
+    def host_dir(self, host: str | None) -> Path:
+        """The data dir of ``host`` (its own disk: scratch, nothing shared); the cluster's one by default."""
+        if host is None:
+            return self.data_dir
+        path = self.root / f"host-{host}"
+        path.mkdir(exist_ok=True)
+        return path
+
+    def env(
+        self, *, database_url: str | None = None, host: str | None = None, storage: dict[str, str] | None = None
+    ) -> dict[str, str]:
         env = {k: v for k, v in os.environ.items() if not k.startswith("RAREFIT_")}
         env.update(
             PYTHONUNBUFFERED="1",
             OMP_NUM_THREADS="1",
-            RAREFIT_DATA_DIR=str(self.data_dir),
+            RAREFIT_DATA_DIR=str(self.host_dir(host)),
             RAREFIT_BOOTSTRAP_API_KEY=API_KEY,
             RAREFIT_DEVICE="cpu",
         )
@@ -86,9 +108,10 @@ class Cluster:
                 RAREFIT_BROKER_URL=f"redis://127.0.0.1:{self.redis_port}/0",
             )
         env.update({f"RAREFIT_{name.upper()}": str(value) for name, value in self.settings.items()})
+        env.update(self.storage_env if storage is None else storage)
         return env
 
-    def _spawn(self, name: str, argv: list[str], **env_options: str | None) -> Proc:
+    def _spawn(self, name: str, argv: list[str], **env_options: object) -> Proc:
         log = self.root / f"{name}-{len(self.procs)}.log"
         proc = Proc(name, argv, env=self.env(**env_options), log_path=log, cwd=REPO_ROOT)
         self.procs.append(proc)
@@ -129,8 +152,9 @@ class Cluster:
         finally:
             client.close()
 
-    def start_api(self, *, wait: bool = True) -> Proc:
-        self.api = self._spawn("api", [*self.rarefit_cmd, "api", "--host", "127.0.0.1", "--port", str(self.api_port)])
+    def start_api(self, *, wait: bool = True, host: str | None = None) -> Proc:
+        argv = [*self.rarefit_cmd, "api", "--host", "127.0.0.1", "--port", str(self.api_port)]
+        self.api = self._spawn("api", argv, host=host)
         if wait:
             self.wait_api()
         return self.api
@@ -149,8 +173,18 @@ class Cluster:
             raise ValueError(f"expected a PostgreSQL URL on port 5432, got {self.database_url!r}")
         return self.database_url.replace(":5432/", f":{proxy.port}/")
 
-    def start_worker(self, *, database_url: str | None = None, wait: bool = True) -> Proc:
-        worker = self._spawn("worker", [*self.rarefit_cmd, "worker"], database_url=database_url)
+    def start_worker(
+        self,
+        *,
+        database_url: str | None = None,
+        wait: bool = True,
+        host: str | None = None,
+        storage: dict[str, str] | None = None,
+    ) -> Proc:
+        """``rarefit worker``; ``host`` gives it a data dir of its own, ``storage`` its own storage environment."""
+        worker = self._spawn(
+            "worker", [*self.rarefit_cmd, "worker"], database_url=database_url, host=host, storage=storage
+        )
         self.workers.append(worker)
         if wait:
             self.wait_worker(worker)
@@ -245,9 +279,10 @@ class Cluster:
         stored = self.artefacts(job_id)
         assert [a.name for a in stored] == ARTEFACTS
         for artefact in stored:
-            assert self.store.local_path(artefact.blob_key).stat().st_size == artefact.size, artefact.name
+            assert self.store.size(artefact.blob_key) == artefact.size, artefact.name
         metrics = next(a for a in stored if a.name == "metrics.json")
-        history = json.loads(self.store.local_path(metrics.blob_key).read_text())["history"]
+        with self.store.open_read(metrics.blob_key) as handle:
+            history = json.load(handle)["history"]
         assert [record["epoch"] for record in history] == list(range(1, epochs + 1))
         return job
 

@@ -93,7 +93,7 @@ class World:
             session.add(row)
             session.flush()
             row.blob_prefix = f"datasets/{row.id}"
-            store_canonical(decoded, store=self.store, prefix=row.blob_prefix)
+            store_canonical(decoded, store=self.store, prefix=row.blob_prefix, scratch=self.settings.scratch_path)
             return row.id
 
     def job(self, dataset_id: str, **overrides) -> str:

@@ -88,6 +88,10 @@ def test_api_errors_exit_3_naming_the_field(env, capsys, tmp_path, dataset_id):
     assert "422" in err and "epochs" in err
     assert main(["jobs", "get", "f" * 32]) == 3
     assert "404" in capsys.readouterr().err
+    broken = tmp_path / "broken.json"
+    broken.write_text("{not json")
+    assert main(["jobs", "submit", str(broken)]) == 2
+    assert "is not JSON" in capsys.readouterr().err
 
 
 def test_an_unreachable_server_exits_4_and_a_missing_key_2(monkeypatch, capsys, free_port):

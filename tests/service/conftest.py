@@ -130,7 +130,7 @@ def _finish_job(factory: sessionmaker[Session], job_id: str, *, store, with_mode
                 )
             )
         key = f"jobs/{job_id}/artifacts/metrics.json"
-        info = store.put_bytes(key, b'{"ok": true}')
+        info = store.write(key, b'{"ok": true}')
         session.add(
             Artifact(
                 job_id=job_id,

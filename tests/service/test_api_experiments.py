@@ -148,6 +148,23 @@ def test_a_bad_space_key_or_value_is_422_naming_the_path_and_creates_nothing(api
         assert session.scalar(select(func.count()).select_from(Job)) == 0
 
 
+@pytest.mark.parametrize(
+    ("fields", "loc"),
+    [
+        ({"budget": {"max_parallel": True}}, ["body", "budget", "max_parallel"]),
+        ({"budget": {"max_parallel": 2.0}}, ["body", "budget", "max_parallel"]),
+        ({"seeds": ["0"]}, ["body", "seeds", 0]),
+        ({"search": {"strategy": "grid", "space": {"epochs": [1, 2]}, "trials": "2"}}, ["body", "search", "trials"]),
+    ],
+    ids=["bool-for-int", "float-for-int", "string-in-seeds", "string-for-int"],
+)
+def test_a_value_of_the_wrong_type_is_422_naming_the_field(api_client, alpha, new_dataset, fields, loc):
+    body = {**GRID, "dataset_id": new_dataset(alpha), **fields}
+    response = api_client.post("/v1/experiments", json=body, headers=alpha)
+    assert response.status_code == 422, response.text
+    assert response.json()["errors"][0]["loc"] == loc
+
+
 def test_cancel_stops_every_child_and_answers_409_once_finished(api_client, alpha, new_dataset, api_db, advance):
     body = {**GRID, "dataset_id": new_dataset(alpha), "budget": {"max_parallel": 1}}
     experiment = api_client.post("/v1/experiments", json=body, headers=alpha).json()

@@ -174,3 +174,20 @@ def test_a_failed_shared_lookup_fails_every_waiter_and_is_retried():
 
     results, recovered = asyncio.run(scenario())
     assert all(isinstance(r, ConnectionError) for r in results) and recovered == "tenant-1"
+
+
+def test_a_full_auth_cache_makes_room_for_one_key_and_keeps_the_hot_ones():
+    cache = KeyCache(ttl_seconds=60, max_entries=2)
+    asked = []
+
+    def lookup(tenant_id):
+        asked.append(tenant_id)
+        return _found(tenant_id)()
+
+    async def scenario():
+        for key in ("rf_a", "rf_b", "rf_a", "rf_c", "rf_a", "rf_c", "rf_b"):
+            await cache.resolve(key, lambda key=key: lookup(key.removeprefix("rf_")))
+
+    asyncio.run(scenario())
+    # c's arrival evicts only b, the least recently used; a and c stay cached, b is asked again.
+    assert asked == ["a", "b", "c", "b"]

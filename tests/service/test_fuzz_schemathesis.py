@@ -107,7 +107,7 @@ def _finish_with_model(app, job_id: str, *, exported_folder: Path) -> str:
             )
         )
         for path in sorted(exported_folder.iterdir()):
-            info = store.put_file(f"{prefix}/{path.name}", path)
+            info = store.write(f"{prefix}/{path.name}", path.read_bytes())
             kind = "application/json" if path.suffix == ".json" else "application/octet-stream"
             session.add(
                 Artifact(

@@ -3,12 +3,13 @@
 from __future__ import annotations
 
 import pytest
+from conftest import tenant_id_of
 from httpx_sse import connect_sse
 from sqlalchemy import select
 
 from service.db import transaction
-from service.models import Event, JobStatus
-from service.repository import leases
+from service.models import Event, Experiment, ExperimentStatus, JobStatus
+from service.repository import experiments, leases
 
 NOW_LEASE = 60.0
 
@@ -136,3 +137,25 @@ def test_metrics_since_epoch_returns_only_later_epochs(api_client, alpha, traine
     )
     bad = api_client.get(f"/v1/jobs/{trained}/metrics", params={"since_epoch": True}, headers=alpha)
     assert bad.status_code == 422 and "since_epoch" in bad.text
+
+
+def test_an_experiments_stream_tells_its_states_and_ends(api_client, api_db, alpha, beta, new_dataset):
+    dataset_id = new_dataset(alpha)
+    with transaction(api_db) as session:
+        row = experiments.create_experiment(
+            session,
+            tenant_id=tenant_id_of(api_db, alpha),
+            dataset_id=dataset_id,
+            name="e",
+            stored={},
+            trials_total=2,
+            warnings=[],
+        )
+        experiments.set_status(session, row, ExperimentStatus.running)
+    with transaction(api_db) as session:
+        experiments.set_status(session, session.get(Experiment, row.id), ExperimentStatus.succeeded)
+    url = f"/v1/experiments/{row.id}/events"
+    with connect_sse(api_client, "GET", url, headers=alpha) as source:
+        seen = [(e.event, e.json()["status"]) for e in source.iter_sse()]
+    assert seen == [("status", "queued"), ("status", "running"), ("status", "succeeded")]
+    assert api_client.get(url, headers=beta).status_code == 404

@@ -65,9 +65,9 @@ def _register_model(app, *, tenant_id: str, dataset_id: str, program: bytes | No
         prefix = f"jobs/{job.id}/artifacts"
         for path in folder.iterdir():
             if path.name == "model.pt2" and program is not None:
-                store.put_bytes(f"{prefix}/{path.name}", program)
+                store.write(f"{prefix}/{path.name}", program)
             else:
-                store.put_file(f"{prefix}/{path.name}", path)
+                store.write(f"{prefix}/{path.name}", path.read_bytes())
         model = Model(
             tenant_id=tenant_id,
             job_id=job.id,

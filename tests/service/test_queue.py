@@ -3,10 +3,15 @@
 from __future__ import annotations
 
 import time
+from datetime import datetime, timezone
 
 import pytest
+from job_rows import make_job
 from kombu.exceptions import OperationalError
 
+from service.db import make_engine, make_session_factory, transaction
+from service.migrate import upgrade_head
+from service.models import Job, JobStatus
 from service.queue import (
     ADVANCE_TASK,
     CONTROL_QUEUE,
@@ -17,9 +22,40 @@ from service.queue import (
     enqueue_job,
     make_celery,
 )
+from service.repository import leases
 
 
 def test_exactly_once_comes_from_the_database_not_the_broker(sqlite_settings):
+    """The broker delivers a job id as often as it was sent; only one delivery wins the job's lease."""
+    settings = sqlite_settings()
+    upgrade_head(settings.sqlalchemy_url)
+    engine = make_engine(settings.sqlalchemy_url)
+    factory = make_session_factory(engine)
+    job_id = make_job(factory)
+    app = make_celery(settings)
+    enqueue_job(app, job_id)
+    enqueue_job(app, job_id)  # a resend, or an at-least-once redelivery
+    delivered = []
+    with app.connection_for_read() as connection, connection.SimpleQueue(QUEUE) as queue:
+        for _ in range(2):
+            message = queue.get(timeout=2)
+            delivered.append(message.payload[0][0])
+            message.ack()
+    assert delivered == [job_id, job_id]
+    now = datetime(2030, 1, 1, tzinfo=timezone.utc)
+    claims = []
+    for worker, delivered_id in enumerate(delivered):  # each delivery, as the worker's task would, claims
+        with transaction(factory) as session:
+            job = leases.claim_job(session, job_id=delivered_id, worker_id=f"w{worker}", lease_seconds=60, now=now)
+            claims.append(None if job is None else job.worker_id)
+    assert claims == ["w0", None]
+    with factory() as session:
+        row = session.get(Job, job_id)
+        assert (row.status, row.worker_id, row.attempts) == (JobStatus.running, "w0", 1)
+    engine.dispose()
+
+
+def test_the_broker_is_configured_not_to_redeliver(sqlite_settings):
     config = celery_config(sqlite_settings())
     assert config["task_acks_late"] is False and config["task_reject_on_worker_lost"] is False
     assert config["worker_prefetch_multiplier"] == 1 and config["worker_max_tasks_per_child"] == 1

@@ -10,6 +10,8 @@ from __future__ import annotations
 import numpy as np
 import pytest
 import torch
+import torchvision
+from torch.optim.lr_scheduler import ReduceLROnPlateau
 
 from service.spec import RESAMPLE_METHODS, JobSpec
 from workers.lifecycle.plan import build_training
@@ -26,6 +28,40 @@ def _arrays(counts, seed):
 
 
 DATA = {"train": _arrays(COUNTS, 0), "val": _arrays((6, 4), 1), "test": _arrays((6, 4), 2)}
+
+
+def _is_torchvision_arch(model, arch: str) -> bool:
+    """``model`` is torchvision's ``arch`` with a 1-channel stem and a 2-class head.
+
+    Every backbone parameter has the name and shape of the reference network's,
+    except the first convolution's weight (1 input channel, small-input stem)
+    and the classifier layer, which became ``head``: features -> 2 classes.
+    """
+    reference = {name: p.shape for name, p in getattr(torchvision.models, arch)(weights=None).named_parameters()}
+    ours = {name: p.shape for name, p in model.backbone.named_parameters()}
+    stem = next(name for name, shape in reference.items() if len(shape) == 4)
+    head = model.tv_head_key
+    differing = {name for name, shape in reference.items() if ours.get(name) != shape}
+    return (
+        model.arch == arch
+        and set(ours) <= set(reference)
+        and differing == {stem, f"{head}.weight", f"{head}.bias"}
+        and ours[stem][1] == 1
+        and (model.head.in_features, model.head.out_features) == (reference[f"{head}.weight"][1], 2)
+    )
+
+
+def _is_plateau(kwargs) -> bool:
+    """The documented ReduceLROnPlateau (maximising the score, ×0.1 after 3 flat epochs) after the warm-up."""
+    schedule, inner = kwargs["scheduler"], kwargs["scheduler"].inner
+    return (
+        schedule.name == "plateau"
+        and isinstance(inner, ReduceLROnPlateau)
+        and inner.optimizer is kwargs["optimizer"]
+        and (inner.mode, inner.factor, inner.patience) == ("max", 0.1, 3)
+        and schedule.warmup_steps == 2 * schedule.steps_per_epoch  # the default 2-epoch warm-up
+    )
+
 
 CASES = {
     "cross_entropy": ({"loss": {"type": "cross_entropy"}}, lambda k: k["criterion"].kind == "cross_entropy"),
@@ -88,7 +124,7 @@ CASES = {
         lambda k: k["augment"].augment_classes.tolist() == [False, True],
     ),
     **{
-        f"arch_{arch}": ({"model": {"arch": arch}}, lambda k, arch=arch: k["model"] is not None)
+        f"arch_{arch}": ({"model": {"arch": arch}}, lambda k, arch=arch: _is_torchvision_arch(k["model"], arch))
         for arch in ("resnet18", "resnet34", "mobilenet_v3_small", "efficientnet_b0", "convnext_tiny")
     },
     "image_size_upsampling": (
@@ -108,7 +144,7 @@ CASES = {
         {"optim": {"name": "adam", "scheduler": "step", "milestones": [0.5, 0.75]}},
         lambda k: isinstance(k["optimizer"], torch.optim.Adam),
     ),
-    "plateau": ({"optim": {"scheduler": "plateau"}}, lambda k: k["scheduler"] is not None),
+    "plateau": ({"optim": {"scheduler": "plateau"}}, _is_plateau),
     "early_stopping": ({"early_stopping": {"patience": 3}}, lambda k: k["early_stopping_patience"] == 3),
     "selection_auroc": ({"selection_metric": "auroc"}, lambda k: k["selection_metric"] == "auroc"),
     "threshold_target_recall": (

@@ -1,9 +1,9 @@
 """A finished job's artefacts: exported program, safetensors weights, model card and metrics.
 
-Files are written in a temporary folder of the blob store and moved into
-``jobs/{job_id}/artifacts/{name}`` atomically (``BlobStore.put_file(move=True)``),
-so a crash never leaves a torn artefact and the same code works on a remote
-store. The card is ``service.model_card.ModelCard`` (docs/architecture.md, "The model artefact").
+Files are written in a temporary folder inside the run's own staging folder
+and published to ``jobs/{job_id}/artifacts/{name}`` (``BlobStore.publish``,
+atomic on every store), so a crash never leaves a torn artefact. The card is
+``service.model_card.ModelCard`` (docs/architecture.md, "The model artefact").
 """
 
 from __future__ import annotations
@@ -95,6 +95,7 @@ def export_artifacts(
     result: FitResult,
     *,
     store: BlobStore,
+    staging: Path,
     job_id: str,
     spec: JobSpec,
     class_names: list[str],
@@ -108,7 +109,7 @@ def export_artifacts(
     """
     height, width, channels = image_shape
     card = model_card(result, job_id=job_id, spec=spec, class_names=class_names, image_shape=image_shape)
-    with tempfile.TemporaryDirectory(dir=store.tmp_dir(), prefix=f"export-{job_id}-") as tmp:
+    with tempfile.TemporaryDirectory(dir=staging, prefix="export-") as tmp:
         folder = Path(tmp)
         export_program(result.model, folder / PROGRAM_FILE, input_shape=(channels, height, width))
         save_weights(result.model, folder / WEIGHTS_FILE)
@@ -133,5 +134,5 @@ def _write_json(path: Path, document: dict[str, Any]) -> None:
 
 def _store(store: BlobStore, folder: Path, job_id: str, name: str, content_type: str) -> StoredArtifact:
     key = artifact_key(job_id, name)
-    info = store.put_file(key, folder / name, move=True)
+    info = store.publish(key, folder / name)
     return StoredArtifact(name=name, blob_key=key, size=info.size, sha256=info.sha256, content_type=content_type)

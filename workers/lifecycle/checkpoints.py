@@ -1,16 +1,17 @@
 """Epoch checkpoints written off the training thread, at most one per interval.
 
-A checkpoint of a ResNet-18 with its AdamW moments is ~130 MB. Writing,
-fsyncing and hashing it after every epoch cost ~0.4 s per epoch on an H100,
-as much as the epoch itself, and even on a background thread ``torch.save``
-holds the interpreter lock long enough to slow the training thread's kernel
-launches by ~7 % (an A/B of 15-epoch ResNet-18 fits on an H100: 472 against
-440 ms per epoch). So training hands over a ``Snapshot`` (tensors cloned on
+A checkpoint holds the model and its optimizer moments. Writing, fsyncing
+and hashing it after every epoch can take as long as a GPU epoch, and even
+on a background thread ``torch.save`` holds the interpreter lock long enough
+to slow the training thread's kernel launches (``benchmarks/RESULTS.md``,
+"100-epoch job on the H100"). So training hands over a ``Snapshot`` (tensors cloned on
 the device, no host transfer) after each epoch and carries on; one thread
-makes it a checkpoint dict (the host transfer), writes it atomically
-(``save_checkpoint``), records key and sha256 on the job row, then deletes
-the previous file. The job row only ever names a complete file, so a crash
-at any moment resumes from a valid checkpoint.
+makes it a checkpoint dict (the host transfer), writes it in the run's own
+staging folder (``save_checkpoint``), publishes it to the blob store under a
+new key (atomic: the whole object or none), records key and sha256 on the
+job row, then deletes the previous one. The job row only ever names a
+complete checkpoint, so a crash at any moment resumes from a valid one, on
+this host or any other.
 
 Newest wins: a snapshot that arrives while another is being written, or
 before ``min_interval`` seconds have passed since the last write began,
@@ -28,6 +29,7 @@ import math
 import threading
 import time
 from collections.abc import Callable
+from pathlib import Path
 
 from service.model_card import checkpoint_key
 from service.storage import BlobStore
@@ -49,12 +51,13 @@ class CheckpointWriter:
         job_id: str,
         attempt: int,
         store: BlobStore,
+        staging: Path,
         record: RecordCheckpoint,
         current_key: str | None,
         on_lease_lost: Callable[[], None],
         min_interval: float = 0.0,
     ) -> None:
-        self.job_id, self.attempt, self.store = job_id, attempt, store
+        self.job_id, self.attempt, self.store, self.staging = job_id, attempt, store, staging
         self._record, self._on_lease_lost = record, on_lease_lost
         self.current_key = current_key
         self.min_interval = float(min_interval)
@@ -122,13 +125,18 @@ class CheckpointWriter:
     def _write(self, snapshot: Snapshot) -> None:
         epoch = snapshot.epoch
         key = checkpoint_key(self.job_id, attempt=self.attempt, epoch=epoch)
-        sha256 = save_checkpoint(self.store.local_path(key), snapshot.to_checkpoint())
+        local = self.staging / key.rsplit("/", 1)[-1]
+        try:
+            sha256 = save_checkpoint(local, snapshot.to_checkpoint())
+            self.store.publish(key, local)
+        finally:
+            local.unlink(missing_ok=True)
         if not self._record(key, sha256, epoch):
             self._on_lease_lost()
             return
         previous, self.current_key = self.current_key, key
         if previous and previous != key:  # the row points at the new file now; the old one is garbage
             try:
-                self.store.delete_prefix(previous)
+                self.store.delete(previous)
             except OSError:
                 logger.warning("job %s: could not delete the old checkpoint %s", self.job_id, previous, exc_info=True)

@@ -12,8 +12,11 @@ import re
 import torch
 from kombu.exceptions import OperationalError as BrokerOperationalError
 
+from service.storage import StorageUnavailable, full_cause
 from workers.lifecycle.dbretry import InfrastructureError, is_connection_error
 
+STORAGE_FULL = "storage_full"
+STORAGE_UNAVAILABLE = "storage_unavailable"
 _PATH = re.compile(r"(?<![\w.:/])/(?:[\w.-]+/)+[\w.-]*")
 OOM_ADVICE = (
     "the job ran out of memory on the worker's {device}; try a smaller batch_size, a smaller "
@@ -27,6 +30,10 @@ def classify_error(exc: BaseException, *, device: str = "device") -> tuple[str, 
         return None
     if isinstance(exc, torch.OutOfMemoryError) or (isinstance(exc, RuntimeError) and "out of memory" in str(exc)):
         return "OutOfMemory", OOM_ADVICE.format(device=device)
+    if (cause := full_cause(exc)) is not None:
+        return STORAGE_FULL, readable(f"{cause}; the operator must free space or raise the quota, then resubmit")
+    if isinstance(exc, StorageUnavailable):
+        return STORAGE_UNAVAILABLE, readable(f"{exc}; resubmit the job when it is reachable again")
     if isinstance(exc, (ValueError, TypeError)):
         return type(exc).__name__, readable(str(exc))
     if isinstance(exc, OSError):

@@ -24,6 +24,7 @@ from sqlalchemy.orm import Session
 from service.model_card import WEIGHTS_FILE
 from service.repository import models
 from service.spec import InitSource
+from service.storage import BlobStore
 
 logger = logging.getLogger(__name__)
 
@@ -36,15 +37,24 @@ class InitNotFound(ValueError):
 
 
 def load_init_state(
-    source: InitSource, *, weights_dir: Path, job_weights: Callable[[str], Path]
+    source: InitSource, *, weights_dir: Path, job_weights: Callable[[str], dict[str, torch.Tensor]]
 ) -> dict[str, torch.Tensor]:
-    """The state dict ``source`` names; ``job_weights(job_id)`` finds a job's weights file on this worker."""
+    """The state dict ``source`` names; ``job_weights(job_id)`` fetches a job's weights on this worker."""
     if source.kind == "weights":
         return load_operator_weights(source.name, weights_dir=weights_dir)
-    path = job_weights(source.name)
-    if not path.is_file():
-        raise InitNotFound(f"init job not found: the weights of {source.name} are missing")
-    return load_file(str(path), device="cpu")
+    return job_weights(source.name)
+
+
+def load_job_weights(store: BlobStore, key: str, *, dest: Path, job_id: str) -> dict[str, torch.Tensor]:
+    """The weights stored at ``key``, copied to ``dest`` (in the run's staging folder) and loaded from there."""
+    try:
+        store.download(key, dest)
+    except FileNotFoundError:
+        raise InitNotFound(f"init job not found: the weights of {job_id} are missing") from None
+    try:
+        return load_file(str(dest), device="cpu")
+    finally:
+        dest.unlink(missing_ok=True)
 
 
 def job_weights_key(session: Session, *, tenant_id: str, job_id: str) -> str:

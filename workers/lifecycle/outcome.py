@@ -14,7 +14,9 @@ class Outcome(str, enum.Enum):
     """Artefacts stored, model registered, job ``succeeded``."""
     failed = "failed"
     """The job cannot succeed (bad data, impossible spec, missing init weights, out of memory, time
-    limit): ``failed`` with the error class and a readable message (no server paths, no tracebacks)."""
+    limit, a full disk or object store, an object store unreachable past its retry budget): ``failed``
+    with the error class (``storage_full``, ``storage_unavailable`` for the storage faults) and a
+    readable message (no server paths, no tracebacks)."""
     cancelled = "cancelled"
     """The cancel flag stopped it within one batch."""
     released = "released"

@@ -1,10 +1,13 @@
-"""The adapter from a ``JobSpec`` to the training core: the only reader of a spec for training.
+"""The adapter from a ``JobSpec`` to the training core: the one place a spec becomes training.
 
 ``build_training`` turns the spec plus the decoded dataset into a
 ``TrainingPlan``: every argument of ``workers.training.engine.fit`` but the
-progress callbacks and ``resume``, which belong to the job run in
-``workers.lifecycle.run``. Every statistic (channel mean/std, class counts for
-weights, focal α, minority classes) comes from the *train* split only.
+progress callbacks and ``resume``, which the job run (``workers.lifecycle.run``)
+adds; the run itself reads only what is not training: the init weights to load,
+the run time limit and the architecture named on the model card. ``amp``,
+``channels_last`` and ``eval_batch_size`` keep ``fit``'s defaults. Every
+statistic (channel mean/std, class counts for weights, focal α, minority
+classes) comes from the *train* split only.
 """
 
 from __future__ import annotations

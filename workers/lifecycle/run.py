@@ -28,12 +28,12 @@ from service.models import Job, JobStatus, utcnow
 from service.queue import enqueue_job, make_celery
 from service.repository import datasets, leases, models
 from service.spec import JobSpec
-from service.storage import BlobStore
+from service.storage import BlobStore, StorageUnavailable
 from workers.lifecycle.artifacts import StoredArtifact, export_artifacts
 from workers.lifecycle.checkpoints import CheckpointWriter
 from workers.lifecycle.dbretry import retry_db
 from workers.lifecycle.heartbeat import Heartbeat
-from workers.lifecycle.init_weights import job_weights_key, load_init_state
+from workers.lifecycle.init_weights import job_weights_key, load_init_state, load_job_weights
 from workers.lifecycle.outcome import Outcome
 from workers.lifecycle.plan import build_training
 from workers.lifecycle.resample import decoupled_stage
@@ -99,10 +99,13 @@ class JobRun:
         return retry_db(attempt, budget_seconds=self.settings.lease_seconds, what=f"{what} (job {self.job_id})")
 
     # --- steps ------------------------------------------------------------
-    def execute(self, *, heartbeat: Heartbeat, shutdown: threading.Event) -> Outcome:
+    def execute(self, *, heartbeat: Heartbeat, shutdown: threading.Event, staging: Path) -> Outcome:
+        """Train the job; ``staging`` is this run's own folder for the copies of its blobs (the caller
+        removes it)."""
+        self.staging = staging
         spec = parse_spec(self.spec_data)
         dataset = self.write(self._dataset, "read the dataset")
-        arrays = load_canonical(self.store, dataset.blob_prefix, mmap=True)
+        arrays = load_canonical(self.store, dataset.blob_prefix, staging=staging / "dataset", mmap=True)
         device = resolve_device(self.settings.device)
         self.device_type = device.type
         adapted: list[str] = []
@@ -155,19 +158,25 @@ class JobRun:
             return None
         return load_init_state(source, weights_dir=self.settings.operator_weights_dir, job_weights=self._job_weights)
 
-    def _job_weights(self, job_id: str) -> Path:
+    def _job_weights(self, job_id: str) -> dict[str, torch.Tensor]:
         key = self.write(lambda s: job_weights_key(s, tenant_id=self.tenant_id, job_id=job_id), "find the init model")
-        return self.store.local_path(key)
+        return load_job_weights(self.store, key, dest=self.staging / "init.safetensors", job_id=job_id)
 
     def _resume_point(self) -> dict[str, Any] | None:
         key, sha256 = self.checkpoint
         if not key:
             return None
+        local = self.staging / "resume.pt"
         try:
-            state = load_checkpoint(self.store.local_path(key), sha256=sha256)
+            self.store.download(key, local, sha256=sha256)  # BlobCorrupt unless the bytes match the row's hash
+            state = load_checkpoint(local)
+        except StorageUnavailable:
+            raise  # not the checkpoint's fault: starting over would throw the finished epochs away
         except Exception as exc:  # missing, torn or tampered: correctness first, start over
             logger.warning("job %s: checkpoint unusable (%s); starting over", self.job_id, exc)
             return None
+        finally:
+            local.unlink(missing_ok=True)
         logger.info("job %s: resuming after epoch %s", self.job_id, state.get("epoch"))
         return state
 
@@ -215,6 +224,7 @@ class JobRun:
         stored = export_artifacts(
             result,
             store=self.store,
+            staging=self.staging,
             job_id=self.job_id,
             spec=spec,
             class_names=class_names,
@@ -321,6 +331,7 @@ class Progress:
             job_id=run.job_id,
             attempt=run.attempt,
             store=run.store,
+            staging=run.staging,
             record=run.record_checkpoint,
             current_key=run.checkpoint[0],
             on_lease_lost=heartbeat.lease_lost.set,

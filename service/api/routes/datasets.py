@@ -48,7 +48,13 @@ def dataset_name(*, given: str | None, filename: str | None) -> str:
     response_model=DatasetOut,
     summary="Upload a dataset (.npz, ImageFolder .zip/.tar.gz, or .zip with labels.csv)",
     responses=problem_responses(
-        400, 413, 415, 422, s400="a malformed multipart body", s422="malformed or unsafe content, or a bad form field"
+        400,
+        413,
+        415,
+        422,
+        507,
+        s400="a malformed multipart body",
+        s422="malformed or unsafe content, or a bad form field",
     ),
 )
 async def upload_dataset(
@@ -61,13 +67,14 @@ async def upload_dataset(
     name: Annotated[str | None, Form(max_length=MAX_NAME_CHARS, description="display name")] = None,
 ) -> DatasetOut:
     dataset_id = new_id()
-    # Streams the upload to disk, then parses in a worker thread (the event loop stays free).
+    # Streams the upload to this process's scratch disk, then parses in a worker thread (the event loop stays free).
     result = await ingest_upload(
         file,
         store=store,
         dataset_id=dataset_id,
         limits=IngestLimits.from_settings(settings),
         max_upload_bytes=settings.max_upload_bytes,
+        scratch=settings.scratch_path,
     )
     row = await run_in_threadpool(
         _record,
@@ -101,7 +108,7 @@ def _record(session: Session, *, store: BlobStore, tenant_id: str, dataset_id: s
         session.commit()
     except BaseException:
         session.rollback()
-        store.delete_prefix(result.blob_prefix)
+        store.delete(result.blob_prefix)
         raise
     return row
 
@@ -137,7 +144,7 @@ def delete_dataset(dataset_id: str, session: SessionDep, tenant_id: TenantDep, s
         )
     session.commit()
     # Blobs go after the row: a crash in between leaves orphaned blobs, never a row without data.
-    store.delete_prefix(blob_prefix)
+    store.delete(blob_prefix)
     logger.info("tenant %s deleted dataset %s", tenant_id, dataset_id)
     return Response(status_code=status.HTTP_204_NO_CONTENT)
 

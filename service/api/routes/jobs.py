@@ -194,7 +194,7 @@ def download_artifact(
         raise ProblemError(404, "Not Found", f"job {job.id} has no artifact {shown(name)}")
     try:
         size = store.size(artifact.blob_key)
-        handle = store.open(artifact.blob_key)
+        handle = store.open_read(artifact.blob_key)
     except FileNotFoundError:
         logger.error("artifact %s of job %s is missing from the blob store", name, job.id)
         raise ProblemError(404, "Not Found", f"artifact {shown(name)} of job {job.id} is no longer stored") from None

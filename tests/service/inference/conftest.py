@@ -125,10 +125,10 @@ def install(
 ) -> None:
     """Copy an exported artefact into the blob store under ``prefix`` (its card with a threshold when given)."""
     for path in exported.folder.iterdir():
-        store.put_file(f"{prefix}/{path.name}", path)
+        store.write(f"{prefix}/{path.name}", path.read_bytes())
     if threshold is not None or positive_class is not None:
         card = card_for(exported, threshold=threshold, positive_class=positive_class)
-        store.put_bytes(f"{prefix}/{CARD_FILE}", card.to_json().encode())
+        store.write(f"{prefix}/{CARD_FILE}", card.to_json().encode())
 
 
 @pytest.fixture

@@ -225,7 +225,7 @@ def test_a_broken_artefact_answers_503_not_500(api_client, alpha, grey_model) ->
     store = api_client.app.state.blob_store
     with api_client.app.state.session_factory() as session:
         prefix = session.get(Model, grey_model).blob_prefix
-    store.put_bytes(f"{prefix}/model_card.json", b"{broken")
+    store.write(f"{prefix}/model_card.json", b"{broken")
     response = api_client.post(url(grey_model), headers=alpha, json={"instances": [{"b64": "AA=="}]})
     assert response.status_code == 503
     assert response.headers["content-type"] == PROBLEM

@@ -144,10 +144,10 @@ def test_a_missing_artefact_is_an_artifact_error(predictor, helpers) -> None:
 
 def test_a_malformed_card_is_an_artifact_error(predictor, store, binary_grey, installed, helpers) -> None:
     prefix = installed(binary_grey, "mb")
-    with store.open(f"{prefix}/model_card.json") as handle:
+    with store.open_read(f"{prefix}/model_card.json") as handle:
         card = json.load(handle)
     card["input"]["channels"] = 4
-    store.put_bytes(f"{prefix}/model_card.json", json.dumps(card).encode())
+    store.write(f"{prefix}/model_card.json", json.dumps(card).encode())
     row = helpers.Row(id="mb", blob_prefix=prefix)
     with pytest.raises(ArtifactError, match=r"input.channels: Input should be 1 or 3"):
         run(predictor, row, [b"x"])
@@ -158,7 +158,7 @@ def test_class_names_that_disagree_with_the_program_are_an_artifact_error(
 ) -> None:
     prefix = installed(binary_grey, "mb")
     card = helpers.card_for(binary_grey).model_copy(update={"class_names": ["a", "b", "c"]})
-    store.put_bytes(f"{prefix}/model_card.json", card.to_json().encode())
+    store.write(f"{prefix}/model_card.json", card.to_json().encode())
     png = helpers.png(helpers.images(1, height=12, width=10, channels=1, seed=0)[0])
     with pytest.raises(ArtifactError, match=r"returns \(2, 2\); expected \(B, 3\) logits"):
         run(predictor, helpers.Row(id="mb", blob_prefix=prefix), [png])

@@ -25,24 +25,36 @@ def ingest(
     dataset_id: str = "ds1",
     max_upload_bytes: int = MAX_UPLOAD,
 ) -> IngestResult:
-    """``ingest_upload`` on the file at ``path``, sent as ``filename`` (default: its name)."""
+    """``ingest_upload`` on the file at ``path``, sent as ``filename`` (default: its name), staged in
+    ``scratch_of(store)``."""
 
     async def main() -> IngestResult:
         with open(path, "rb") as handle:
             upload = UploadFile(file=handle, filename=filename or path.name)
             return await ingest_upload(
-                upload, store=store, dataset_id=dataset_id, limits=limits, max_upload_bytes=max_upload_bytes
+                upload,
+                store=store,
+                dataset_id=dataset_id,
+                limits=limits,
+                max_upload_bytes=max_upload_bytes,
+                scratch=scratch_of(store),
             )
 
     return anyio.run(main)
 
 
 def rejected(path: Path, *, store: LocalBlobStore, limits: IngestLimits, **kwargs) -> DatasetRejected:
-    """The ``DatasetRejected`` that ingesting ``path`` raises; asserts the store holds no file after."""
+    """The ``DatasetRejected`` that ingesting ``path`` raises; asserts neither the store nor the staging
+    folder holds a file after."""
     with pytest.raises(DatasetRejected) as info:
         ingest(path, store=store, limits=limits, **kwargs)
-    assert leftover_files(store.root) == []
+    assert leftover_files(store.root) == [] and leftover_files(scratch_of(store)) == []
     return info.value
+
+
+def scratch_of(store: LocalBlobStore) -> Path:
+    """The staging folder the tests give ``ingest_upload``: beside the store, as in a data dir."""
+    return store.root.parent / "scratch"
 
 
 def leftover_files(root: Path) -> list[str]:

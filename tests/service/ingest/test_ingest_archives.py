@@ -39,7 +39,7 @@ def test_imagefolder_zip_with_explicit_splits(files: Path, store: LocalBlobStore
         "test": [1, 2],
     }
     assert result.summary["imbalance_ratio"] == 2.0
-    arrays = load_canonical(store, "datasets/pets")
+    arrays = load_canonical(store, "datasets/pets", staging=store.root.parent / "run")
     for images, labels in arrays.values():
         assert images[:, 0, 0, 0].tolist() == [class_value(int(k)) for k in labels]
 
@@ -86,7 +86,7 @@ def test_labels_csv_zip(files: Path, store: LocalBlobStore, limits: IngestLimits
     assert result.summary["class_names"] == ["healthy", "sick"]
     assert {s: v["count"] for s, v in result.summary["splits"].items()} == {"train": 8, "val": 2, "test": 2}
     assert "ignored 1 files not listed in labels.csv" in result.notes
-    decoded = load_canonical(store, "datasets/ds1", mmap=False)
+    decoded = load_canonical(store, "datasets/ds1", staging=store.root.parent / "run", mmap=False)
     for images, labels in decoded.values():
         assert images[:, 0, 0, 0].tolist() == [class_value(int(k)) for k in labels]
 

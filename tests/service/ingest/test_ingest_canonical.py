@@ -8,11 +8,11 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from ingest_support import ingest, leftover_files
+from ingest_support import ingest, leftover_files, scratch_of
 from wellformed import folder_entries, write_zip
 
 from service.ingest import DecodedDataset, IngestLimits, load_canonical, load_meta, store_canonical, summarize
-from service.storage import BlobInfo, LocalBlobStore
+from service.storage import BlobCorrupt, BlobInfo, LocalBlobStore, StorageFull
 
 
 def _decoded(counts=((3, 10), (1, 2), (1, 2))) -> DecodedDataset:
@@ -33,7 +33,7 @@ def _decoded(counts=((3, 10), (1, 2), (1, 2))) -> DecodedDataset:
 class _DiskFullOnMeta(LocalBlobStore):
     """A store whose disk fills up just as meta.json is written (after every array landed)."""
 
-    def put_bytes(self, key: str, data: bytes) -> BlobInfo:
+    def write(self, key: str, data: bytes) -> BlobInfo:
         raise OSError(errno.ENOSPC, "No space left on device")
 
 
@@ -51,10 +51,10 @@ def test_summarize_gives_the_api_fields() -> None:
     }
 
 
-def test_store_and_load_round_trip(store: LocalBlobStore) -> None:
+def test_store_and_load_round_trip(store: LocalBlobStore, tmp_path: Path) -> None:
     decoded = _decoded()
-    stored = store_canonical(decoded, store=store, prefix="datasets/d1")
-    loaded = load_canonical(store, "datasets/d1")
+    stored = store_canonical(decoded, store=store, prefix="datasets/d1", scratch=tmp_path / "scratch")
+    loaded = load_canonical(store, "datasets/d1", staging=tmp_path / "run")
     for split, (images, labels) in decoded.splits.items():
         got_images, got_labels = loaded[split]
         assert isinstance(got_images, np.memmap) and not got_images.flags.writeable
@@ -62,7 +62,7 @@ def test_store_and_load_round_trip(store: LocalBlobStore) -> None:
         assert got_labels.dtype == np.int64
         np.testing.assert_array_equal(got_images, images)
         np.testing.assert_array_equal(got_labels, labels)
-    in_memory = load_canonical(store, "datasets/d1", mmap=False)
+    in_memory = load_canonical(store, "datasets/d1", staging=tmp_path / "run2", mmap=False)
     assert not isinstance(in_memory["train"][0], np.memmap)
     meta = load_meta(store, "datasets/d1")
     assert meta == stored.meta == json.loads(json.dumps(stored.meta))
@@ -78,29 +78,41 @@ def test_store_and_load_round_trip(store: LocalBlobStore) -> None:
 def test_a_failed_write_leaves_nothing_under_the_prefix(tmp_path: Path) -> None:
     store = _DiskFullOnMeta(tmp_path / "blobs")
     with pytest.raises(OSError, match="No space"):
-        store_canonical(_decoded(), store=store, prefix="datasets/d1")
-    assert leftover_files(store.root) == []
+        store_canonical(_decoded(), store=store, prefix="datasets/d1", scratch=tmp_path / "scratch")
+    assert leftover_files(store.root) == [] and leftover_files(tmp_path / "scratch") == []
 
 
-def test_a_failed_ingest_removes_the_upload_and_the_prefix(tmp_path: Path, files: Path, limits: IngestLimits) -> None:
+def test_a_full_disk_during_ingest_is_storage_full_and_leaves_nothing(
+    tmp_path: Path, files: Path, limits: IngestLimits
+) -> None:
     store = _DiskFullOnMeta(tmp_path / "blobs")
     path = write_zip(files / "ok.zip", folder_entries({"a": 5, "b": 5}))
-    with pytest.raises(OSError):  # a server-side failure stays an error (a 500), not a 422
+    with pytest.raises(StorageFull, match="out of disk space"):  # the route answers it 507, not 500
         ingest(path, store=store, limits=limits)
-    assert leftover_files(store.root) == []
+    assert leftover_files(store.root) == [] and leftover_files(scratch_of(store)) == []
 
 
-def test_store_canonical_needs_all_three_splits(store: LocalBlobStore) -> None:
+def test_load_canonical_catches_an_array_changed_in_the_store(store: LocalBlobStore, tmp_path: Path) -> None:
+    store_canonical(_decoded(), store=store, prefix="datasets/d1", scratch=tmp_path / "scratch")
+    path = store.local_path("datasets/d1/train_labels.npy")
+    data = bytearray(path.read_bytes())
+    data[-1] ^= 1
+    path.write_bytes(bytes(data))
+    with pytest.raises(BlobCorrupt, match="train_labels.npy"):
+        load_canonical(store, "datasets/d1", staging=tmp_path / "run")
+
+
+def test_store_canonical_needs_all_three_splits(store: LocalBlobStore, tmp_path: Path) -> None:
     decoded = _decoded()
     del decoded.splits["test"]
     with pytest.raises(ValueError, match="'test'"):
-        store_canonical(decoded, store=store, prefix="datasets/d2")
+        store_canonical(decoded, store=store, prefix="datasets/d2", scratch=tmp_path / "scratch")
     assert leftover_files(store.root) == []
 
 
-def test_load_canonical_of_a_missing_dataset(store: LocalBlobStore) -> None:
+def test_load_canonical_of_a_missing_dataset(store: LocalBlobStore, tmp_path: Path) -> None:
     with pytest.raises(FileNotFoundError, match="datasets/none"):
-        load_canonical(store, "datasets/none")
+        load_canonical(store, "datasets/none", staging=tmp_path / "run")
 
 
 def test_ingest_upload_rejects_a_bad_dataset_id(store: LocalBlobStore, files: Path, limits: IngestLimits) -> None:

@@ -34,7 +34,7 @@ def test_pneumoniamnist_ingests_with_official_counts(
     assert summary["imbalance_ratio"] == round(3494 / 1214, 2) == 2.88
     assert result.notes == []
 
-    arrays = load_canonical(store, "datasets/pneu")
+    arrays = load_canonical(store, "datasets/pneu", staging=store.root.parent / "run")
     with np.load(pneumonia_npz) as original:  # the oracle: the file itself
         for split in ("train", "val", "test"):
             images, labels = arrays[split]
@@ -153,6 +153,6 @@ def test_too_few_images_to_carve_names_the_class(files: Path, store: LocalBlobSt
 
 def test_meta_json_is_plain_json(pneumonia_npz: Path, store: LocalBlobStore, limits: IngestLimits) -> None:
     ingest(pneumonia_npz, store=store, limits=limits, dataset_id="m")
-    with store.open("datasets/m/meta.json") as handle:
+    with store.open_read("datasets/m/meta.json") as handle:
         meta = json.load(handle)
     assert set(meta) >= {"class_names", "image_shape", "splits", "imbalance_ratio", "format", "notes"}

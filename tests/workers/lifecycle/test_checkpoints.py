@@ -30,6 +30,7 @@ def _writer(store, recorded, *, held=True, gate=None, lost=None, min_interval=0.
         job_id="j1",
         attempt=1,
         store=store,
+        staging=store.root.parent / "staging",
         record=record,
         current_key=None,
         on_lease_lost=lost or (lambda: None),
@@ -59,7 +60,7 @@ def _wait_for(condition, what):
 
 
 def test_each_checkpoint_is_recorded_after_its_file_is_complete_and_the_old_one_is_dropped(tmp_path):
-    store, recorded = LocalBlobStore(tmp_path), []
+    store, recorded = LocalBlobStore(tmp_path / "blobs"), []
     writer = _writer(store, recorded)
     writer.submit(_snapshot(1))
     writer.close()
@@ -67,6 +68,7 @@ def test_each_checkpoint_is_recorded_after_its_file_is_complete_and_the_old_one_
         job_id="j1",
         attempt=1,
         store=store,
+        staging=tmp_path / "staging",
         current_key=recorded[0][0],
         record=lambda k, s, e: recorded.append((k, s, e)) or True,
         on_lease_lost=lambda: None,
@@ -80,7 +82,7 @@ def test_each_checkpoint_is_recorded_after_its_file_is_complete_and_the_old_one_
 
 
 def test_a_newer_snapshot_replaces_one_still_waiting(tmp_path):
-    store, recorded, gate, entered = LocalBlobStore(tmp_path), [], threading.Event(), threading.Event()
+    store, recorded, gate, entered = LocalBlobStore(tmp_path / "blobs"), [], threading.Event(), threading.Event()
     writer = _writer(store, recorded, gate=gate, entered=entered)
     writer.submit(_snapshot(1))
     assert entered.wait(10)  # epoch 1 is being written (blocked in record) ...
@@ -93,11 +95,11 @@ def test_a_newer_snapshot_replaces_one_still_waiting(tmp_path):
 
 def test_a_lost_lease_is_reported_and_a_write_failure_reaches_the_trainer(tmp_path):
     lost = threading.Event()
-    writer = _writer(LocalBlobStore(tmp_path), [], held=False, lost=lost.set)
+    writer = _writer(LocalBlobStore(tmp_path / "blobs"), [], held=False, lost=lost.set)
     writer.submit(_snapshot(1))
     writer.close()
     assert lost.is_set()
-    writer = _writer(LocalBlobStore(tmp_path), [])
+    writer = _writer(LocalBlobStore(tmp_path / "blobs"), [])
     writer.submit(_snapshot(1, scheduler={"bad": object()}))  # not weights_only-safe: save refuses it
     with pytest.raises(TypeError, match="object"):
         writer.close()
@@ -105,7 +107,7 @@ def test_a_lost_lease_is_reported_and_a_write_failure_reaches_the_trainer(tmp_pa
 
 def test_within_the_interval_only_the_newest_snapshot_waits_and_closing_writes_it(tmp_path):
     recorded = []
-    writer = _writer(LocalBlobStore(tmp_path), recorded, min_interval=600.0)
+    writer = _writer(LocalBlobStore(tmp_path / "blobs"), recorded, min_interval=600.0)
     writer.submit(_snapshot(1))  # the first one is written at once
     _wait_for(lambda: len(recorded) == 1, "the first checkpoint")
     writer.submit(_snapshot(2))
@@ -118,7 +120,7 @@ def test_within_the_interval_only_the_newest_snapshot_waits_and_closing_writes_i
 
 def test_a_finished_run_closes_without_writing_the_waiting_snapshot(tmp_path):
     recorded = []
-    writer = _writer(LocalBlobStore(tmp_path), recorded, min_interval=600.0)
+    writer = _writer(LocalBlobStore(tmp_path / "blobs"), recorded, min_interval=600.0)
     writer.submit(_snapshot(1))
     _wait_for(lambda: len(recorded) == 1, "the first checkpoint")
     writer.submit(_snapshot(2))

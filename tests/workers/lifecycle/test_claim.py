@@ -87,7 +87,7 @@ def env(settings):
         session.add(dataset)
         session.flush()
         dataset.blob_prefix = f"datasets/{dataset.id}"
-        store_canonical(decoded, store=store, prefix=dataset.blob_prefix)
+        store_canonical(decoded, store=store, prefix=dataset.blob_prefix, scratch=settings.scratch_path)
         ids = {"tenant": tenant.id, "dataset": dataset.id}
     yield {"factory": factory, "store": store, **ids}
     engine.dispose()
@@ -158,7 +158,7 @@ def test_job_succeeds_with_metrics_artifacts_and_model_then_skips_a_duplicate(en
     metrics = json.loads(store.local_path(artifacts["metrics.json"].blob_key).read_text())
     assert [r["epoch"] for r in metrics["history"]] == [1, 2] and metrics["best_epoch"] == job.best_epoch
     program = torch.export.load(str(store.local_path(artifacts["model.pt2"].blob_key))).module()
-    images, _ = load_canonical(store, f"datasets/{env['dataset']}")["test"]
+    images, _ = load_canonical(store, f"datasets/{env['dataset']}", staging=settings.scratch_path / "t")["test"]
     batch = torch.from_numpy(np.array(images[:5])).permute(0, 3, 1, 2).float() / 255
     assert program(batch).shape == (5, 2)
     # A second delivery of the same message trains nothing.
@@ -177,7 +177,7 @@ def test_resume_continues_from_the_checkpoint_with_each_epoch_once(env, settings
     overrides = {"epochs": 3, "seed": 5}
     crashed, uninterrupted = make_job(env, overrides), make_job(env, overrides)
     spec = JobSpec.model_validate({"dataset_id": env["dataset"], **SPEC, **overrides})
-    arrays = load_canonical(env["store"], f"datasets/{env['dataset']}")
+    arrays = load_canonical(env["store"], f"datasets/{env['dataset']}", staging=settings.scratch_path / "t")
     kwargs = build_training(
         spec, dataset_arrays=arrays, class_names=["normal", "rare"], device="cpu", init_state=None
     ).fit_arguments()
@@ -215,7 +215,7 @@ def _history(env, job_id):
 def test_corrupt_checkpoint_starts_over_and_drops_stale_epochs(env, settings):
     job_id = make_job(env)
     key = checkpoint_key(job_id)
-    env["store"].put_bytes(key, b"not a checkpoint")
+    env["store"].write(key, b"not a checkpoint")
     with transaction(env["factory"]) as session:
         job = session.get(Job, job_id)
         job.checkpoint_key, job.checkpoint_sha256, job.checkpoint_epoch = key, "0" * 64, 2
@@ -356,7 +356,7 @@ def test_a_job_with_each_resample_method_exports_backbone_and_new_head(env, sett
     # The exported program is the stage-1 backbone with the stage-2 head.
     program = torch.export.load(str(store.local_path(f"jobs/{job_id}/artifacts/model.pt2"))).module()
     weights = load_file(str(store.local_path(f"jobs/{job_id}/artifacts/weights.safetensors")))
-    images, _ = load_canonical(store, f"datasets/{env['dataset']}")["test"]
+    images, _ = load_canonical(store, f"datasets/{env['dataset']}", staging=settings.scratch_path / "t")["test"]
     batch = torch.from_numpy(np.array(images[:4])).permute(0, 3, 1, 2).float() / 255
     model = build_network("simple_cnn", num_classes=2, in_channels=1, input_size=(8, 8), mean=[0.0], std=[1.0])
     model.load_state_dict(weights)
