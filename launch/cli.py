@@ -16,6 +16,7 @@ from sqlalchemy.exc import OperationalError
 
 from launch import client_commands
 from service.config import Settings, get_settings
+from service.logs import configure_logging
 
 if TYPE_CHECKING:
     Commands = argparse._SubParsersAction[argparse.ArgumentParser]  # what add_subparsers returns
@@ -90,8 +91,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     if client_commands.is_client_command(args):
         return client_commands.run(args)
-    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
-    return args.handler(get_settings(), args)
+    settings = get_settings()
+    configure_logging(settings)
+    return args.handler(settings, args)
 
 
 def _serve(settings: Settings, args: argparse.Namespace) -> int:

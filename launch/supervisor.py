@@ -206,7 +206,8 @@ def _run_api(settings: Settings, *, host: str, port: int) -> None:
 
     from service.main import create_app
 
-    server = uvicorn.Server(uvicorn.Config(create_app(settings, run_reaper=True), host=host, port=port))
+    config = uvicorn.Config(create_app(settings, run_reaper=True), host=host, port=port, log_config=None)
+    server = uvicorn.Server(config)
     with _signals_reraised_quietly():
         server.run()
 

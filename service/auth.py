@@ -11,14 +11,12 @@ with ``hmac.compare_digest``.
 
 from __future__ import annotations
 
-import asyncio
 import hashlib
 import hmac
 import secrets
-import time
 from collections.abc import Awaitable, Callable
 
-from cachetools import TTLCache
+from service.ttl_cache import TtlCache
 
 KEY_PREFIX = "rf_"
 MAX_KEY_LENGTH = 200
@@ -59,60 +57,14 @@ def hashes_match(stored_hash: str, key: str) -> bool:
     return hmac.compare_digest(stored_hash.encode("ascii"), hash_api_key(key).encode("ascii"))
 
 
-class KeyCache:
+class KeyCache(TtlCache[str, str]):
     """Recently authenticated keys → tenant id, each for ``ttl_seconds``.
 
     Every ``/v1`` call authenticates; a poll loop would otherwise pay a key
     lookup per request. Entries are keyed by the key's sha256 (never the key),
     so a revocation takes effect within ``ttl_seconds`` (0 disables caching).
-    At ``max_entries`` the least recently used entry makes room (expired ones
-    first), so a burst of new keys never drops the hot ones all at once.
     """
 
-    def __init__(self, *, ttl_seconds: float, max_entries: int = 10_000) -> None:
-        self.max_entries = max_entries
-        self.ttl_seconds = ttl_seconds
-        self._lookups: dict[str, asyncio.Future[str | None]] = {}
-
-    @property
-    def ttl_seconds(self) -> float:
-        return self._ttl_seconds
-
-    @ttl_seconds.setter
-    def ttl_seconds(self, value: float) -> None:
-        # A TTLCache has one lifetime for all its entries: a new lifetime starts an empty cache.
-        self._ttl_seconds = float(value)
-        self._entries: TTLCache[str, str] = TTLCache(
-            maxsize=self.max_entries, ttl=max(self._ttl_seconds, 0.0), timer=time.monotonic
-        )
-
     async def resolve(self, plaintext: str, lookup: Callable[[], Awaitable[str | None]]) -> str | None:
-        """The cached tenant of ``plaintext``, else ``await lookup()``, cached when found.
-
-        Concurrent misses for one key share a single lookup: when an entry
-        expires under a polling storm, every request in flight would otherwise
-        queue its own database read behind the few hot-read threads.
-        """
-        digest = hash_api_key(plaintext)
-        cached = self._fresh(digest)
-        if cached is not None:
-            return cached
-        pending = self._lookups.get(digest)
-        if pending is None:
-            pending = asyncio.ensure_future(self._look_up(digest, lookup))
-            self._lookups[digest] = pending
-            pending.add_done_callback(lambda _done: self._lookups.pop(digest, None))
-        return await asyncio.shield(pending)  # one waiter going away must not cancel the others' lookup
-
-    async def _look_up(self, digest: str, lookup: Callable[[], Awaitable[str | None]]) -> str | None:
-        tenant_id = await lookup()
-        if tenant_id is not None:
-            self._store(digest, tenant_id)
-        return tenant_id
-
-    def _fresh(self, digest: str) -> str | None:
-        return self._entries.get(digest)
-
-    def _store(self, digest: str, tenant_id: str) -> None:
-        if self.ttl_seconds > 0:
-            self._entries[digest] = tenant_id
+        """The cached tenant of ``plaintext``, else ``await lookup()``, cached when found."""
+        return await super().resolve(hash_api_key(plaintext), lookup)

@@ -9,8 +9,9 @@ from __future__ import annotations
 
 from functools import lru_cache
 from pathlib import Path
+from typing import Literal
 
-from pydantic import Field, SecretStr, model_validator
+from pydantic import Field, SecretStr, field_validator, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 
@@ -78,7 +79,8 @@ class Settings(BaseSettings):
         default=5.0,
         ge=0.0,
         le=300.0,
-        description="how long an authenticated key skips the database; a revocation takes effect within it",
+        description="how long an authenticated key (and a model predict looked up) skips the database; "
+        "a revocation takes effect within it",
     )
     api_read_threads: int = Field(
         default=2,
@@ -112,9 +114,29 @@ class Settings(BaseSettings):
     predict_max_batch: int = 64
     predict_max_wait_ms: float = 2.0
     predict_threads: int = 2
+    inference_runtime: Literal["onnxruntime", "torch"] = Field(
+        default="onnxruntime",
+        description="'onnxruntime' serves a model's model.onnx when its card names one (else PyTorch); "
+        "'torch' always runs the torch.export program",
+    )
+
+    # --- observability -----------------------------------------------------
+    log_format: Literal["text", "json"] = Field(default="text", description="'text' or 'json' (one object per line)")
+    log_level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = "INFO"
+    metrics_token: SecretStr | None = Field(
+        default=None, description="operator token for GET /metrics (Bearer); unset: /metrics answers 404"
+    )
+    celery_task_events: bool = Field(default=False, description="workers send Celery task events (for Flower)")
 
     # --- worker ------------------------------------------------------------
     device: str = Field(default="auto", description="'auto', 'cpu', 'cuda' or 'cuda:N'")
+
+    @field_validator("log_level", "log_format", mode="before")
+    @classmethod
+    def _case_insensitive(cls, value: object, info) -> object:
+        if not isinstance(value, str):
+            return value
+        return value.upper() if info.field_name == "log_level" else value.lower()
 
     @model_validator(mode="after")
     def _absolute_data_dir(self) -> Settings:

@@ -20,17 +20,20 @@ from fastapi.routing import APIRoute
 from sqlalchemy.exc import IntegrityError
 
 from service.api.body_limit import BodySizeLimitMiddleware
+from service.api.request_context import RequestContextMiddleware
 from service.api.router import build_router
 from service.auth import KeyCache
 from service.config import Settings, get_settings
 from service.db import make_engine, make_session_factory, transaction
 from service.errors import install_error_handlers
 from service.inference import Predictor
+from service.logs import configure_logging
 from service.migrate import current_revision, head_revision
 from service.queue import make_celery
 from service.reaper import ReaperThread
 from service.repository import tenants
 from service.storage import make_blob_store
+from service.ttl_cache import TtlCache
 from service.webhooks import WebhookDispatcher
 
 logger = logging.getLogger(__name__)
@@ -77,6 +80,7 @@ def create_app(settings: Settings | None = None, *, run_reaper: bool = True) -> 
         max_bytes=settings.max_upload_bytes + MULTIPART_SLACK_BYTES,
         shown_limit=settings.max_upload_bytes,
     )
+    app.add_middleware(RequestContextMiddleware)  # added last: outermost, so every answer is counted and named
     app.include_router(build_router())
     return app
 
@@ -87,8 +91,10 @@ def operation_id(route: APIRoute) -> str:
 
 
 def asgi() -> FastAPI:
-    """Factory for ``uvicorn --factory service.main:asgi``."""
-    return create_app(get_settings())
+    """Factory for ``uvicorn --factory service.main:asgi`` (also each ``rarefit api --workers N`` process)."""
+    settings = get_settings()
+    configure_logging(settings)
+    return create_app(settings)
 
 
 @asynccontextmanager
@@ -98,6 +104,7 @@ async def _lifespan(app: FastAPI) -> AsyncIterator[None]:
     app.state.engine = engine
     app.state.session_factory = make_session_factory(engine)
     app.state.key_cache = KeyCache(ttl_seconds=settings.auth_cache_seconds)
+    app.state.model_refs = TtlCache(ttl_seconds=settings.auth_cache_seconds)
     app.state.read_limiter = anyio.CapacityLimiter(settings.api_read_threads)
     app.state.blob_store = make_blob_store(settings)
     app.state.celery = make_celery(settings)
@@ -111,6 +118,7 @@ async def _lifespan(app: FastAPI) -> AsyncIterator[None]:
             max_batch=settings.predict_max_batch,
             max_wait_ms=settings.predict_max_wait_ms,
             threads=settings.predict_threads,
+            runtime=settings.inference_runtime,
         )
         if app.state.run_reaper:
             background += [

@@ -17,6 +17,7 @@ from pydantic import BaseModel, ConfigDict, Field, model_validator
 from rarefit.decision import DecisionRule
 
 PROGRAM_FILE = "model.pt2"
+ONNX_FILE = "model.onnx"
 WEIGHTS_FILE = "weights.safetensors"
 CARD_FILE = "model_card.json"
 METRICS_FILE = "metrics.json"
@@ -105,6 +106,16 @@ class OperatingPoint(_Part):
         return self.thresholds[positive_class]
 
 
+class OnnxExport(_Part):
+    """The ONNX graph beside the ``torch.export`` program: ``file`` when it exported and ONNX Runtime
+    reproduced PyTorch's logits within tolerance (hosted inference then serves it), else ``error``
+    says why the model is served with PyTorch."""
+
+    file: str | None = None
+    max_abs_diff: float | None = Field(default=None, ge=0.0, description="largest |ONNX - PyTorch| logit on probes")
+    error: str | None = None
+
+
 class ModelCard(_Part):
     """``model_card.json``: everything needed to run and trust the model without rarefit's training code."""
 
@@ -122,9 +133,15 @@ class ModelCard(_Part):
     best_epoch: int | None = None
     job_id: str
     spec: dict[str, Any] = Field(default_factory=dict)
+    onnx: OnnxExport = OnnxExport(error="not exported (a card written before ONNX export)")
+    versions: dict[str, str | None] = Field(
+        default_factory=dict, description="rarefit, torch, onnx, onnxscript, onnxruntime that wrote the programs"
+    )
 
     @model_validator(mode="after")
     def _consistent(self) -> ModelCard:
+        if self.onnx.file is not None and self.onnx.file not in self.files:
+            raise ValueError(f"onnx.file {self.onnx.file!r} is not among the card's files")
         k = len(self.class_names)
         if self.positive_class is not None and self.positive_class >= k:
             raise ValueError(f"positive_class {self.positive_class} is not a class index below {k}")

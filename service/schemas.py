@@ -12,6 +12,7 @@ from typing import Annotated, Any, Generic, TypeVar
 
 from pydantic import AfterValidator, BaseModel, ConfigDict, Field, ValidationError
 
+from service.ingest.canonical import mask_classes
 from service.model_card import PROGRAM_FILE
 from service.models import Artifact, Dataset, EpochMetrics, Job, Model
 from service.spec import JobSpec
@@ -39,6 +40,9 @@ _JOB_ID = "7d1e2f3a4b5c4d6e8f9a0b1c2d3e4f5a"
 class SplitOut(BaseModel):
     count: int
     class_counts: list[int]
+    masked_class_counts: list[int] | None = Field(
+        default=None, description="images per class with a non-empty segmentation mask (uploads with masks)"
+    )
 
 
 class AdviceOut(BaseModel):
@@ -75,6 +79,9 @@ class DatasetOut(BaseModel):
     class_names: list[str]
     image_shape: list[int] = Field(description="[H, W, C] of every image")
     splits: dict[str, SplitOut]
+    mask_classes: list[str] = Field(
+        default_factory=list, description="classes with segmentation masks in train (augment.copy_paste)"
+    )
     imbalance_ratio: float = Field(description="largest train class count / smallest")
     size_bytes: int
     created_at: UtcDatetime
@@ -96,6 +103,7 @@ class DatasetOut(BaseModel):
             class_names=[str(n) for n in row.class_names],
             image_shape=list(row.image_shape),
             splits=row.splits,
+            mask_classes=[str(row.class_names[i]) for i in mask_classes(row.splits)],
             imbalance_ratio=row.imbalance_ratio,
             size_bytes=row.size_bytes,
             created_at=row.created_at,

@@ -18,6 +18,7 @@ reports argmax accuracy; AUROC and PR-AUC do not depend on it.
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Annotated, Literal
 
@@ -127,6 +128,31 @@ class SamplerSpec(_Part):
     type: Literal["random", "weighted", "sqrt", "oversample", "undersample"] = "weighted"
 
 
+class CopyPasteSpec(_Part):
+    """Copy-paste oversampling from segmentation masks (Ghiasi et al. 2021); the dataset needs masks."""
+
+    prob: Probability = Field(default=0.5, description="chance that a batch row receives a pasted object")
+    classes: Literal["minority"] | list[Annotated[str, Field(min_length=1, max_length=200)]] = Field(
+        default="minority", description="'minority' (augment.minority_threshold) or class names"
+    )
+    scale: tuple[ScaleFactor, ScaleFactor] = Field(default=(0.8, 1.2), strict=False)
+    blend: Literal["gaussian", "none"] = "gaussian"
+
+    @field_validator("scale")
+    @classmethod
+    def _ordered(cls, value):
+        if value[0] > value[1]:
+            raise ValueError(f"scale must be [low, high] with low <= high, got {list(value)}")
+        return value
+
+    @field_validator("classes")
+    @classmethod
+    def _some_classes(cls, value):
+        if isinstance(value, list) and not value:
+            raise ValueError("classes must name at least one class (or be 'minority')")
+        return value
+
+
 class AugmentSpec(_Part):
     hflip: bool = True
     vflip: bool = False
@@ -141,6 +167,7 @@ class AugmentSpec(_Part):
     minority_threshold: float = Field(
         default=0.5, gt=0.0, le=1.0, description="minority: count below this fraction of the largest class"
     )
+    copy_paste: CopyPasteSpec | None = None
 
     @field_validator("scale")
     @classmethod
@@ -285,9 +312,20 @@ def limit_violations(
     return problems
 
 
-def dataset_violations(spec: JobSpec, *, num_classes: int) -> list[tuple[tuple[str, ...], str]]:
-    """Checks that need the dataset: per-class lists must match its class count."""
+def dataset_violations(
+    spec: JobSpec,
+    *,
+    num_classes: int,
+    class_names: Sequence[str] | None = None,
+    mask_classes: Sequence[str] | None = None,
+    train_counts: Sequence[int] | None = None,
+) -> list[tuple[tuple[str, ...], str]]:
+    """Checks that need the dataset: per-class lists must match its class count, copy-paste needs masks
+    (``mask_classes``: the classes with at least one masked train image)."""
     problems: list[tuple[tuple[str, ...], str]] = []
+    problems += copy_paste_violations(
+        spec, class_names=class_names, mask_classes=mask_classes, train_counts=train_counts
+    )
     for path, value in ((("loss", "alpha"), spec.loss.alpha), (("loss", "class_weights"), spec.loss.class_weights)):
         if isinstance(value, list) and len(value) != num_classes:
             problems.append((path, f"needs one value per class ({num_classes}), got {len(value)}"))
@@ -299,3 +337,39 @@ def dataset_violations(spec: JobSpec, *, num_classes: int) -> list[tuple[tuple[s
     if spec.loss.variant == "sigmoid" and num_classes != 2:
         problems.append((("loss", "variant"), f"'sigmoid' needs a binary dataset, this one has {num_classes} classes"))
     return problems
+
+
+def copy_paste_violations(
+    spec: JobSpec,
+    *,
+    class_names: Sequence[str] | None,
+    mask_classes: Sequence[str] | None,
+    train_counts: Sequence[int] | None,
+) -> list[tuple[tuple[str, ...], str]]:
+    """``augment.copy_paste`` needs masks, and named classes must exist and have them."""
+    paste = spec.augment.copy_paste
+    if paste is None:
+        return []
+    path = ("augment", "copy_paste")
+    masked = list(mask_classes or [])
+    if not masked:
+        return [(path, "copy_paste needs segmentation masks, and this dataset has none (see docs/techniques.md)")]
+    if isinstance(paste.classes, list):
+        unknown = [name for name in paste.classes if class_names is not None and name not in class_names]
+        if unknown:
+            return [((*path, "classes"), f"not classes of this dataset: {unknown}")]
+        unmasked = [name for name in paste.classes if name not in masked]
+        if unmasked:
+            return [((*path, "classes"), f"these classes have no masks: {unmasked} (masked: {masked})")]
+    elif class_names is not None and train_counts:
+        minority = minority_classes(train_counts, threshold=spec.augment.minority_threshold)
+        if not any(class_names[index] in masked for index in minority):
+            named = [class_names[index] for index in minority]
+            return [((*path, "classes"), f"no minority class {named} has masks (masked: {masked})")]
+    return []
+
+
+def minority_classes(counts: Sequence[int], *, threshold: float) -> list[int]:
+    """Class indices with ``n_c < threshold · max(n)``, the rule of ``workers.training.augment.minority_class_mask``."""
+    largest = max(counts)
+    return [index for index, count in enumerate(counts) if count < threshold * largest]

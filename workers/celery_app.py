@@ -32,6 +32,7 @@ from celery import Celery, signals
 from celery.worker import state as worker_state
 
 from service.config import Settings, get_settings
+from service.logs import configure_logging
 from service.queue import celery_config
 
 logger = logging.getLogger(__name__)
@@ -43,6 +44,12 @@ def make_worker_app(settings: Settings) -> Celery:
     app.config_from_object(celery_config(settings))
     app.rarefit_settings = settings  # read by the task; the env-built default otherwise
     return app
+
+
+@signals.setup_logging.connect
+def _configure_logging(**_kwargs) -> None:
+    # Connected, this replaces Celery's own set-up: its records go through ours (text or JSON, job ids).
+    configure_logging(get_settings())
 
 
 @signals.worker_shutting_down.connect

@@ -3,7 +3,7 @@
 The rules, each with its reason (docs/experiments.md lists them for users):
 
 - **Network by training-set size.** Fewer than 2,000 training images: only
-  ``simple_cnn`` (a ResNet over-fits them and costs ~10x the time); up to
+  ``simple_cnn`` (a ResNet over-fits them and costs many times as long); up to
   20,000: ``simple_cnn`` or ``resnet18``; more: ``resnet18`` or
   ``mobilenet_v3_small``. Images of 64 px or more drop ``simple_cnn`` (its
   fixed receptive field is sized for small images).

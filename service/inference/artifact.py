@@ -1,23 +1,31 @@
-"""Load an exported model artefact (``model.pt2`` + ``model_card.json``) with torch alone.
+"""Load an exported model artefact (``model.onnx`` or ``model.pt2``, and ``model_card.json``).
 
 The artefact is self-contained (docs/architecture.md, "The model artefact"):
 normalisation and resizing live inside the exported program, so serving it
-needs no training code, only ``torch.export.load``.
+needs no training code. The ONNX graph runs on ONNX Runtime when the card
+names one (the worker checked it against PyTorch); otherwise, or when the
+operator asks for ``torch``, the ``torch.export`` program runs eagerly.
 """
 
 from __future__ import annotations
 
 import io
 import logging
+from collections.abc import Callable
 from dataclasses import dataclass
+from typing import Literal
 
 import torch
 from pydantic import ValidationError
 
+from service.inference.runtime import OnnxProgram, onnx_session
 from service.model_card import CARD_FILE, PROGRAM_FILE, WEIGHTS_FILE, ModelCard
 from service.storage import BlobStore
 
 logger = logging.getLogger(__name__)
+
+Runtime = Literal["onnxruntime", "torch"]
+RUNTIMES: tuple[Runtime, ...] = ("onnxruntime", "torch")
 
 
 class ArtifactError(RuntimeError):
@@ -26,9 +34,11 @@ class ArtifactError(RuntimeError):
 
 @dataclass(frozen=True)
 class LoadedModel:
-    """A ready-to-run exported program, the input it expects and the card it was loaded with."""
+    """A ready-to-run program (``(B, C, H, W)`` -> ``(B, K)`` logits), the runtime running it, the
+    input it expects and the card it was loaded with."""
 
-    module: torch.nn.Module
+    module: Callable[[torch.Tensor], torch.Tensor]
+    runtime: Runtime
     height: int
     width: int
     channels: int
@@ -37,31 +47,52 @@ class LoadedModel:
     card: ModelCard
 
 
-def load_artifact(store: BlobStore, *, blob_prefix: str) -> LoadedModel:
-    """Load ``{blob_prefix}/model.pt2`` and its card; size = program + weights bytes."""
+def load_artifact(
+    store: BlobStore, *, blob_prefix: str, runtime: Runtime = "onnxruntime", threads: int = 1
+) -> LoadedModel:
+    """Load the program ``runtime`` prefers (``threads`` intra-op threads for ONNX Runtime) and its
+    card; size = program + weights bytes."""
+    if runtime not in RUNTIMES:
+        raise ValueError(f"runtime must be one of {RUNTIMES}, got {runtime!r}")
     card = read_card(store, blob_prefix=blob_prefix)
-    program_key = f"{blob_prefix}/{PROGRAM_FILE}"
-    if not store.exists(program_key):
-        raise ArtifactError(f"artefact {blob_prefix!r} has no {PROGRAM_FILE}")
+    if runtime == "onnxruntime" and card.onnx.file is not None:
+        key, program, chosen = f"{blob_prefix}/{card.onnx.file}", _onnx_program, "onnxruntime"
+    else:
+        key, program, chosen = f"{blob_prefix}/{PROGRAM_FILE}", _torch_program, "torch"
+    if not store.exists(key):
+        raise ArtifactError(f"artefact {blob_prefix!r} has no {key.rsplit('/', 1)[-1]}")
     try:
-        with store.open_read(program_key) as handle:
-            program = io.BytesIO(handle.read())  # torch.export.load seeks; an object-store stream cannot
-        module = torch.export.load(program).module()
-    except Exception as exc:  # a corrupt or incompatible program, whatever torch raises
-        raise ArtifactError(f"cannot load {program_key!r}: {type(exc).__name__}: {exc}") from exc
-    _to_eval(module)
+        module = program(store, key, threads=threads)
+    except Exception as exc:  # a corrupt or incompatible program, whatever the runtime raises
+        raise ArtifactError(f"cannot load {key!r}: {type(exc).__name__}: {exc}") from exc
     shape = card.input
     loaded = LoadedModel(
         module=module,
+        runtime=chosen,
         height=shape.height,
         width=shape.width,
         channels=shape.channels,
         num_classes=len(card.class_names),
-        size_bytes=_artifact_bytes(store, blob_prefix=blob_prefix),
+        size_bytes=_artifact_bytes(store, blob_prefix=blob_prefix, program=key),
         card=card,
     )
-    _warm_up(loaded, key=program_key)
+    _warm_up(loaded, key=key)
+    logger.info("loaded %s for %s", key, chosen)
     return loaded
+
+
+def _onnx_program(store: BlobStore, key: str, *, threads: int) -> Callable[[torch.Tensor], torch.Tensor]:
+    with store.open_read(key) as handle:
+        return OnnxProgram(onnx_session(handle.read(), threads=threads))
+
+
+def _torch_program(store: BlobStore, key: str, *, threads: int) -> Callable[[torch.Tensor], torch.Tensor]:
+    del threads  # torch's threads are set per forward pass (the predictor's core share)
+    with store.open_read(key) as handle:
+        program = io.BytesIO(handle.read())  # torch.export.load seeks; an object-store stream cannot
+    module = torch.export.load(program).module()
+    _to_eval(module)
+    return module
 
 
 def read_card(store: BlobStore, *, blob_prefix: str) -> ModelCard:
@@ -87,8 +118,9 @@ def _to_eval(module: torch.nn.Module) -> None:
         pass
 
 
-def _artifact_bytes(store: BlobStore, *, blob_prefix: str) -> int:
-    keys = (f"{blob_prefix}/{PROGRAM_FILE}", f"{blob_prefix}/{WEIGHTS_FILE}")
+def _artifact_bytes(store: BlobStore, *, blob_prefix: str, program: str) -> int:
+    # The weights file stands for the memory of the parameters the program holds once loaded.
+    keys = (program, f"{blob_prefix}/{WEIGHTS_FILE}")
     return sum(store.size(key) for key in keys if store.exists(key))
 
 

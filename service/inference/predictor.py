@@ -3,9 +3,11 @@
 Decoding and model execution run on a bounded thread pool (``threads``
 workers), together: a batch decodes its images and runs the model in one hop
 to the pool. Each forward pass takes an equal share of the cores among the
-passes running at that moment (:class:`CoreShare`): a lone request gets all
-of them (a forward pass is faster on every core), concurrent batches split
-them instead of oversubscribing the CPU.
+passes running at that moment: a lone request gets all of them, concurrent
+batches split them instead of oversubscribing the CPU. An ONNX Runtime
+session's threads are fixed when it is built, so it gets the share of each of
+the ``threads`` passes that may run at once; for the PyTorch fallback
+:class:`CoreShare` sets each pass's thread count as the passes come and go.
 Model loads run on the loop's default executor so a slow load never occupies
 an inference thread.
 """
@@ -16,7 +18,7 @@ import asyncio
 import logging
 import os
 import threading
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from contextlib import contextmanager
 from dataclasses import dataclass
@@ -27,7 +29,7 @@ import numpy as np
 import torch
 
 from rarefit.decision import DecisionRule, decide
-from service.inference.artifact import ArtifactError, LoadedModel, load_artifact, read_card
+from service.inference.artifact import RUNTIMES, ArtifactError, LoadedModel, Runtime, load_artifact, read_card
 from service.inference.batcher import MicroBatcher
 from service.inference.cache import ModelCache
 from service.inference.decode import decode_batch
@@ -63,12 +65,18 @@ def decision_rule(card: ModelCard, *, threshold: float | None) -> DecisionRule:
     return DecisionRule.binary(positive_class=card.positive_class, threshold=threshold)
 
 
-def probabilities(module: torch.nn.Module, images: torch.Tensor) -> torch.Tensor:
-    """Softmax of the program's logits: float32 softmax, renormalised in float64 to sum to 1."""
+def probabilities(module: Callable[[torch.Tensor], torch.Tensor], images: torch.Tensor) -> torch.Tensor:
+    """Softmax of the program's logits in float64, as training's evaluation computes it (the tuned
+    threshold was chosen on those values).
+
+    In numpy: on a handful of rows each torch op costs more dispatch than
+    arithmetic, as much as a small ONNX graph's whole forward pass.
+    """
     with torch.inference_mode():
         logits = module(images)
-        probs = torch.softmax(logits.float(), dim=1).double()
-        return probs / probs.sum(dim=1, keepdim=True)
+    wide = logits.numpy().astype(np.float64)
+    wide = np.exp(wide - wide.max(axis=1, keepdims=True))
+    return torch.from_numpy(wide / wide.sum(axis=1, keepdims=True))
 
 
 class CoreShare:
@@ -97,7 +105,14 @@ class Predictor:
     """Serves ``predict`` for any registered model; one per process (``app.state.predictor``)."""
 
     def __init__(
-        self, *, store: BlobStore, max_cache_bytes: int, max_batch: int, max_wait_ms: float, threads: int
+        self,
+        *,
+        store: BlobStore,
+        max_cache_bytes: int,
+        max_batch: int,
+        max_wait_ms: float,
+        threads: int,
+        runtime: Runtime = "onnxruntime",
     ) -> None:
         if not isinstance(threads, int) or isinstance(threads, bool) or threads < 1:
             raise ValueError(f"threads must be an int >= 1, got {threads!r}")
@@ -105,10 +120,15 @@ class Predictor:
             raise ValueError(f"max_batch must be an int >= 1, got {max_batch!r}")
         if not max_wait_ms >= 0:
             raise ValueError(f"max_wait_ms must be >= 0, got {max_wait_ms!r}")
-        self.store = store
+        if runtime not in RUNTIMES:
+            raise ValueError(f"runtime must be one of {RUNTIMES}, got {runtime!r}")
+        self.store, self.runtime = store, runtime
         self.max_batch, self.max_wait_ms, self.threads = max_batch, float(max_wait_ms), threads
         self.cache: ModelCache[LoadedModel] = ModelCache(max_bytes=max_cache_bytes)
         self.cores = CoreShare(_cpu_count())
+        # A lone pass split over more threads than this share loses more to waiting on a
+        # descheduled thread than it gains, on a CPU other processes also use.
+        self.session_threads = max(1, self.cores.cores // threads)
         self._thread_state = threading.local()
         self._executor = ThreadPoolExecutor(max_workers=threads, thread_name_prefix="rarefit-predict")
         self._batchers: dict[str, MicroBatcher] = {}
@@ -169,7 +189,9 @@ class Predictor:
         cached = self.cache.get(model.id)
         if cached is not None:
             return cached
-        load = partial(_load_sized, self.store, blob_prefix=model.blob_prefix)
+        load = partial(
+            _load_sized, self.store, blob_prefix=model.blob_prefix, runtime=self.runtime, threads=self.session_threads
+        )
         loop = asyncio.get_running_loop()
         return await loop.run_in_executor(None, partial(self.cache.get_or_load, model.id, load=load))
 
@@ -177,7 +199,7 @@ class Predictor:
         batcher = self._batchers.get(model_id)
         if batcher is None or batcher.loop not in (None, asyncio.get_running_loop()):
             batcher = MicroBatcher(
-                forward=partial(self._forward, loaded.module),
+                forward=partial(self._forward, loaded),
                 executor=self._executor,
                 max_batch=self.max_batch,
                 max_wait_ms=self.max_wait_ms,
@@ -187,14 +209,16 @@ class Predictor:
             self._batchers[model_id] = batcher
         return batcher
 
-    def _forward(self, module: torch.nn.Module, images: torch.Tensor) -> torch.Tensor:
+    def _forward(self, loaded: LoadedModel, images: torch.Tensor) -> torch.Tensor:
+        if loaded.runtime == "onnxruntime":  # its session's pool is shared by concurrent runs
+            return probabilities(loaded.module, images)
         with self.cores.claim() as threads:
             # This thread's intra-op pool (OpenMP: per calling thread). The call is expensive next
             # to a small model's whole request, so it is made only when the share changes.
             if getattr(self._thread_state, "threads", None) != threads:
                 torch.set_num_threads(threads)
                 self._thread_state.threads = threads
-            return probabilities(module, images)
+            return probabilities(loaded.module, images)
 
     def _drop_batcher(self, model_id: str, batcher: MicroBatcher) -> None:
         # An idle batcher is dropped so it does not keep an evicted model alive.
@@ -232,8 +256,8 @@ def predictions(probs: np.ndarray, *, card: ModelCard, rule: DecisionRule, overr
     return out
 
 
-def _load_sized(store: BlobStore, *, blob_prefix: str) -> tuple[LoadedModel, int]:
-    loaded = load_artifact(store, blob_prefix=blob_prefix)
+def _load_sized(store: BlobStore, *, blob_prefix: str, runtime: Runtime, threads: int) -> tuple[LoadedModel, int]:
+    loaded = load_artifact(store, blob_prefix=blob_prefix, runtime=runtime, threads=threads)
     return loaded, loaded.size_bytes
 
 

@@ -6,7 +6,15 @@ The HTTP side (streaming the upload to a file, the body-size cap) is in
 whose detail names the problem and never a server path.
 """
 
-from service.ingest.canonical import StoredDataset, load_canonical, load_meta, store_canonical, summarize
+from service.ingest.canonical import (
+    StoredDataset,
+    load_canonical,
+    load_masks,
+    load_meta,
+    mask_classes,
+    store_canonical,
+    summarize,
+)
 from service.ingest.dataset import SPLITS, DecodedDataset
 from service.ingest.errors import ACCEPTED_FORMATS, DatasetRejected
 from service.ingest.limits import IngestLimits
@@ -21,6 +29,8 @@ __all__ = [
     "StoredDataset",
     "ingest_file",
     "load_canonical",
+    "load_masks",
+    "mask_classes",
     "load_meta",
     "store_canonical",
     "summarize",

@@ -45,13 +45,23 @@ def summarize(decoded: DecodedDataset) -> dict:
         "num_classes": decoded.num_classes,
         "class_names": list(decoded.class_names),
         "image_shape": [int(d) for d in decoded.image_shape],
-        "splits": {
-            split: {"count": int(len(decoded.splits[split][1])), "class_counts": decoded.class_counts(split)}
-            for split in SPLITS
-            if split in decoded.splits
-        },
+        "splits": {split: _split_summary(decoded, split) for split in SPLITS if split in decoded.splits},
         "imbalance_ratio": round(max(train_counts) / smallest, 2) if smallest else float("inf"),
     }
+
+
+def _split_summary(decoded: DecodedDataset, split: str) -> dict:
+    summary: dict = {"count": int(len(decoded.splits[split][1])), "class_counts": decoded.class_counts(split)}
+    masked = decoded.masked_class_counts(split)
+    if masked is not None:
+        summary["masked_class_counts"] = masked
+    return summary
+
+
+def mask_classes(splits: dict) -> list[int]:
+    """Class indices with at least one masked train image, from a stored ``splits`` summary."""
+    counts = (splits.get("train") or {}).get("masked_class_counts") or []
+    return [index for index, count in enumerate(counts) if count > 0]
 
 
 def _arrays(decoded: DecodedDataset):
@@ -63,6 +73,8 @@ def _arrays(decoded: DecodedDataset):
             raise ValueError(f"{split} images must be uint8 (N, H, W, C), got {images.dtype} {images.shape}")
         yield f"{split}_images.npy", np.ascontiguousarray(images)
         yield f"{split}_labels.npy", np.ascontiguousarray(labels, dtype=np.int64)
+        if split in decoded.masks:
+            yield f"{split}_masks.npy", np.ascontiguousarray(decoded.masks[split], dtype=np.uint8)
 
 
 def store_canonical(decoded: DecodedDataset, *, store: BlobStore, prefix: str, scratch: Path) -> StoredDataset:
@@ -132,3 +144,17 @@ def load_canonical(
             pair.append(np.load(local, mmap_mode=mode, allow_pickle=False))
         splits[split] = (pair[0], pair[1])
     return splits
+
+
+def load_masks(store: BlobStore, prefix: str, *, staging: Path, mmap: bool = True) -> dict[str, np.ndarray]:
+    """``{split: masks uint8 (N, H, W)}`` for the splits uploaded with masks, staged and checked as
+    :func:`load_canonical` does."""
+    files = load_meta(store, prefix)["files"]
+    staging.mkdir(parents=True, exist_ok=True)
+    masks = {}
+    for split in SPLITS:
+        name = f"{split}_masks.npy"
+        if name in files:
+            store.download(f"{prefix}/{name}", staging / name, sha256=files[name]["sha256"])
+            masks[split] = np.load(staging / name, mmap_mode="r" if mmap else None, allow_pickle=False)
+    return masks

@@ -17,6 +17,7 @@ class DecodedDataset:
     ``splits[name] = (images uint8 (N, H, W, C) C-contiguous, labels int64 (N,))``.
     After ``ingest_file`` it always holds ``train``, ``val`` and ``test``.
     ``notes`` records what ingestion changed (resizing, carved splits, ignored files).
+    ``masks[name]``: optional segmentation masks of a split, uint8 ``(N, H, W)`` of 0/1.
     """
 
     format: str
@@ -24,6 +25,7 @@ class DecodedDataset:
     image_shape: tuple[int, int, int]
     splits: dict[str, tuple[np.ndarray, np.ndarray]]
     notes: list[str] = field(default_factory=list)
+    masks: dict[str, np.ndarray] = field(default_factory=dict)
 
     @property
     def num_classes(self) -> int:
@@ -33,3 +35,11 @@ class DecodedDataset:
         """Images per class in ``split`` (length ``num_classes``)."""
         labels = self.splits[split][1]
         return np.bincount(labels, minlength=self.num_classes).astype(int).tolist()
+
+    def masked_class_counts(self, split: str) -> list[int] | None:
+        """Images per class in ``split`` whose mask is not empty; ``None`` when the split has no masks."""
+        if split not in self.masks:
+            return None
+        labels = self.splits[split][1]
+        masked = self.masks[split].reshape(len(labels), -1).any(axis=1)
+        return np.bincount(labels[masked], minlength=self.num_classes).astype(int).tolist()

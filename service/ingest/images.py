@@ -1,83 +1,26 @@
-"""Decoding untrusted image bytes with Pillow, and stacking them into one array.
-
-Pillow's decompression-bomb guard is a process-wide global
-(``Image.MAX_IMAGE_PIXELS``); we leave it alone and check our own limit on the
-header (``Image.open`` is lazy) before ``load()`` decodes a pixel. Truncated
-files stay errors (``ImageFile.LOAD_TRUNCATED_IMAGES`` is never set).
-"""
+"""Decoded upload images stacked into one array (decoding itself: ``service.imaging``)."""
 
 from __future__ import annotations
 
-import io
 import logging
-import struct
 from collections import Counter
 
 import numpy as np
 from PIL import Image
 
+from service.imaging import ImageRefused, decode_pixels
 from service.ingest.errors import DatasetRejected, safe_name
 
 logger = logging.getLogger(__name__)
 
-ALLOWED_FORMATS = ("PNG", "JPEG", "BMP", "TIFF", "GIF", "WEBP")
-_SIXTEEN_BIT = {"I", "I;16", "I;16L", "I;16B", "I;16N"}
-_GREY = {"1", "L", "LA", "La"}
-# What a malformed file can make a Pillow decoder raise besides OSError.
-_DECODE_ERRORS = (OSError, SyntaxError, ValueError, EOFError, struct.error, IndexError, TypeError)
-
-
-def _open_checked(data: bytes, *, name: str, max_pixels: int) -> Image.Image:
-    try:
-        image = Image.open(io.BytesIO(data), formats=ALLOWED_FORMATS)
-    except (Image.DecompressionBombError, Image.DecompressionBombWarning) as exc:
-        raise DatasetRejected(422, f"image {safe_name(name)} is a decompression bomb: {exc}") from exc
-    except _DECODE_ERRORS as exc:
-        raise DatasetRejected(
-            422, f"file {safe_name(name)} is not a readable image (accepted: {', '.join(ALLOWED_FORMATS)})"
-        ) from exc
-    width, height = image.size
-    if width * height > max_pixels:
-        raise DatasetRejected(
-            422,
-            f"image {safe_name(name)} is {width}x{height} = {width * height} pixels, over the limit of "
-            f"{max_pixels} pixels (a decompression bomb or an oversized image)",
-        )
-    return image
-
 
 def decode_image(data: bytes, *, name: str, max_pixels: int) -> np.ndarray:
-    """Decode one image (GIF: first frame) to uint8 ``(H, W)`` grey or ``(H, W, 3)`` colour.
-
-    An image counts as colour when its RGB channels differ somewhere, so
-    grey pictures saved as RGB stay grey. Alpha is dropped, palettes and
-    16-bit images are converted. Raises ``DatasetRejected`` 422 naming ``name``.
-    """
-    image = _open_checked(data, name=name, max_pixels=max_pixels)
+    """Decode one image to uint8 ``(H, W)`` grey or ``(H, W, 3)`` colour (``decode_pixels``);
+    raises ``DatasetRejected`` 422 naming ``name``."""
     try:
-        image.load()
-        return _to_array(image)
-    except (Image.DecompressionBombError, Image.DecompressionBombWarning) as exc:
-        raise DatasetRejected(422, f"image {safe_name(name)} is a decompression bomb: {exc}") from exc
-    except _DECODE_ERRORS as exc:
-        raise DatasetRejected(422, f"image {safe_name(name)} is truncated or corrupt ({exc})") from exc
-    finally:
-        image.close()
-
-
-def _to_array(image: Image.Image) -> np.ndarray:
-    if image.mode in _SIXTEEN_BIT:
-        # 16-bit grey spans 0..65535; scale instead of clipping at 255.
-        wide = np.asarray(image, dtype=np.float64)
-        return np.clip(np.rint(wide / 257.0), 0, 255).astype(np.uint8)
-    if image.mode == "F":
-        return np.clip(np.rint(np.asarray(image, dtype=np.float64)), 0, 255).astype(np.uint8)
-    if image.mode in _GREY:
-        return np.asarray(image.convert("L"), dtype=np.uint8).copy()
-    rgb = np.asarray(image.convert("RGB"), dtype=np.uint8)
-    if np.array_equal(rgb[..., 0], rgb[..., 1]) and np.array_equal(rgb[..., 0], rgb[..., 2]):
-        return rgb[..., 0].copy()
-    return rgb.copy()
+        return decode_pixels(data, max_pixels=max_pixels)
+    except ImageRefused as exc:
+        raise DatasetRejected(422, f"image {safe_name(name)} is {exc}") from exc
 
 
 def _resize(array: np.ndarray, *, height: int, width: int) -> np.ndarray:

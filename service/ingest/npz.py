@@ -58,7 +58,7 @@ def _present_keys(path: Path, *, limits: IngestLimits, label: str) -> tuple[list
         # Duplicates are refused: numpy must load the very member whose header was checked.
         members = collect_members(check_zip_entry(info, tally) for info in archive.infolist())
         by_key = {m.name.removesuffix(".npy"): m.ref for m in members if m.name.endswith(".npy")}
-        wanted = [f"{split}_{part}" for split in SPLITS for part in ("images", "labels")] + ["class_names"]
+        wanted = [f"{split}_{part}" for split in SPLITS for part in ("images", "labels", "masks")] + ["class_names"]
         keys = [key for key in wanted if key in by_key]
         for key in keys:
             _check_header(archive, by_key[key], key)
@@ -96,6 +96,20 @@ def _labels(array: np.ndarray, split: str, count: int) -> np.ndarray:
     return array.astype(np.int64)
 
 
+def _masks(array: np.ndarray, split: str, shape: tuple[int, ...]) -> np.ndarray:
+    """Segmentation masks beside the images: ``(N, H, W)`` of 0/1 (bool or integers)."""
+    key = f"{split}_masks"
+    if array.dtype.kind not in "uib":
+        raise DatasetRejected(422, f"{key} has dtype {array.dtype}; expected uint8 0/1 (or bool)")
+    if array.ndim == 4 and array.shape[-1] == 1:
+        array = array[..., 0]
+    if tuple(array.shape) != tuple(shape):
+        raise DatasetRejected(422, f"{key} has shape {array.shape}; expected {tuple(shape)}, one mask per image")
+    if array.size and not np.isin(array, (0, 1)).all():
+        raise DatasetRejected(422, f"{key} is not binary: masks hold 0 (background) and 1 (object) only")
+    return np.ascontiguousarray(array, dtype=np.uint8)
+
+
 def _class_names(array: np.ndarray | None, labels: list[np.ndarray]) -> list[str]:
     if array is None:
         top = max((int(split.max()) for split in labels if split.size), default=-1)
@@ -115,7 +129,7 @@ def parse_npz(path: Path, *, limits: IngestLimits, label: str) -> DecodedDataset
     keys, ignored = _present_keys(path, limits=limits, label=label)
     with np.load(path, allow_pickle=False) as npz:
         arrays = {key: npz[key] for key in keys}
-    splits = {}
+    splits, masks = {}, {}
     for split in SPLITS:
         has_images, has_labels = f"{split}_images" in arrays, f"{split}_labels" in arrays
         if split == "train" and not (has_images and has_labels):
@@ -126,7 +140,11 @@ def parse_npz(path: Path, *, limits: IngestLimits, label: str) -> DecodedDataset
         if has_images:
             images = _images(arrays[f"{split}_images"], split)
             splits[split] = (images, _labels(arrays[f"{split}_labels"], split, len(images)))
+            if f"{split}_masks" in arrays:
+                masks[split] = _masks(arrays[f"{split}_masks"], split, images.shape[:3])
+        elif f"{split}_masks" in arrays:
+            raise DatasetRejected(422, f"{label} has {split}_masks but no {split}_images")
     names = _class_names(arrays.get("class_names"), [labels for _, labels in splits.values()])
     notes = [f"ignored members not in the MedMNIST layout: {', '.join(map(safe_name, ignored))}"] if ignored else []
     shape = tuple(int(d) for d in splits["train"][0].shape[1:])
-    return DecodedDataset(format="npz", class_names=names, image_shape=shape, splits=splits, notes=notes)  # type: ignore[arg-type]
+    return DecodedDataset(format="npz", class_names=names, image_shape=shape, splits=splits, notes=notes, masks=masks)  # type: ignore[arg-type]

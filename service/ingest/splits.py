@@ -46,10 +46,13 @@ def carve_missing_splits(decoded: DecodedDataset, *, seed: int) -> DecodedDatase
         shuffled = rng.permutation(np.flatnonzero(labels == class_index))
         for split, chosen in _carve_class(shuffled, missing=missing, class_name=class_name).items():
             parts[split].append(chosen)
-    splits = dict(decoded.splits)
+    splits, masks = dict(decoded.splits), dict(decoded.masks)
+    train_masks = decoded.masks.get("train")
     for split, chunks in parts.items():
         chosen = np.sort(np.concatenate(chunks))
         splits[split] = (np.ascontiguousarray(images[chosen]), labels[chosen])
+        if train_masks is not None:  # masks follow their images into the carved splits
+            masks[split] = np.ascontiguousarray(train_masks[chosen])
     carved = ", ".join(f"{split} ({len(splits[split][1])} images)" for split in missing)
     note = f"carved {carved} from train: 10% of each class per split, stratified, seed {seed}"
     return DecodedDataset(
@@ -58,4 +61,5 @@ def carve_missing_splits(decoded: DecodedDataset, *, seed: int) -> DecodedDatase
         image_shape=decoded.image_shape,
         splits={split: splits[split] for split in SPLITS},
         notes=[*decoded.notes, note],
+        masks=masks,
     )

@@ -112,12 +112,18 @@ def test_inference_quick(tmp_path: Path, pneumonia_npz: Path, postgres_url: str)
     del postgres_url  # only a gate: skipped locally / failing in CI without PostgreSQL; the script makes its own
     results = tmp_path / "RESULTS.md"
     run_quick("benchmarks.inference", results, pneumonia_npz)
-    targets, predict, polling, overhead = section_tables(results, "inference-cpu")
+    targets, predict, around, polling, overhead = section_tables(results, "inference-cpu")
     assert {row["met"] for row in targets} <= {"yes", "no"}
+    assert any("vs GET job p50 + forward" in row["check"] for row in targets)
+    servers = ("rarefit onnxruntime", "rarefit torch", "floor")
     keys = {(r["server"], r["model"], r["encoding"], r["concurrency"]) for r in predict}
-    assert keys == {
-        (s, "simple_cnn", e, c) for s in ("rarefit", "floor") for e in ("multipart", "json") for c in ("1", "16")
+    assert keys == {(s, "simple_cnn", e, c) for s in servers for e in ("multipart", "json") for c in ("1", "16")}
+    assert {(row["server"], row["request"].split(",")[0]) for row in around} == {
+        *((s, r) for s in servers[:2] for r in ("GET /healthz", "GET /v1/jobs/{id}")),
+        *((runtime, "simple_cnn forward") for runtime in ("onnxruntime", "torch")),
     }
+    for row in around:
+        positive(row["p50 ms"])
     for row in predict:
         assert row["errors"] == "0"
         for column in ("p50 ms", "p99 ms", "req/s"):
@@ -197,3 +203,13 @@ def test_merge_results_copies_sections_verbatim(tmp_path: Path) -> None:
     assert common.merge_results(gpu, path=main) == ["throughput-gpu"]
     assert common.read_section("throughput-gpu", path=main) == common.read_section("throughput-gpu", path=gpu)
     assert common.parse_markdown_table(common.read_section("throughput-cpu", path=main)) == [{"x": "1"}]
+
+
+def test_techniques_quick(tmp_path: Path, pneumonia_npz: Path) -> None:
+    results = tmp_path / "RESULTS.md"
+    run_quick("benchmarks.techniques", results, pneumonia_npz)
+    (table,) = section_tables(results, "techniques-pneumonia-cpu")
+    assert [row["strategy"] for row in table] == ["plain CE", "LDAM-DRW", "Balanced-MixUp (α=0.2)", "cRT Tomek"]
+    for row in table:
+        for column in ("minority recall", "balanced acc", "macro-F1", "PR-AUC (minority)", "test AUC"):
+            unit_interval(row[column])

@@ -37,7 +37,7 @@ METRIC_FIELDS = {
     "pr_curve",
 }
 PER_CLASS_FIELDS = {"class", "precision", "recall", "f1", "support"}
-ARTEFACTS = {"model.pt2", "weights.safetensors", "model_card.json", "metrics.json"}
+ARTEFACTS = {"model.pt2", "model.onnx", "weights.safetensors", "model_card.json", "metrics.json"}
 # PneumoniaMNIST's official splits (shared/data/README.md): the oracle for ingest and metrics.
 CLASS_COUNTS = {"train": [1214, 3494], "val": [135, 389], "test": [234, 390]}
 JOB_SPEC = {
@@ -121,6 +121,7 @@ def _check_artefacts(client: httpx.Client, job_id: str) -> None:
     card = client.get(f"/v1/jobs/{job_id}/artifacts/model_card.json")
     assert card.status_code == 200 and len(card.content) == listed["model_card.json"]["size"]
     assert card.json()["class_names"] == ["0", "1"]
+    assert card.json()["onnx"]["file"] == "model.onnx" and card.json()["onnx"]["max_abs_diff"] < 1e-3
 
 
 def _png_instances(npz: Path, count: int) -> list[bytes]:

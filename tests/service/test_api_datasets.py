@@ -17,7 +17,8 @@ def test_upload_pneumoniamnist_answers_201_with_the_summary(api_client, alpha, p
     assert response.headers["location"] == f"/v1/datasets/{body['id']}"
     assert body["name"] == "pneumoniamnist" and body["format"] == "npz" and body["status"] == "ready"
     assert body["num_classes"] == 2 and body["image_shape"] == [28, 28, 1]
-    assert body["splits"]["train"] == {"count": 4708, "class_counts": [1214, 3494]}
+    assert body["splits"]["train"] == {"count": 4708, "class_counts": [1214, 3494], "masked_class_counts": None}
+    assert body["mask_classes"] == []
     assert body["splits"]["val"]["class_counts"] == [135, 389]
     assert body["splits"]["test"]["class_counts"] == [234, 390]
     assert body["imbalance_ratio"] == pytest.approx(3494 / 1214, rel=1e-3)

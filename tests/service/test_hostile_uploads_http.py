@@ -113,6 +113,24 @@ CORPUS = {
         422,
         ["'train/dog/cut.png' is truncated or corrupt"],
     ),
+    "dicom_huge_frame": (
+        "dcm.zip",
+        lambda p: hostile.zip_with(p, "train/cat/huge.dcm", hostile.dicom_huge_frame()),
+        422,
+        ["'train/cat/huge.dcm' is 65535x65535", "over the limit of"],
+    ),
+    "truncated_dicom": (
+        "cutdcm.zip",
+        lambda p: hostile.zip_with(p, "train/dog/cut.dcm", hostile.dicom_truncated()),
+        422,
+        ["'train/dog/cut.dcm' is a truncated or corrupt DICOM"],
+    ),
+    "tiff_bomb": (
+        "tif.zip",
+        lambda p: hostile.zip_with(p, "train/cat/bomb.tif", hostile.tiff_declaring_huge_size()),
+        422,
+        ["'train/cat/bomb.tif'", "decompression bomb"],
+    ),
     "polyglot": ("poly.zip", hostile.polyglot_png_zip, 415, ["'poly.zip' is named like a .zip file", "PNG image"]),
     "non_utf8_names": (
         "names.zip",

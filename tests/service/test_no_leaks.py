@@ -56,7 +56,8 @@ def _zip(entries: dict[str, bytes]) -> bytes:
 
 
 def _register_model(app, *, tenant_id: str, dataset_id: str, program: bytes | None, folder: Path) -> str:
-    """A succeeded job's model: the exported artefact, with ``model.pt2`` replaced by ``program``."""
+    """A succeeded job's model: the exported artefact, with both programs (``model.pt2`` and
+    ``model.onnx``) replaced by ``program``."""
     store = app.state.blob_store
     with transaction(app.state.session_factory) as session:
         job = Job(tenant_id=tenant_id, dataset_id=dataset_id, spec={}, epochs=1, status=JobStatus.succeeded)
@@ -64,7 +65,7 @@ def _register_model(app, *, tenant_id: str, dataset_id: str, program: bytes | No
         session.flush()
         prefix = f"jobs/{job.id}/artifacts"
         for path in folder.iterdir():
-            if path.name == "model.pt2" and program is not None:
+            if path.name in ("model.pt2", "model.onnx") and program is not None:
                 store.write(f"{prefix}/{path.name}", program)
             else:
                 store.write(f"{prefix}/{path.name}", path.read_bytes())

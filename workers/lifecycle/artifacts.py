@@ -1,4 +1,5 @@
-"""A finished job's artefacts: exported program, safetensors weights, model card and metrics.
+"""A finished job's artefacts: exported programs (``torch.export`` and, when it exports and checks, ONNX),
+safetensors weights, model card and metrics.
 
 Files are written in a temporary folder inside the run's own staging folder
 and published to ``jobs/{job_id}/artifacts/{name}`` (``BlobStore.publish``,
@@ -8,6 +9,7 @@ atomic on every store), so a crash never leaves a torn artefact. The card is
 
 from __future__ import annotations
 
+import importlib.metadata
 import json
 import logging
 import tempfile
@@ -26,12 +28,14 @@ from service.model_card import (
     InputSpec,
     ModelCard,
     Normalization,
+    OnnxExport,
     OperatingPoint,
     artifact_key,
     artifacts_prefix,
 )
 from service.spec import JobSpec
 from service.storage import BlobStore
+from workers.lifecycle.onnx_export import export_checked_onnx
 from workers.training.engine import FitResult
 from workers.training.export import export_program, save_weights
 
@@ -51,7 +55,13 @@ class StoredArtifact:
 
 
 def model_card(
-    result: FitResult, *, job_id: str, spec: JobSpec, class_names: list[str], image_shape: tuple[int, int, int]
+    result: FitResult,
+    *,
+    job_id: str,
+    spec: JobSpec,
+    class_names: list[str],
+    image_shape: tuple[int, int, int],
+    onnx: OnnxExport,
 ) -> ModelCard:
     """The card inference and users read: input contract, normalisation, operating point, metrics, provenance."""
     height, width, channels = image_shape
@@ -61,7 +71,7 @@ def model_card(
         arch=spec.model.arch,
         class_names=list(class_names),
         positive_class=result.positive_class,
-        files=[PROGRAM_FILE, WEIGHTS_FILE, METRICS_FILE],
+        files=[PROGRAM_FILE, *([onnx.file] if onnx.file else []), WEIGHTS_FILE, METRICS_FILE],
         input=InputSpec(height=height, width=width, channels=channels),
         normalization=Normalization(mean=model.mean.flatten().tolist(), std=model.std.flatten().tolist()),
         calibration=Calibration(),
@@ -70,7 +80,20 @@ def model_card(
         best_epoch=result.best_epoch,
         job_id=job_id,
         spec=spec.model_dump(mode="json"),
+        onnx=onnx,
+        versions=_versions(),
     )
+
+
+def _versions() -> dict[str, str | None]:
+    """Who wrote the programs: a runtime that cannot read them can say which versions it needs."""
+    found: dict[str, str | None] = {}
+    for package in ("rarefit", "torch", "onnx", "onnxscript", "onnxruntime"):
+        try:
+            found[package] = importlib.metadata.version(package)
+        except importlib.metadata.PackageNotFoundError:
+            found[package] = None
+    return found
 
 
 def metrics_document(result: FitResult, *, report: dict[str, Any] | None = None) -> dict[str, Any]:
@@ -108,10 +131,11 @@ def export_artifacts(
     ``extra_files`` are further JSON documents of the job (e.g. ``cleaned.json``), by file name.
     """
     height, width, channels = image_shape
-    card = model_card(result, job_id=job_id, spec=spec, class_names=class_names, image_shape=image_shape)
     with tempfile.TemporaryDirectory(dir=staging, prefix="export-") as tmp:
         folder = Path(tmp)
         export_program(result.model, folder / PROGRAM_FILE, input_shape=(channels, height, width))
+        onnx = export_checked_onnx(result.model, folder, input_shape=(channels, height, width))
+        card = model_card(result, job_id=job_id, spec=spec, class_names=class_names, image_shape=image_shape, onnx=onnx)
         save_weights(result.model, folder / WEIGHTS_FILE)
         _write_json(folder / METRICS_FILE, metrics_document(result, report=report))
         for name, document in (extra_files or {}).items():
@@ -119,6 +143,7 @@ def export_artifacts(
         (folder / CARD_FILE).write_text(card.to_json(), encoding="utf-8")
         stored = [
             _store(store, folder, job_id, PROGRAM_FILE, BINARY_TYPE),
+            *([_store(store, folder, job_id, onnx.file, BINARY_TYPE)] if onnx.file else []),
             _store(store, folder, job_id, WEIGHTS_FILE, BINARY_TYPE),
             _store(store, folder, job_id, METRICS_FILE, JSON_TYPE),
             *(_store(store, folder, job_id, name, JSON_TYPE) for name in (extra_files or {})),

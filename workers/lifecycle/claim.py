@@ -16,6 +16,7 @@ from pathlib import Path
 from celery import Celery
 from sqlalchemy.orm import Session, sessionmaker
 
+from service import logs
 from service.config import Settings
 from service.db import make_engine, make_session_factory, transaction
 from service.models import Job, utcnow
@@ -43,6 +44,7 @@ def run_job(
     """Run job ``job_id`` to an ``Outcome``; never raises for job errors."""
     engine = None if session_factory is not None else make_engine(settings.sqlalchemy_url)
     factory = session_factory or make_session_factory(engine)
+    named = logs.job_id.set(job_id)  # every log line of this job names it (RAREFIT_LOG_FORMAT=json: "job_id")
     try:
         return _claim_and_run(
             job_id,
@@ -53,6 +55,7 @@ def run_job(
             celery_app=celery_app,
         )
     finally:
+        logs.job_id.reset(named)
         if engine is not None:
             engine.dispose()
 

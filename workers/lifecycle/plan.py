@@ -23,6 +23,7 @@ from torch.optim import Optimizer
 
 from service.spec import JobSpec, LossSpec, effective_warmup_epochs
 from workers.training.augment import BatchAugment, minority_class_mask
+from workers.training.copy_paste import CopyPaste
 from workers.training.data import Split, channel_stats
 from workers.training.engine import FitResult, fit
 from workers.training.long_tail import LONG_TAIL_KINDS, LongTailCriterion, posthoc_adjustment
@@ -56,6 +57,7 @@ class TrainingPlan:
     sampler: EpochSampler
     mixer: BatchMixer | None
     augment: BatchAugment
+    copy_paste: CopyPaste | None
     epochs: int
     batch_size: int
     seed: int
@@ -92,6 +94,7 @@ def build_training(
     device: torch.device | str,
     init_state: Mapping[str, torch.Tensor] | None,
     adaptations: list[str] | None = None,
+    masks: Mapping[str, np.ndarray] | None = None,
 ) -> TrainingPlan:
     """The ``TrainingPlan`` for ``spec`` and ``{split: (images uint8 NHWC, labels int64)}``.
 
@@ -99,6 +102,7 @@ def build_training(
     reproducible. Raises ``ValueError``/``TypeError`` for data or a spec the
     core cannot train (the job then fails with that message). ``adaptations``, when given, receives
     a line for each change made to load ``init_state`` (stem channels or kernel, a new head).
+    ``masks`` (``{split: uint8 (N, H, W)}``) feeds ``augment.copy_paste``.
     """
     if not isinstance(spec, JobSpec):
         raise TypeError(f"spec must be a JobSpec, got {type(spec).__name__}")
@@ -132,6 +136,7 @@ def build_training(
         sampler=sampler,
         mixer=_mixer(spec, num_classes=len(names), train_labels=train.labels),
         augment=_augment(spec, counts=counts),
+        copy_paste=_copy_paste(spec, train=train, names=names, counts=counts, masks=masks, device=device),
         epochs=spec.epochs,
         batch_size=spec.batch_size,
         seed=spec.seed,
@@ -250,6 +255,43 @@ def _mixer(spec: JobSpec, *, num_classes: int, train_labels: torch.Tensor) -> Ba
         train_labels=train_labels if mixing.mode in ("balanced_mixup", "remix") else None,
         kappa=mixing.kappa,
         tau=mixing.tau,
+    )
+
+
+def _copy_paste(
+    spec: JobSpec,
+    *,
+    train: Split,
+    names: Sequence[str],
+    counts: Sequence[int],
+    masks: Mapping[str, np.ndarray] | None,
+    device: torch.device,
+) -> CopyPaste | None:
+    """The pool: train images of the chosen classes whose mask is not empty."""
+    paste = spec.augment.copy_paste
+    if paste is None:
+        return None
+    if masks is None or "train" not in masks:
+        raise ValueError("augment.copy_paste needs segmentation masks, and this dataset has none")
+    if paste.classes == "minority":
+        chosen = minority_class_mask(counts, threshold=spec.augment.minority_threshold)
+    else:
+        chosen = torch.tensor([name in paste.classes for name in names])
+    labels = train.label_tensor
+    train_masks = masks["train"]  # memory-mapped: only the pool's rows are read into memory
+    has_object = torch.from_numpy(np.asarray(train_masks).reshape(len(labels), -1).any(axis=1))
+    keep = chosen[labels] & has_object
+    if not bool(keep.any()):
+        raise ValueError(f"augment.copy_paste: no masked train image of the chosen classes {paste.classes!r}")
+    rows = torch.nonzero(keep).flatten().numpy()
+    return CopyPaste(
+        pool_images=torch.from_numpy(np.array(train.images[rows], dtype=np.uint8)),
+        pool_masks=torch.from_numpy(np.array(train_masks[rows], dtype=np.uint8)),
+        pool_labels=labels[rows],
+        prob=paste.prob,
+        scale=(float(paste.scale[0]), float(paste.scale[1])),
+        blend=paste.blend,
+        device=device,
     )
 
 

@@ -22,7 +22,7 @@ from sqlalchemy.orm import Session, sessionmaker
 
 from service.config import Settings
 from service.db import aware, transaction
-from service.ingest import load_canonical
+from service.ingest import load_canonical, load_masks
 from service.model_card import WEIGHTS_FILE, artifacts_prefix
 from service.models import Job, JobStatus, utcnow
 from service.queue import enqueue_job, make_celery
@@ -108,6 +108,9 @@ class JobRun:
         arrays = load_canonical(self.store, dataset.blob_prefix, staging=staging / "dataset", mmap=True)
         device = resolve_device(self.settings.device)
         self.device_type = device.type
+        masks = None
+        if spec.augment.copy_paste is not None:
+            masks = load_masks(self.store, dataset.blob_prefix, staging=staging / "dataset", mmap=True)
         adapted: list[str] = []
         plan = build_training(
             spec,
@@ -116,6 +119,7 @@ class JobRun:
             device=device,
             init_state=self._init_state(spec),
             adaptations=adapted,
+            masks=masks,
         )
         report = {"init": {"source": spec.model.init, "adapted": adapted}}
         resume = self._resume_point()

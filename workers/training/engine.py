@@ -30,6 +30,7 @@ from torch import nn
 from torch.optim import Optimizer
 
 from workers.training.augment import Augmenter
+from workers.training.copy_paste import CopyPaste
 from workers.training.data import BatchSource, Split
 from workers.training.evaluation import Scored, Scoring, evaluate
 from workers.training.loop import StepParts, check_schedule, steps_per_epoch, train_epoch
@@ -59,6 +60,7 @@ def fit(
     sampler: Sampler,
     mixer: Mixer | None = None,
     augment: Augmenter | None = None,
+    copy_paste: CopyPaste | None = None,
     epochs: int,
     batch_size: int,
     seed: int,
@@ -124,6 +126,7 @@ def fit(
         scheduler=scheduler,
         sampler=sampler,
         mixer=mixer,
+        copy_paste=copy_paste,
         augment=augment,
         compile=compile,
         train=train,
@@ -162,6 +165,7 @@ class Trainer:
         sampler: Sampler,
         mixer: Mixer | None,
         augment: Augmenter | None,
+        copy_paste: CopyPaste | None = None,
         compile: bool,
         train: Split,
         val: Split | None,
@@ -191,6 +195,7 @@ class Trainer:
             criterion=criterion,
             augment=augment,
             mixer=mixer,
+            copy_paste=copy_paste,
             num_classes=len(scoring.class_names),
             device=device,
             amp=config.amp,
@@ -236,6 +241,7 @@ class Trainer:
             should_stop=should_stop,
             augment_generator=make_generator(derive_seed(self.config.seed, "augment", epoch), self.config.device),
             mix_generator=make_generator(derive_seed(self.config.seed, "mix", epoch), "cpu"),
+            paste_generator=make_generator(derive_seed(self.config.seed, "copy_paste", epoch), "cpu"),
             time_first_step=self.compiled and self.compile_seconds == 0.0,
         )
         if self.compiled and self.compile_seconds == 0.0:

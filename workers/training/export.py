@@ -1,8 +1,9 @@
-"""Self-contained model artefacts: a ``torch.export`` program and safetensors weights.
+"""Self-contained model artefacts: a ``torch.export`` program, an ONNX graph and safetensors weights.
 
-The program takes float32 ``(B, C, H, W)`` in ``[0, 1]`` with a dynamic batch
-dimension and returns logits; normalisation and resizing are inside it, so it
-runs with ``torch.export.load(path).module()`` and no rarefit code.
+Both programs take float32 ``(B, C, H, W)`` in ``[0, 1]`` with a dynamic batch
+dimension and return logits; normalisation and resizing are inside them, so
+they run with ``torch.export.load(path).module()`` or any ONNX runtime and no
+rarefit code.
 """
 
 from __future__ import annotations
@@ -19,13 +20,13 @@ from torch import Tensor, nn
 logger = logging.getLogger(__name__)
 
 MAX_EXPORT_BATCH = 4096
+ONNX_INPUT, ONNX_OUTPUT = "images", "logits"
 _EXAMPLE_BATCH = 2  # not 1: export specialises size-1 dimensions to constants
 
 
 def export_program(model: nn.Module, path: Path | str, *, input_shape: tuple[int, int, int]) -> None:
     """Export ``model`` (a copy, on the CPU, in eval mode) for inputs ``(B, *input_shape)`` to ``path``."""
-    if len(input_shape) != 3 or min(input_shape) < 1:
-        raise ValueError(f"input_shape must be (C, H, W) with positive sizes, got {input_shape!r}")
+    _check_shape(input_shape)
     program = _export(model, input_shape)
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
@@ -33,15 +34,50 @@ def export_program(model: nn.Module, path: Path | str, *, input_shape: tuple[int
     logger.info("exported %s for input %s to %s", type(model).__name__, input_shape, path)
 
 
-def _export(model: nn.Module, input_shape: tuple[int, int, int]) -> torch.export.ExportedProgram:
+def export_onnx(model: nn.Module, path: Path | str, *, input_shape: tuple[int, int, int]) -> None:
+    """Export ``model`` as one self-contained ONNX file (input ``ONNX_INPUT``, output ``ONNX_OUTPUT``)
+    with the dynamo exporter; any failure of the exporter propagates to the caller."""
+    _check_shape(input_shape)
+    frozen, example, dynamic = _prepared(model, input_shape)
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with torch.no_grad(), warnings.catch_warnings():
+        # The exporter warns about its own internals (deprecations in onnxscript, version hints).
+        warnings.simplefilter("ignore")
+        torch.onnx.export(
+            frozen,
+            (example,),
+            str(path),
+            dynamo=True,
+            external_data=False,  # one file: the artefact must travel as such
+            dynamic_shapes=dynamic,
+            input_names=[ONNX_INPUT],
+            output_names=[ONNX_OUTPUT],
+            verbose=False,
+        )
+    logger.info("exported %s as ONNX (%s) for input %s", type(model).__name__, path.name, input_shape)
+
+
+def _check_shape(input_shape: tuple[int, int, int]) -> None:
+    if len(input_shape) != 3 or min(input_shape) < 1:
+        raise ValueError(f"input_shape must be (C, H, W) with positive sizes, got {input_shape!r}")
+
+
+def _prepared(model: nn.Module, input_shape: tuple[int, int, int]) -> tuple[nn.Module, Tensor, tuple[dict, ...]]:
+    """A frozen CPU eval copy, an example batch and the dynamic batch dimension."""
     frozen = copy.deepcopy(model).cpu().float().eval()
     frozen = frozen.to(memory_format=torch.contiguous_format)
     for parameter in frozen.parameters():
         parameter.requires_grad_(False)
     example = torch.rand((_EXAMPLE_BATCH, *input_shape), generator=torch.Generator().manual_seed(0))
     batch = torch.export.Dim("batch", min=1, max=MAX_EXPORT_BATCH)
+    return frozen, example, ({0: batch},)
+
+
+def _export(model: nn.Module, input_shape: tuple[int, int, int]) -> torch.export.ExportedProgram:
+    frozen, example, dynamic = _prepared(model, input_shape)
     with torch.no_grad():
-        return torch.export.export(frozen, (example,), dynamic_shapes=({0: batch},))
+        return torch.export.export(frozen, (example,), dynamic_shapes=dynamic)
 
 
 def load_program(path: Path | str) -> nn.Module:

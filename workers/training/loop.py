@@ -24,6 +24,7 @@ from torch import nn
 from torch.optim import Optimizer
 
 from workers.training.augment import Augmenter
+from workers.training.copy_paste import CopyPaste
 from workers.training.data import BatchSource
 from workers.training.evaluation import hard_targets
 from workers.training.mixing import Mixer
@@ -63,6 +64,7 @@ class StepParts:
     criterion: nn.Module
     augment: Augmenter | None
     mixer: Mixer | None
+    copy_paste: CopyPaste | None
     num_classes: int
     device: torch.device
     amp: bool
@@ -87,6 +89,7 @@ def train_epoch(
     batch_size: int,
     augment_generator: torch.Generator,
     mix_generator: torch.Generator,
+    paste_generator: torch.Generator,
     should_stop: Callable[[], StopReason | None] | None,
     time_first_step: bool = False,
 ) -> EpochOutcome:
@@ -103,7 +106,8 @@ def train_epoch(
             elapsed = time.perf_counter() - started
             stop = StopReason.from_caller(reason)
             return EpochOutcome(math.nan, steps, images_seen, elapsed, first_step_seconds, stop)
-        batch = (parts, source, images, labels, augment_generator, mix_generator, loss_sum)
+        generators = (augment_generator, mix_generator, paste_generator)
+        batch = (parts, source, images, labels, generators, loss_sum)
         if time_first_step and steps == 0:
             first_step_seconds = _timed(parts.device, functools.partial(_step, *batch))
         else:
@@ -122,11 +126,13 @@ def _step(
     source: BatchSource,
     images: torch.Tensor,
     labels: torch.Tensor,
-    augment_generator: torch.Generator,
-    mix_generator: torch.Generator,
+    generators: tuple[torch.Generator, torch.Generator, torch.Generator],
     loss_sum: torch.Tensor,
 ) -> None:
+    augment_generator, mix_generator, paste_generator = generators
     images = _augmented(parts, images, labels, augment_generator)
+    if parts.copy_paste is not None:  # after augmentation, so a pasted object keeps its own geometry
+        images, labels = parts.copy_paste(images, labels, generator=paste_generator)
     if parts.mixer is not None:
 
         def fetch(indices: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:

@@ -28,6 +28,7 @@ from service.api.deps import (
 from service.api.etag import NOT_MODIFIED, IfNoneMatch, json_or_not_modified
 from service.config import Settings
 from service.errors import ProblemError, dotted, field_error, not_found, problem_responses, shown
+from service.ingest import mask_classes
 from service.models import Job, JobStatus, utcnow
 from service.queue import enqueue_job
 from service.repository import datasets as dataset_repo
@@ -240,7 +241,12 @@ def _check_dataset(session: Session, *, tenant_id: str, spec: JobSpec) -> None:
     dataset = dataset_repo.get_dataset(session, tenant_id=tenant_id, dataset_id=spec.dataset_id)
     if dataset is None:
         raise not_found("dataset", spec.dataset_id)
-    problems = dataset_violations(spec, num_classes=dataset.num_classes)
+    names = [str(name) for name in dataset.class_names]
+    masked = [names[index] for index in mask_classes(dataset.splits)]
+    counts = (dataset.splits.get("train") or {}).get("class_counts")
+    problems = dataset_violations(
+        spec, num_classes=dataset.num_classes, class_names=names, mask_classes=masked, train_counts=counts
+    )
     if problems:
         raise _unprocessable(problems)
 

@@ -24,6 +24,7 @@ from service.errors import ProblemError, dotted, field_error, not_found, shown
 from service.inference import ALLOWED_FORMATS, ArtifactError, InstanceError, ModelRef, Predictor
 from service.repository import models as repo
 from service.schemas import PredictOut
+from service.ttl_cache import TtlCache
 
 logger = logging.getLogger(__name__)
 router = APIRouter(prefix="/models", tags=["models"])
@@ -113,8 +114,13 @@ _REQUEST_BODY = {
     },
 )
 async def predict(model_id: str, request: Request, tenant_id: TenantDep, settings: SettingsDep) -> PredictOut:
-    # One hop to the hot-read threads; the session closes before inference starts.
-    model = await read_in_session(request, lambda session: _find_model(session, tenant_id=tenant_id, model_id=model_id))
+    # A registered model never changes, so its row is cached like an authenticated key (and a
+    # deletion shows within the same seconds); a miss is one hop to the hot-read threads.
+    refs: TtlCache[tuple[str, str], ModelRef] = request.app.state.model_refs
+    model = await refs.resolve(
+        (tenant_id, model_id),
+        lambda: read_in_session(request, lambda session: _find_model(session, tenant_id=tenant_id, model_id=model_id)),
+    )
     if model is None:
         raise not_found("model", model_id)
     images, names = await read_instances(request, settings=settings)

@@ -1,9 +1,10 @@
 """Real model artefacts for the inference tests, built the way the worker builds them.
 
 A tiny network with its normalisation inside is exported with ``torch.export``
-(dynamic batch), saved as ``model.pt2`` beside ``weights.safetensors`` and a
-``model_card.json`` in a real ``LocalBlobStore``. Exporting takes about a
-second, so each program is exported once per session and copied per test.
+and as ONNX (dynamic batch), saved as ``model.pt2`` and ``model.onnx`` beside
+``weights.safetensors`` and a ``model_card.json`` in a real ``LocalBlobStore``.
+Exporting takes seconds, so each program is exported once per session and
+copied per test.
 """
 
 from __future__ import annotations
@@ -24,14 +25,17 @@ from rarefit.decision import DecisionRule
 from service.inference import ModelRef
 from service.model_card import (
     CARD_FILE,
+    ONNX_FILE,
     PROGRAM_FILE,
     WEIGHTS_FILE,
     InputSpec,
     ModelCard,
     Normalization,
+    OnnxExport,
     OperatingPoint,
 )
 from service.storage import LocalBlobStore
+from workers.training.export import export_onnx
 
 
 class TinyNet(nn.Module):
@@ -56,7 +60,7 @@ class TinyNet(nn.Module):
 @dataclass(frozen=True)
 class Exported:
     net: TinyNet
-    folder: Path  # model.pt2 + weights.safetensors + model_card.json
+    folder: Path  # model.pt2 + model.onnx + weights.safetensors + model_card.json
     height: int
     width: int
     channels: int
@@ -70,6 +74,7 @@ def export_net(folder: Path, *, channels: int, height: int, width: int, class_na
     program = torch.export.export(net, (example,), dynamic_shapes=({0: batch},))
     folder.mkdir(parents=True, exist_ok=True)
     torch.export.save(program, folder / PROGRAM_FILE)
+    export_onnx(net, folder / ONNX_FILE, input_shape=(channels, height, width))
     save_file({k: v.contiguous() for k, v in net.state_dict().items()}, str(folder / WEIGHTS_FILE))
     exported = Exported(net, folder, height, width, channels, class_names)
     (folder / CARD_FILE).write_text(card_for(exported).to_json())
@@ -86,11 +91,12 @@ def card_for(
         arch="tiny",
         class_names=exported.class_names,
         positive_class=positive_class,
-        files=[PROGRAM_FILE, WEIGHTS_FILE],
+        files=[PROGRAM_FILE, ONNX_FILE, WEIGHTS_FILE],
         input=InputSpec(height=exported.height, width=exported.width, channels=exported.channels),
         normalization=Normalization(mean=[0.4] * exported.channels, std=[0.3] * exported.channels),
         operating_point=OperatingPoint.from_rule(rule),
         job_id="job",
+        onnx=OnnxExport(file=ONNX_FILE, max_abs_diff=0.0),
     )
 
 

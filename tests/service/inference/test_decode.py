@@ -9,9 +9,11 @@ import zlib
 import numpy as np
 import pytest
 import torch
+from image_files import dicom_bytes
 from PIL import Image
 
-from service.inference import ALLOWED_FORMATS, InstanceError, decode_batch, decode_image
+from service.imaging.decoder import PILLOW_FORMATS
+from service.inference import InstanceError, decode_batch, decode_image
 
 BIG = 10**9
 
@@ -83,7 +85,7 @@ def test_served_pixels_equal_the_pixels_ingest_stores_for_training(image: Image.
     assert torch.equal(served, torch.from_numpy(stored.copy()).permute(2, 0, 1).float() / 255)
 
 
-@pytest.mark.parametrize("fmt", ALLOWED_FORMATS)
+@pytest.mark.parametrize("fmt", PILLOW_FORMATS)
 def test_every_allowed_format_decodes(fmt: str) -> None:
     image = Image.fromarray(np.random.default_rng(3).integers(0, 256, size=(9, 9, 3), dtype=np.uint8))
     tensor = decode_image(encode(image, fmt), height=9, width=9, channels=3, max_pixels=BIG)
@@ -100,7 +102,7 @@ def test_palette_gif_with_transparency_decodes() -> None:
 def test_a_format_pillow_reads_but_we_do_not_accept_is_refused() -> None:
     data = encode(Image.fromarray(grey(4, 4)), "PPM")
     Image.open(io.BytesIO(data)).load()  # Pillow itself would read it
-    with pytest.raises(ValueError, match="cannot identify image"):
+    with pytest.raises(ValueError, match="not a readable image"):
         decode_image(data, height=4, width=4, channels=1, max_pixels=BIG)
 
 
@@ -112,7 +114,7 @@ def test_garbage_is_refused(data: bytes) -> None:
 
 def test_truncated_pixel_data_is_refused() -> None:
     data = encode(Image.fromarray(grey(64, 64)), "PNG")
-    with pytest.raises(ValueError, match="cannot decode PNG image"):
+    with pytest.raises(ValueError, match="truncated or corrupt"):
         decode_image(data[: len(data) // 2], height=64, width=64, channels=1, max_pixels=BIG)
 
 
@@ -128,7 +130,7 @@ def png_header_claiming(width: int, height: int) -> bytes:
 
 def test_pixel_limit_is_checked_from_the_header_before_decoding() -> None:
     data = png_header_claiming(5000, 4000)  # 20 MP claimed in ~60 bytes
-    with pytest.raises(ValueError, match=r"5000x4000 = 20000000 pixels; the limit is 1000000"):
+    with pytest.raises(ValueError, match=r"5000x4000 = 20000000 pixels, over the limit of 1000000 pixels"):
         decode_image(data, height=8, width=8, channels=1, max_pixels=1_000_000)
 
 
@@ -160,14 +162,30 @@ def test_batch_error_names_the_instance_and_file() -> None:
             [good, good, b"junk"], names=["a.png", "b.png", "x.png"], height=3, width=4, channels=1, max_pixels=BIG
         )
     assert caught.value.index == 2
-    assert str(caught.value).startswith("instance 2 (file 'x.png'): cannot identify image")
+    assert str(caught.value).startswith("instance 2 (file 'x.png'): not a readable image")
 
 
 def test_batch_error_without_names() -> None:
-    with pytest.raises(InstanceError, match=r"^instance 0: empty file$"):
+    with pytest.raises(InstanceError, match=r"^instance 0: empty \(0 bytes; accepted: PNG, .*DICOM\)$"):
         decode_batch([b""], names=[None], height=3, width=4, channels=1, max_pixels=BIG)
 
 
 def test_rejects_unsupported_channel_count() -> None:
     with pytest.raises(ValueError, match="channels must be 1 or 3, got 4"):
         decode_image(b"x", height=1, width=1, channels=4, max_pixels=BIG)
+
+
+def test_dicom_is_served_through_the_same_normalisation_as_upload() -> None:
+    from service.ingest.images import decode_image as ingest_decode
+
+    stored = np.arange(6 * 5, dtype=np.uint16).reshape(6, 5) * 100
+    data = dicom_bytes(stored, photometric="MONOCHROME1", window=(1500, 2000))
+    served = decode_image(data, height=6, width=5, channels=1, max_pixels=BIG)
+    expected = ingest_decode(data, name="x.dcm", max_pixels=BIG)
+    assert torch.equal(served[0], torch.from_numpy(expected).float() / 255)
+
+
+def test_a_multi_frame_dicom_names_its_instance() -> None:
+    data = dicom_bytes(np.zeros((4, 4), dtype=np.uint16), frames=2)
+    with pytest.raises(InstanceError, match=r"^instance 0 \(file 'ct.dcm'\): a multi-frame DICOM \(2 frames\)"):
+        decode_batch([data], names=["ct.dcm"], height=4, width=4, channels=1, max_pixels=BIG)

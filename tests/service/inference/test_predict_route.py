@@ -156,7 +156,7 @@ def test_an_undecodable_file_answers_422_naming_it(api_client, alpha, grey_model
     response = api_client.post(url(grey_model), headers=alpha, files=files)
     assert response.status_code == 422
     problem = response.json()
-    assert problem["detail"].startswith("instance 1 (file 'x.png'): cannot identify image")
+    assert problem["detail"].startswith("instance 1 (file 'x.png'): not a readable image")
     assert problem["errors"][0]["loc"] == ["body", "files", 1]
 
 

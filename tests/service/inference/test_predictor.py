@@ -19,9 +19,11 @@ from service.storage import LocalBlobStore
 BIG = 10**8
 
 
-@pytest.fixture
-def predictor(store: LocalBlobStore) -> Iterator[Predictor]:
-    instance = Predictor(store=store, max_cache_bytes=10**9, max_batch=64, max_wait_ms=2, threads=2)
+@pytest.fixture(params=["onnxruntime", "torch"])
+def predictor(store: LocalBlobStore, request: pytest.FixtureRequest) -> Iterator[Predictor]:
+    instance = Predictor(
+        store=store, max_cache_bytes=10**9, max_batch=64, max_wait_ms=2, threads=2, runtime=request.param
+    )
     yield instance
     instance.close()
 
@@ -75,7 +77,11 @@ def test_other_image_sizes_are_resized_to_the_model_input(predictor, binary_grey
 def hooked(predictor: Predictor, row) -> list[int]:
     """Load the model through the predictor and record the batch size of each forward call."""
     loaded = predictor.cache.get_or_load(
-        row.id, load=lambda: ((m := load_artifact(predictor.store, blob_prefix=row.blob_prefix)), m.size_bytes)
+        row.id,
+        load=lambda: (
+            (m := load_artifact(predictor.store, blob_prefix=row.blob_prefix, runtime="torch")),
+            m.size_bytes,
+        ),
     )
     sizes: list[int] = []
     loaded.module.register_forward_pre_hook(lambda _module, args: sizes.append(args[0].shape[0]))
@@ -117,13 +123,13 @@ def test_a_request_larger_than_max_batch_is_split(store, three_rgb, installed, h
 def test_an_undecodable_image_names_its_instance(predictor, binary_grey, installed, helpers) -> None:
     row = helpers.Row(id="mb", blob_prefix=installed(binary_grey, "mb"))
     good = helpers.png(helpers.images(1, height=12, width=10, channels=1, seed=0)[0])
-    with pytest.raises(InstanceError, match=r"^instance 1 \(file 'notes.txt'\): cannot identify image"):
+    with pytest.raises(InstanceError, match=r"^instance 1 \(file 'notes.txt'\): not a readable image"):
         run(predictor, row, [good, b"hello", good], names=["ok.png", "notes.txt", "ok2.png"])
 
 
 def test_models_are_cached_by_artefact_bytes_and_evicted(store, binary_grey, three_rgb, installed, helpers) -> None:
     prefixes = {"mb": installed(binary_grey, "mb"), "m3": installed(three_rgb, "m3")}
-    sizes = {key: store.size(f"{p}/model.pt2") + store.size(f"{p}/weights.safetensors") for key, p in prefixes.items()}
+    sizes = {key: store.size(f"{p}/model.onnx") + store.size(f"{p}/weights.safetensors") for key, p in prefixes.items()}
     predictor = Predictor(store=store, max_cache_bytes=max(sizes.values()) + 1, max_batch=8, max_wait_ms=0, threads=1)
     try:
         png = helpers.png(helpers.images(1, height=8, width=8, channels=3, seed=0)[0])
@@ -134,6 +140,36 @@ def test_models_are_cached_by_artefact_bytes_and_evicted(store, binary_grey, thr
     finally:
         predictor.close()
     assert len(predictor.cache) == 0
+
+
+def test_onnx_runtime_serves_the_onnx_graph_and_torch_the_program(store, three_rgb, installed, helpers) -> None:
+    prefix = installed(three_rgb, "m3")
+    arrays = helpers.images(3, height=8, width=8, channels=3, seed=5)
+    batch = torch.stack([torch.from_numpy(a).permute(2, 0, 1).float() / 255 for a in arrays])
+    expected = helpers.eager(three_rgb, arrays).float()
+    for runtime in ("onnxruntime", "torch"):
+        loaded = load_artifact(store, blob_prefix=prefix, runtime=runtime, threads=2)
+        assert loaded.runtime == runtime
+        torch.testing.assert_close(torch.softmax(loaded.module(batch), dim=1), expected, rtol=1e-4, atol=1e-5)
+
+
+def test_a_card_without_onnx_is_served_with_torch(store, binary_grey, installed, helpers) -> None:
+    prefix = installed(binary_grey, "mb")
+    with store.open_read(f"{prefix}/model_card.json") as handle:
+        card = json.load(handle)
+    card["onnx"] = {"file": None, "max_abs_diff": None, "error": "ConversionError: no ONNX function"}
+    store.write(f"{prefix}/model_card.json", json.dumps(card).encode())
+    assert load_artifact(store, blob_prefix=prefix, runtime="onnxruntime").runtime == "torch"
+    row = helpers.Row(id="mb", blob_prefix=prefix)
+    arrays = helpers.images(2, height=12, width=10, channels=1, seed=3)
+    predictor = Predictor(store=store, max_cache_bytes=10**9, max_batch=8, max_wait_ms=0, threads=1)
+    try:
+        got = run(predictor, row, [helpers.png(a) for a in arrays])
+    finally:
+        predictor.close()
+    expected = helpers.eager(binary_grey, arrays)
+    for prediction, probs in zip(got, expected.tolist(), strict=True):
+        assert list(prediction["probabilities"].values()) == pytest.approx(probs, abs=1e-5)
 
 
 def test_a_missing_artefact_is_an_artifact_error(predictor, helpers) -> None:
@@ -170,6 +206,7 @@ def test_class_names_that_disagree_with_the_program_are_an_artifact_error(
         ({"threads": 0}, "threads must be an int >= 1, got 0"),
         ({"max_batch": 0}, "max_batch must be an int >= 1, got 0"),
         ({"max_wait_ms": -5}, "max_wait_ms must be >= 0, got -5"),
+        ({"runtime": "tensorrt"}, "runtime must be one of"),
     ],
 )
 def test_rejects_bad_settings(store: LocalBlobStore, kwargs: dict, message: str) -> None:

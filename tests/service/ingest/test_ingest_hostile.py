@@ -159,6 +159,21 @@ def test_pixel_limit_is_ours_not_pillows_global(files, store) -> None:
     assert before == Image.MAX_IMAGE_PIXELS
 
 
+@pytest.mark.parametrize(
+    ("name", "build", "fragments"),
+    [
+        ("train/cat/huge.dcm", hostile.dicom_huge_frame, ("65535x65535 = 4294836225 pixels, over the limit of",)),
+        ("train/cat/cut.dcm", hostile.dicom_truncated, ("is a truncated or corrupt DICOM",)),
+        ("train/cat/cine.dcm", hostile.dicom_multi_frame, ("is a multi-frame DICOM (4 frames)",)),
+        ("train/cat/bomb.tif", hostile.tiff_declaring_huge_size, ("is a decompression bomb",)),
+    ],
+    ids=["dicom-huge-frame", "dicom-truncated", "dicom-multi-frame", "tiff-bomb"],
+)
+def test_hostile_dicom_and_tiff(files, store, limits, name: str, build, fragments: tuple[str, ...]) -> None:
+    path = hostile.zip_with(files / "d.zip", name, build())
+    _refused(path, store, limits, 422, f"image '{name}'", *fragments)
+
+
 # --- unreadable content ---------------------------------------------------------------
 
 
@@ -169,7 +184,7 @@ def test_truncated_png(files, store, limits) -> None:
 
 @pytest.mark.parametrize(
     ("data", "fragment"),
-    [(b"just some text", "not a readable image"), (b"", "not a readable image")],
+    [(b"just some text", "not a readable image"), (b"", "empty (0 bytes")],
 )
 def test_non_image_in_a_class_folder(files, store, limits, data: bytes, fragment: str) -> None:
     path = hostile.zip_with(files / "n.zip", "train/dog/notes.png", data)

@@ -133,7 +133,7 @@ def test_job_succeeds_with_metrics_artifacts_and_model_then_skips_a_duplicate(en
     with env["factory"]() as session:
         artifacts = {a.name: a for a in session.scalars(select(Artifact).where(Artifact.job_id == job_id))}
         model = session.get(Model, job.model_id)
-    assert sorted(artifacts) == ["metrics.json", "model.pt2", "model_card.json", "weights.safetensors"]
+    assert sorted(artifacts) == ["metrics.json", "model.onnx", "model.pt2", "model_card.json", "weights.safetensors"]
     store = env["store"]
     for artifact in artifacts.values():
         assert store.size(artifact.blob_key) == artifact.size > 0
@@ -155,6 +155,9 @@ def test_job_succeeds_with_metrics_artifacts_and_model_then_skips_a_duplicate(en
     }
     assert (card.job_id, card.threshold, card.positive_class) == (job_id, model.threshold, 1)
     assert set(card.files) <= set(artifacts) and card.class_names == model.class_names
+    assert "model.pt2" in card.files and card.onnx.file == "model.onnx" and "model.onnx" in card.files
+    assert card.onnx.max_abs_diff is not None and 0 <= card.onnx.max_abs_diff < 1e-3 and card.onnx.error is None
+    assert torch.__version__.startswith(card.versions["torch"]) and card.versions["onnxruntime"]
     metrics = json.loads(store.local_path(artifacts["metrics.json"].blob_key).read_text())
     assert [r["epoch"] for r in metrics["history"]] == [1, 2] and metrics["best_epoch"] == job.best_epoch
     program = torch.export.load(str(store.local_path(artifacts["model.pt2"].blob_key))).module()
@@ -371,3 +374,22 @@ def test_adasyn_on_separable_embeddings_fails_the_job_with_imbalanced_learns_rea
     job = job_row(env, job_id)
     assert "resample adasyn failed on the train embeddings" in job.error_message
     assert "ADASYN is not suited" in job.error_message
+
+
+def test_a_copy_paste_job_reads_the_stored_masks(env, settings):
+    images, labels = synthetic((64, 16), seed=0)
+    masks = np.zeros(images.shape[:3], dtype=np.uint8)
+    masks[labels == 1, 2:6, 2:6] = 1
+    decoded = DecodedDataset(
+        format="npz",
+        class_names=["normal", "rare"],
+        image_shape=(8, 8, 1),
+        splits={"train": (images, labels), "val": synthetic((16, 8), seed=1), "test": synthetic((16, 8), seed=2)},
+        masks={"train": masks},
+    )
+    store_canonical(decoded, store=env["store"], prefix=f"datasets/{env['dataset']}", scratch=settings.scratch_path)
+    job_id = make_job(env, {"augment": {"copy_paste": {"prob": 0.5}}})
+    assert run(env, settings, job_id) == "succeeded", job_row(env, job_id).error_message
+    plain = make_job(env, {"augment": {"copy_paste": {"classes": ["normal"]}}})  # no normal image has a mask
+    assert run(env, settings, plain) == "failed"
+    assert "no masked train image of the chosen classes" in job_row(env, plain).error_message

@@ -233,3 +233,24 @@ def test_init_adaptations_are_reported():
         "head.weight: not loaded (new head)",
         "head.bias: not loaded (new head)",
     ]
+
+
+def test_copy_paste_pool_is_the_masked_images_of_the_minority_and_trains():
+    data = dataset()
+    images, labels = data["train"]
+    masks = np.zeros(images.shape[:3], dtype=np.uint8)
+    rare = np.flatnonzero(labels == 1)
+    masks[rare[:4], 2:5, 2:5] = 1  # four of the six rare images have an object
+    masks[0, 0, 0] = 1 if labels[0] == 0 else 0  # a masked common image is not in the minority pool
+    spec = JobSpec.model_validate(
+        {"dataset_id": "d1", "model": {"arch": "simple_cnn"}, "augment": {"copy_paste": {"prob": 1.0}}, "epochs": 1}
+    )
+    plan = build_training(
+        spec, dataset_arrays=data, class_names=["normal", "rare"], device="cpu", init_state=None, masks={"train": masks}
+    )
+    paste = plan.copy_paste
+    assert paste.labels.tolist() == [1, 1, 1, 1]
+    torch.testing.assert_close(paste.images, torch.from_numpy(images[rare[:4]]).permute(0, 3, 1, 2))
+    assert fit(**plan.fit_arguments()).stopped == "completed"
+    with pytest.raises(ValueError, match="needs segmentation masks"):
+        build_training(spec, dataset_arrays=data, class_names=["normal", "rare"], device="cpu", init_state=None)

@@ -1,0 +1,141 @@
+"""Copy-paste oversampling from segmentation masks (Ghiasi et al., CVPR 2021, "Simple Copy-Paste is a
+Strong Data Augmentation Method for Instance Segmentation"), for classification of rare findings.
+
+A pool holds the train images of the chosen (minority) classes that have a
+non-empty mask. Per batch, each row is picked with chance ``prob``; a picked
+row receives the masked object of a random pool image, randomly scaled,
+flipped and placed, and its label becomes the pasted object's class.
+
+As in :mod:`workers.training.mixing`, parameters are sampled on the host from
+a CPU generator (:meth:`CopyPaste.sample`, a fixed number of draws per batch,
+so the stream never depends on the data) and applied on the device in one
+batched ``affine_grid``/``grid_sample`` (:meth:`CopyPaste.apply`): no
+per-sample Python. Warping is nearest-neighbour, so an unscaled paste at an
+integer offset copies pixels exactly. ``blend="gaussian"`` softens the mask
+edge with a 5×5 Gaussian (σ = 1) before compositing, as the paper's blending.
+"""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor
+
+logger = logging.getLogger(__name__)
+
+BLENDS = ("none", "gaussian")
+
+
+@dataclass(frozen=True)
+class PasteParams:
+    """One batch's pastes: ``rows`` receive pool objects ``sources`` with ``scale``, ``flip`` and ``shift``.
+
+    ``shift`` ``(P, 2)`` is the object's displacement ``(dx, dy)`` in pixels.
+    """
+
+    rows: Tensor
+    sources: Tensor
+    scale: Tensor
+    flip: Tensor
+    shift: Tensor
+
+
+class CopyPaste:
+    """Pastes masked pool objects onto batch rows; ``pool_images`` uint8 ``(M, H, W, C)``, ``pool_masks`` 0/1."""
+
+    def __init__(
+        self,
+        *,
+        pool_images: Tensor,
+        pool_masks: Tensor,
+        pool_labels: Tensor,
+        prob: float = 0.5,
+        scale: tuple[float, float] = (0.8, 1.2),
+        blend: str = "gaussian",
+        device: torch.device | str = "cpu",
+    ) -> None:
+        if pool_images.ndim != 4 or pool_masks.shape != pool_images.shape[:3] or pool_images.shape[0] == 0:
+            raise ValueError(
+                f"need a non-empty pool of images (M, H, W, C) and masks (M, H, W), got "
+                f"{tuple(pool_images.shape)} and {tuple(pool_masks.shape)}"
+            )
+        if pool_labels.shape != (pool_images.shape[0],):
+            raise ValueError(f"need one label per pool image, got shape {tuple(pool_labels.shape)}")
+        if not 0.0 <= prob <= 1.0:
+            raise ValueError(f"prob must be in [0, 1], got {prob!r}")
+        if not 0.0 < scale[0] <= scale[1]:
+            raise ValueError(f"scale must be [low, high] with 0 < low <= high, got {list(scale)}")
+        if blend not in BLENDS:
+            raise ValueError(f"unknown blend {blend!r}; supported: {', '.join(BLENDS)}")
+        device = torch.device(device)
+        self.images = pool_images.to(device, torch.uint8).permute(0, 3, 1, 2).contiguous()  # (M, C, H, W)
+        self.masks = (pool_masks.to(device) > 0).unsqueeze(1).float()
+        self.labels = pool_labels.to(device, torch.int64)
+        self.prob, self.scale, self.blend = float(prob), (float(scale[0]), float(scale[1])), blend
+
+    @property
+    def is_identity(self) -> bool:
+        return self.prob == 0.0
+
+    def sample(self, batch_size: int, *, generator: torch.Generator) -> PasteParams:
+        """Six uniforms per row, always, from ``generator``; rows with ``u < prob`` are pasted."""
+        u = torch.rand(batch_size, 6, dtype=torch.float64, generator=generator, device=generator.device).cpu()
+        rows = torch.nonzero(u[:, 0] < self.prob).flatten()
+        picked = u[rows]
+        height, width = self.images.shape[-2:]
+        low, high = self.scale
+        return PasteParams(
+            rows=rows,
+            sources=torch.clamp((picked[:, 1] * len(self.labels)).long(), max=len(self.labels) - 1),
+            scale=(low + (high - low) * picked[:, 2]).float(),
+            flip=picked[:, 3] < 0.5,
+            shift=torch.stack([(picked[:, 4] - 0.5) * width, (picked[:, 5] - 0.5) * height], dim=1).round().float(),
+        )
+
+    def apply(self, images01: Tensor, labels: Tensor, params: PasteParams) -> tuple[Tensor, Tensor]:
+        """The batch with the pastes of ``params``; never modifies the inputs in place."""
+        if params.rows.numel() == 0:
+            return images01, labels
+        device = images01.device
+        rows, sources = params.rows.to(device), params.sources.to(device)
+        theta = _inverse_affine(params, height=images01.shape[-2], width=images01.shape[-1]).to(device)
+        objects = self.images.index_select(0, sources).float().div_(255.0)
+        masks = self.masks.index_select(0, sources)
+        grid = F.affine_grid(theta, [len(rows), 1, *images01.shape[-2:]], align_corners=False)
+        objects = F.grid_sample(objects, grid, mode="nearest", padding_mode="zeros", align_corners=False)
+        masks = F.grid_sample(masks, grid, mode="nearest", padding_mode="zeros", align_corners=False)
+        if self.blend == "gaussian":
+            masks = _gaussian_blur(masks)
+        target = images01.index_select(0, rows)
+        pasted = target * (1.0 - masks) + objects.to(target.dtype) * masks
+        out = images01.clone()
+        out[rows] = pasted
+        new_labels = labels.clone()
+        new_labels[rows] = self.labels.index_select(0, sources)
+        return out, new_labels
+
+    def __call__(self, images01: Tensor, labels: Tensor, *, generator: torch.Generator) -> tuple[Tensor, Tensor]:
+        return self.apply(images01, labels, self.sample(images01.shape[0], generator=generator))
+
+
+def _inverse_affine(params: PasteParams, *, height: int, width: int) -> Tensor:
+    """``affine_grid`` matrices mapping output to source: ``x_src = f·(x_out - t)/s`` in normalised units."""
+    f = torch.where(params.flip, -1.0, 1.0)
+    s = params.scale.double()
+    tx = 2.0 * params.shift[:, 0].double() / width
+    ty = 2.0 * params.shift[:, 1].double() / height
+    theta = torch.zeros(len(s), 2, 3, dtype=torch.float64)
+    theta[:, 0, 0], theta[:, 0, 2] = f / s, -f * tx / s
+    theta[:, 1, 1], theta[:, 1, 2] = 1.0 / s, -ty / s
+    return theta.float()
+
+
+def _gaussian_blur(masks: Tensor) -> Tensor:
+    x = torch.arange(5, dtype=masks.dtype, device=masks.device) - 2.0
+    kernel = torch.exp(-0.5 * x**2)
+    kernel = kernel / kernel.sum()
+    blurred = F.conv2d(masks, kernel.view(1, 1, 1, 5), padding=(0, 2))
+    return F.conv2d(blurred, kernel.view(1, 1, 5, 1), padding=(2, 0))
