@@ -130,6 +130,13 @@ class Settings(BaseSettings):
 
     # --- worker ------------------------------------------------------------
     device: str = Field(default="auto", description="'auto', 'cpu', 'cuda' or 'cuda:N'")
+    jobs_per_gpu: int = Field(
+        default=1,
+        ge=1,
+        le=32,
+        description="jobs a training worker runs at once per device slot (--concurrency); each is its own "
+        "process with its own lease, so small jobs share a GPU; the cores are split between them",
+    )
 
     @field_validator("log_level", "log_format", mode="before")
     @classmethod

@@ -14,11 +14,10 @@ import re
 
 import numpy as np
 import pytest
-from conftest import tenant_id_of
 from starlette.routing import Route
 
 from service.db import transaction
-from service.repository import webhooks
+from service.repository import tenants, webhooks
 
 PROBLEM = "application/problem+json"
 _PARAMETER = re.compile(r"{(\w+)(?::\w+)?}")
@@ -44,10 +43,13 @@ def alpha_objects(api_client, alpha, complete_job, api_db) -> dict[str, str]:
         "/v1/experiments", headers=alpha, json={"dataset_id": dataset_id, "search": search, "seeds": [0]}
     )
     assert experiment.status_code == 202, experiment.text
+    # Finished, so its event stream ends after the replay instead of following a live experiment.
+    assert api_client.post(f"/v1/experiments/{experiment.json()['id']}/cancel", headers=alpha).status_code == 202
     with transaction(api_db) as session:  # stored directly: the target check would need DNS
+        key = tenants.authenticate(session, plaintext=alpha["Authorization"].removeprefix("Bearer "))
         webhook = webhooks.create_webhook(
             session,
-            tenant_id=tenant_id_of(api_db, alpha),
+            tenant_id=key.tenant_id,
             url="https://hooks.example.com/rarefit",
             event_types=["job.succeeded"],
             secret="whsec_test",
