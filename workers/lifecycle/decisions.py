@@ -21,8 +21,8 @@ from service.jsonsafe import json_safe
 from service.model_card import Calibration, OperatingPoint
 from service.operating_points import SplitScores, fit_policy
 from service.spec import JobSpec, resolve_class
+from workers.training.engine import FitResult
 from workers.training.metrics import metric_block
-from workers.training.trainer import FitResult
 
 logger = logging.getLogger(__name__)
 
