@@ -19,6 +19,7 @@ from fastapi import FastAPI
 from fastapi.routing import APIRoute
 from sqlalchemy.exc import IntegrityError
 
+from service.api.body_limit import BodySizeLimitMiddleware
 from service.api.request_context import RequestContextMiddleware
 from service.api.router import build_router
 from service.auth import KeyCache
@@ -26,7 +27,6 @@ from service.config import Settings, get_settings
 from service.db import make_engine, make_session_factory, transaction
 from service.errors import install_error_handlers
 from service.inference import Predictor
-from service.ingest import BodySizeLimitMiddleware
 from service.logs import configure_logging
 from service.migrate import current_revision, head_revision
 from service.queue import make_celery

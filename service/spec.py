@@ -19,6 +19,7 @@ reports argmax accuracy; AUROC and PR-AUC do not depend on it.
 from __future__ import annotations
 
 from collections.abc import Sequence
+from dataclasses import dataclass
 from typing import Annotated, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, Strict, field_validator, model_validator
@@ -46,6 +47,14 @@ ScaleFactor = Annotated[float, Strict(), Field(gt=0.0, le=4.0)]
 INIT_PATTERN = r"^(job:[0-9a-f]{32}|weights:[A-Za-z0-9][A-Za-z0-9._-]{0,127})$"
 
 
+@dataclass(frozen=True)
+class InitSource:
+    """A parsed ``model.init``: ``kind`` ``"job"`` (``name`` is a job id) or ``"weights"`` (a file name)."""
+
+    kind: Literal["job", "weights"]
+    name: str
+
+
 class _Part(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True, allow_inf_nan=False, strict=True)
 
@@ -62,6 +71,14 @@ class ModelSpec(_Part):
         default=None, ge=8, le=1024, description="upsample inputs to this size inside the network"
     )
     freeze_backbone_epochs: int = Field(default=0, ge=0, le=10_000)
+
+    @property
+    def init_source(self) -> InitSource | None:
+        """``init`` parsed (the one place that reads its ``kind:name`` form; ``INIT_PATTERN`` checked it)."""
+        if self.init is None:
+            return None
+        kind, _, name = self.init.partition(":")
+        return InitSource(kind="job" if kind == "job" else "weights", name=name)
 
 
 class LossSpec(_Part):

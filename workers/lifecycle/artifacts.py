@@ -36,8 +36,8 @@ from service.model_card import (
 from service.spec import JobSpec
 from service.storage import BlobStore
 from workers.lifecycle.onnx_export import export_checked_onnx
+from workers.training.engine import FitResult
 from workers.training.export import export_program, save_weights
-from workers.training.trainer import FitResult
 
 logger = logging.getLogger(__name__)
 

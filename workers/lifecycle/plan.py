@@ -1,41 +1,89 @@
-"""The adapter from a ``JobSpec`` to training-core keyword arguments: the one place a spec becomes training.
+"""The adapter from a ``JobSpec`` to the training core: the one place a spec becomes training.
 
-``build_training`` turns the spec plus the decoded dataset into the keyword
-arguments of ``workers.training.engine.fit``. The job run
-(``workers.lifecycle.run``) adds the progress callbacks and ``resume``, and
-itself reads only what is not training: the init weights to load, the run
-time limit and the architecture named on the model card. ``amp``, ``channels_last`` and
-``eval_batch_size`` keep ``fit``'s defaults. Every statistic (channel
-mean/std, class counts for weights, focal α, minority classes) comes from the
-*train* split only.
+``build_training`` turns the spec plus the decoded dataset into a
+``TrainingPlan``: every argument of ``workers.training.engine.fit`` but the
+progress callbacks and ``resume``, which the job run (``workers.lifecycle.run``)
+adds; the run itself reads only what is not training: the init weights to load,
+the run time limit and the architecture named on the model card. ``amp``,
+``channels_last`` and ``eval_batch_size`` keep ``fit``'s defaults. Every
+statistic (channel mean/std, class counts for weights, focal α, minority
+classes) comes from the *train* split only.
 """
 
 from __future__ import annotations
 
 import logging
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass, fields
 from typing import Any
 
 import numpy as np
 import torch
+from torch.optim import Optimizer
 
 from service.spec import JobSpec, LossSpec, effective_warmup_epochs
 from workers.training.augment import BatchAugment, minority_class_mask
 from workers.training.copy_paste import CopyPaste
 from workers.training.data import Split, channel_stats
+from workers.training.engine import FitResult, fit
 from workers.training.long_tail import LONG_TAIL_KINDS, LongTailCriterion, posthoc_adjustment
 from workers.training.loop import steps_per_epoch
 from workers.training.losses import Criterion, class_weights, resolve_alpha
 from workers.training.mixing import BatchMixer
 from workers.training.networks import Classifier, build_network, load_init_state
-from workers.training.optim import make_optimizer, make_scheduler
-from workers.training.samplers import make_sampler
+from workers.training.optim import LrSchedule, make_optimizer, make_scheduler
+from workers.training.samplers import EpochSampler, make_sampler
 from workers.training.seeding import seed_everything
+from workers.training.state import EpochRecord, StopReason, TrainingState
 from workers.training.transfer import prepare_pretrained
 
 logger = logging.getLogger(__name__)
 
 SplitArrays = tuple[np.ndarray, np.ndarray]
+
+
+@dataclass(frozen=True)
+class TrainingPlan:
+    """One job's training, built and ready: the arguments of ``fit`` without the callbacks and ``resume``."""
+
+    model: Classifier
+    train: Split
+    val: Split | None
+    test: Split | None
+    class_names: list[str]
+    criterion: Criterion
+    optimizer: Optimizer
+    scheduler: LrSchedule
+    sampler: EpochSampler
+    mixer: BatchMixer | None
+    augment: BatchAugment
+    copy_paste: CopyPaste | None
+    epochs: int
+    batch_size: int
+    seed: int
+    device: torch.device
+    selection_metric: str
+    early_stopping_patience: int | None
+    early_stopping_min_delta: float
+    threshold_strategy: str
+    target_recall: float | None
+    freeze_backbone_epochs: int
+    compile: bool
+    logit_adjustment: torch.Tensor | None
+
+    def fit_arguments(self) -> dict[str, Any]:
+        """The plan as ``fit`` keyword arguments (for callers that add or override some)."""
+        return {field.name: getattr(self, field.name) for field in fields(self)}
+
+    def fit(
+        self,
+        *,
+        on_epoch_end: Callable[[EpochRecord, TrainingState], None] | None = None,
+        should_stop: Callable[[], StopReason | None] | None = None,
+        resume: dict | None = None,
+    ) -> FitResult:
+        """Run the plan through the core's ``fit``."""
+        return fit(**self.fit_arguments(), on_epoch_end=on_epoch_end, should_stop=should_stop, resume=resume)
 
 
 def build_training(
@@ -47,8 +95,8 @@ def build_training(
     init_state: Mapping[str, torch.Tensor] | None,
     adaptations: list[str] | None = None,
     masks: Mapping[str, np.ndarray] | None = None,
-) -> dict[str, Any]:
-    """Keyword arguments for ``fit(...)`` from ``spec`` and ``{split: (images uint8 NHWC, labels int64)}``.
+) -> TrainingPlan:
+    """The ``TrainingPlan`` for ``spec`` and ``{split: (images uint8 NHWC, labels int64)}``.
 
     Seeds every RNG with ``spec.seed`` first, so the initial weights are
     reproducible. Raises ``ValueError``/``TypeError`` for data or a spec the
@@ -76,32 +124,32 @@ def build_training(
         adaptations.extend(adapted)
     sampler = make_sampler(spec.sampler.type, labels=train.labels, seed=spec.seed, device=device)
     optimizer, scheduler = _optimization(spec, model, epoch_length=sampler.epoch_length)
-    return {
-        "model": model,
-        "train": train,
-        "val": splits["val"],
-        "test": splits["test"],
-        "class_names": names,
-        "criterion": make_criterion(spec.loss, counts=counts),
-        "optimizer": optimizer,
-        "scheduler": scheduler,
-        "sampler": sampler,
-        "mixer": _mixer(spec, num_classes=len(names), train_labels=train.labels),
-        "augment": _augment(spec, counts=counts),
-        "copy_paste": _copy_paste(spec, train=train, names=names, counts=counts, masks=masks, device=device),
-        "epochs": spec.epochs,
-        "batch_size": spec.batch_size,
-        "seed": spec.seed,
-        "device": device,
-        "selection_metric": spec.selection_metric,
-        "early_stopping_patience": spec.early_stopping.patience,
-        "early_stopping_min_delta": spec.early_stopping.min_delta,
-        "threshold_strategy": spec.threshold.strategy,
-        "target_recall": spec.threshold.target_recall,
-        "freeze_backbone_epochs": spec.model.freeze_backbone_epochs,
-        "compile": spec.compile,
-        "logit_adjustment": posthoc_adjustment(counts, tau=spec.loss.posthoc_tau),
-    }
+    return TrainingPlan(
+        model=model,
+        train=train,
+        val=splits["val"],
+        test=splits["test"],
+        class_names=names,
+        criterion=make_criterion(spec.loss, counts=counts),
+        optimizer=optimizer,
+        scheduler=scheduler,
+        sampler=sampler,
+        mixer=_mixer(spec, num_classes=len(names), train_labels=train.labels),
+        augment=_augment(spec, counts=counts),
+        copy_paste=_copy_paste(spec, train=train, names=names, counts=counts, masks=masks, device=device),
+        epochs=spec.epochs,
+        batch_size=spec.batch_size,
+        seed=spec.seed,
+        device=device,
+        selection_metric=spec.selection_metric,
+        early_stopping_patience=spec.early_stopping.patience,
+        early_stopping_min_delta=spec.early_stopping.min_delta,
+        threshold_strategy=spec.threshold.strategy,
+        target_recall=spec.threshold.target_recall,
+        freeze_backbone_epochs=spec.model.freeze_backbone_epochs,
+        compile=spec.compile,
+        logit_adjustment=posthoc_adjustment(counts, tau=spec.loss.posthoc_tau),
+    )
 
 
 def _split(arrays: SplitArrays) -> Split:
@@ -110,7 +158,7 @@ def _split(arrays: SplitArrays) -> Split:
     return Split(images, np.array(labels, dtype=np.int64))
 
 
-def _optimization(spec: JobSpec, model: Classifier, *, epoch_length: int):
+def _optimization(spec: JobSpec, model: Classifier, *, epoch_length: int) -> tuple[Optimizer, LrSchedule]:
     # Built after the model is on its device, so the optimizer can pick fused CUDA kernels.
     optim = spec.optim
     params: Any = model.parameters()

@@ -33,13 +33,13 @@ from workers.lifecycle.artifacts import StoredArtifact, export_artifacts
 from workers.lifecycle.checkpoints import CheckpointWriter
 from workers.lifecycle.dbretry import retry_db
 from workers.lifecycle.heartbeat import Heartbeat
-from workers.lifecycle.init_weights import init_blob_key, load_job_weights, load_operator_weights
+from workers.lifecycle.init_weights import job_weights_key, load_init_state, load_job_weights
+from workers.lifecycle.outcome import Outcome
 from workers.lifecycle.plan import build_training
 from workers.lifecycle.resample import decoupled_stage
 from workers.training.checkpoint import load_checkpoint
-from workers.training.engine import fit
-from workers.training.state import EpochRecord, TrainingState
-from workers.training.trainer import FitResult
+from workers.training.engine import FitResult
+from workers.training.state import EpochRecord, StopReason, TrainingState
 
 logger = logging.getLogger(__name__)
 T = TypeVar("T")
@@ -99,7 +99,7 @@ class JobRun:
         return retry_db(attempt, budget_seconds=self.settings.lease_seconds, what=f"{what} (job {self.job_id})")
 
     # --- steps ------------------------------------------------------------
-    def execute(self, *, heartbeat: Heartbeat, shutdown: threading.Event, staging: Path) -> str:
+    def execute(self, *, heartbeat: Heartbeat, shutdown: threading.Event, staging: Path) -> Outcome:
         """Train the job; ``staging`` is this run's own folder for the copies of its blobs (the caller
         removes it)."""
         self.staging = staging
@@ -112,7 +112,7 @@ class JobRun:
         if spec.augment.copy_paste is not None:
             masks = load_masks(self.store, dataset.blob_prefix, staging=staging / "dataset", mmap=True)
         adapted: list[str] = []
-        kwargs = build_training(
+        plan = build_training(
             spec,
             dataset_arrays=arrays,
             class_names=dataset.class_names,
@@ -133,20 +133,19 @@ class JobRun:
         progress = Progress(self, heartbeat=heartbeat, shutdown=shutdown, deadline=self._deadline(spec))
         result = None
         try:
-            result = fit(**kwargs, on_epoch_end=progress.on_epoch_end, should_stop=progress.should_stop, resume=resume)
+            result = plan.fit(on_epoch_end=progress.on_epoch_end, should_stop=progress.should_stop, resume=resume)
         finally:
             # Only a job handed back resumes: its last finished epoch goes on disk and on the row.
-            progress.checkpoints.close(write_pending=result is not None and result.stopped == "shutdown")
+            progress.checkpoints.close(write_pending=result is not None and result.stopped == StopReason.shutdown)
         extra_files: dict[str, Any] = {}
-        if spec.resample is not None and result.stopped in ("completed", "early_stopped"):
-            result, stage_report, extra_files = decoupled_stage(spec, result=result, plan=kwargs, device=device)
+        if spec.resample is not None and result.stopped.finished:
+            result, stage_report, extra_files = decoupled_stage(spec, result=result, plan=plan, device=device)
             report.update(stage_report)
-        image_shape = kwargs["train"].image_shape
         return self._conclude(
             result,
             spec=spec,
             class_names=dataset.class_names,
-            image_shape=image_shape,
+            image_shape=plan.train.image_shape,
             report=report,
             extra_files=extra_files,
         )
@@ -158,13 +157,14 @@ class JobRun:
         return DatasetInfo(blob_prefix=row.blob_prefix, class_names=[str(n) for n in row.class_names])
 
     def _init_state(self, spec: JobSpec) -> dict[str, torch.Tensor] | None:
-        init = spec.model.init
-        if init is None:
+        source = spec.model.init_source
+        if source is None:
             return None
-        if init.startswith("weights:"):
-            return load_operator_weights(init, weights_dir=self.settings.operator_weights_dir)
-        key = self.write(lambda s: init_blob_key(s, init=init, tenant_id=self.tenant_id), "find the init model")
-        return load_job_weights(self.store, key, dest=self.staging / "init.safetensors", init=init)
+        return load_init_state(source, weights_dir=self.settings.operator_weights_dir, job_weights=self._job_weights)
+
+    def _job_weights(self, job_id: str) -> dict[str, torch.Tensor]:
+        key = self.write(lambda s: job_weights_key(s, tenant_id=self.tenant_id, job_id=job_id), "find the init model")
+        return load_job_weights(self.store, key, dest=self.staging / "init.safetensors", job_id=job_id)
 
     def _resume_point(self) -> dict[str, Any] | None:
         key, sha256 = self.checkpoint
@@ -211,15 +211,15 @@ class JobRun:
         image_shape: tuple[int, int, int],
         report: dict[str, Any],
         extra_files: dict[str, Any],
-    ) -> str:
-        if result.stopped == "lease_lost":
+    ) -> Outcome:
+        if result.stopped == StopReason.lease_lost:
             raise LeaseLost(self.job_id)
-        if result.stopped == "shutdown":
+        if result.stopped == StopReason.shutdown:
             return self._release()
-        if result.stopped == "cancelled":
+        if result.stopped == StopReason.cancelled:
             self._finish(status=JobStatus.cancelled, best_epoch=result.best_epoch or None)
-            return "cancelled"
-        if result.stopped == "deadline":
+            return Outcome.cancelled
+        if result.stopped == StopReason.deadline:
             message = (
                 f"the job exceeded its time limit of {self.time_limit(spec)} s after {len(result.history)} "
                 "completed epoch(s); raise max_runtime_seconds or train fewer epochs"
@@ -238,7 +238,7 @@ class JobRun:
         )
         self.write(lambda s: self._register(s, result, stored, spec, class_names, image_shape), "register the model")
         logger.info("job %s: succeeded (best epoch %d)", self.job_id, result.best_epoch)
-        return "succeeded"
+        return Outcome.succeeded
 
     def _register(
         self,
@@ -288,7 +288,7 @@ class JobRun:
             )
         )
 
-    def _release(self) -> str:
+    def _release(self) -> Outcome:
         self._held(
             self.write(lambda s: leases.release_job(s, job_id=self.job_id, worker_id=self.worker_id), "release the job")
         )
@@ -297,11 +297,11 @@ class JobRun:
         except Exception:  # the reaper re-sends queued jobs whose message was lost
             logger.warning("job %s: released but not re-sent; the reaper will re-send it", self.job_id, exc_info=True)
         logger.info("job %s: handed back to the queue at shutdown", self.job_id)
-        return "released"
+        return Outcome.released
 
-    def fail(self, *, error_type: str, message: str) -> str:
+    def fail(self, *, error_type: str, message: str) -> Outcome:
         self._finish(status=JobStatus.failed, error_type=error_type, error_message=message)
-        return "failed"
+        return Outcome.failed
 
     def record_checkpoint(self, key: str, sha256: str, epoch: int) -> bool:
         """Point the job row at a written checkpoint; False when this worker lost the lease."""
@@ -342,18 +342,18 @@ class Progress:
             min_interval=run.settings.checkpoint_seconds,
         )
 
-    def should_stop(self) -> str | None:
+    def should_stop(self) -> StopReason | None:
         if not self._first_step_logged:
             self._first_step_logged = True
             self.run.log_first_step()
         if self.heartbeat.lease_lost.is_set():
-            return "lease_lost"
+            return StopReason.lease_lost
         if self.shutdown.is_set():
-            return "shutdown"
+            return StopReason.shutdown
         if self.heartbeat.cancel_requested.is_set():
-            return "cancelled"
+            return StopReason.cancelled
         if utcnow() >= self.deadline:
-            return "deadline"
+            return StopReason.deadline
         return None
 
     def on_epoch_end(self, record: EpochRecord, state: TrainingState) -> None:

@@ -258,10 +258,10 @@ def _check_dataset(session: Session, *, tenant_id: str, spec: JobSpec) -> Datase
 
 def _check_init(session: Session, *, tenant_id: str, spec: JobSpec) -> None:
     """``model.init = "job:<id>"`` must name one of the tenant's jobs that registered a model."""
-    init = spec.model.init
-    if init is None or not init.startswith("job:"):
+    init = spec.model.init_source
+    if init is None or init.kind != "job":
         return
-    source_id = init.removeprefix("job:")
+    source_id = init.name
     source = repo.get_job(session, tenant_id=tenant_id, job_id=source_id)
     if source is None:
         raise _unprocessable([(("model", "init"), f"job {source_id} not found")])

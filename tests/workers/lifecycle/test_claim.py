@@ -24,7 +24,8 @@ from service.models import Artifact, Dataset, EpochMetrics, Job, JobStatus, Mode
 from service.queue import make_celery
 from service.spec import JobSpec
 from service.storage import LocalBlobStore
-from workers.lifecycle.claim import classify_error, readable, run_job
+from workers.lifecycle.claim import run_job
+from workers.lifecycle.failures import classify_error, readable
 from workers.lifecycle.plan import build_training
 from workers.training.checkpoint import save_checkpoint
 from workers.training.engine import fit
@@ -180,7 +181,9 @@ def test_resume_continues_from_the_checkpoint_with_each_epoch_once(env, settings
     crashed, uninterrupted = make_job(env, overrides), make_job(env, overrides)
     spec = JobSpec.model_validate({"dataset_id": env["dataset"], **SPEC, **overrides})
     arrays = load_canonical(env["store"], f"datasets/{env['dataset']}", staging=settings.scratch_path / "t")
-    kwargs = build_training(spec, dataset_arrays=arrays, class_names=["normal", "rare"], device="cpu", init_state=None)
+    kwargs = build_training(
+        spec, dataset_arrays=arrays, class_names=["normal", "rare"], device="cpu", init_state=None
+    ).fit_arguments()
     key = checkpoint_key(crashed)
     saved = {}
 
