@@ -9,9 +9,10 @@ from __future__ import annotations
 from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import datetime
+from typing import Any
 
 from sqlalchemy import case, func, select
-from sqlalchemy.orm import Session
+from sqlalchemy.orm import InstrumentedAttribute, Session
 from sqlalchemy.sql.elements import ColumnElement
 
 from service.models import EpochMetrics, Job, JobStatus, WebhookDelivery
@@ -41,7 +42,7 @@ def running_leases(session: Session) -> list[tuple[str, datetime]]:
     query = select(Job.worker_id, Job.lease_expires_at).where(
         Job.status == JobStatus.running, Job.worker_id.is_not(None), Job.lease_expires_at.is_not(None)
     )
-    return [(str(worker), expires) for worker, expires in session.execute(query).all()]
+    return [(str(worker), expires) for worker, expires in session.execute(query).all() if expires is not None]
 
 
 def epoch_seconds(session: Session, *, bounds: Sequence[float]) -> Distribution:
@@ -51,6 +52,7 @@ def epoch_seconds(session: Session, *, bounds: Sequence[float]) -> Distribution:
 
 def job_seconds(session: Session, *, bounds: Sequence[float]) -> Distribution:
     """The distribution of finished jobs' wall-clock time, from first start to finish."""
+    seconds: ColumnElement[Any]
     if session.get_bind().dialect.name == "postgresql":
         seconds = func.extract("epoch", Job.finished_at - Job.started_at)
     else:  # SQLite keeps datetimes as text; julianday counts days
@@ -61,7 +63,11 @@ def job_seconds(session: Session, *, bounds: Sequence[float]) -> Distribution:
 
 
 def _distribution(
-    session: Session, value: ColumnElement, *, bounds: Sequence[float], where: ColumnElement[bool]
+    session: Session,
+    value: ColumnElement[Any] | InstrumentedAttribute[float],
+    *,
+    bounds: Sequence[float],
+    where: ColumnElement[bool],
 ) -> Distribution:
     columns = [func.coalesce(func.sum(case((value <= bound, 1), else_=0)), 0) for bound in bounds]
     row = session.execute(select(*columns, func.count(), func.coalesce(func.sum(value), 0.0)).where(where)).one()
