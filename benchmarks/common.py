@@ -150,9 +150,10 @@ def job_fit_kwargs(
     from workers.lifecycle.plan import build_training
 
     spec = JobSpec.model_validate(deep_merge({"dataset_id": BENCH_DATASET_ID}, overrides))
-    return build_training(
+    plan = build_training(
         spec, dataset_arrays=arrays, class_names=list(class_names), device=str(device), init_state=None
     )
+    return plan.fit_arguments()
 
 
 # --- measurements -------------------------------------------------------------

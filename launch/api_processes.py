@@ -15,14 +15,23 @@ child with its socket, restarts a child that dies (after a second, so a
 child that cannot start does not spin), and on SIGINT/SIGTERM asks every
 child to stop (uvicorn finishes in-flight requests) and kills any that has
 not within the grace period.
+
+Metrics: the parent makes a fresh directory and names it in
+``PROMETHEUS_MULTIPROC_DIR`` before it starts any child, so every child's
+prometheus-client writes its samples there and ``GET /metrics`` on any child
+reports the sum over all of them (restarted children included); the parent
+removes the directory when it stops.
 """
 
 from __future__ import annotations
 
 import logging
 import multiprocessing
+import os
+import shutil
 import signal
 import socket
+import tempfile
 import threading
 from multiprocessing.connection import wait
 from multiprocessing.process import BaseProcess
@@ -30,6 +39,7 @@ from multiprocessing.process import BaseProcess
 logger = logging.getLogger(__name__)
 
 APP_FACTORY = "service.main:asgi"
+METRICS_DIR_VARIABLE = "PROMETHEUS_MULTIPROC_DIR"
 STOP_GRACE_SECONDS = 30.0
 RESTART_DELAY_SECONDS = 1.0
 _BACKLOG = 2048
@@ -67,7 +77,8 @@ def _serve_on(sock: socket.socket) -> None:
     """A child: the API on the inherited socket until SIGINT/SIGTERM."""
     import uvicorn
 
-    uvicorn.Server(uvicorn.Config(APP_FACTORY, factory=True)).run(sockets=[sock])
+    # The app factory sets up logging (RAREFIT_LOG_FORMAT, RAREFIT_LOG_LEVEL); uvicorn's loggers propagate to it.
+    uvicorn.Server(uvicorn.Config(APP_FACTORY, factory=True, log_config=None)).run(sockets=[sock])
 
 
 def run_api_processes(*, host: str, port: int, workers: int) -> None:
@@ -80,6 +91,8 @@ def run_api_processes(*, host: str, port: int, workers: int) -> None:
     logger.info("API on %s:%d in %d processes (one SO_REUSEPORT socket each)", bound[0], bound[1], workers)
     context = multiprocessing.get_context("spawn")  # a clean interpreter per child: no inherited threads
     stopping = threading.Event()
+    metrics_dir = tempfile.mkdtemp(prefix="rarefit-metrics-")
+    os.environ[METRICS_DIR_VARIABLE] = metrics_dir  # read by prometheus-client as each spawned child imports it
 
     def start(index: int) -> BaseProcess:
         process = context.Process(target=_serve_on, args=(sockets[index],), name=f"rarefit-api-{index}")
@@ -108,6 +121,7 @@ def run_api_processes(*, host: str, port: int, workers: int) -> None:
             signal.signal(sig, handler)
         for sock in sockets:
             sock.close()
+        shutil.rmtree(metrics_dir, ignore_errors=True)
 
 
 def _stop_all(processes: list[BaseProcess]) -> None:

@@ -10,11 +10,16 @@ import argparse
 import logging
 import sys
 from collections.abc import Sequence
+from typing import TYPE_CHECKING
 
 from sqlalchemy.exc import OperationalError
 
 from launch import client_commands
 from service.config import Settings, get_settings
+from service.logs import configure_logging
+
+if TYPE_CHECKING:
+    Commands = argparse._SubParsersAction[argparse.ArgumentParser]  # what add_subparsers returns
 
 logger = logging.getLogger(__name__)
 
@@ -22,16 +27,26 @@ EXIT_OK, EXIT_FAILED, EXIT_NOT_READY = 0, 1, 2
 
 
 def build_parser() -> argparse.ArgumentParser:
+    """The whole command line: each ``_add_*`` (and ``client_commands.register``) adds its verbs; each verb names
+    its handler."""
     parser = argparse.ArgumentParser(prog="rarefit", description="Training as a service for imbalanced images.")
     commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+    for add in (_add_process_commands, _add_database_commands, _add_key_commands, client_commands.register):
+        add(commands)
+    return parser
+
+
+def _add_process_commands(commands: Commands) -> None:
     serve = commands.add_parser("serve", help="migrate, run the API and an embedded worker (one machine)")
     _host_port(serve)
     serve.add_argument("--concurrency", type=int, default=1, help="jobs the embedded worker runs at once")
+    serve.set_defaults(handler=_serve)
     api = commands.add_parser("api", help="run only the HTTP API (uvicorn); the database must be migrated")
     _host_port(api)
     api.add_argument(
         "--workers", type=int, default=1, help="API processes, each on its own SO_REUSEPORT socket (one per core)"
     )
+    api.set_defaults(handler=_api)
     worker = commands.add_parser("worker", help="run a Celery training worker")
     worker.add_argument("--concurrency", type=int, default=1, help="jobs at once (one per GPU)")
     worker.add_argument(
@@ -40,20 +55,31 @@ def build_parser() -> argparse.ArgumentParser:
         default="train",
         help="'train' (jobs) or 'control' (experiment steps: light, no GPU; run one or two per deployment)",
     )
-    commands.add_parser("migrate", help="bring the database schema to the newest version")
-    commands.add_parser("reap", help="one reaper pass: re-queue expired leases and lost messages")
-    keys = commands.add_parser("keys", help="manage API keys").add_subparsers(
-        dest="keys_command", required=True, metavar="ACTION"
+    worker.set_defaults(handler=_worker)
+
+
+def _add_database_commands(commands: Commands) -> None:
+    commands.add_parser("migrate", help="bring the database schema to the newest version").set_defaults(
+        handler=_migrate
     )
-    keys.add_parser("create", help="create a key for a tenant and print it").add_argument(
-        "--tenant", required=True, help="tenant name (created if new)"
+    commands.add_parser("reap", help="one reaper pass: re-queue expired leases and lost messages").set_defaults(
+        handler=_reap
     )
-    keys.add_parser("list", help="list keys (never the keys themselves)").add_argument(
-        "--tenant", default=None, help="only this tenant's keys"
-    )
-    keys.add_parser("revoke", help="revoke a key by its id").add_argument("key_id")
-    client_commands.register(commands)
-    return parser
+
+
+def _add_key_commands(commands: Commands) -> None:
+    keys = commands.add_parser("keys", help="manage API keys")
+    keys.set_defaults(handler=_keys)
+    actions = keys.add_subparsers(dest="keys_command", required=True, metavar="ACTION")
+    create = actions.add_parser("create", help="create a key for a tenant and print it")
+    create.add_argument("--tenant", required=True, help="tenant name (created if new)")
+    create.set_defaults(key_action=_keys_create)
+    listing = actions.add_parser("list", help="list keys (never the keys themselves)")
+    listing.add_argument("--tenant", default=None, help="only this tenant's keys")
+    listing.set_defaults(key_action=_keys_list)
+    revoke = actions.add_parser("revoke", help="revoke a key by its id")
+    revoke.add_argument("key_id")
+    revoke.set_defaults(key_action=_keys_revoke)
 
 
 def _host_port(parser: argparse.ArgumentParser) -> None:
@@ -65,17 +91,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     if client_commands.is_client_command(args):
         return client_commands.run(args)
-    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     settings = get_settings()
-    handlers = {
-        "serve": _serve,
-        "api": _api,
-        "worker": _worker,
-        "migrate": _migrate,
-        "reap": _reap,
-        "keys": _keys,
-    }
-    return handlers[args.command](settings, args)
+    configure_logging(settings)
+    return args.handler(settings, args)
 
 
 def _serve(settings: Settings, args: argparse.Namespace) -> int:
@@ -138,7 +156,7 @@ def _keys(settings: Settings, args: argparse.Namespace) -> int:
             print("error: the database has no rarefit tables; run `rarefit migrate` first", file=sys.stderr)
             return EXIT_NOT_READY
         with transaction(make_session_factory(engine)) as session:
-            return _KEY_ACTIONS[args.keys_command](session, args)
+            return args.key_action(session, args)
     except OperationalError as exc:
         print(
             f"error: cannot use the database ({type(exc.orig).__name__}); is it migrated and reachable?",
@@ -177,9 +195,6 @@ def _keys_revoke(session, args: argparse.Namespace) -> int:
         return EXIT_FAILED
     print(f"revoked {args.key_id}")
     return EXIT_OK
-
-
-_KEY_ACTIONS = {"create": _keys_create, "list": _keys_list, "revoke": _keys_revoke}
 
 
 if __name__ == "__main__":

@@ -42,17 +42,21 @@ _PR_SET_PDEATHSIG = 1  # linux/prctl.h
 QUEUES = ("train", "control")
 
 
-def worker_args(*, concurrency: int, queue: str = "train") -> list[str]:
+def worker_args(*, concurrency: int, queue: str = "train", jobs_per_gpu: int = 1) -> list[str]:
     """``celery worker`` arguments: one message at a time per process, no chatter.
 
+    A training worker runs ``concurrency × jobs_per_gpu`` pool processes (small
+    jobs packed onto each device, each still an ordinary job with its own lease).
     The ``control`` queue (experiment steps: short, CPU-light, no GPU) runs in a
     worker of its own with the solo pool, so a step never waits behind a training job.
     """
+    if isinstance(jobs_per_gpu, bool) or not isinstance(jobs_per_gpu, int) or jobs_per_gpu < 1:
+        raise ValueError(f"jobs_per_gpu must be a positive int, got {jobs_per_gpu!r}")
     if isinstance(concurrency, bool) or not isinstance(concurrency, int) or concurrency < 1:
         raise ValueError(f"concurrency must be a positive int (one per GPU), got {concurrency!r}")
     if queue not in QUEUES:
         raise ValueError(f"queue must be one of {QUEUES}, got {queue!r}")
-    pool = ["-P", "solo", "-n", "control@%h"] if queue == "control" else ["-c", str(concurrency)]
+    pool = ["-P", "solo", "-n", "control@%h"] if queue == "control" else ["-c", str(concurrency * jobs_per_gpu)]
     return [
         "worker",
         "-Q",
@@ -70,8 +74,9 @@ def worker_args(*, concurrency: int, queue: str = "train") -> list[str]:
     ]
 
 
-def worker_command(*, concurrency: int, queue: str = "train") -> list[str]:
-    return [sys.executable, "-m", "celery", "-A", WORKER_MODULE, *worker_args(concurrency=concurrency, queue=queue)]
+def worker_command(*, concurrency: int, queue: str = "train", jobs_per_gpu: int = 1) -> list[str]:
+    args = worker_args(concurrency=concurrency, queue=queue, jobs_per_gpu=jobs_per_gpu)
+    return [sys.executable, "-m", "celery", "-A", WORKER_MODULE, *args]
 
 
 def worker_environment(settings: Settings) -> dict[str, str]:
@@ -96,7 +101,7 @@ def run_worker(settings: Settings, *, concurrency: int = 1, queue: str = "train"
     import workers.tasks  # noqa: F401
     from workers.celery_app import make_worker_app
 
-    args = worker_args(concurrency=concurrency, queue=queue)
+    args = worker_args(concurrency=concurrency, queue=queue, jobs_per_gpu=settings.jobs_per_gpu)
     make_worker_app(settings).worker_main(args)
 
 
@@ -190,7 +195,12 @@ def serve(settings: Settings, *, host: str, port: int, concurrency: int = 1) -> 
     settings.data_dir.mkdir(parents=True, exist_ok=True)
     upgrade_head(settings.sqlalchemy_url)
     env = worker_environment(settings)
-    supervisors = [WorkerSupervisor(worker_command(concurrency=concurrency, queue=queue), env=env) for queue in QUEUES]
+    supervisors = [
+        WorkerSupervisor(
+            worker_command(concurrency=concurrency, queue=queue, jobs_per_gpu=settings.jobs_per_gpu), env=env
+        )
+        for queue in QUEUES
+    ]
     for supervisor in supervisors:
         supervisor.start()
     try:
@@ -206,7 +216,8 @@ def _run_api(settings: Settings, *, host: str, port: int) -> None:
 
     from service.main import create_app
 
-    server = uvicorn.Server(uvicorn.Config(create_app(settings, run_reaper=True), host=host, port=port))
+    config = uvicorn.Config(create_app(settings, run_reaper=True), host=host, port=port, log_config=None)
+    server = uvicorn.Server(config)
     with _signals_reraised_quietly():
         server.run()
 

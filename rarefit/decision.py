@@ -158,6 +158,28 @@ def per_class_scores(cm: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray
     return precision, recall, f1, support
 
 
+def decision_metrics(labels: np.ndarray, predictions: np.ndarray, *, class_names: Sequence[str]) -> dict:
+    """The decision-dependent part of a metric block (sklearn definitions, ``zero_division=0``).
+
+    ``accuracy``, ``balanced_accuracy`` (mean recall over the classes present),
+    ``macro_f1`` (over all classes), ``per_class`` and ``confusion_matrix``.
+    """
+    k = len(class_names)
+    cm = confusion_matrix(labels, predictions, num_classes=k)
+    precision, recall, f1, support = per_class_scores(cm)
+    present = support > 0
+    return {
+        "accuracy": float(np.mean(np.asarray(predictions) == np.asarray(labels))),
+        "balanced_accuracy": float(recall[present].mean()),
+        "macro_f1": float(f1.mean()),
+        "per_class": [
+            {"class": str(name), "precision": float(p), "recall": float(r), "f1": float(f), "support": int(s)}
+            for name, p, r, f, s in zip(class_names, precision, recall, f1, support, strict=True)
+        ],
+        "confusion_matrix": cm.tolist(),
+    }
+
+
 def _divide(numerator: np.ndarray, denominator: np.ndarray) -> np.ndarray:
     out = np.zeros_like(numerator, dtype=np.float64)
     np.divide(numerator, denominator, out=out, where=denominator != 0)

@@ -11,7 +11,7 @@ from functools import lru_cache
 from pathlib import Path
 from typing import Literal
 
-from pydantic import Field, SecretStr, model_validator
+from pydantic import Field, SecretStr, field_validator, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 
@@ -120,8 +120,30 @@ class Settings(BaseSettings):
         "'torch' always runs the torch.export program",
     )
 
+    # --- observability -----------------------------------------------------
+    log_format: Literal["text", "json"] = Field(default="text", description="'text' or 'json' (one object per line)")
+    log_level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = "INFO"
+    metrics_token: SecretStr | None = Field(
+        default=None, description="operator token for GET /metrics (Bearer); unset: /metrics answers 404"
+    )
+    celery_task_events: bool = Field(default=False, description="workers send Celery task events (for Flower)")
+
     # --- worker ------------------------------------------------------------
     device: str = Field(default="auto", description="'auto', 'cpu', 'cuda' or 'cuda:N'")
+    jobs_per_gpu: int = Field(
+        default=1,
+        ge=1,
+        le=32,
+        description="jobs a training worker runs at once per device slot (--concurrency); each is its own "
+        "process with its own lease, so small jobs share a GPU; the cores are split between them",
+    )
+
+    @field_validator("log_level", "log_format", mode="before")
+    @classmethod
+    def _case_insensitive(cls, value: object, info) -> object:
+        if not isinstance(value, str):
+            return value
+        return value.upper() if info.field_name == "log_level" else value.lower()
 
     @model_validator(mode="after")
     def _absolute_data_dir(self) -> Settings:

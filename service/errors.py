@@ -21,6 +21,7 @@ from sqlalchemy.exc import TimeoutError as PoolTimeout
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from service.ingest import DatasetRejected
+from service.logs import request_id
 from service.storage import StorageFull, StorageUnavailable
 
 logger = logging.getLogger(__name__)
@@ -57,6 +58,7 @@ class ProblemOut(BaseModel):
     title: str
     status: int
     detail: str
+    instance: str | None = Field(default=None, description="this request's id (the X-Request-ID response header)")
     errors: list[dict[str, Any]] | None = Field(
         default=None, description='validation problems: [{"loc": [...], "msg": "...", "type": "..."}]'
     )
@@ -111,6 +113,8 @@ def problem_response(
     }
     if errors is not None:
         body["errors"] = errors
+    if (current := request_id.get()) is not None:
+        body["instance"] = current  # the X-Request-ID of this request: quote it to the operator
     body.update(extra or {})
     return JSONResponse(body, status_code=status, headers=headers, media_type=PROBLEM_MEDIA_TYPE)
 

@@ -19,6 +19,8 @@ from fastapi import FastAPI
 from fastapi.routing import APIRoute
 from sqlalchemy.exc import IntegrityError
 
+from service.api.body_limit import BodySizeLimitMiddleware
+from service.api.request_context import RequestContextMiddleware
 from service.api.router import build_router
 from service.auth import KeyCache
 from service.config import Settings, get_settings
@@ -26,7 +28,7 @@ from service.dashboard import install_dashboard
 from service.db import make_engine, make_session_factory, transaction
 from service.errors import install_error_handlers
 from service.inference import Predictor
-from service.ingest import BodySizeLimitMiddleware
+from service.logs import configure_logging
 from service.migrate import current_revision, head_revision
 from service.queue import make_celery
 from service.reaper import ReaperThread
@@ -80,6 +82,7 @@ def create_app(settings: Settings | None = None, *, run_reaper: bool = True) -> 
         max_bytes=settings.max_upload_bytes + MULTIPART_SLACK_BYTES,
         shown_limit=settings.max_upload_bytes,
     )
+    app.add_middleware(RequestContextMiddleware)  # added last: outermost, so every answer is counted and named
     app.include_router(build_router())
     install_dashboard(app)
     return app
@@ -91,8 +94,10 @@ def operation_id(route: APIRoute) -> str:
 
 
 def asgi() -> FastAPI:
-    """Factory for ``uvicorn --factory service.main:asgi``."""
-    return create_app(get_settings())
+    """Factory for ``uvicorn --factory service.main:asgi`` (also each ``rarefit api --workers N`` process)."""
+    settings = get_settings()
+    configure_logging(settings)
+    return create_app(settings)
 
 
 @asynccontextmanager

@@ -126,6 +126,8 @@ class Job(Base):
     checkpoint_key: Mapped[str | None] = mapped_column(String(300), default=None)
     checkpoint_sha256: Mapped[str | None] = mapped_column(String(64), default=None)
     checkpoint_epoch: Mapped[int] = mapped_column(Integer, default=0)
+    # --- what the user should know about a finished job (e.g. a guarantee that cannot hold) ---
+    warnings: Mapped[list | None] = mapped_column(JSON, default=None)
     # --- experiments: a trial's job (no foreign key: a job outlives its deleted experiment) ---
     experiment_id: Mapped[str | None] = mapped_column(String(32), default=None, index=True)
     trial: Mapped[int | None] = mapped_column(Integer, default=None)
@@ -169,12 +171,38 @@ class Model(Base):
     arch: Mapped[str] = mapped_column(String(64))
     class_names: Mapped[list] = mapped_column(JSON)
     input_shape: Mapped[list] = mapped_column(JSON)  # [H, W, C] of the images it takes
+    # An index of the model card (the truth): what listings show without reading the blob store.
     threshold: Mapped[float | None] = mapped_column(Float, default=None)
     positive_class: Mapped[int | None] = mapped_column(Integer, default=None)
     metrics: Mapped[dict] = mapped_column(JSON)  # summary of the test block
     blob_prefix: Mapped[str] = mapped_column(String(200))  # the artefact's files (service.model_card names them)
     size_bytes: Mapped[int] = mapped_column(BigInteger, default=0)
     created_at: Mapped[datetime] = mapped_column(default=utcnow)
+    revision: Mapped[int] = mapped_column(Integer, default=0)  # the card revision predict must serve
+    operating_point: Mapped[dict | None] = mapped_column(JSON, default=None)
+
+
+class ModelRevision(Base):
+    """A model's operating points over time: revision 0 is the trained one, each PATCH adds one."""
+
+    __tablename__ = "model_revisions"
+    __table_args__ = (UniqueConstraint("model_id", "revision"),)
+    id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)
+    model_id: Mapped[str] = mapped_column(ForeignKey("models.id"), index=True)
+    revision: Mapped[int] = mapped_column(Integer)
+    operating_point: Mapped[dict] = mapped_column(JSON)
+    metrics: Mapped[dict] = mapped_column(JSON)  # the test block's decision metrics and bounds at it
+    created_at: Mapped[datetime] = mapped_column(default=utcnow)
+
+
+class ModelAlias(Base):
+    """A tenant's name for one of its models (``production``, ``staging``), so callers never hard-code ids."""
+
+    __tablename__ = "model_aliases"
+    tenant_id: Mapped[str] = mapped_column(ForeignKey("tenants.id"), primary_key=True)
+    alias: Mapped[str] = mapped_column(String(64), primary_key=True)
+    model_id: Mapped[str] = mapped_column(ForeignKey("models.id"), index=True)
+    updated_at: Mapped[datetime] = mapped_column(default=utcnow)
 
 
 # Portable auto-increment: BIGSERIAL on PostgreSQL, the rowid alias on SQLite (which only aliases INTEGER).

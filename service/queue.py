@@ -34,6 +34,7 @@ import threading
 import warnings
 from typing import Any
 
+from amqp.exceptions import ChannelError
 from celery import Celery
 from kombu.transport.sqlalchemy import Channel as _SQLAlchemyChannel
 from kombu.transport.sqlalchemy import Transport as _SQLAlchemyTransport
@@ -109,7 +110,9 @@ def celery_config(settings: Settings) -> dict[str, Any]:
         "worker_prefetch_multiplier": 1,
         "worker_max_tasks_per_child": 1,
         "worker_concurrency": 1,
-        "worker_send_task_events": False,
+        # Off by default (an event per task state for nobody to read); on for Flower (docs/operations.md).
+        "worker_send_task_events": settings.celery_task_events,
+        "task_send_sent_event": settings.celery_task_events,
         "worker_disable_rate_limits": True,
         "enable_utc": True,
     }
@@ -169,6 +172,24 @@ def enqueue_advance(celery_app: Celery, experiment_id: str, *, expires_seconds: 
     celery_app.send_task(
         ADVANCE_TASK, args=[experiment_id], queue=CONTROL_QUEUE, ignore_result=True, expires=expires_seconds
     )
+
+
+NOT_FOUND = "404"  # the reply code kombu's virtual transports give an unknown queue (a str there)
+
+
+def queue_depths(celery_app: Celery) -> dict[str, int]:
+    """Messages waiting in each of our queues, by name (raises if the broker is unreachable)."""
+    depths: dict[str, int] = {}
+    with celery_app.connection_for_read() as connection:
+        for queue in (QUEUE, CONTROL_QUEUE):
+            with connection.channel() as channel:
+                try:
+                    depths[queue] = int(channel.queue_declare(queue=queue, passive=True).message_count)
+                except ChannelError as exc:
+                    if str(exc.reply_code) != NOT_FOUND:
+                        raise
+                    depths[queue] = 0  # Redis forgets an emptied queue: nothing is waiting in it
+    return depths
 
 
 def check_broker(celery_app: Celery, *, timeout: float = 3.0) -> None:

@@ -14,7 +14,7 @@ from pydantic import AfterValidator, BaseModel, ConfigDict, Field, ValidationErr
 
 from service.ingest.canonical import mask_classes
 from service.model_card import PROGRAM_FILE
-from service.models import Artifact, Dataset, EpochMetrics, Job, Model
+from service.models import Artifact, Dataset, EpochMetrics, Job, Model, ModelAlias, ModelRevision
 from service.spec import JobSpec
 from service.spec_warnings import spec_warnings
 
@@ -173,7 +173,11 @@ class JobOut(BaseModel):
     attempts: int = Field(description="times a worker has claimed the job")
     experiment_id: str | None = Field(default=None, description="the experiment this job is a trial of")
     trial: int | None = Field(default=None, description="its trial number in that experiment")
-    warnings: list[WarningOut] = Field(default=[], description="spec combinations that are likely a mistake")
+    warnings: list[WarningOut] = Field(
+        default=[],
+        description="spec combinations that are likely a mistake, and what the finished job found "
+        "(e.g. a recall guarantee that cannot hold)",
+    )
 
     @classmethod
     def from_row(cls, row: Job) -> JobOut:
@@ -196,7 +200,7 @@ class JobOut(BaseModel):
             attempts=row.attempts,
             experiment_id=row.experiment_id,
             trial=row.trial,
-            warnings=_spec_warnings(row.spec),
+            warnings=_spec_warnings(row.spec) + [WarningOut(**item) for item in row.warnings or []],
         )
 
 
@@ -264,6 +268,29 @@ class ArtifactOut(BaseModel):
         return cls(name=row.name, size=row.size, content_type=row.content_type, sha256=row.sha256)
 
 
+class ModelRevisionOut(BaseModel):
+    revision: int
+    operating_point: dict[str, Any]
+    metrics: dict[str, Any] = Field(description="the test block at this operating point (with lower bounds)")
+    created_at: UtcDatetime
+
+    @classmethod
+    def from_row(cls, row: ModelRevision) -> ModelRevisionOut:
+        return cls(
+            revision=row.revision, operating_point=row.operating_point, metrics=row.metrics, created_at=row.created_at
+        )
+
+
+class AliasOut(BaseModel):
+    alias: str
+    model_id: str
+    updated_at: UtcDatetime
+
+    @classmethod
+    def from_row(cls, row: ModelAlias) -> AliasOut:
+        return cls(alias=row.alias, model_id=row.model_id, updated_at=row.updated_at)
+
+
 class ModelOut(BaseModel):
     model_config = ConfigDict(
         protected_namespaces=(),
@@ -294,10 +321,20 @@ class ModelOut(BaseModel):
     metrics: dict[str, Any]
     size_bytes: int
     created_at: UtcDatetime
+    revision: int = Field(default=0, description="model card revision; +1 for each re-fitted operating point")
+    operating_point: dict[str, Any] | None = Field(
+        default=None, description="the decision rule predict applies (rule, thresholds, policy, guarantee)"
+    )
+    history: list[ModelRevisionOut] | None = Field(
+        default=None, description="every operating point the model has had, oldest first (single-model answers)"
+    )
 
     @classmethod
-    def from_row(cls, row: Model) -> ModelOut:
+    def from_row(cls, row: Model, *, history: list[ModelRevision] | None = None) -> ModelOut:
         return cls(
+            revision=row.revision or 0,
+            operating_point=row.operating_point,
+            history=None if history is None else [ModelRevisionOut.from_row(item) for item in history],
             id=row.id,
             arch=row.arch,
             class_names=[str(n) for n in row.class_names],

@@ -19,6 +19,7 @@ reports argmax accuracy; AUROC and PR-AUC do not depend on it.
 from __future__ import annotations
 
 from collections.abc import Sequence
+from dataclasses import dataclass
 from typing import Annotated, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, Strict, field_validator, model_validator
@@ -46,6 +47,14 @@ ScaleFactor = Annotated[float, Strict(), Field(gt=0.0, le=4.0)]
 INIT_PATTERN = r"^(job:[0-9a-f]{32}|weights:[A-Za-z0-9][A-Za-z0-9._-]{0,127})$"
 
 
+@dataclass(frozen=True)
+class InitSource:
+    """A parsed ``model.init``: ``kind`` ``"job"`` (``name`` is a job id) or ``"weights"`` (a file name)."""
+
+    kind: Literal["job", "weights"]
+    name: str
+
+
 class _Part(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True, allow_inf_nan=False, strict=True)
 
@@ -63,6 +72,14 @@ class ModelSpec(_Part):
     )
     freeze_backbone_epochs: int = Field(default=0, ge=0, le=10_000)
 
+    @property
+    def init_source(self) -> InitSource | None:
+        """``init`` parsed (the one place that reads its ``kind:name`` form; ``INIT_PATTERN`` checked it)."""
+        if self.init is None:
+            return None
+        kind, _, name = self.init.partition(":")
+        return InitSource(kind="job" if kind == "job" else "weights", name=name)
+
 
 class LossSpec(_Part):
     type: Literal["cross_entropy", "focal", "ldam", "logit_adjusted", "balanced_softmax"] = "cross_entropy"
@@ -71,7 +88,9 @@ class LossSpec(_Part):
     )
     gamma: float = Field(default=2.0, ge=0.0, le=10.0)
     alpha: Probability | list[Probability] | Literal["balanced"] | None = Field(
-        default=None, description="focal α: number, one value per class, or 'balanced'"
+        default=None,
+        description="focal α: a number (binary only: α for the positive class, 1 - α for the other, "
+        "as torchvision sigmoid_focal_loss), one value per class, or 'balanced'",
     )
     class_weights: Literal["none", "balanced", "effective_number"] | list[Annotated[float, Field(gt=0.0, le=1e6)]] = (
         "none"
@@ -181,15 +200,72 @@ class EarlyStoppingSpec(_Part):
     min_delta: float = Field(default=0.0, ge=0.0, le=1.0)
 
 
+# A class by name or by index; strict, so a boolean is not class 1.
+ClassRef = Annotated[str, Field(strict=True, min_length=1, max_length=200)] | Annotated[int, Field(strict=True, ge=0)]
+THRESHOLD_STRATEGIES = ("none", "max_f1", "recall_at_least", "precision_at_least", "cost", "target_recall")
+
+
 class ThresholdSpec(_Part):
-    strategy: Literal["none", "max_f1", "target_recall"] = "max_f1"
+    """The operating point: a policy fitted on val, verified on test, stored on the model card.
+
+    ``recall_at_least`` / ``precision_at_least`` take ``value`` for ``class`` (a
+    name or index; default: the positive class), one-vs-rest on multi-class
+    data; ``cost`` is a K×K matrix ``cost[true][predicted]`` (the Bayes
+    decision on calibrated probabilities). ``target_recall`` (with
+    ``target_recall``) is kept as an alias of ``recall_at_least`` on the
+    positive class. ``guarantee`` chooses the threshold so that the
+    Clopper–Pearson lower bound at ``confidence`` (not the point estimate)
+    meets ``value`` on val.
+    """
+
+    model_config = ConfigDict(
+        extra="forbid",
+        frozen=True,
+        allow_inf_nan=False,
+        strict=True,
+        validate_by_name=True,
+        validate_by_alias=True,
+        serialize_by_alias=True,
+    )
+    strategy: Literal[THRESHOLD_STRATEGIES] = "max_f1"  # type: ignore[valid-type]
+    value: float | None = Field(
+        default=None, gt=0.0, le=1.0, strict=True, description="the recall or precision to reach"
+    )
+    class_: ClassRef | None = Field(
+        default=None, alias="class", description="class name or index (default: the positive class)"
+    )
+    cost: list[list[Annotated[float, Field(ge=0.0, le=1e9)]]] | None = Field(
+        default=None, max_length=1000, description="cost[true][predicted], K×K, for strategy 'cost'"
+    )
     target_recall: float | None = Field(default=None, gt=0.0, le=1.0)
+    confidence: float = Field(default=0.95, ge=0.5, lt=1.0, strict=True, description="level of the lower bounds")
+    guarantee: bool = Field(default=False, strict=True)
 
     @model_validator(mode="after")
-    def _target_given(self) -> ThresholdSpec:
-        if self.strategy == "target_recall" and self.target_recall is None:
-            raise ValueError("threshold.target_recall is required when strategy is 'target_recall'")
+    def _arguments_given(self) -> ThresholdSpec:
+        needs = {"target_recall": "target_recall", "recall_at_least": "value", "precision_at_least": "value"}
+        name = needs.get(self.strategy)
+        if name is not None and getattr(self, name) is None:
+            raise ValueError(f"threshold.{name} is required when strategy is {self.strategy!r}")
+        if (self.strategy == "cost") != (self.cost is not None):
+            raise ValueError("threshold.cost is given exactly when strategy is 'cost'")
+        if self.guarantee and self.strategy not in ("recall_at_least", "precision_at_least", "target_recall"):
+            raise ValueError("threshold.guarantee needs strategy 'recall_at_least' or 'precision_at_least'")
         return self
+
+    def canonical(self) -> ThresholdSpec:
+        """``target_recall`` spelled as the ``recall_at_least`` it is an alias of."""
+        if self.strategy != "target_recall":
+            return self
+        return self.model_copy(
+            update={"strategy": "recall_at_least", "value": self.target_recall, "target_recall": None}
+        )
+
+
+class CalibrationSpec(_Part):
+    method: Literal["temperature", "none"] = Field(
+        default="temperature", description="temperature scaling fitted on val NLL (Guo et al. 2017)"
+    )
 
 
 RESAMPLE_OVER = ("smote", "adasyn", "borderline_smote", "random_over", "smote_tomek", "smote_enn")
@@ -248,6 +324,11 @@ class JobSpec(_Part):
     early_stopping: EarlyStoppingSpec = EarlyStoppingSpec()
     selection_metric: Literal[SELECTION_METRICS] = "auroc"  # type: ignore[valid-type]
     threshold: ThresholdSpec = ThresholdSpec()
+    calibration: CalibrationSpec = CalibrationSpec()
+    positive_class: ClassRef | None = Field(
+        default=None,
+        description="class name or index the thresholds, PR curve and bounds refer to; default: train minority",
+    )
     compile: bool = Field(default=False, description="torch.compile the network (GPU workers)")
     max_runtime_seconds: int | None = Field(default=None, ge=1, le=30 * 24 * 3600)
     resample: ResampleSpec | None = Field(
@@ -304,7 +385,7 @@ def dataset_violations(
     train_counts: Sequence[int] | None = None,
 ) -> list[tuple[tuple[str, ...], str]]:
     """Checks that need the dataset: per-class lists must match its class count, copy-paste needs masks
-    (``mask_classes``: the classes with at least one masked train image)."""
+    (``mask_classes``: the classes with at least one masked train image), and named classes must exist."""
     problems: list[tuple[tuple[str, ...], str]] = []
     problems += copy_paste_violations(
         spec, class_names=class_names, mask_classes=mask_classes, train_counts=train_counts
@@ -312,6 +393,14 @@ def dataset_violations(
     for path, value in ((("loss", "alpha"), spec.loss.alpha), (("loss", "class_weights"), spec.loss.class_weights)):
         if isinstance(value, list) and len(value) != num_classes:
             problems.append((path, f"needs one value per class ({num_classes}), got {len(value)}"))
+    if isinstance(spec.loss.alpha, (int, float)) and spec.loss.type == "focal" and num_classes != 2:
+        problems.append(
+            (
+                ("loss", "alpha"),
+                f"a single alpha is defined for binary data only; this dataset has {num_classes} classes: "
+                "give one value per class or 'balanced'",
+            )
+        )
     resample = spec.resample
     if resample is not None and not isinstance(resample.sampling_strategy, str) and num_classes != 2:
         problems.append(
@@ -319,7 +408,30 @@ def dataset_violations(
         )
     if spec.loss.variant == "sigmoid" and num_classes != 2:
         problems.append((("loss", "variant"), f"'sigmoid' needs a binary dataset, this one has {num_classes} classes"))
+    names = class_names if class_names is not None else [str(i) for i in range(num_classes)]
+    classes: list[tuple[tuple[str, ...], str | int | None]] = [
+        (("positive_class",), spec.positive_class),
+        (("threshold", "class"), spec.threshold.class_),
+    ]
+    for where, given in classes:
+        if given is not None and resolve_class(given, names) is None:
+            problems.append((where, f"{given!r} is neither a class name nor an index of {names}"))
+    cost = spec.threshold.cost
+    if cost is not None and (len(cost) != num_classes or any(len(row) != num_classes for row in cost)):
+        problems.append((("threshold", "cost"), f"needs a {num_classes}×{num_classes} matrix (cost[true][predicted])"))
     return problems
+
+
+def resolve_class(value: str | int, class_names: Sequence[str]) -> int | None:
+    """A class given by name or index as its index; ``None`` when there is no such class.
+
+    A string is a class name first, then a decimal index (class names are strings).
+    """
+    if isinstance(value, str):
+        if value in class_names:
+            return class_names.index(value)
+        value = int(value) if value.isdecimal() else -1
+    return value if 0 <= value < len(class_names) else None
 
 
 def copy_paste_violations(

@@ -24,15 +24,6 @@ def spec_warnings(spec: JobSpec) -> list[dict]:
                 ["loss.class_weights", "sampler.type"],
             )
         )
-    if loss.type == "focal" and loss.variant == "softmax" and isinstance(loss.alpha, float):
-        found.append(
-            _warning(
-                "scalar_alpha_softmax",
-                f"a scalar loss.alpha ({loss.alpha}) with the softmax focal loss multiplies every class by the same "
-                "factor, so it only scales the loss; give one value per class, 'balanced', or use variant 'sigmoid'",
-                ["loss.alpha", "loss.variant"],
-            )
-        )
     if loss.type == "cross_entropy" and loss.alpha is not None:
         found.append(_warning("alpha_unused", "loss.alpha applies only to the focal loss", ["loss.alpha", "loss.type"]))
     if loss.reweight_from_epoch is not None and loss.class_weights == "none":

@@ -41,6 +41,10 @@ class TtlCache(Generic[K, V]):
             maxsize=self.max_entries, ttl=max(self._ttl_seconds, 0.0), timer=time.monotonic
         )
 
+    def forget(self, key: K) -> None:
+        """Drop ``key``'s cached value (its source changed); the next ``resolve`` looks it up again."""
+        self._entries.pop(key, None)
+
     async def resolve(self, key: K, lookup: Callable[[], Awaitable[V | None]]) -> V | None:
         """The cached value of ``key``, else ``await lookup()``, cached when not None."""
         cached = self._entries.get(key)

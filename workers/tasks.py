@@ -21,19 +21,20 @@ from service.experiments.advance import experiment_of
 from service.queue import ADVANCE_TASK, TASK_NAME, enqueue_advance
 from workers.celery_app import app
 from workers.lifecycle.claim import run_job
+from workers.lifecycle.outcome import Outcome
 
 logger = logging.getLogger(__name__)
 
 
 @app.task(name=TASK_NAME, bind=True, ignore_result=True, acks_late=False)
-def train_job(self, job_id: str) -> str:
+def train_job(self, job_id: str) -> Outcome:
     settings = getattr(self.app, "rarefit_settings", None) or get_settings()
     worker_id = f"{self.request.hostname or socket.gethostname()}:{os.getpid()}"
     try:
         outcome = run_job(job_id, settings=settings, worker_id=worker_id, celery_app=self.app)
     except Exception:  # run_job handles job errors; anything left is ours, and the reaper recovers the job
         logger.exception("job %s: unexpected error in the worker", job_id)
-        return "abandoned"
+        return Outcome.abandoned
     _advance_its_experiment(self.app, settings, job_id)
     return outcome
 

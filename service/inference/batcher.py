@@ -26,6 +26,8 @@ from dataclasses import dataclass, field
 
 import torch
 
+from service.metrics import PREDICT_BATCH
+
 logger = logging.getLogger(__name__)
 
 Load = Callable[[int, int], torch.Tensor]  # (start, stop) of a request's images -> (stop - start, C, H, W)
@@ -185,6 +187,7 @@ class MicroBatcher:
         if not tensors:
             return ready, None, failures
         images = tensors[0] if len(tensors) == 1 else torch.cat(tensors)
+        PREDICT_BATCH.observe(images.shape[0])
         rows = self._forward(images)
         if rows.shape[0] != images.shape[0]:
             raise RuntimeError(f"forward returned {rows.shape[0]} rows for {images.shape[0]} images")

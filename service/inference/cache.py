@@ -14,6 +14,8 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Generic, TypeVar
 
+from service.metrics import MODEL_CACHE
+
 logger = logging.getLogger(__name__)
 
 V = TypeVar("V")
@@ -83,11 +85,13 @@ class ModelCache(Generic[V]):
             hit = self._entries.get(key)
             if hit is not None:
                 self._entries.move_to_end(key)
+                MODEL_CACHE.labels("hit").inc()
                 return hit[0]
             pending = self._pending.get(key)
             owner = pending is None
             if owner:
                 pending = self._pending[key] = _Pending()
+        MODEL_CACHE.labels("miss" if owner else "shared").inc()
         if owner:
             return self._load(key, pending, load)
         pending.done.wait()

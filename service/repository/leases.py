@@ -108,6 +108,7 @@ def finish_job(
     best_epoch: int | None = None,
     test_metrics: dict | None = None,
     model_id: str | None = None,
+    warnings: list[dict] | None = None,
     now: datetime | None = None,
 ) -> bool:
     """Move the lease holder's running job to a final status; False without the lease."""
@@ -126,6 +127,7 @@ def finish_job(
         best_epoch=best_epoch,
         test_metrics=json_safe(test_metrics),
         model_id=model_id,
+        warnings=list(warnings) if warnings else None,
     )
 
 

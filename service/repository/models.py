@@ -42,6 +42,7 @@ def register_model(
     metrics: dict,
     blob_prefix: str,
     size_bytes: int = 0,
+    operating_point: dict | None = None,
 ) -> Model:
     """The job's model, inserted once: a second call returns the first model unchanged."""
     row = {
@@ -55,6 +56,7 @@ def register_model(
         "metrics": json_safe(metrics) or {},
         "blob_prefix": blob_prefix,
         "size_bytes": int(size_bytes),
+        "operating_point": json_safe(operating_point),
     }
     insert_ignore(session, Model, row, keys=("job_id",))
     return session.scalars(select(Model).where(Model.job_id == job_id).execution_options(populate_existing=True)).one()

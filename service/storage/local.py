@@ -45,6 +45,13 @@ def _fsync_dir(path: Path) -> None:
         os.close(fd)
 
 
+def _link_or_copy(src: Path, dest: Path) -> None:
+    try:
+        os.link(src, dest)
+    except OSError:  # another filesystem, or one without hard links
+        shutil.copyfile(src, dest)
+
+
 class LocalBlobStore:
     """Blobs as files under ``root`` (a local or network filesystem)."""
 
@@ -111,15 +118,24 @@ class LocalBlobStore:
         return open(path, "rb")
 
     def download(self, key: str, dest: Path, *, sha256: str | None = None) -> BlobInfo:
-        """Copy ``key`` to the local file ``dest`` (atomically), checking ``sha256`` when given."""
-        dest = Path(dest)
+        """Put a copy of ``key`` at the local file ``dest`` (atomically), checking ``sha256`` when given.
+
+        On the same filesystem the copy is a hard link: a blob is never changed in place (every write
+        replaces the file), so the staged copy keeps its bytes whatever happens to the key later.
+        """
+        src, dest = self._path(key), Path(dest)
+        if not src.is_file():
+            raise FileNotFoundError(f"no blob {key!r}")
         dest.parent.mkdir(parents=True, exist_ok=True)
-        with self.open_read(key) as handle, full_as_storage_full("the staging disk"):
-            info = self._write_chunks(dest, iter(lambda: handle.read(CHUNK_BYTES), b""))
+        tmp = dest.with_name(f".{dest.name}.{uuid.uuid4().hex}.part")
         try:
+            with full_as_storage_full("the staging disk"):
+                _link_or_copy(src, tmp)
+            info = BlobInfo(size=tmp.stat().st_size, sha256=sha256_file(tmp))
             verify(key, info, sha256)
-        except ValueError:
-            dest.unlink(missing_ok=True)
+            os.replace(tmp, dest)
+        except BaseException:
+            tmp.unlink(missing_ok=True)
             raise
         return info
 

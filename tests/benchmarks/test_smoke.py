@@ -205,6 +205,15 @@ def test_merge_results_copies_sections_verbatim(tmp_path: Path) -> None:
     assert common.parse_markdown_table(common.read_section("throughput-cpu", path=main)) == [{"x": "1"}]
 
 
+def test_experiment_overhead_quick(tmp_path: Path, pneumonia_npz: Path) -> None:
+    results = tmp_path / "RESULTS.md"
+    run_quick("benchmarks.experiments", results, pneumonia_npz, "--overhead", timeout=600)
+    [table] = section_tables(results, "experiments-overhead-cpu")
+    [row] = table
+    wall, job_walls, epochs = (positive(row[key]) for key in ("wall s", "sum of job wall s", "sum of epoch s"))
+    assert epochs <= job_walls <= wall  # epochs happen inside jobs, jobs inside the experiment
+
+
 def test_techniques_quick(tmp_path: Path, pneumonia_npz: Path) -> None:
     results = tmp_path / "RESULTS.md"
     run_quick("benchmarks.techniques", results, pneumonia_npz)

@@ -29,7 +29,7 @@ from service.storage import BlobStore, LocalBlobStore
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
 API_KEY = "rf_chaos_default_tenant_key_0123456789"
-ARTEFACTS = ["metrics.json", "model.pt2", "model_card.json", "weights.safetensors"]
+ARTEFACTS = ["metrics.json", "model.onnx", "model.pt2", "model_card.json", "scores.npz", "weights.safetensors"]
 FAST = {"lease_seconds": 4, "heartbeat_seconds": 1, "reaper_interval_seconds": 1, "requeue_after_seconds": 30}
 SPEC = {
     "model": {"arch": "simple_cnn"},

@@ -18,10 +18,12 @@ import numpy as np
 import pytest
 from chaos_support import TcpProxy
 from PIL import Image
+from prometheus_client.parser import text_string_to_metric_families
 
 from service.models import JobStatus
 
 pytestmark = [pytest.mark.chaos, pytest.mark.integration, pytest.mark.timeout(300)]
+METRICS_TOKEN = "chaos-operator-metrics-token"
 
 
 @pytest.fixture
@@ -71,8 +73,8 @@ def _start(world, *, worker_host: str = "a", **worker_options):
 
 
 def test_the_whole_flow_with_api_and_worker_on_separate_disks(s3_cluster):
-    world = s3_cluster()
-    _start(world)
+    world = s3_cluster(metrics_token=METRICS_TOKEN)
+    worker = _start(world)
     dataset = world.upload()
     assert len(world.store.list(f"datasets/{dataset}")) == 7  # six arrays and meta.json, in the bucket
     job = world.submit(dataset, epochs=2)
@@ -89,6 +91,33 @@ def test_the_whole_flow_with_api_and_worker_on_separate_disks(s3_cluster):
     # Neither host kept a file: the upload and the run's staging folders are gone, no blob lives on a disk.
     for host in ("api", "a"):
         assert _files(world.host_dir(host)) == [], host
+    _check_metrics_after_one_job(world)
+    job_lines = [line for line in worker.log().splitlines() if f"job {job}:" in line]
+    assert job_lines and all(f"[job={job}]" in line for line in job_lines)  # every worker line names its job
+
+
+def _check_metrics_after_one_job(world) -> None:
+    """A scrape of the API names the one job, its epochs, the requests and the predict pass."""
+    response = world.http.get("/metrics", headers={"Authorization": f"Bearer {METRICS_TOKEN}"})
+    assert response.status_code == 200, response.text
+    found = {
+        (sample.name, frozenset(sample.labels.items())): sample.value
+        for family in text_string_to_metric_families(response.text)
+        for sample in family.samples
+    }
+
+    def value(name: str, **labels: str) -> float:
+        return found.get((name, frozenset(labels.items())), -1.0)
+
+    assert value("rarefit_jobs", state="succeeded") == 1 and value("rarefit_jobs", state="running") == 0
+    assert value("rarefit_job_duration_seconds_count") == 1 and value("rarefit_epoch_duration_seconds_count") == 2
+    assert value("rarefit_http_requests_total", route="/v1/datasets", method="POST", status="201") == 1
+    assert value("rarefit_http_requests_total", route="/v1/jobs", method="POST", status="202") == 1
+    predict_route = "/v1/models/{model_id}/predict"
+    assert value("rarefit_http_requests_total", route=predict_route, method="POST", status="200") == 1
+    assert value("rarefit_predict_batch_size_count") == 1 and value("rarefit_predict_batch_size_sum") == 1
+    assert value("rarefit_model_cache_lookups_total", result="miss") == 1
+    assert value("rarefit_queue_depth", queue="train") == 0
 
 
 def test_a_worker_host_killed_mid_job_is_resumed_from_its_checkpoint_on_another_host(s3_cluster):

@@ -37,7 +37,7 @@ METRIC_FIELDS = {
     "pr_curve",
 }
 PER_CLASS_FIELDS = {"class", "precision", "recall", "f1", "support"}
-ARTEFACTS = {"model.pt2", "model.onnx", "weights.safetensors", "model_card.json", "metrics.json"}
+ARTEFACTS = {"model.pt2", "model.onnx", "weights.safetensors", "model_card.json", "metrics.json", "scores.npz"}
 # PneumoniaMNIST's official splits (shared/data/README.md): the oracle for ingest and metrics.
 CLASS_COUNTS = {"train": [1214, 3494], "val": [135, 389], "test": [234, 390]}
 JOB_SPEC = {

@@ -14,6 +14,7 @@ from pathlib import Path
 
 import httpx
 import pytest
+from prometheus_client.parser import text_string_to_metric_families
 
 from launch.api_processes import bind_sockets, reuse_port_supported
 
@@ -21,6 +22,7 @@ pytestmark = pytest.mark.skipif(not reuse_port_supported(), reason="needs SO_REU
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
 CONNECTIONS = 32
+METRICS_TOKEN = "api-processes-metrics-token"
 
 
 def wait_for(condition, *, timeout: float, what: str) -> None:
@@ -70,6 +72,23 @@ def ready(url: str) -> bool:
         return False
 
 
+def healthz_count(url: str) -> float:
+    """``GET /healthz`` answers counted in a scrape of ``/metrics`` (a new connection each time)."""
+    response = httpx.get(f"{url}/metrics", headers={"Authorization": f"Bearer {METRICS_TOKEN}"}, timeout=10.0)
+    assert response.status_code == 200, response.text
+    for family in text_string_to_metric_families(response.text):
+        for sample in family.samples:
+            labels = sample.labels
+            if sample.name == "rarefit_http_requests_total" and labels.get("route") == "/healthz":
+                return sample.value if labels.get("status") == "200" else 0.0
+    return 0.0
+
+
+def process_environment(pid: int) -> dict[str, str]:
+    raw = Path(f"/proc/{pid}/environ").read_bytes().split(b"\0")
+    return dict(item.decode(errors="replace").split("=", 1) for item in raw if b"=" in item)
+
+
 def test_bind_sockets_share_one_port_and_report_a_taken_one() -> None:
     sockets = bind_sockets("127.0.0.1", 0, 3)
     try:
@@ -92,7 +111,7 @@ def test_two_api_processes_share_connections_restart_and_stop(
 ) -> None:
     settings = sqlite_settings()
     env = {k: v for k, v in os.environ.items() if not k.startswith("RAREFIT_")}
-    env.update(RAREFIT_DATA_DIR=str(settings.data_dir), PYTHONUNBUFFERED="1")
+    env.update(RAREFIT_DATA_DIR=str(settings.data_dir), PYTHONUNBUFFERED="1", RAREFIT_METRICS_TOKEN=METRICS_TOKEN)
     subprocess.run([*rarefit_cmd, "migrate"], cwd=REPO_ROOT, env=env, check=True, capture_output=True, timeout=120)
     url = f"http://127.0.0.1:{free_port}"
     log_path = tmp_path / "api.log"
@@ -119,6 +138,10 @@ def test_two_api_processes_share_connections_restart_and_stop(
         assert sum(per_process) == CONNECTIONS and min(per_process) > 0, per_process  # all on one: p = 2**-31
         for client in clients:
             client.close()
+        # Whichever process answers a scrape, it reports the requests both processes served.
+        assert [healthz_count(url) for _ in range(6)] == [CONNECTIONS] * 6
+        metrics_dir = Path(process_environment(children[0])["PROMETHEUS_MULTIPROC_DIR"])
+        assert metrics_dir.is_dir()
 
         os.kill(children[0], signal.SIGKILL)
         wait_for(
@@ -127,10 +150,12 @@ def test_two_api_processes_share_connections_restart_and_stop(
             what="the killed API process to be replaced",
         )
         assert parent.poll() is None
+        assert healthz_count(url) == CONNECTIONS  # the killed process's counts survive it
 
         parent.send_signal(signal.SIGTERM)
         assert parent.wait(timeout=60) == 0
         assert api_children(parent.pid) == [] and not ready(url)
+        assert not metrics_dir.exists()
     finally:
         if parent.poll() is None:
             os.killpg(parent.pid, signal.SIGKILL)

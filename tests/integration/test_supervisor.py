@@ -71,6 +71,8 @@ def test_worker_ignoring_sigterm_is_killed_after_the_grace_period(tmp_path):
 
 def test_worker_arguments_and_environment(tmp_path):
     assert worker_args(concurrency=2)[:5] == ["worker", "-Q", "train", "-c", "2"]
+    assert worker_args(concurrency=2, jobs_per_gpu=3)[:5] == ["worker", "-Q", "train", "-c", "6"]
+    assert worker_args(concurrency=1, queue="control")[:5] == ["worker", "-Q", "control", "-P", "solo"]
     with pytest.raises(ValueError, match="concurrency"):
         worker_args(concurrency=0)
     settings = Settings(_env_file=None, data_dir=tmp_path, lease_seconds=7)

@@ -67,3 +67,9 @@ def test_parser_rejects_missing_arguments(capsys):
         build_parser().parse_args([])
     args = build_parser().parse_args(["api", "--port", "9000", "--workers", "2"])
     assert (args.port, args.workers, args.host) == (9000, 2, None)
+
+
+@pytest.mark.parametrize("argv", [["serve"], ["api"], ["worker"], ["migrate"], ["reap"], ["keys", "list"]])
+def test_every_verb_names_its_handler(argv):
+    args = build_parser().parse_args(argv)
+    assert callable(args.handler) and args.handler.__name__ == f"_{argv[0]}"

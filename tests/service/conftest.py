@@ -20,6 +20,7 @@ with warnings.catch_warnings():
     warnings.filterwarnings("ignore", message="Using `httpx` with `starlette.testclient`")
     from starlette.testclient import TestClient
 from sqlalchemy.orm import Session, sessionmaker
+from tenant_keys import tenant_id_of
 
 from service.config import Settings
 from service.db import transaction
@@ -80,12 +81,6 @@ def alpha(api_db: sessionmaker[Session]) -> dict[str, str]:
 def beta(api_db: sessionmaker[Session]) -> dict[str, str]:
     """Authorization header of tenant 'beta'."""
     return {"Authorization": f"Bearer {make_key(api_db, 'beta')}"}
-
-
-def tenant_id_of(factory: sessionmaker[Session], headers: dict[str, str]) -> str:
-    plaintext = headers["Authorization"].removeprefix("Bearer ")
-    with factory() as session:
-        return tenants.authenticate(session, plaintext=plaintext).tenant_id
 
 
 def _add_dataset_row(factory: sessionmaker[Session], headers: dict[str, str], *, num_classes: int = 2) -> str:

@@ -266,7 +266,8 @@ def test_spec_warnings_are_on_the_job_and_the_experiment(api_client, alpha, new_
     dataset_id = new_dataset(alpha)
     spec = {"dataset_id": dataset_id, "loss": {"type": "focal", "alpha": 0.25, "class_weights": "balanced"}}
     job = api_client.post("/v1/jobs", json={**spec, "sampler": {"type": "weighted"}}, headers=alpha).json()
-    assert {w["code"] for w in job["warnings"]} == {"double_rebalancing", "scalar_alpha_softmax"}
+    # A scalar focal alpha is alpha-balanced on binary data (issue 12): no longer a warning.
+    assert {w["code"] for w in job["warnings"]} == {"double_rebalancing"}
     assert api_client.get(f"/v1/jobs/{job['id']}", headers=alpha).json()["warnings"] == job["warnings"]
     body = {
         **GRID,
@@ -276,3 +277,16 @@ def test_spec_warnings_are_on_the_job_and_the_experiment(api_client, alpha, new_
     body["base"] = {**GRID["base"], "loss": {"class_weights": "balanced"}}
     experiment = api_client.post("/v1/experiments", json=body, headers=alpha).json()
     assert [w["code"] for w in experiment["warnings"]] == ["double_rebalancing"]
+
+
+def test_a_small_dataset_gets_the_small_data_recipe_for_what_the_spec_leaves_unset(api_client, alpha, new_dataset):
+    dataset_id = new_dataset(alpha)  # tens of 8x8 images
+    plain = api_client.post("/v1/jobs", json={"dataset_id": dataset_id}, headers=alpha).json()["spec"]
+    assert (plain["model"]["arch"], plain["sampler"]["type"], plain["loss"]["type"]) == (
+        "simple_cnn",
+        "random",
+        "focal",
+    )
+    chosen = {"dataset_id": dataset_id, "model": {"arch": "resnet18"}, "sampler": {"type": "weighted"}}
+    spec = api_client.post("/v1/jobs", json=chosen, headers=alpha).json()["spec"]
+    assert (spec["model"]["arch"], spec["sampler"]["type"], spec["loss"]["type"]) == ("resnet18", "weighted", "focal")

@@ -3,9 +3,9 @@
 from __future__ import annotations
 
 import pytest
-from conftest import tenant_id_of
 from httpx_sse import connect_sse
 from sqlalchemy import select
+from tenant_keys import tenant_id_of
 
 from service.db import transaction
 from service.models import Event, Experiment, ExperimentStatus, JobStatus

@@ -91,6 +91,10 @@ def test_download_checks_the_hash_and_leaves_nothing_on_a_mismatch(store: BlobSt
     dest = tmp_path / "run" / "resume.pt"
     assert store.download("jobs/j/checkpoints/a0-e00001.pt", dest, sha256=info.sha256) == info
     assert dest.read_bytes() == b"checkpoint bytes"
+    store.write("jobs/j/checkpoints/a0-e00001.pt", b"next")  # the staged copy is a copy, whatever its kind
+    assert dest.read_bytes() == b"checkpoint bytes"
+    store.delete("jobs/j")
+    assert dest.read_bytes() == b"checkpoint bytes"
     dest.unlink()
     store.write("jobs/j/checkpoints/a0-e00001.pt", b"checkpoint bytEs")  # one flipped byte in the store
     with pytest.raises(BlobCorrupt, match=f"expected {info.sha256}"):

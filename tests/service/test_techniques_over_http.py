@@ -222,7 +222,9 @@ def test_technique_reaches_the_training_core(api_client, alpha, new_dataset, nam
     fragment, landed = CASES[name]
     stored = _submit(api_client, alpha, new_dataset(alpha), {"epochs": 2, "batch_size": 8, **fragment})
     spec = JobSpec.model_validate(stored)
-    kwargs = build_training(spec, dataset_arrays=DATA, class_names=["common", "rare"], device="cpu", init_state=None)
+    kwargs = build_training(
+        spec, dataset_arrays=DATA, class_names=["common", "rare"], device="cpu", init_state=None
+    ).fit_arguments()
     assert landed(kwargs), f"{name}: {fragment} did not reach the core"
 
 
@@ -248,7 +250,9 @@ def test_kitchen_sink_spec_trains(api_client, alpha, new_dataset):
         "batch_size": 8,
     }
     spec = JobSpec.model_validate(_submit(api_client, alpha, new_dataset(alpha), fragment))
-    kwargs = build_training(spec, dataset_arrays=DATA, class_names=["common", "rare"], device="cpu", init_state=None)
+    kwargs = build_training(
+        spec, dataset_arrays=DATA, class_names=["common", "rare"], device="cpu", init_state=None
+    ).fit_arguments()
     result = fit(**kwargs)
     assert [record.epoch for record in result.history] == [1, 2]
     assert result.test is not None and result.threshold is not None
@@ -274,7 +278,9 @@ def test_long_tail_kitchen_sink_trains(api_client, alpha, new_dataset):
         "batch_size": 8,
     }
     spec = JobSpec.model_validate(_submit(api_client, alpha, new_dataset(alpha), fragment))
-    kwargs = build_training(spec, dataset_arrays=DATA, class_names=["common", "rare"], device="cpu", init_state=None)
+    kwargs = build_training(
+        spec, dataset_arrays=DATA, class_names=["common", "rare"], device="cpu", init_state=None
+    ).fit_arguments()
     result = fit(**kwargs)
     assert [record.epoch for record in result.history] == [1, 2]
     assert result.test is not None and result.threshold is not None
@@ -289,10 +295,10 @@ def test_each_resample_method_runs_from_a_spec_submitted_over_http(api_client, a
         "resample": {"method": method, "k_neighbors": 3, "head_epochs": 2},
     }
     spec = JobSpec.model_validate(_submit(api_client, alpha, new_dataset(alpha), fragment))
-    kwargs = build_training(spec, dataset_arrays=DATA, class_names=["common", "rare"], device="cpu", init_state=None)
-    stage1 = fit(**kwargs)
+    plan = build_training(spec, dataset_arrays=DATA, class_names=["common", "rare"], device="cpu", init_state=None)
+    stage1 = plan.fit()
     try:
-        final, report, files = decoupled_stage(spec, result=stage1, plan=kwargs, device=torch.device("cpu"))
+        final, report, files = decoupled_stage(spec, result=stage1, plan=plan, device=torch.device("cpu"))
     except ValueError as exc:  # random 12 px images: ADASYN may find no majority neighbour, and says so
         assert method == "adasyn" and "ADASYN is not suited" in str(exc)
         return

@@ -14,11 +14,10 @@ import re
 
 import numpy as np
 import pytest
-from conftest import tenant_id_of
 from starlette.routing import Route
 
 from service.db import transaction
-from service.repository import webhooks
+from service.repository import tenants, webhooks
 
 PROBLEM = "application/problem+json"
 _PARAMETER = re.compile(r"{(\w+)(?::\w+)?}")
@@ -36,6 +35,8 @@ def alpha_objects(api_client, alpha, complete_job, api_db) -> dict[str, str]:
     dataset_id = upload.json()["id"]
     done = api_client.post("/v1/jobs", headers=alpha, json={"dataset_id": dataset_id, "epochs": 2}).json()["id"]
     model_id = complete_job(done)
+    alias = api_client.put("/v1/models/aliases/production", headers=alpha, json={"model_id": model_id})
+    assert alias.status_code == 200, alias.text
     queued = api_client.post(
         "/v1/jobs", headers={**alpha, "Idempotency-Key": "shared-key"}, json={"dataset_id": dataset_id}
     ).json()["id"]
@@ -44,10 +45,13 @@ def alpha_objects(api_client, alpha, complete_job, api_db) -> dict[str, str]:
         "/v1/experiments", headers=alpha, json={"dataset_id": dataset_id, "search": search, "seeds": [0]}
     )
     assert experiment.status_code == 202, experiment.text
+    # Finished, so its event stream ends after the replay instead of following a live experiment.
+    assert api_client.post(f"/v1/experiments/{experiment.json()['id']}/cancel", headers=alpha).status_code == 202
     with transaction(api_db) as session:  # stored directly: the target check would need DNS
+        key = tenants.authenticate(session, plaintext=alpha["Authorization"].removeprefix("Bearer "))
         webhook = webhooks.create_webhook(
             session,
-            tenant_id=tenant_id_of(api_db, alpha),
+            tenant_id=key.tenant_id,
             url="https://hooks.example.com/rarefit",
             event_types=["job.succeeded"],
             secret="whsec_test",
@@ -60,6 +64,7 @@ def alpha_objects(api_client, alpha, complete_job, api_db) -> dict[str, str]:
         "queued_job_id": queued,
         "model_id": model_id,
         "name": "metrics.json",
+        "alias": "production",
         "plot": "training_curves",
     }
 
@@ -103,9 +108,15 @@ def _png_b64() -> str:
     return base64.b64encode(buffer.getvalue()).decode()
 
 
-def _body(template: str) -> dict:
+def _body(template: str, method: str = "POST", ids: dict[str, str] | None = None) -> dict:
     """A well-formed body, so a 404 comes from the lookup, not from validation."""
-    return {"json": {"instances": [{"b64": _png_b64()}]}} if template.endswith("/predict") else {}
+    if template.endswith("/predict"):
+        return {"json": {"instances": [{"b64": _png_b64()}]}}
+    if method == "PATCH":
+        return {"json": {"threshold": {"strategy": "max_f1"}}}
+    if method == "PUT":  # an alias of beta's own pointing at alpha's model
+        return {"json": {"model_id": (ids or {}).get("model_id", "")}}
+    return {}
 
 
 def test_every_object_route_hides_other_tenants_objects(api_client, alpha, beta, alpha_objects) -> None:
@@ -115,7 +126,7 @@ def test_every_object_route_hides_other_tenants_objects(api_client, alpha, beta,
     assert len(routes) >= 9, routes
     for method, template in routes:
         path = fill(template, alpha_objects, method=method)
-        response = api_client.request(method, path, headers=beta, **_body(template))
+        response = api_client.request(method, path, headers=beta, **_body(template, method, alpha_objects))
         assert response.status_code == 404, (method, path, response.status_code, response.text)
         assert response.headers["content-type"] == PROBLEM
         for value in alpha_objects.values():

@@ -1,5 +1,5 @@
 """A finished job's artefacts: exported programs (``torch.export`` and, when it exports and checks, ONNX),
-safetensors weights, model card and metrics.
+safetensors weights, val/test scores, metrics and the model card.
 
 Files are written in a temporary folder inside the run's own staging folder
 and published to ``jobs/{job_id}/artifacts/{name}`` (``BlobStore.publish``,
@@ -17,27 +17,29 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from rarefit.decision import DecisionRule
+import numpy as np
+
 from service.jsonsafe import json_safe
 from service.model_card import (
     CARD_FILE,
     METRICS_FILE,
     PROGRAM_FILE,
+    SCORES_FILE,
     WEIGHTS_FILE,
-    Calibration,
     InputSpec,
     ModelCard,
     Normalization,
     OnnxExport,
-    OperatingPoint,
     artifact_key,
     artifacts_prefix,
 )
+from service.operating_points import scores_npz
 from service.spec import JobSpec
 from service.storage import BlobStore
+from workers.lifecycle.decisions import Decisions, make_decisions
 from workers.lifecycle.onnx_export import export_checked_onnx
-from workers.training.export import export_program, save_weights
-from workers.training.trainer import FitResult
+from workers.training.engine import FitResult
+from workers.training.export import export_program, save_weights, tempered
 
 logger = logging.getLogger(__name__)
 
@@ -54,8 +56,17 @@ class StoredArtifact:
     content_type: str
 
 
+@dataclass(frozen=True)
+class ExportedModel:
+    """What ``export_artifacts`` stored, and the card it published."""
+
+    stored: list[StoredArtifact]
+    card: ModelCard
+
+
 def model_card(
     result: FitResult,
+    decisions: Decisions,
     *,
     job_id: str,
     spec: JobSpec,
@@ -66,17 +77,22 @@ def model_card(
     """The card inference and users read: input contract, normalisation, operating point, metrics, provenance."""
     height, width, channels = image_shape
     model = result.model
-    rule = DecisionRule.binary(positive_class=result.positive_class or 0, threshold=result.threshold)
     return ModelCard(
         arch=spec.model.arch,
         class_names=list(class_names),
         positive_class=result.positive_class,
-        files=[PROGRAM_FILE, *([onnx.file] if onnx.file else []), WEIGHTS_FILE, METRICS_FILE],
+        files=[
+            PROGRAM_FILE,
+            *([onnx.file] if onnx.file else []),
+            WEIGHTS_FILE,
+            METRICS_FILE,
+            *([SCORES_FILE] if decisions.scores else []),
+        ],
         input=InputSpec(height=height, width=width, channels=channels),
         normalization=Normalization(mean=model.mean.flatten().tolist(), std=model.std.flatten().tolist()),
-        calibration=Calibration(),
-        operating_point=OperatingPoint.from_rule(rule, policy=spec.threshold.model_dump(mode="json")),
-        metrics=json_safe(result.test or {}),
+        calibration=decisions.calibration,
+        operating_point=decisions.operating_point,
+        metrics=decisions.blocks.get("test", {}),
         best_epoch=result.best_epoch,
         job_id=job_id,
         spec=spec.model_dump(mode="json"),
@@ -96,9 +112,11 @@ def _versions() -> dict[str, str | None]:
     return found
 
 
-def metrics_document(result: FitResult, *, report: dict[str, Any] | None = None) -> dict[str, Any]:
-    """``metrics.json``: the whole history, the selected epoch, the final blocks, and the job's ``report``
-    (``init``: the initial weights and what was adapted to load them)."""
+def metrics_document(
+    result: FitResult, decisions: Decisions, *, report: dict[str, Any] | None = None
+) -> dict[str, Any]:
+    """``metrics.json``: the whole history, the selected epoch, the final (calibrated) blocks, and the job's
+    ``report`` (``init``: the initial weights and what was adapted to load them)."""
     return json_safe(
         {
             **(report or {}),
@@ -106,10 +124,12 @@ def metrics_document(result: FitResult, *, report: dict[str, Any] | None = None)
             "best_epoch": result.best_epoch,
             "best_score": result.best_score,
             "stopped": result.stopped,
-            "threshold": result.threshold,
             "positive_class": result.positive_class,
-            "val": result.val,
-            "test": result.test,
+            "operating_point": decisions.operating_point.model_dump(mode="json"),
+            "calibration": decisions.calibration.model_dump(mode="json"),
+            "warnings": decisions.warnings,
+            "val": decisions.blocks.get("val", result.val),
+            "test": decisions.blocks.get("test", result.test),
         }
     )
 
@@ -123,34 +143,44 @@ def export_artifacts(
     spec: JobSpec,
     class_names: list[str],
     image_shape: tuple[int, int, int],
+    labels: dict[str, np.ndarray],
     report: dict[str, Any] | None = None,
     extra_files: dict[str, Any] | None = None,
-) -> list[StoredArtifact]:
-    """Store the files the card names, then the card; returns what was stored (for ``register_artifact``).
+) -> ExportedModel:
+    """Calibrate and fit the operating point (``decisions``), store the files the card names, then the card.
 
     ``extra_files`` are further JSON documents of the job (e.g. ``cleaned.json``), by file name.
     """
     height, width, channels = image_shape
+    decisions = make_decisions(result, spec=spec, class_names=class_names, labels=labels)
+    served = tempered(result.model, decisions.calibration.temperature)  # calibrated logits, in every program
     with tempfile.TemporaryDirectory(dir=staging, prefix="export-") as tmp:
         folder = Path(tmp)
-        export_program(result.model, folder / PROGRAM_FILE, input_shape=(channels, height, width))
-        onnx = export_checked_onnx(result.model, folder, input_shape=(channels, height, width))
-        card = model_card(result, job_id=job_id, spec=spec, class_names=class_names, image_shape=image_shape, onnx=onnx)
+        export_program(served, folder / PROGRAM_FILE, input_shape=(channels, height, width))
+        onnx = export_checked_onnx(served, folder, input_shape=(channels, height, width))
+        card = model_card(
+            result,
+            decisions,
+            job_id=job_id,
+            spec=spec,
+            class_names=class_names,
+            image_shape=image_shape,
+            onnx=onnx,
+        )
         save_weights(result.model, folder / WEIGHTS_FILE)
-        _write_json(folder / METRICS_FILE, metrics_document(result, report=report))
+        _write_json(folder / METRICS_FILE, metrics_document(result, decisions, report=report))
+        if decisions.scores:
+            (folder / SCORES_FILE).write_bytes(scores_npz(decisions.scores))
         for name, document in (extra_files or {}).items():
             _write_json(folder / name, json_safe(document))
         (folder / CARD_FILE).write_text(card.to_json(), encoding="utf-8")
-        stored = [
-            _store(store, folder, job_id, PROGRAM_FILE, BINARY_TYPE),
-            *([_store(store, folder, job_id, onnx.file, BINARY_TYPE)] if onnx.file else []),
-            _store(store, folder, job_id, WEIGHTS_FILE, BINARY_TYPE),
-            _store(store, folder, job_id, METRICS_FILE, JSON_TYPE),
-            *(_store(store, folder, job_id, name, JSON_TYPE) for name in (extra_files or {})),
-            _store(store, folder, job_id, CARD_FILE, JSON_TYPE),  # last: a card names only files that exist
-        ]
+        types = {SCORES_FILE: BINARY_TYPE, METRICS_FILE: JSON_TYPE}
+        stored = [_store(store, folder, job_id, name, types.get(name, BINARY_TYPE)) for name in card.files]
+        stored += [_store(store, folder, job_id, name, JSON_TYPE) for name in (extra_files or {})]
+        # The card last: a published card names only files that exist.
+        stored.append(_store(store, folder, job_id, CARD_FILE, JSON_TYPE))
     logger.info("job %s: artefacts stored under %s", job_id, artifacts_prefix(job_id))
-    return stored
+    return ExportedModel(stored=stored, card=card)
 
 
 def _write_json(path: Path, document: dict[str, Any]) -> None:

@@ -24,6 +24,7 @@ finished needs no resume point and closes with ``write_pending=False``.
 
 from __future__ import annotations
 
+import contextvars
 import logging
 import math
 import threading
@@ -66,7 +67,10 @@ class CheckpointWriter:
         self._closed = False
         self._error: BaseException | None = None
         self._cond = threading.Condition()
-        self._thread = threading.Thread(target=self._run, name=f"checkpoint-{job_id}", daemon=True)
+        # The job id (service.logs.job_id) goes with the thread: its log lines name the job too.
+        self._thread = threading.Thread(
+            target=contextvars.copy_context().run, args=(self._run,), name=f"checkpoint-{job_id}", daemon=True
+        )
         self._thread.start()
 
     def submit(self, snapshot: Snapshot) -> None:

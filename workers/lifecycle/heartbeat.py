@@ -9,6 +9,7 @@ on, so this worker must stop writing). The training loop polls both events.
 
 from __future__ import annotations
 
+import contextvars
 import logging
 import threading
 import time
@@ -43,7 +44,10 @@ class Heartbeat:
         self.lease_lost = threading.Event()
         self._stop = threading.Event()
         self._last_success = time.monotonic()
-        self._thread = threading.Thread(target=self._run, name=f"heartbeat-{job_id}", daemon=True)
+        # The job id (service.logs.job_id) goes with the thread: its log lines name the job too.
+        self._thread = threading.Thread(
+            target=contextvars.copy_context().run, args=(self._run,), name=f"heartbeat-{job_id}", daemon=True
+        )
 
     def start(self) -> None:
         self._last_success = time.monotonic()

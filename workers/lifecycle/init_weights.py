@@ -1,4 +1,4 @@
-"""Initial weights for transfer learning: ``model.init`` → a state dict, loaded without pickle.
+"""Initial weights for transfer learning: ``model.init`` (an ``InitSource``) → a state dict, never via pickle.
 
 - ``"job:<id>"``: the registered model of an earlier job *of the same tenant*
   (its safetensors weights); another tenant's job is "not found".
@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import logging
 import re
+from collections.abc import Callable
 from pathlib import Path
 
 import torch
@@ -22,6 +23,7 @@ from sqlalchemy.orm import Session
 
 from service.model_card import WEIGHTS_FILE
 from service.repository import models
+from service.spec import InitSource
 from service.storage import BlobStore
 
 logger = logging.getLogger(__name__)
@@ -34,32 +36,37 @@ class InitNotFound(ValueError):
     """``model.init`` names weights that do not exist or cannot be read."""
 
 
-def init_blob_key(session: Session, *, init: str, tenant_id: str) -> str | None:
-    """For ``job:<id>``, the blob key of that job's weights; None for other kinds of ``init``."""
-    if not init.startswith("job:"):
-        return None
-    source_job = init.removeprefix("job:")
-    prefix = models.blob_prefix_of_job(session, tenant_id=tenant_id, job_id=source_job)
-    if prefix is None:
-        raise InitNotFound(f"init job not found: {source_job} has no registered model for this tenant")
-    return f"{prefix}/{WEIGHTS_FILE}"
+def load_init_state(
+    source: InitSource, *, weights_dir: Path, job_weights: Callable[[str], dict[str, torch.Tensor]]
+) -> dict[str, torch.Tensor]:
+    """The state dict ``source`` names; ``job_weights(job_id)`` fetches a job's weights on this worker."""
+    if source.kind == "weights":
+        return load_operator_weights(source.name, weights_dir=weights_dir)
+    return job_weights(source.name)
 
 
-def load_job_weights(store: BlobStore, key: str, *, dest: Path, init: str) -> dict[str, torch.Tensor]:
+def load_job_weights(store: BlobStore, key: str, *, dest: Path, job_id: str) -> dict[str, torch.Tensor]:
     """The weights stored at ``key``, copied to ``dest`` (in the run's staging folder) and loaded from there."""
     try:
         store.download(key, dest)
     except FileNotFoundError:
-        raise InitNotFound(f"init job not found: the weights of {init.removeprefix('job:')} are missing") from None
+        raise InitNotFound(f"init job not found: the weights of {job_id} are missing") from None
     try:
         return load_file(str(dest), device="cpu")
     finally:
         dest.unlink(missing_ok=True)
 
 
-def load_operator_weights(init: str, *, weights_dir: Path) -> dict[str, torch.Tensor]:
-    """The state dict in ``weights_dir/<name>`` for ``init = "weights:<name>"``."""
-    name = init.removeprefix("weights:")
+def job_weights_key(session: Session, *, tenant_id: str, job_id: str) -> str:
+    """The blob key of the weights of the model the tenant's job ``job_id`` registered."""
+    prefix = models.blob_prefix_of_job(session, tenant_id=tenant_id, job_id=job_id)
+    if prefix is None:
+        raise InitNotFound(f"init job not found: {job_id} has no registered model for this tenant")
+    return f"{prefix}/{WEIGHTS_FILE}"
+
+
+def load_operator_weights(name: str, *, weights_dir: Path) -> dict[str, torch.Tensor]:
+    """The state dict in the operator's file ``weights_dir/<name>``."""
     if not _NAME.match(name) or name in (".", ".."):
         raise InitNotFound(f"invalid weights name {name!r}: use a plain file name from the weights directory")
     path = _find(Path(weights_dir), name)

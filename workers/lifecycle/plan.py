@@ -1,41 +1,90 @@
-"""The adapter from a ``JobSpec`` to training-core keyword arguments: the one place a spec becomes training.
+"""The adapter from a ``JobSpec`` to the training core: the one place a spec becomes training.
 
-``build_training`` turns the spec plus the decoded dataset into the keyword
-arguments of ``workers.training.engine.fit``. The job run
-(``workers.lifecycle.run``) adds the progress callbacks and ``resume``, and
-itself reads only what is not training: the init weights to load, the run
-time limit and the architecture named on the model card. ``amp``, ``channels_last`` and
-``eval_batch_size`` keep ``fit``'s defaults. Every statistic (channel
-mean/std, class counts for weights, focal α, minority classes) comes from the
-*train* split only.
+``build_training`` turns the spec plus the decoded dataset into a
+``TrainingPlan``: every argument of ``workers.training.engine.fit`` but the
+progress callbacks and ``resume``, which the job run (``workers.lifecycle.run``)
+adds; the run itself reads only what is not training: the init weights to load,
+the run time limit and the architecture named on the model card. ``amp``,
+``channels_last`` and ``eval_batch_size`` keep ``fit``'s defaults. Every
+statistic (channel mean/std, class counts for weights, focal α, minority
+classes) comes from the *train* split only.
 """
 
 from __future__ import annotations
 
 import logging
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass, fields
 from typing import Any
 
 import numpy as np
 import torch
+from torch.optim import Optimizer
 
-from service.spec import JobSpec, LossSpec, effective_warmup_epochs
+from service.spec import JobSpec, LossSpec, ThresholdSpec, effective_warmup_epochs, resolve_class
 from workers.training.augment import BatchAugment, minority_class_mask
 from workers.training.copy_paste import CopyPaste
-from workers.training.data import Split, channel_stats
+from workers.training.data import Split, channel_stats, minority_class
+from workers.training.engine import FitResult, fit
 from workers.training.long_tail import LONG_TAIL_KINDS, LongTailCriterion, posthoc_adjustment
 from workers.training.loop import steps_per_epoch
 from workers.training.losses import Criterion, class_weights, resolve_alpha
 from workers.training.mixing import BatchMixer
 from workers.training.networks import Classifier, build_network, load_init_state
-from workers.training.optim import make_optimizer, make_scheduler
-from workers.training.samplers import make_sampler
+from workers.training.optim import LrSchedule, make_optimizer, make_scheduler
+from workers.training.samplers import EpochSampler, make_sampler
 from workers.training.seeding import seed_everything
+from workers.training.state import EpochRecord, StopReason, TrainingState
 from workers.training.transfer import prepare_pretrained
 
 logger = logging.getLogger(__name__)
 
 SplitArrays = tuple[np.ndarray, np.ndarray]
+
+
+@dataclass(frozen=True)
+class TrainingPlan:
+    """One job's training, built and ready: the arguments of ``fit`` without the callbacks and ``resume``."""
+
+    model: Classifier
+    train: Split
+    val: Split | None
+    test: Split | None
+    class_names: list[str]
+    criterion: Criterion
+    optimizer: Optimizer
+    scheduler: LrSchedule
+    sampler: EpochSampler
+    mixer: BatchMixer | None
+    augment: BatchAugment
+    copy_paste: CopyPaste | None
+    epochs: int
+    batch_size: int
+    seed: int
+    device: torch.device
+    selection_metric: str
+    early_stopping_patience: int | None
+    early_stopping_min_delta: float
+    threshold_strategy: str
+    target_recall: float | None
+    positive_class: int | None
+    freeze_backbone_epochs: int
+    compile: bool
+    logit_adjustment: torch.Tensor | None
+
+    def fit_arguments(self) -> dict[str, Any]:
+        """The plan as ``fit`` keyword arguments (for callers that add or override some)."""
+        return {field.name: getattr(self, field.name) for field in fields(self)}
+
+    def fit(
+        self,
+        *,
+        on_epoch_end: Callable[[EpochRecord, TrainingState], None] | None = None,
+        should_stop: Callable[[], StopReason | None] | None = None,
+        resume: dict | None = None,
+    ) -> FitResult:
+        """Run the plan through the core's ``fit``."""
+        return fit(**self.fit_arguments(), on_epoch_end=on_epoch_end, should_stop=should_stop, resume=resume)
 
 
 def build_training(
@@ -47,8 +96,8 @@ def build_training(
     init_state: Mapping[str, torch.Tensor] | None,
     adaptations: list[str] | None = None,
     masks: Mapping[str, np.ndarray] | None = None,
-) -> dict[str, Any]:
-    """Keyword arguments for ``fit(...)`` from ``spec`` and ``{split: (images uint8 NHWC, labels int64)}``.
+) -> TrainingPlan:
+    """The ``TrainingPlan`` for ``spec`` and ``{split: (images uint8 NHWC, labels int64)}``.
 
     Seeds every RNG with ``spec.seed`` first, so the initial weights are
     reproducible. Raises ``ValueError``/``TypeError`` for data or a spec the
@@ -69,6 +118,7 @@ def build_training(
     counts = train.class_counts(len(names))
     if len(counts) != len(names):
         raise ValueError(f"train labels reach class {len(counts) - 1} but the dataset names {len(names)} classes")
+    positive = positive_class_index(spec, class_names=names, counts=counts)
     seed_everything(spec.seed)
     model, adapted = _network(spec, train, num_classes=len(names), init_state=init_state)
     model = model.to(device)
@@ -76,32 +126,32 @@ def build_training(
         adaptations.extend(adapted)
     sampler = make_sampler(spec.sampler.type, labels=train.labels, seed=spec.seed, device=device)
     optimizer, scheduler = _optimization(spec, model, epoch_length=sampler.epoch_length)
-    return {
-        "model": model,
-        "train": train,
-        "val": splits["val"],
-        "test": splits["test"],
-        "class_names": names,
-        "criterion": make_criterion(spec.loss, counts=counts),
-        "optimizer": optimizer,
-        "scheduler": scheduler,
-        "sampler": sampler,
-        "mixer": _mixer(spec, num_classes=len(names), train_labels=train.labels),
-        "augment": _augment(spec, counts=counts),
-        "copy_paste": _copy_paste(spec, train=train, names=names, counts=counts, masks=masks, device=device),
-        "epochs": spec.epochs,
-        "batch_size": spec.batch_size,
-        "seed": spec.seed,
-        "device": device,
-        "selection_metric": spec.selection_metric,
-        "early_stopping_patience": spec.early_stopping.patience,
-        "early_stopping_min_delta": spec.early_stopping.min_delta,
-        "threshold_strategy": spec.threshold.strategy,
-        "target_recall": spec.threshold.target_recall,
-        "freeze_backbone_epochs": spec.model.freeze_backbone_epochs,
-        "compile": spec.compile,
-        "logit_adjustment": posthoc_adjustment(counts, tau=spec.loss.posthoc_tau),
-    }
+    return TrainingPlan(
+        model=model,
+        train=train,
+        val=splits["val"],
+        test=splits["test"],
+        class_names=names,
+        criterion=make_criterion(spec.loss, counts=counts, positive_class=positive),
+        optimizer=optimizer,
+        scheduler=scheduler,
+        sampler=sampler,
+        mixer=_mixer(spec, num_classes=len(names), train_labels=train.labels),
+        augment=_augment(spec, counts=counts),
+        copy_paste=_copy_paste(spec, train=train, names=names, counts=counts, masks=masks, device=device),
+        epochs=spec.epochs,
+        batch_size=spec.batch_size,
+        seed=spec.seed,
+        device=device,
+        selection_metric=spec.selection_metric,
+        early_stopping_patience=spec.early_stopping.patience,
+        early_stopping_min_delta=spec.early_stopping.min_delta,
+        positive_class=positive if len(names) == 2 else None,
+        **epoch_threshold(spec.threshold, positive=positive, class_names=names),
+        freeze_backbone_epochs=spec.model.freeze_backbone_epochs,
+        compile=spec.compile,
+        logit_adjustment=posthoc_adjustment(counts, tau=spec.loss.posthoc_tau),
+    )
 
 
 def _split(arrays: SplitArrays) -> Split:
@@ -110,7 +160,7 @@ def _split(arrays: SplitArrays) -> Split:
     return Split(images, np.array(labels, dtype=np.int64))
 
 
-def _optimization(spec: JobSpec, model: Classifier, *, epoch_length: int):
+def _optimization(spec: JobSpec, model: Classifier, *, epoch_length: int) -> tuple[Optimizer, LrSchedule]:
     # Built after the model is on its device, so the optimizer can pick fused CUDA kernels.
     optim = spec.optim
     params: Any = model.parameters()
@@ -164,10 +214,37 @@ def criterion_kind(loss: LossSpec) -> str:
     return "cross_entropy"
 
 
-def make_criterion(loss: LossSpec, *, counts: Sequence[int]) -> Criterion:
+def positive_class_index(spec: JobSpec, *, class_names: list[str], counts: Sequence[int]) -> int:
+    """``spec.positive_class`` (a name or index) as an index; by default the train split's minority class."""
+    if spec.positive_class is None:
+        return minority_class(counts)
+    index = resolve_class(spec.positive_class, class_names)
+    if index is None:
+        raise ValueError(f"positive_class {spec.positive_class!r} is not one of the classes {class_names}")
+    return index
+
+
+def epoch_threshold(threshold: ThresholdSpec, *, positive: int, class_names: list[str]) -> dict[str, Any]:
+    """The core's per-epoch threshold (model selection on val): the binary forms of the policy.
+
+    The operating point stored with the model is fitted after training
+    (``workers.lifecycle.decisions``); this only keeps each epoch's val block
+    comparable with it. Other policies are scored with the arg-max each epoch.
+    """
+    policy = threshold.canonical()
+    target = None if policy.class_ is None else resolve_class(policy.class_, class_names)
+    if len(class_names) == 2 and policy.strategy == "max_f1":
+        return {"threshold_strategy": "max_f1", "target_recall": None}
+    if len(class_names) == 2 and policy.strategy == "recall_at_least" and target in (None, positive):
+        return {"threshold_strategy": "target_recall", "target_recall": policy.value}
+    return {"threshold_strategy": "none", "target_recall": None}
+
+
+def make_criterion(loss: LossSpec, *, counts: Sequence[int], positive_class: int | None = None) -> Criterion:
     """The loss with class weights, focal α, margins and priors resolved from the train class ``counts``.
 
     Label smoothing is applied here (not in the mixer), once, to the mixed targets.
+    ``positive_class`` (binary) is the class a scalar α and the sigmoid variant refer to.
     """
     weight = class_weights(loss.class_weights, counts=counts, beta=loss.effective_number_beta)
     if loss.type in LONG_TAIL_KINDS:
@@ -182,10 +259,14 @@ def make_criterion(loss: LossSpec, *, counts: Sequence[int]) -> Criterion:
             reweight_from_epoch=loss.reweight_from_epoch,
         )
     kind = criterion_kind(loss)
+    binary_positive = positive_class if len(counts) == 2 and positive_class is not None else 1
     return Criterion(
         kind=kind,
         gamma=loss.gamma,
-        alpha=resolve_alpha(loss.alpha, counts=counts) if kind != "cross_entropy" else None,
+        positive_class=binary_positive,
+        alpha=resolve_alpha(loss.alpha, counts=counts, positive_class=binary_positive)
+        if kind != "cross_entropy"
+        else None,
         weight=weight,
         label_smoothing=loss.label_smoothing,
         reweight_from_epoch=loss.reweight_from_epoch,

@@ -21,9 +21,9 @@ from imblearn.over_sampling import ADASYN, SMOTE, BorderlineSMOTE, RandomOverSam
 from imblearn.under_sampling import EditedNearestNeighbours, RandomUnderSampler, TomekLinks
 
 from service.spec import JobSpec, ResampleSpec
-from workers.training.data import Split
+from workers.lifecycle.plan import TrainingPlan
 from workers.training.decoupled import embed, refit_head, train_head
-from workers.training.trainer import FitResult
+from workers.training.engine import FitResult
 
 logger = logging.getLogger(__name__)
 
@@ -79,14 +79,13 @@ def resample_embeddings(features: np.ndarray, labels: np.ndarray, *, spec: Resam
 
 
 def decoupled_stage(
-    spec: JobSpec, *, result: FitResult, plan: dict[str, Any], device: torch.device
+    spec: JobSpec, *, result: FitResult, plan: TrainingPlan, device: torch.device
 ) -> tuple[FitResult, dict[str, Any], dict[str, Any]]:
     """Stage 2 after a finished stage 1: ``(final result, metrics.json entries, extra JSON artefacts)``."""
     resample = spec.resample
     if resample is None:
         raise ValueError("the job has no resample stage")
-    train: Split = plan["train"]
-    names: list[str] = plan["class_names"]
+    train, names = plan.train, plan.class_names
     features = embed(result.model, train, batch_size=2 * spec.batch_size, device=device)
     labels = train.label_tensor.numpy()
     resampled = resample_embeddings(features, labels, spec=resample, seed=spec.seed)
@@ -106,12 +105,12 @@ def decoupled_stage(
         result,
         head=head,
         train=train,
-        val=plan["val"],
-        test=plan["test"],
+        val=plan.val,
+        test=plan.test,
         class_names=names,
         selection_metric=spec.selection_metric,
-        threshold_strategy=spec.threshold.strategy,
-        target_recall=spec.threshold.target_recall,
+        threshold_strategy=plan.threshold_strategy,  # the per-epoch form of the policy (plan.epoch_threshold)
+        target_recall=plan.target_recall,
         batch_size=2 * spec.batch_size,
         device=device,
     )

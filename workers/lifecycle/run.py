@@ -15,6 +15,7 @@ from datetime import datetime, timedelta
 from pathlib import Path
 from typing import Any, TypeVar
 
+import numpy as np
 import torch
 from celery import Celery
 from pydantic import ValidationError
@@ -29,17 +30,17 @@ from service.queue import enqueue_job, make_celery
 from service.repository import datasets, leases, models
 from service.spec import JobSpec
 from service.storage import BlobStore, StorageUnavailable
-from workers.lifecycle.artifacts import StoredArtifact, export_artifacts
+from workers.lifecycle.artifacts import ExportedModel, export_artifacts
 from workers.lifecycle.checkpoints import CheckpointWriter
 from workers.lifecycle.dbretry import retry_db
 from workers.lifecycle.heartbeat import Heartbeat
-from workers.lifecycle.init_weights import init_blob_key, load_job_weights, load_operator_weights
+from workers.lifecycle.init_weights import job_weights_key, load_init_state, load_job_weights
+from workers.lifecycle.outcome import Outcome
 from workers.lifecycle.plan import build_training
 from workers.lifecycle.resample import decoupled_stage
 from workers.training.checkpoint import load_checkpoint
-from workers.training.engine import fit
-from workers.training.state import EpochRecord, TrainingState
-from workers.training.trainer import FitResult
+from workers.training.engine import FitResult
+from workers.training.state import EpochRecord, StopReason, TrainingState
 
 logger = logging.getLogger(__name__)
 T = TypeVar("T")
@@ -99,7 +100,7 @@ class JobRun:
         return retry_db(attempt, budget_seconds=self.settings.lease_seconds, what=f"{what} (job {self.job_id})")
 
     # --- steps ------------------------------------------------------------
-    def execute(self, *, heartbeat: Heartbeat, shutdown: threading.Event, staging: Path) -> str:
+    def execute(self, *, heartbeat: Heartbeat, shutdown: threading.Event, staging: Path) -> Outcome:
         """Train the job; ``staging`` is this run's own folder for the copies of its blobs (the caller
         removes it)."""
         self.staging = staging
@@ -112,7 +113,7 @@ class JobRun:
         if spec.augment.copy_paste is not None:
             masks = load_masks(self.store, dataset.blob_prefix, staging=staging / "dataset", mmap=True)
         adapted: list[str] = []
-        kwargs = build_training(
+        plan = build_training(
             spec,
             dataset_arrays=arrays,
             class_names=dataset.class_names,
@@ -133,20 +134,21 @@ class JobRun:
         progress = Progress(self, heartbeat=heartbeat, shutdown=shutdown, deadline=self._deadline(spec))
         result = None
         try:
-            result = fit(**kwargs, on_epoch_end=progress.on_epoch_end, should_stop=progress.should_stop, resume=resume)
+            result = plan.fit(on_epoch_end=progress.on_epoch_end, should_stop=progress.should_stop, resume=resume)
         finally:
             # Only a job handed back resumes: its last finished epoch goes on disk and on the row.
-            progress.checkpoints.close(write_pending=result is not None and result.stopped == "shutdown")
+            progress.checkpoints.close(write_pending=result is not None and result.stopped == StopReason.shutdown)
         extra_files: dict[str, Any] = {}
-        if spec.resample is not None and result.stopped in ("completed", "early_stopped"):
-            result, stage_report, extra_files = decoupled_stage(spec, result=result, plan=kwargs, device=device)
+        if spec.resample is not None and result.stopped.finished:
+            result, stage_report, extra_files = decoupled_stage(spec, result=result, plan=plan, device=device)
             report.update(stage_report)
-        image_shape = kwargs["train"].image_shape
+        labels = {name: split.label_tensor.numpy() for name, split in (("val", plan.val), ("test", plan.test)) if split}
         return self._conclude(
             result,
             spec=spec,
             class_names=dataset.class_names,
-            image_shape=image_shape,
+            image_shape=plan.train.image_shape,
+            labels=labels,
             report=report,
             extra_files=extra_files,
         )
@@ -158,13 +160,14 @@ class JobRun:
         return DatasetInfo(blob_prefix=row.blob_prefix, class_names=[str(n) for n in row.class_names])
 
     def _init_state(self, spec: JobSpec) -> dict[str, torch.Tensor] | None:
-        init = spec.model.init
-        if init is None:
+        source = spec.model.init_source
+        if source is None:
             return None
-        if init.startswith("weights:"):
-            return load_operator_weights(init, weights_dir=self.settings.operator_weights_dir)
-        key = self.write(lambda s: init_blob_key(s, init=init, tenant_id=self.tenant_id), "find the init model")
-        return load_job_weights(self.store, key, dest=self.staging / "init.safetensors", init=init)
+        return load_init_state(source, weights_dir=self.settings.operator_weights_dir, job_weights=self._job_weights)
+
+    def _job_weights(self, job_id: str) -> dict[str, torch.Tensor]:
+        key = self.write(lambda s: job_weights_key(s, tenant_id=self.tenant_id, job_id=job_id), "find the init model")
+        return load_job_weights(self.store, key, dest=self.staging / "init.safetensors", job_id=job_id)
 
     def _resume_point(self) -> dict[str, Any] | None:
         key, sha256 = self.checkpoint
@@ -209,23 +212,24 @@ class JobRun:
         spec: JobSpec,
         class_names: list[str],
         image_shape: tuple[int, int, int],
+        labels: dict[str, np.ndarray],
         report: dict[str, Any],
         extra_files: dict[str, Any],
-    ) -> str:
-        if result.stopped == "lease_lost":
+    ) -> Outcome:
+        if result.stopped == StopReason.lease_lost:
             raise LeaseLost(self.job_id)
-        if result.stopped == "shutdown":
+        if result.stopped == StopReason.shutdown:
             return self._release()
-        if result.stopped == "cancelled":
+        if result.stopped == StopReason.cancelled:
             self._finish(status=JobStatus.cancelled, best_epoch=result.best_epoch or None)
-            return "cancelled"
-        if result.stopped == "deadline":
+            return Outcome.cancelled
+        if result.stopped == StopReason.deadline:
             message = (
                 f"the job exceeded its time limit of {self.time_limit(spec)} s after {len(result.history)} "
                 "completed epoch(s); raise max_runtime_seconds or train fewer epochs"
             )
             return self.fail(error_type="TimeLimitExceeded", message=message)
-        stored = export_artifacts(
+        exported = export_artifacts(
             result,
             store=self.store,
             staging=self.staging,
@@ -233,25 +237,26 @@ class JobRun:
             spec=spec,
             class_names=class_names,
             image_shape=image_shape,
+            labels=labels,
             report=report,
             extra_files=extra_files,
         )
-        self.write(lambda s: self._register(s, result, stored, spec, class_names, image_shape), "register the model")
+        self.write(lambda s: self._register(s, result, exported, spec, image_shape), "register the model")
         logger.info("job %s: succeeded (best epoch %d)", self.job_id, result.best_epoch)
-        return "succeeded"
+        return Outcome.succeeded
 
     def _register(
         self,
         session: Session,
         result: FitResult,
-        stored: list[StoredArtifact],
+        exported: ExportedModel,
         spec: JobSpec,
-        class_names: list[str],
         image_shape: tuple[int, int, int],
     ) -> None:
         if leases.succeeded_by(session, job_id=self.job_id, worker_id=self.worker_id):
             return  # a retried transaction whose first commit went through
-        for item in stored:
+        card = exported.card
+        for item in exported.stored:
             leases.register_artifact(
                 session,
                 job_id=self.job_id,
@@ -261,17 +266,18 @@ class JobRun:
                 content_type=item.content_type,
                 sha256=item.sha256,
             )
-        summary = {k: v for k, v in (result.test or {}).items() if isinstance(v, (int, float))}
-        weights = next(item for item in stored if item.name == WEIGHTS_FILE)
+        summary = {k: v for k, v in card.metrics.items() if isinstance(v, (int, float))}
+        weights = next(item for item in exported.stored if item.name == WEIGHTS_FILE)
         model = models.register_model(
             session,
             job_id=self.job_id,
             tenant_id=self.tenant_id,
             arch=spec.model.arch,
-            class_names=class_names,
+            class_names=card.class_names,
             input_shape=list(image_shape),
-            threshold=result.threshold,
-            positive_class=result.positive_class,
+            threshold=card.threshold,
+            positive_class=card.positive_class,
+            operating_point=card.operating_point.model_dump(mode="json"),
             metrics=summary,
             blob_prefix=artifacts_prefix(self.job_id),
             size_bytes=weights.size,
@@ -283,12 +289,16 @@ class JobRun:
                 worker_id=self.worker_id,
                 status=JobStatus.succeeded,
                 best_epoch=result.best_epoch,
-                test_metrics=result.test,
+                test_metrics=card.metrics or None,
                 model_id=model.id,
+                warnings=[
+                    {"code": "operating_point", "message": message, "fields": ["threshold"]}
+                    for message in card.operating_point.warnings
+                ],
             )
         )
 
-    def _release(self) -> str:
+    def _release(self) -> Outcome:
         self._held(
             self.write(lambda s: leases.release_job(s, job_id=self.job_id, worker_id=self.worker_id), "release the job")
         )
@@ -297,11 +307,11 @@ class JobRun:
         except Exception:  # the reaper re-sends queued jobs whose message was lost
             logger.warning("job %s: released but not re-sent; the reaper will re-send it", self.job_id, exc_info=True)
         logger.info("job %s: handed back to the queue at shutdown", self.job_id)
-        return "released"
+        return Outcome.released
 
-    def fail(self, *, error_type: str, message: str) -> str:
+    def fail(self, *, error_type: str, message: str) -> Outcome:
         self._finish(status=JobStatus.failed, error_type=error_type, error_message=message)
-        return "failed"
+        return Outcome.failed
 
     def record_checkpoint(self, key: str, sha256: str, epoch: int) -> bool:
         """Point the job row at a written checkpoint; False when this worker lost the lease."""
@@ -342,18 +352,18 @@ class Progress:
             min_interval=run.settings.checkpoint_seconds,
         )
 
-    def should_stop(self) -> str | None:
+    def should_stop(self) -> StopReason | None:
         if not self._first_step_logged:
             self._first_step_logged = True
             self.run.log_first_step()
         if self.heartbeat.lease_lost.is_set():
-            return "lease_lost"
+            return StopReason.lease_lost
         if self.shutdown.is_set():
-            return "shutdown"
+            return StopReason.shutdown
         if self.heartbeat.cancel_requested.is_set():
-            return "cancelled"
+            return StopReason.cancelled
         if utcnow() >= self.deadline:
-            return "deadline"
+            return StopReason.deadline
         return None
 
     def on_epoch_end(self, record: EpochRecord, state: TrainingState) -> None:

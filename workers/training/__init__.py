@@ -1,12 +1,13 @@
 """The rarefit training core: tensors and keyword arguments in, a model and metrics out.
 
-Imports only torch, torchvision, numpy, safetensors and the standard library
-(the import-linter contracts in ``pyproject.toml`` check it), so it runs alike
-in a test, a notebook, a benchmark or a worker. Entry point: :func:`fit`; the
-sampler, mixer and augmenter it takes are any objects matching the
-:class:`Sampler`, :class:`Mixer` and :class:`Augmenter` protocols.
+Imports only torch, torchvision, numpy, safetensors, the standard library and,
+of ours, ``rarefit.decision`` (an import-linter allow list in ``pyproject.toml``),
+so it runs alike in a test, a notebook, a benchmark or a worker. Entry point:
+:func:`fit`; the sampler, mixer and augmenter it takes are any objects matching
+the :class:`Sampler`, :class:`Mixer` and :class:`Augmenter` protocols.
 """
 
+from rarefit.decision import confusion_matrix
 from workers.training.augment import (
     PADDING_MODES,
     Augmenter,
@@ -18,7 +19,7 @@ from workers.training.augment import (
 from workers.training.beta import sample_beta
 from workers.training.checkpoint import check_weights_only_safe, file_sha256, load_checkpoint, save_checkpoint
 from workers.training.data import BatchSource, ResidentBatchSource, Split, StreamingBatchSource, channel_stats
-from workers.training.engine import STOP_REASONS, FitResult, evaluate, fit, steps_per_epoch
+from workers.training.engine import FitResult, StopReason, evaluate, fit, steps_per_epoch
 from workers.training.export import (
     MAX_EXPORT_BATCH,
     export_program,
@@ -42,7 +43,6 @@ from workers.training.metrics import (
     SELECTION_METRICS,
     average_precision,
     binary_auroc,
-    confusion_matrix,
     expected_calibration_error,
     metric_block,
     pr_curve,
@@ -144,9 +144,9 @@ __all__ = [
     "THRESHOLD_STRATEGIES",
     "choose_threshold",
     # engine
-    "STOP_REASONS",
     "EpochRecord",
     "FitResult",
+    "StopReason",
     "TrainingState",
     "evaluate",
     "fit",

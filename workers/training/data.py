@@ -70,6 +70,12 @@ class Split:
         return torch.bincount(self.label_tensor, minlength=num_classes).tolist()
 
 
+def minority_class(counts: Sequence[int]) -> int:
+    """The rarest class of ``counts``; ties go to the higher index (class 1 in a balanced binary task)."""
+    values = np.asarray(counts)
+    return int(len(values) - 1 - np.argmin(values[::-1]))
+
+
 def _labels_tensor(labels: object) -> torch.Tensor:
     # Labels are small: copy them (a read-only memmap would make torch warn, and a copy never aliases).
     array = np.array(labels, copy=True)

@@ -24,11 +24,10 @@ import torch.nn.functional as F
 from torch import nn
 
 from workers.training.data import BatchSource, Split
-from workers.training.engine import _scoring
 from workers.training.evaluation import Scored, Scoring, evaluate
 from workers.training.networks import Classifier
 from workers.training.seeding import derive_seed
-from workers.training.trainer import FitResult
+from workers.training.state import FitResult
 
 logger = logging.getLogger(__name__)
 
@@ -118,7 +117,14 @@ def refit_head(
     if not isinstance(model, Classifier) or head.in_features != model.head.in_features:
         raise ValueError("refit_head needs a Classifier whose head takes the new head's input features")
     model.head = head
-    scoring = _scoring(train, class_names, selection_metric, threshold_strategy, target_recall)
+    scoring = Scoring.create(
+        train,
+        class_names,
+        selection_metric=selection_metric,
+        threshold_strategy=threshold_strategy,
+        target_recall=target_recall,
+        positive_class=result.positive_class,
+    )
     device = torch.device(device)
     scored_val = _score(model, val, scoring, tune=True, threshold=None, batch_size=batch_size, device=device)
     threshold = None if scored_val is None else scored_val.threshold
@@ -129,6 +135,8 @@ def refit_head(
         threshold=threshold,
         val=None if scored_val is None else scored_val.block,
         test=None if scored_test is None else scored_test.block,
+        val_probs=None if scored_val is None else scored_val.probs,
+        test_probs=None if scored_test is None else scored_test.probs,
     )
 
 

@@ -16,11 +16,11 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from workers.training.data import BatchSource
+from workers.training.data import BatchSource, Split, minority_class
 from workers.training.losses import soft_cross_entropy
-from workers.training.metrics import metric_block, selection_score
+from workers.training.metrics import SELECTION_METRICS, metric_block, selection_score
 from workers.training.state import plain
-from workers.training.thresholds import choose_threshold
+from workers.training.thresholds import THRESHOLD_STRATEGIES, choose_threshold
 
 logger = logging.getLogger(__name__)
 
@@ -85,6 +85,47 @@ class Scoring:
     selection_metric: str
     threshold_strategy: str
     target_recall: float | None
+
+    @classmethod
+    def create(
+        cls,
+        train: Split,
+        class_names: Sequence[str],
+        *,
+        selection_metric: str,
+        threshold_strategy: str,
+        target_recall: float | None,
+        positive_class: int | None = None,
+    ) -> Scoring:
+        """The run's scoring: choices checked, the minority class from ``train``, the positive class
+        (binary) ``positive_class`` or by default that minority."""
+        if selection_metric not in SELECTION_METRICS:
+            raise ValueError(
+                f"unknown selection_metric {selection_metric!r}; supported: {', '.join(SELECTION_METRICS)}"
+            )
+        if threshold_strategy not in THRESHOLD_STRATEGIES:
+            raise ValueError(
+                f"unknown threshold_strategy {threshold_strategy!r}; supported: {', '.join(THRESHOLD_STRATEGIES)}"
+            )
+        if threshold_strategy == "target_recall" and target_recall is None:
+            raise ValueError("threshold_strategy 'target_recall' needs target_recall")
+        num_classes = len(class_names)
+        if num_classes < 2:
+            raise ValueError(f"class_names must name at least 2 classes, got {list(class_names)}")
+        if int(train.labels.max()) >= num_classes:
+            raise ValueError(f"train label {int(train.labels.max())} out of range for {num_classes} classes")
+        minority = minority_class(train.class_counts(num_classes))
+        if positive_class is not None and not (num_classes == 2 and positive_class in (0, 1)):
+            raise ValueError(f"positive_class must be 0 or 1 for a binary task (or None), got {positive_class!r}")
+        positive = minority if positive_class is None else positive_class
+        return cls(
+            class_names=list(class_names),
+            positive_class=positive if num_classes == 2 else None,
+            minority_class=minority,
+            selection_metric=selection_metric,
+            threshold_strategy=threshold_strategy,
+            target_recall=target_recall,
+        )
 
     def tune_threshold(self, probs: np.ndarray, labels: np.ndarray) -> float | None:
         """The binary decision threshold on ``p[:, positive_class]``; ``None`` = argmax."""

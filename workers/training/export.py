@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import copy
 import logging
+import math
 import warnings
 from pathlib import Path
 
@@ -22,6 +23,24 @@ logger = logging.getLogger(__name__)
 MAX_EXPORT_BATCH = 4096
 ONNX_INPUT, ONNX_OUTPUT = "images", "logits"
 _EXAMPLE_BATCH = 2  # not 1: export specialises size-1 dimensions to constants
+
+
+class Tempered(nn.Module):
+    """``model``'s logits divided by a temperature (Guo et al. 2017), so a softmax of them is calibrated."""
+
+    def __init__(self, model: nn.Module, temperature: float) -> None:
+        super().__init__()
+        if not (math.isfinite(temperature) and temperature > 0):
+            raise ValueError(f"temperature must be a finite number > 0, got {temperature!r}")
+        self.model, self.temperature = model, float(temperature)
+
+    def forward(self, x: Tensor) -> Tensor:
+        return self.model(x) / self.temperature
+
+
+def tempered(model: nn.Module, temperature: float) -> nn.Module:
+    """The network to export: ``model`` itself at temperature 1, else its logits over ``temperature``."""
+    return model if temperature == 1.0 else Tempered(model, temperature)
 
 
 def export_program(model: nn.Module, path: Path | str, *, input_shape: tuple[int, int, int]) -> None:

@@ -29,6 +29,8 @@ from workers.training.data import BatchSource
 from workers.training.evaluation import hard_targets
 from workers.training.mixing import Mixer
 from workers.training.optim import LrSchedule
+from workers.training.samplers import Sampler
+from workers.training.state import StopReason
 
 logger = logging.getLogger(__name__)
 
@@ -40,6 +42,16 @@ def steps_per_epoch(epoch_length: int, batch_size: int) -> int:
     if epoch_length < 2:
         raise ValueError(f"an epoch needs at least 2 samples, got {epoch_length}")
     return epoch_length // batch_size if epoch_length >= batch_size else 1
+
+
+def check_schedule(scheduler: LrSchedule, sampler: Sampler, batch_size: int) -> None:
+    """``ValueError`` unless ``scheduler`` was built for the sampler's steps per epoch at ``batch_size``."""
+    expected = steps_per_epoch(int(sampler.epoch_length), batch_size)
+    if scheduler.steps_per_epoch != expected:
+        raise ValueError(
+            f"scheduler was built for {scheduler.steps_per_epoch} steps per epoch, but the sampler's "
+            f"{sampler.epoch_length} indices at batch_size {batch_size} give {expected}; use steps_per_epoch()"
+        )
 
 
 @dataclass(frozen=True)
@@ -66,7 +78,7 @@ class EpochOutcome:
     images: int
     train_seconds: float
     first_step_seconds: float
-    stop_reason: str | None
+    stop_reason: StopReason | None
 
 
 def train_epoch(
@@ -78,7 +90,7 @@ def train_epoch(
     augment_generator: torch.Generator,
     mix_generator: torch.Generator,
     paste_generator: torch.Generator,
-    should_stop: Callable[[], str | None] | None,
+    should_stop: Callable[[], StopReason | None] | None,
     time_first_step: bool = False,
 ) -> EpochOutcome:
     """Run one epoch over ``indices``; ``time_first_step`` syncs around step 1 (compile time)."""
@@ -92,7 +104,8 @@ def train_epoch(
         reason = should_stop() if should_stop is not None else None
         if reason is not None:
             elapsed = time.perf_counter() - started
-            return EpochOutcome(math.nan, steps, images_seen, elapsed, first_step_seconds, reason)
+            stop = StopReason.from_caller(reason)
+            return EpochOutcome(math.nan, steps, images_seen, elapsed, first_step_seconds, stop)
         generators = (augment_generator, mix_generator, paste_generator)
         batch = (parts, source, images, labels, generators, loss_sum)
         if time_first_step and steps == 0:

@@ -152,17 +152,22 @@ def class_weights(kind: str | Sequence[float], *, counts: Sequence[int], beta: f
     return values
 
 
-def resolve_alpha(alpha: float | Sequence[float] | str | None, *, counts: Sequence[int]) -> float | Tensor | None:
-    """The focal ``alpha`` in the form :func:`focal_loss` takes: ``None``, a float, or a ``(K,)`` tensor.
+def resolve_alpha(
+    alpha: float | Sequence[float] | str | None, *, counts: Sequence[int], positive_class: int | None = None
+) -> Tensor | None:
+    """The focal ``alpha`` as the ``(K,)`` per-class tensor :class:`Criterion` takes (or ``None``).
 
-    ``"balanced"`` gives the same per-class values as ``class_weights("balanced")``.
+    A number is Lin et al.'s α-balanced form, defined for binary data only: α
+    for ``positive_class`` (default 1), ``1 - α`` for the other class, the
+    weighting of ``torchvision.ops.sigmoid_focal_loss``. ``"balanced"`` gives
+    the same per-class values as ``class_weights("balanced")``.
     """
     if alpha is None:
         return None
     if isinstance(alpha, bool):
         raise TypeError(f"alpha must be a number, a list, 'balanced' or None, got {alpha!r}")
     if isinstance(alpha, (int, float)):
-        return float(alpha)
+        return _binary_alpha(float(alpha), num_classes=len(counts), positive_class=positive_class)
     if isinstance(alpha, str):
         if alpha == "balanced":
             return class_weights("balanced", counts=counts)
@@ -173,6 +178,21 @@ def resolve_alpha(alpha: float | Sequence[float] | str | None, *, counts: Sequen
     return values
 
 
+def _binary_alpha(alpha: float, *, num_classes: int, positive_class: int | None) -> Tensor:
+    if num_classes != 2:
+        raise ValueError(
+            f"a single alpha {alpha!r} is defined for binary data only ({num_classes} classes here); "
+            "give one value per class or 'balanced'"
+        )
+    if not 0.0 <= alpha <= 1.0:
+        raise ValueError(f"a single alpha must be in [0, 1], got {alpha!r}")
+    positive = 1 if positive_class is None else int(positive_class)
+    if positive not in (0, 1):
+        raise ValueError(f"positive_class must be 0 or 1 for binary data, got {positive_class!r}")
+    values = [1.0 - alpha, alpha] if positive == 1 else [alpha, 1.0 - alpha]
+    return torch.tensor(values, dtype=torch.float32)
+
+
 class Criterion(nn.Module):
     """The training loss as a module: ``forward(logits, soft_targets)`` gives the scalar mean loss.
 
@@ -180,6 +200,8 @@ class Criterion(nn.Module):
     Imbalanced Datasets with Label-Distribution-Aware Margin Loss", DRW): they
     are inactive before that (1-based) epoch and active from it on; ``None``
     keeps them always active. Call :meth:`set_epoch` at the start of each epoch.
+    ``positive_class`` is the class the ``sigmoid_focal`` kind scores (its
+    single logit is ``l_pos - l_other``).
     """
 
     weight: Tensor | None  # buffers, declared for type checkers
@@ -194,8 +216,12 @@ class Criterion(nn.Module):
         weight: Tensor | None = None,
         label_smoothing: float = 0.0,
         reweight_from_epoch: int | None = None,
+        positive_class: int = 1,
     ) -> None:
         super().__init__()
+        if positive_class not in (0, 1):
+            raise ValueError(f"positive_class must be 0 or 1, got {positive_class!r}")
+        self.positive_class = int(positive_class)
         if kind not in CRITERION_KINDS:
             raise ValueError(f"unknown loss kind {kind!r}; supported: {', '.join(CRITERION_KINDS)}")
         if not 0.0 <= label_smoothing < 1.0:
@@ -242,9 +268,9 @@ class Criterion(nn.Module):
         soft_targets = soft_targets.to(_compute_dtype(logits))
         y = _smooth(soft_targets, self.label_smoothing)
         scalar_alpha = -1.0 if self.alpha_scalar is None else self.alpha_scalar
-        loss = sigmoid_focal_loss(
-            binary_logits_to_sigmoid(logits), y[:, 1], gamma=self.gamma, alpha=scalar_alpha, reduction="none"
-        )
+        positive = self.positive_class
+        logit = binary_logits_to_sigmoid(logits) * (1.0 if positive == 1 else -1.0)  # l_pos - l_other
+        loss = sigmoid_focal_loss(logit, y[:, positive], gamma=self.gamma, alpha=scalar_alpha, reduction="none")
         if self.alpha_per_class is not None:
             loss = loss * (y @ _per_class(self.alpha_per_class, 2, "alpha").to(y))
         if weight is None:

@@ -19,7 +19,7 @@ from collections.abc import Sequence
 
 import numpy as np
 
-from rarefit.decision import DecisionRule, confusion_matrix, decide, per_class_scores
+from rarefit.decision import DecisionRule, decide, decision_metrics
 
 logger = logging.getLogger(__name__)
 
@@ -65,25 +65,17 @@ def metric_block(
     if threshold is not None and not (math.isfinite(threshold) and 0.0 <= threshold <= 1.0):
         raise ValueError(f"threshold must be a number in [0, 1] or None, got {threshold!r}")
     predictions = predict_labels(probs, threshold=threshold if binary else None, positive_class=positive, rule=rule)
-    cm = confusion_matrix(labels, predictions, num_classes=k)
-    precision, recall, f1, support = per_class_scores(cm)
-    present = support > 0
+    decided = decision_metrics(labels, predictions, class_names=class_names)
+    support = np.asarray([row["support"] for row in decided["per_class"]])
     minority = _minority_class(minority_class, support)
     block = {
-        "accuracy": float(np.mean(predictions == labels)),
-        "balanced_accuracy": float(recall[present].mean()),
-        "macro_f1": float(f1.mean()),
+        **decided,
         "auroc": _auroc(probs, labels, positive=positive),
         "average_precision": _macro_average_precision(probs, labels, positive=positive),
-        "per_class": [
-            {"class": str(name), "precision": float(p), "recall": float(r), "f1": float(f), "support": int(s)}
-            for name, p, r, f, s in zip(class_names, precision, recall, f1, support, strict=True)
-        ],
-        "confusion_matrix": cm.tolist(),
         "ece": expected_calibration_error(probs, labels),
         "log_loss": _log_loss(probs, labels),
         "minority_class": minority,
-        "minority_recall": float(recall[minority]) if support[minority] > 0 else None,
+        "minority_recall": decided["per_class"][minority]["recall"] if support[minority] > 0 else None,
         "threshold": _binary_threshold(rule, positive) if rule is not None else _given(threshold, binary),
         "positive_class": positive,
         "pr_curve": pr_curve(probs[:, positive], labels == positive) if binary else None,

@@ -1,4 +1,4 @@
-"""What survives an epoch: the per-epoch record and the resumable training state.
+"""What a run carries and leaves: its settings, per-epoch records, resumable state, why it stopped, its result.
 
 ``TrainingState.to_checkpoint()`` (or a ``snapshot()`` made into one later)
 is a plain dict of tensors, numbers, strings, lists and dicts (safe for
@@ -10,6 +10,7 @@ needs saving.
 
 from __future__ import annotations
 
+import enum
 import logging
 import math
 from collections.abc import Callable
@@ -26,6 +27,118 @@ from workers.training.optim import LrSchedule
 logger = logging.getLogger(__name__)
 
 CHECKPOINT_FORMAT = 1
+
+
+class StopReason(str, enum.Enum):
+    """Why ``fit`` returned: ``completed`` and ``early_stopped`` are its own; the others are the reasons
+    a caller's ``should_stop`` may give (the run stopped from outside, before its final evaluation)."""
+
+    completed = "completed"
+    early_stopped = "early_stopped"
+    cancelled = "cancelled"
+    deadline = "deadline"
+    shutdown = "shutdown"
+    lease_lost = "lease_lost"
+
+    def __str__(self) -> str:
+        return self.value
+
+    @property
+    def finished(self) -> bool:
+        """True when the run ended on its own (so it gets the final evaluation)."""
+        return self in (StopReason.completed, StopReason.early_stopped)
+
+    @classmethod
+    def from_caller(cls, reason: object) -> StopReason:
+        """``reason`` from ``should_stop`` as a member; ``ValueError`` naming the supported ones otherwise."""
+        outside = [member.value for member in cls if not member.finished]
+        if isinstance(reason, str) and reason in outside:
+            return cls(reason)
+        shown = reason.value if isinstance(reason, StopReason) else reason
+        raise ValueError(f"should_stop returned {shown!r}; supported stop reasons: {', '.join(outside)}")
+
+
+@dataclass
+class FitResult:
+    """``model``: best weights, eval mode, on the CPU. ``val``/``test``: blocks with the chosen threshold.
+
+    ``val_probs``/``test_probs``: the final model's softmax ``(N, K)`` on each split (``None`` when not
+    evaluated), for fitting calibration and operating points after training.
+    """
+
+    model: nn.Module
+    history: list[EpochRecord]
+    best_epoch: int
+    best_score: float
+    threshold: float | None
+    positive_class: int | None
+    val: dict | None
+    test: dict | None
+    stopped: StopReason
+    compile_seconds: float
+    val_probs: np.ndarray | None = None
+    test_probs: np.ndarray | None = None
+
+
+@dataclass(frozen=True)
+class TrainConfig:
+    """The fixed settings of one ``fit`` call."""
+
+    epochs: int
+    batch_size: int
+    eval_batch_size: int
+    seed: int
+    device: torch.device
+    amp: bool
+    channels_last: bool
+    patience: int | None
+    min_delta: float
+    freeze_backbone_epochs: int
+    logit_adjustment: torch.Tensor | None = None
+
+    @classmethod
+    def create(
+        cls,
+        *,
+        epochs: int,
+        batch_size: int,
+        eval_batch_size: int | None,
+        seed: int,
+        device: torch.device,
+        amp: bool | None,
+        channels_last: bool,
+        patience: int | None,
+        min_delta: float,
+        freeze_backbone_epochs: int,
+        logit_adjustment: torch.Tensor | None,
+    ) -> TrainConfig:
+        """The run's settings from ``fit``'s arguments; ``ValueError`` naming a bad one."""
+        for name, value in (("epochs", epochs), ("batch_size", batch_size)):
+            if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+                raise ValueError(f"{name} must be a positive int, got {value!r}")
+        if batch_size < 2:
+            raise ValueError(f"batch_size must be >= 2 (BatchNorm needs 2 samples), got {batch_size}")
+        if patience is not None and patience < 1:
+            raise ValueError(f"early_stopping_patience must be >= 1 or None, got {patience!r}")
+        if min_delta < 0 or freeze_backbone_epochs < 0:
+            raise ValueError(
+                f"early_stopping_min_delta and freeze_backbone_epochs must be >= 0, "
+                f"got {min_delta!r} and {freeze_backbone_epochs!r}"
+            )
+        cuda = device.type == "cuda"
+        return cls(
+            epochs=epochs,
+            batch_size=batch_size,
+            eval_batch_size=eval_batch_size or 2 * batch_size,
+            seed=seed,
+            device=device,
+            amp=cuda if amp is None else bool(amp),
+            channels_last=bool(channels_last),
+            patience=patience,
+            min_delta=float(min_delta),
+            freeze_backbone_epochs=freeze_backbone_epochs,
+            logit_adjustment=logit_adjustment,
+        )
 
 
 @dataclass(frozen=True)

@@ -11,8 +11,9 @@ from fastapi.concurrency import run_in_threadpool
 from sqlalchemy.orm import Session
 
 from service.api.deps import BlobStoreDep, LimitQuery, OffsetQuery, SessionDep, SettingsDep, TenantDep
+from service.api.upload import IngestResult, ingest_upload
 from service.errors import ProblemError, not_found, problem_responses
-from service.ingest import IngestLimits, IngestResult, ingest_upload
+from service.ingest import IngestLimits
 from service.models import new_id
 from service.repository import datasets as repo
 from service.schemas import DatasetOut, Page

@@ -27,9 +27,10 @@ from service.api.deps import (
 )
 from service.api.etag import NOT_MODIFIED, IfNoneMatch, json_or_not_modified
 from service.config import Settings
+from service.defaults import with_dataset_defaults
 from service.errors import ProblemError, dotted, field_error, not_found, problem_responses, shown
 from service.ingest import mask_classes
-from service.models import Job, JobStatus, utcnow
+from service.models import Dataset, Job, JobStatus, utcnow
 from service.queue import enqueue_job
 from service.repository import datasets as dataset_repo
 from service.repository import jobs as repo
@@ -80,7 +81,10 @@ def submit_job(
     request_hash = spec_hash(spec)
     existing = _previous(session, tenant_id=tenant_id, key=idempotency_key, settings=settings)
     if existing is None:
-        _check_dataset(session, tenant_id=tenant_id, spec=spec)
+        dataset = _check_dataset(session, tenant_id=tenant_id, spec=spec)
+        spec, notes = with_dataset_defaults(spec, dataset=dataset)
+        if notes:
+            logger.info("dataset-aware defaults for tenant %s: %s", tenant_id, "; ".join(notes))
         _check_init(session, tenant_id=tenant_id, spec=spec)
         _check_capacity(session, tenant_id=tenant_id, settings=settings)
         job, created = _insert(session, tenant_id=tenant_id, spec=spec, key=idempotency_key, request_hash=request_hash)
@@ -237,7 +241,7 @@ def _check_limits(spec: JobSpec, settings: Settings) -> None:
         raise _unprocessable(problems)
 
 
-def _check_dataset(session: Session, *, tenant_id: str, spec: JobSpec) -> None:
+def _check_dataset(session: Session, *, tenant_id: str, spec: JobSpec) -> Dataset:
     dataset = dataset_repo.get_dataset(session, tenant_id=tenant_id, dataset_id=spec.dataset_id)
     if dataset is None:
         raise not_found("dataset", spec.dataset_id)
@@ -249,14 +253,15 @@ def _check_dataset(session: Session, *, tenant_id: str, spec: JobSpec) -> None:
     )
     if problems:
         raise _unprocessable(problems)
+    return dataset
 
 
 def _check_init(session: Session, *, tenant_id: str, spec: JobSpec) -> None:
     """``model.init = "job:<id>"`` must name one of the tenant's jobs that registered a model."""
-    init = spec.model.init
-    if init is None or not init.startswith("job:"):
+    init = spec.model.init_source
+    if init is None or init.kind != "job":
         return
-    source_id = init.removeprefix("job:")
+    source_id = init.name
     source = repo.get_job(session, tenant_id=tenant_id, job_id=source_id)
     if source is None:
         raise _unprocessable([(("model", "init"), f"job {source_id} not found")])

@@ -9,7 +9,8 @@ import anyio
 import pytest
 from starlette.datastructures import UploadFile
 
-from service.ingest import DatasetRejected, IngestLimits, IngestResult, ingest_upload
+from service.api.upload import IngestResult, ingest_upload
+from service.ingest import DatasetRejected, IngestLimits
 from service.storage import LocalBlobStore
 
 MAX_UPLOAD = 64 * 1024 * 1024

@@ -56,3 +56,58 @@ def test_bad_masks_are_422_naming_the_member(files: Path, store: LocalBlobStore,
     lonely = {**small_npz_arrays(), "val_masks": np.zeros((3, 6, 6), dtype=np.uint8)}
     error = rejected(write_npz(files / "lonely.npz", **lonely), store=store, limits=limits)
     assert "val_masks but no val_images" in error.detail
+
+
+def _png(array: np.ndarray) -> bytes:
+    import io
+
+    from PIL import Image
+
+    buffer = io.BytesIO()
+    Image.fromarray(array).save(buffer, format="PNG")
+    return buffer.getvalue()
+
+
+def _zip(path: Path, entries: dict[str, bytes]) -> Path:
+    import zipfile
+
+    with zipfile.ZipFile(path, "w") as archive:
+        for name, data in entries.items():
+            archive.writestr(name, data)
+    return path
+
+
+def _folder_entries(mask_value: int = 255) -> dict[str, bytes]:
+    entries = {}
+    for split, count in (("train", 6), ("val", 2), ("test", 2)):
+        for cls in ("a", "b"):
+            for i in range(count):
+                entries[f"{split}/{cls}/{i}.png"] = _png(np.full((8, 8), 40 if cls == "a" else 200, dtype=np.uint8))
+    mask = np.zeros((8, 8), dtype=np.uint8)
+    mask[2:4, 3:6] = mask_value
+    entries["masks/train/b/0.png"] = _png(mask)
+    entries["masks/train/b/1.png"] = _png(mask)
+    return entries
+
+
+def test_zip_masks_sit_under_masks_with_the_images_relative_path(
+    files: Path, store: LocalBlobStore, limits: IngestLimits
+) -> None:
+    result = ingest(_zip(files / "folders.zip", _folder_entries()), store=store, limits=limits, dataset_id="z")
+    assert result.summary["class_names"] == ["a", "b"]  # masks/ is not taken for a class or split folder
+    assert result.summary["splits"]["train"]["masked_class_counts"] == [0, 2]
+    masks = load_masks(store, "datasets/z", staging=store.root.parent / "run")
+    assert int(masks["train"].sum()) == 2 * 6 and set(np.unique(masks["train"]).tolist()) == {0, 1}
+    assert int(masks["val"].sum()) == 0
+
+
+def test_zip_masks_that_are_not_binary_or_not_the_images_size_are_422_naming_the_file(
+    files: Path, store: LocalBlobStore, limits: IngestLimits
+) -> None:
+    entries = _folder_entries(mask_value=128)
+    error = rejected(_zip(files / "grey.zip", entries), store=store, limits=limits)
+    assert error.status_code == 422 and "'masks/train/b/0.png' is not binary" in error.detail
+    entries = _folder_entries()
+    entries["masks/train/b/1.png"] = _png(np.zeros((4, 4), dtype=np.uint8))
+    error = rejected(_zip(files / "small.zip", entries), store=store, limits=limits)
+    assert "'masks/train/b/1.png' must be a greyscale image of its image's size" in error.detail

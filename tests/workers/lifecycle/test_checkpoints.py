@@ -17,8 +17,10 @@ from workers.training.optim import LrSchedule
 from workers.training.state import EpochRecord, Snapshot, TrainingState
 
 
-def _writer(store, recorded, *, held=True, gate=None, lost=None, min_interval=0.0):
+def _writer(store, recorded, *, held=True, gate=None, lost=None, min_interval=0.0, entered=None):
     def record(key, sha256, epoch):
+        if entered is not None:
+            entered.set()
         if gate is not None:
             gate.wait(5)
         recorded.append((key, sha256, epoch))
@@ -80,13 +82,15 @@ def test_each_checkpoint_is_recorded_after_its_file_is_complete_and_the_old_one_
 
 
 def test_a_newer_snapshot_replaces_one_still_waiting(tmp_path):
-    store, recorded, gate = LocalBlobStore(tmp_path / "blobs"), [], threading.Event()
-    writer = _writer(store, recorded, gate=gate)
-    for epoch in (1, 2, 3):  # epoch 1 is being written (blocked in record); 2 is replaced by 3
+    store, recorded, gate, entered = LocalBlobStore(tmp_path / "blobs"), [], threading.Event(), threading.Event()
+    writer = _writer(store, recorded, gate=gate, entered=entered)
+    writer.submit(_snapshot(1))
+    assert entered.wait(10)  # epoch 1 is being written (blocked in record) ...
+    for epoch in (2, 3):  # ... while 2 waits and is replaced by 3
         writer.submit(_snapshot(epoch))
     gate.set()
     writer.close()
-    assert [epoch for _, _, epoch in recorded] in ([1, 3], [3])
+    assert [epoch for _, _, epoch in recorded] == [1, 3]
 
 
 def test_a_lost_lease_is_reported_and_a_write_failure_reaches_the_trainer(tmp_path):

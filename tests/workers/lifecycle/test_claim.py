@@ -21,10 +21,12 @@ from service.ingest import DecodedDataset, load_canonical, store_canonical
 from service.migrate import upgrade_head
 from service.model_card import ModelCard, checkpoint_key
 from service.models import Artifact, Dataset, EpochMetrics, Job, JobStatus, Model, Tenant, utcnow
+from service.operating_points import read_scores_npz
 from service.queue import make_celery
 from service.spec import JobSpec
 from service.storage import LocalBlobStore
-from workers.lifecycle.claim import classify_error, readable, run_job
+from workers.lifecycle.claim import run_job
+from workers.lifecycle.failures import classify_error, readable
 from workers.lifecycle.plan import build_training
 from workers.training.checkpoint import save_checkpoint
 from workers.training.engine import fit
@@ -132,7 +134,14 @@ def test_job_succeeds_with_metrics_artifacts_and_model_then_skips_a_duplicate(en
     with env["factory"]() as session:
         artifacts = {a.name: a for a in session.scalars(select(Artifact).where(Artifact.job_id == job_id))}
         model = session.get(Model, job.model_id)
-    assert sorted(artifacts) == ["metrics.json", "model.onnx", "model.pt2", "model_card.json", "weights.safetensors"]
+    assert sorted(artifacts) == [
+        "metrics.json",
+        "model.onnx",
+        "model.pt2",
+        "model_card.json",
+        "scores.npz",
+        "weights.safetensors",
+    ]
     store = env["store"]
     for artifact in artifacts.values():
         assert store.size(artifact.blob_key) == artifact.size > 0
@@ -154,6 +163,17 @@ def test_job_succeeds_with_metrics_artifacts_and_model_then_skips_a_duplicate(en
     }
     assert (card.job_id, card.threshold, card.positive_class) == (job_id, model.threshold, 1)
     assert set(card.files) <= set(artifacts) and card.class_names == model.class_names
+    # Calibrated on val (temperature in the program), operating point verified on test with bounds.
+    assert card.calibration.method == "temperature" and card.calibration.temperature > 0
+    calibration = card.metrics["calibration"]
+    assert calibration["temperature"] == card.calibration.temperature
+    assert sum(b["count"] for b in calibration["reliability_after"]) == sum(
+        r["support"] for r in card.metrics["per_class"]
+    )
+    for entry in card.metrics["per_class"]:
+        assert entry["recall_lower_bound"] is None or 0 <= entry["recall_lower_bound"] <= entry["recall"]
+    scores = read_scores_npz(store.local_path(artifacts["scores.npz"].blob_key).read_bytes())
+    assert set(scores) == {"val", "test"} and scores["test"].probs.shape == (len(scores["test"].labels), 2)
     assert "model.pt2" in card.files and card.onnx.file == "model.onnx" and "model.onnx" in card.files
     assert card.onnx.max_abs_diff is not None and 0 <= card.onnx.max_abs_diff < 1e-3 and card.onnx.error is None
     assert torch.__version__.startswith(card.versions["torch"]) and card.versions["onnxruntime"]
@@ -180,7 +200,9 @@ def test_resume_continues_from_the_checkpoint_with_each_epoch_once(env, settings
     crashed, uninterrupted = make_job(env, overrides), make_job(env, overrides)
     spec = JobSpec.model_validate({"dataset_id": env["dataset"], **SPEC, **overrides})
     arrays = load_canonical(env["store"], f"datasets/{env['dataset']}", staging=settings.scratch_path / "t")
-    kwargs = build_training(spec, dataset_arrays=arrays, class_names=["normal", "rare"], device="cpu", init_state=None)
+    kwargs = build_training(
+        spec, dataset_arrays=arrays, class_names=["normal", "rare"], device="cpu", init_state=None
+    ).fit_arguments()
     key = checkpoint_key(crashed)
     saved = {}
 
@@ -353,14 +375,16 @@ def test_a_job_with_each_resample_method_exports_backbone_and_new_head(env, sett
         dropped = 64 - metrics["resample"]["counts_after"]["normal"]
         assert cleaned["count"] == dropped == len(cleaned["dropped"])
         assert all(item["class"] == "normal" for item in cleaned["dropped"])
-    # The exported program is the stage-1 backbone with the stage-2 head.
+    # The exported program is the stage-1 backbone with the stage-2 head (logits over the card's temperature).
     program = torch.export.load(str(store.local_path(f"jobs/{job_id}/artifacts/model.pt2"))).module()
+    card = ModelCard.model_validate_json(store.local_path(f"jobs/{job_id}/artifacts/model_card.json").read_text())
     weights = load_file(str(store.local_path(f"jobs/{job_id}/artifacts/weights.safetensors")))
     images, _ = load_canonical(store, f"datasets/{env['dataset']}", staging=settings.scratch_path / "t")["test"]
     batch = torch.from_numpy(np.array(images[:4])).permute(0, 3, 1, 2).float() / 255
     model = build_network("simple_cnn", num_classes=2, in_channels=1, input_size=(8, 8), mean=[0.0], std=[1.0])
     model.load_state_dict(weights)
-    torch.testing.assert_close(program(batch), model.eval()(batch), rtol=1e-4, atol=1e-4)
+    expected = model.eval()(batch) / card.calibration.temperature
+    torch.testing.assert_close(program(batch), expected, rtol=1e-4, atol=1e-4)
 
 
 def test_adasyn_on_separable_embeddings_fails_the_job_with_imbalanced_learns_reason(env, settings):

@@ -1,4 +1,4 @@
-"""``build_training``: every spec field lands in the right ``fit`` keyword argument."""
+"""``build_training``: every spec field lands in the right field of the ``TrainingPlan`` (a ``fit`` argument)."""
 
 from __future__ import annotations
 
@@ -34,22 +34,22 @@ def build(overrides: dict | None = None, *, data=None, class_names=("normal", "r
 
 
 def test_defaults_map_to_core_arguments():
-    kwargs = build({"epochs": 4, "batch_size": 8, "seed": 7})
-    assert (kwargs["epochs"], kwargs["batch_size"], kwargs["seed"]) == (4, 8, 7)
-    assert kwargs["class_names"] == ["normal", "rare"] and kwargs["device"] == torch.device("cpu")
-    assert len(kwargs["train"]) == 36 and len(kwargs["val"]) == 8 and len(kwargs["test"]) == 8
-    assert kwargs["criterion"].kind == "cross_entropy" and kwargs["criterion"].weight is None
-    assert kwargs["mixer"] is None and kwargs["sampler"].kind == "weighted"
-    assert kwargs["selection_metric"] == "auroc" and kwargs["threshold_strategy"] == "max_f1"
-    assert kwargs["early_stopping_patience"] is None and kwargs["compile"] is False
+    plan = build({"epochs": 4, "batch_size": 8, "seed": 7})
+    assert (plan.epochs, plan.batch_size, plan.seed) == (4, 8, 7)
+    assert plan.class_names == ["normal", "rare"] and plan.device == torch.device("cpu")
+    assert len(plan.train) == 36 and len(plan.val) == 8 and len(plan.test) == 8
+    assert plan.criterion.kind == "cross_entropy" and plan.criterion.weight is None
+    assert plan.mixer is None and plan.sampler.kind == "weighted"
+    assert plan.selection_metric == "auroc" and plan.threshold_strategy == "max_f1"
+    assert plan.early_stopping_patience is None and plan.compile is False
     # The network normalises with the train split's channel statistics.
-    mean, std = channel_stats(kwargs["train"].images)
-    assert torch.allclose(kwargs["model"].mean.flatten(), torch.tensor(mean))
-    assert torch.allclose(kwargs["model"].std.flatten(), torch.tensor(std))
+    mean, std = channel_stats(plan.train.images)
+    assert torch.allclose(plan.model.mean.flatten(), torch.tensor(mean))
+    assert torch.allclose(plan.model.std.flatten(), torch.tensor(std))
 
 
 def test_balanced_class_weights_and_alpha_come_from_train_counts():
-    kwargs = build(
+    plan = build(
         {
             "loss": {
                 "type": "focal",
@@ -61,7 +61,7 @@ def test_balanced_class_weights_and_alpha_come_from_train_counts():
             }
         }
     )
-    criterion = kwargs["criterion"]
+    criterion = plan.criterion
     n, k = sum(COUNTS), len(COUNTS)
     expected = torch.tensor([n / (k * c) for c in COUNTS])  # sklearn's "balanced": n / (K n_c)
     assert criterion.kind == "focal" and criterion.gamma == 1.5
@@ -70,18 +70,22 @@ def test_balanced_class_weights_and_alpha_come_from_train_counts():
 
 
 def test_effective_number_weights_and_scalar_alpha():
-    kwargs = build(
+    plan = build(
         {"loss": {"type": "focal", "alpha": 0.25, "class_weights": "effective_number", "effective_number_beta": 0.9}}
     )
     raw = torch.tensor([(1 - 0.9) / (1 - 0.9**c) for c in COUNTS])
-    assert torch.allclose(kwargs["criterion"].weight, raw * (2 / raw.sum()))
-    assert kwargs["criterion"].alpha_scalar == 0.25
+    assert torch.allclose(plan.criterion.weight, raw * (2 / raw.sum()))
+    # Alpha-balanced on the positive class (the train minority, class 1): 0.25 for it, 0.75 for the other.
+    assert torch.allclose(plan.criterion.alpha_per_class, torch.tensor([0.75, 0.25]))
+    named = build({"positive_class": "normal", "loss": {"type": "focal", "alpha": 0.25}})
+    assert torch.allclose(named.criterion.alpha_per_class, torch.tensor([0.25, 0.75]))
+    assert named.positive_class == 0
 
 
 def test_sigmoid_variant_selects_sigmoid_focal():
     spec = JobSpec.model_validate({"dataset_id": "d", "loss": {"type": "focal", "variant": "sigmoid"}})
     assert criterion_kind(spec.loss) == "sigmoid_focal"
-    assert build({"loss": {"type": "focal", "variant": "sigmoid"}})["criterion"].kind == "sigmoid_focal"
+    assert build({"loss": {"type": "focal", "variant": "sigmoid"}}).criterion.kind == "sigmoid_focal"
 
 
 @pytest.mark.parametrize(
@@ -89,7 +93,7 @@ def test_sigmoid_variant_selects_sigmoid_focal():
     [("random", 36), ("weighted", 36), ("sqrt", 36), ("oversample", 60), ("undersample", 12)],
 )
 def test_sampler_kind_and_scheduler_steps_follow_the_epoch_length(kind, length):
-    kwargs = build(
+    plan = build(
         {
             "sampler": {"type": kind},
             "batch_size": 5,
@@ -97,7 +101,7 @@ def test_sampler_kind_and_scheduler_steps_follow_the_epoch_length(kind, length):
             "optim": {"name": "sgd", "lr": 0.05, "momentum": 0.5, "scheduler": "step", "warmup_epochs": 1},
         }
     )
-    sampler, scheduler, optimizer = kwargs["sampler"], kwargs["scheduler"], kwargs["optimizer"]
+    sampler, scheduler, optimizer = plan.sampler, plan.scheduler, plan.optimizer
     assert sampler.kind == kind and sampler.epoch_length == length
     assert scheduler.steps_per_epoch == length // 5 and scheduler.name == "step"
     assert scheduler.warmup_steps == length // 5
@@ -107,7 +111,7 @@ def test_sampler_kind_and_scheduler_steps_follow_the_epoch_length(kind, length):
 def test_mixing_fields_reach_the_mixer():
     mixer = build(
         {"mixing": {"mode": "mixup_cutmix", "alpha": 0.4, "cutmix_alpha": 0.8, "prob": 0.7, "switch_prob": 0.3}}
-    )["mixer"]
+    ).mixer
     assert (mixer.mode, mixer.num_classes, mixer.alpha, mixer.cutmix_alpha) == ("mixup_cutmix", 2, 0.4, 0.8)
     assert (mixer.prob, mixer.switch_prob, mixer.label_smoothing) == (0.7, 0.3, 0.0)
 
@@ -127,15 +131,15 @@ def test_augment_fields_and_minority_mask():
                 "minority_threshold": 0.5,
             }
         }
-    )["augment"]
+    ).augment
     assert (aug.hflip, aug.vflip, aug.rotation, aug.scale) == (False, True, 20.0, (0.8, 1.2))
     assert (aug.translate, aug.brightness, aug.contrast) == (0.1, 0.2, 0.3)
     assert aug.augment_classes.tolist() == [False, True]  # 6 < 0.5 * 30
-    assert build()["augment"].augment_classes is None
+    assert build().augment.augment_classes is None
 
 
 def test_selection_threshold_early_stopping_freeze_compile():
-    kwargs = build(
+    plan = build(
         {
             "selection_metric": "auroc",
             "threshold": {"strategy": "target_recall", "target_recall": 0.9},
@@ -144,19 +148,19 @@ def test_selection_threshold_early_stopping_freeze_compile():
             "model": {"arch": "simple_cnn", "freeze_backbone_epochs": 1, "image_size": 16},
         }
     )
-    assert kwargs["selection_metric"] == "auroc"
-    assert (kwargs["threshold_strategy"], kwargs["target_recall"]) == ("target_recall", 0.9)
-    assert (kwargs["early_stopping_patience"], kwargs["early_stopping_min_delta"]) == (2, 0.01)
-    assert kwargs["freeze_backbone_epochs"] == 1 and kwargs["compile"] is True
-    assert kwargs["model"].image_size == 16
+    assert plan.selection_metric == "auroc"
+    assert (plan.threshold_strategy, plan.target_recall) == ("target_recall", 0.9)
+    assert (plan.early_stopping_patience, plan.early_stopping_min_delta) == (2, 0.01)
+    assert plan.freeze_backbone_epochs == 1 and plan.compile is True
+    assert plan.model.image_size == 16
 
 
 def test_seed_makes_initial_weights_reproducible_and_init_state_loads():
-    first, second = build({"seed": 3})["model"], build({"seed": 3})["model"]
-    other = build({"seed": 4})["model"]
+    first, second = build({"seed": 3}).model, build({"seed": 3}).model
+    other = build({"seed": 4}).model
     weights = lambda m: torch.cat([p.flatten() for p in m.parameters()])  # noqa: E731
     assert torch.equal(weights(first), weights(second)) and not torch.equal(weights(first), weights(other))
-    loaded = build({"seed": 4}, init_state=first.state_dict())["model"]
+    loaded = build({"seed": 4}, init_state=first.state_dict()).model
     assert torch.equal(weights(loaded), weights(first))
 
 
@@ -167,8 +171,8 @@ def test_bad_data_raises_value_error_naming_it():
         build(data={"val": arrays()})
 
 
-def test_kwargs_train_with_fit():
-    kwargs = build(
+def test_the_plan_trains_with_fit():
+    plan = build(
         {
             "epochs": 1,
             "batch_size": 12,
@@ -177,7 +181,7 @@ def test_kwargs_train_with_fit():
             "sampler": {"type": "weighted"},
         }
     )
-    result = fit(**kwargs)
+    result = fit(**plan.fit_arguments())
     assert [record.epoch for record in result.history] == [1] and result.test is not None
 
 
@@ -195,7 +199,7 @@ def test_a_warmup_longer_than_the_run_is_capped_and_survives_the_stored_round_tr
     stored = JobSpec(dataset_id="d1", epochs=1, optim={"warmup_epochs": 5}).model_dump(mode="json")
     spec = JobSpec.model_validate(stored)
     assert spec.optim.warmup_epochs == 5 and effective_warmup_epochs(spec) == 1
-    assert build({"epochs": 1, "batch_size": 8, "optim": {"warmup_epochs": 5}})["scheduler"] is not None
+    assert build({"epochs": 1, "batch_size": 8, "optim": {"warmup_epochs": 5}}).scheduler is not None
 
 
 def test_the_spec_and_the_core_name_the_same_choices():
@@ -207,13 +211,13 @@ def test_the_spec_and_the_core_name_the_same_choices():
 
 
 def test_backbone_lr_scale_gives_the_backbone_its_own_learning_rate():
-    optimizer = build({"optim": {"lr": 0.01, "backbone_lr_scale": 0.1, "warmup_epochs": 0, "scheduler": "none"}})[
-        "optimizer"
-    ]
+    optimizer = build(
+        {"optim": {"lr": 0.01, "backbone_lr_scale": 0.1, "warmup_epochs": 0, "scheduler": "none"}}
+    ).optimizer
     backbone, head = optimizer.param_groups
     assert (backbone["lr"], head["lr"]) == pytest.approx((0.001, 0.01))
     assert len(head["params"]) == 2  # the head's weight and bias
-    assert len(build()["optimizer"].param_groups) == 1
+    assert len(build().optimizer.param_groups) == 1
 
 
 def test_init_adaptations_are_reported():
@@ -245,12 +249,12 @@ def test_copy_paste_pool_is_the_masked_images_of_the_minority_and_trains():
     spec = JobSpec.model_validate(
         {"dataset_id": "d1", "model": {"arch": "simple_cnn"}, "augment": {"copy_paste": {"prob": 1.0}}, "epochs": 1}
     )
-    kwargs = build_training(
+    plan = build_training(
         spec, dataset_arrays=data, class_names=["normal", "rare"], device="cpu", init_state=None, masks={"train": masks}
     )
-    paste = kwargs["copy_paste"]
+    paste = plan.copy_paste
     assert paste.labels.tolist() == [1, 1, 1, 1]
     torch.testing.assert_close(paste.images, torch.from_numpy(images[rare[:4]]).permute(0, 3, 1, 2))
-    assert fit(**kwargs).stopped == "completed"
+    assert fit(**plan.fit_arguments()).stopped == "completed"
     with pytest.raises(ValueError, match="needs segmentation masks"):
         build_training(spec, dataset_arrays=data, class_names=["normal", "rare"], device="cpu", init_state=None)

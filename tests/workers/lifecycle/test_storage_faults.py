@@ -16,7 +16,8 @@ from service.migrate import upgrade_head
 from service.models import Dataset, Job, JobStatus, Tenant
 from service.spec import JobSpec
 from service.storage import make_blob_store
-from workers.lifecycle.claim import STORAGE_FULL, run_job
+from workers.lifecycle.claim import run_job
+from workers.lifecycle.failures import STORAGE_FULL
 
 SPEC = {"model": {"arch": "simple_cnn"}, "epochs": 2, "batch_size": 16, "augment": {"rotation": 0, "scale": None}}
 

@@ -11,7 +11,7 @@ import torch
 from workers.training.augment import BatchAugment
 from workers.training.checkpoint import load_checkpoint, save_checkpoint
 from workers.training.data import BatchSource, Split
-from workers.training.engine import FitResult, evaluate, fit, steps_per_epoch
+from workers.training.engine import FitResult, StopReason, evaluate, fit, steps_per_epoch
 from workers.training.long_tail import LongTailCriterion, posthoc_adjustment
 from workers.training.losses import Criterion, class_weights
 from workers.training.metrics import metric_block, selection_score
@@ -167,6 +167,19 @@ def test_an_outside_stop_skips_the_final_evaluation_and_keeps_the_best_epoch():
     assert result.test is None and result.val == best.val
 
 
+def test_stop_reasons_are_a_closed_set():
+    assert {reason.value for reason in StopReason if not reason.finished} == {
+        "cancelled",
+        "deadline",
+        "shutdown",
+        "lease_lost",
+    }
+    with pytest.raises(ValueError, match="should_stop returned 'worker lost'; supported stop reasons: cancelled"):
+        _fit(epochs=2, should_stop=lambda: "worker lost")
+    with pytest.raises(ValueError, match="should_stop returned 'completed'"):
+        _fit(epochs=2, should_stop=lambda: StopReason.completed)
+
+
 def test_resume_from_a_checkpoint_reproduces_the_uninterrupted_run(tmp_path):
     straight = _fit(parts=_parts(epochs=4, scheduler="onecycle"))
 
@@ -179,9 +192,9 @@ def test_resume_from_a_checkpoint_reproduces_the_uninterrupted_run(tmp_path):
     crashed = _fit(
         parts=_parts(epochs=4, scheduler="onecycle"),
         on_epoch_end=checkpoint,
-        should_stop=lambda: "worker lost" if next(calls) == 9 else None,  # dies in epoch 3
+        should_stop=lambda: "shutdown" if next(calls) == 9 else None,  # stops in epoch 3
     )
-    assert crashed.stopped == "worker lost" and len(crashed.history) == 2
+    assert crashed.stopped == "shutdown" and len(crashed.history) == 2
     state = load_checkpoint(tmp_path / "last.pt", sha256=saved["sha"])
     assert state["epoch"] == 2
     resumed = _fit(parts=_parts(epochs=4, scheduler="onecycle", seed=0), resume=state)

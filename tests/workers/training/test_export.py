@@ -6,7 +6,7 @@ import pytest
 import torch
 from torch import nn
 
-from workers.training.export import export_program, load_program, load_weights, save_weights
+from workers.training.export import export_program, load_program, load_weights, save_weights, tempered
 from workers.training.networks import build_network
 
 
@@ -34,6 +34,17 @@ def test_exported_program_carries_resizing(tmp_path):
     x = torch.rand(3, 3, 10, 12)
     with torch.no_grad():
         torch.testing.assert_close(load_program(tmp_path / "m.pt2")(x), model(x), rtol=1e-5, atol=1e-5)
+
+
+def test_a_temperature_is_folded_into_the_program(tmp_path):
+    model = build_network("simple_cnn", num_classes=2, in_channels=1, input_size=(8, 8), mean=[0.5], std=[0.5]).eval()
+    export_program(tempered(model, 2.5), tmp_path / "t.pt2", input_shape=(1, 8, 8))
+    x = torch.rand(4, 1, 8, 8)
+    with torch.no_grad():
+        torch.testing.assert_close(load_program(tmp_path / "t.pt2")(x), model(x) / 2.5, rtol=1e-5, atol=1e-5)
+    assert tempered(model, 1.0) is model
+    with pytest.raises(ValueError, match="temperature must be a finite number > 0"):
+        tempered(model, 0.0)
 
 
 def test_export_rejects_bad_input_shape(tmp_path):

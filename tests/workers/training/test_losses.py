@@ -213,7 +213,11 @@ def test_class_weights_list_none_and_errors():
 
 def test_resolve_alpha():
     assert resolve_alpha(None, counts=[1, 2]) is None
-    assert resolve_alpha(0.25, counts=[1, 2]) == 0.25 and isinstance(resolve_alpha(1, counts=[1, 2]), float)
+    # A number is alpha-balanced (Lin et al.): alpha for the positive class, 1 - alpha for the other.
+    torch.testing.assert_close(resolve_alpha(0.25, counts=[1, 2]), torch.tensor([0.75, 0.25]))
+    torch.testing.assert_close(resolve_alpha(0.25, counts=[1, 2], positive_class=0), torch.tensor([0.25, 0.75]))
+    with pytest.raises(ValueError, match="binary data only .3 classes here.; give one value per class or 'balanced'"):
+        resolve_alpha(0.25, counts=[1, 2, 3])
     torch.testing.assert_close(resolve_alpha([0.2, 0.8], counts=[1, 2]), torch.tensor([0.2, 0.8]))
     torch.testing.assert_close(resolve_alpha("balanced", counts=[1, 3]), class_weights("balanced", counts=[1, 3]))
     with pytest.raises(ValueError, match=r"one value per class \(2\)"):
@@ -258,6 +262,26 @@ def test_criterion_sigmoid_focal_matches_torchvision():
     torch.testing.assert_close(scalar(logits, targets), ref)
     per_class = Criterion(kind="sigmoid_focal", gamma=2.0, alpha=torch.tensor([0.75, 0.25]))
     torch.testing.assert_close(per_class(logits, targets), ref)
+
+
+@pytest.mark.parametrize("positive", [0, 1])
+@pytest.mark.parametrize("gamma", [0.0, 2.0])
+def test_scalar_focal_alpha_on_binary_data_is_torchvisions_alpha_balanced_loss(positive, gamma):
+    """The softmax focal loss with a scalar alpha equals sigmoid_focal_loss on l_pos - l_other (issue 12)."""
+    logits, labels, _, _ = _data(14, b=64, k=2)
+    crit = Criterion(kind="focal", gamma=gamma, alpha=resolve_alpha(0.25, counts=[5, 5], positive_class=positive))
+    diff = logits[:, positive] - logits[:, 1 - positive]
+    ref = tv_sigmoid_focal_loss(diff, (labels == positive).float(), alpha=0.25, gamma=gamma, reduction="mean")
+    torch.testing.assert_close(crit(logits, F.one_hot(labels, 2).float()), ref)
+    uniform = focal_loss(logits, labels, gamma=gamma, alpha=0.25)  # the old meaning: a constant factor
+    assert not torch.allclose(crit(logits, F.one_hot(labels, 2).float()), uniform)
+
+
+def test_sigmoid_focal_scores_the_positive_class():
+    logits, labels, _, _ = _data(15, b=32, k=2)
+    crit = Criterion(kind="sigmoid_focal", gamma=2.0, alpha=0.25, positive_class=0)
+    ref = tv_sigmoid_focal_loss(logits[:, 0] - logits[:, 1], (labels == 0).float(), alpha=0.25, gamma=2.0)
+    torch.testing.assert_close(crit(logits, F.one_hot(labels, 2).float()), ref.mean())
 
 
 def test_criterion_validation():

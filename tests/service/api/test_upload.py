@@ -17,7 +17,9 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse
 from starlette.routing import Route
 
-from service.ingest import BodySizeLimitMiddleware, DatasetRejected, IngestLimits, save_upload
+from service.api.body_limit import BodySizeLimitMiddleware
+from service.api.upload import save_upload
+from service.ingest import DatasetRejected, IngestLimits
 
 LIMIT = 1000
 

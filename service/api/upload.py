@@ -11,12 +11,9 @@ from pathlib import Path
 import anyio.to_thread
 from starlette.datastructures import UploadFile
 
-from service.ingest.canonical import store_canonical, summarize
-from service.ingest.dataset import DecodedDataset
+from service.ingest import DatasetRejected, DecodedDataset, IngestLimits, ingest_file, store_canonical, summarize
 from service.ingest.diagnostics import diagnose
-from service.ingest.errors import DatasetRejected, mib
-from service.ingest.limits import IngestLimits
-from service.ingest.parse import ingest_file
+from service.ingest.errors import mib
 from service.storage import BlobStore, validate_key
 from service.storage.blob import full_as_storage_full
 

@@ -1,0 +1,1 @@
+"""Development tooling (not shipped: ``[tool.setuptools.packages.find]`` leaves it out)."""
