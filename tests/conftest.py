@@ -17,6 +17,7 @@ from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import pytest
+from availability import unavailable
 
 from service.config import Settings, get_settings
 
@@ -30,17 +31,6 @@ NPZ_CANDIDATES = (
     REPO_ROOT.parent / "shared" / "data" / NPZ_NAME,
     Path("/work/shared/data") / NPZ_NAME,
 )
-
-
-def in_ci() -> bool:
-    return os.environ.get("CI", "").strip().lower() in ("true", "1")
-
-
-def unavailable(reason: str) -> None:
-    """Skip locally, fail under CI: a missing server is a broken CI machine, not a pass."""
-    if in_ci():
-        pytest.fail(f"{reason} (CI is set, so this is a failure, not a skip)", pytrace=False)
-    pytest.skip(reason)
 
 
 @pytest.fixture(autouse=True)

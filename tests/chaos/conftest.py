@@ -19,6 +19,7 @@ from pathlib import Path
 
 import httpx
 import pytest
+from availability import unavailable
 from chaos_support import Proc, TcpProxy, pick_port, synthetic_npz, wait_for
 from sqlalchemy import func, select
 
@@ -38,13 +39,6 @@ SPEC = {
     "optim": {"lr": 0.01},
 }
 READY_TIMEOUT = 90.0
-
-
-def unavailable(reason: str) -> None:
-    """As in tests/conftest.py: skip on a developer machine, fail under CI."""
-    if os.environ.get("CI", "").strip().lower() in ("true", "1"):
-        pytest.fail(f"{reason} (CI is set, so this is a failure, not a skip)", pytrace=False)
-    pytest.skip(reason)
 
 
 class Cluster:

@@ -18,6 +18,7 @@ from pathlib import Path
 import httpx
 import numpy as np
 import pytest
+from availability import unavailable
 from PIL import Image
 
 pytestmark = pytest.mark.e2e
@@ -29,8 +30,6 @@ TRAIN_TIMEOUT_S = 15 * 60
 @pytest.fixture
 def browser():
     if not (CHROMIUM and DRIVER):
-        from conftest import unavailable
-
         unavailable("chromium and chromedriver are not installed (apt-get install chromium chromium-driver)")
     from selenium import webdriver
     from selenium.webdriver.chrome.service import Service
