@@ -29,7 +29,12 @@ def list_aliases(session: SessionDep, tenant_id: TenantDep) -> list[AliasOut]:
     return [AliasOut.from_row(row) for row in registry.list_aliases(session, tenant_id=tenant_id)]
 
 
-@router.put("/{alias}", response_model=AliasOut, summary="Point an alias at a model", responses=problem_responses(404))
+@router.put(
+    "/{alias}",
+    response_model=AliasOut,
+    summary="Point an alias at a model",
+    responses=problem_responses(400, 404, 422, s400="a body that is not JSON text"),
+)
 def put_alias(alias: AliasPath, body: AliasIn, session: SessionDep, tenant_id: TenantDep) -> AliasOut:
     if models_repo.get_model(session, tenant_id=tenant_id, model_id=body.model_id) is None:
         raise ProblemError(

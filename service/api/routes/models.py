@@ -58,7 +58,7 @@ def get_model(model_id: str, session: SessionDep, tenant_id: TenantDep) -> Model
     description="Fits `threshold` on the model's stored validation scores, verifies it on the test scores "
     "(metrics and per-class lower bounds in `metrics`), and makes it the operating point predict applies. "
     "The previous one stays in `history`.",
-    responses=problem_responses(404, 409, 503),
+    responses=problem_responses(400, 404, 409, 422, 503, s400="a body that is not JSON text"),
 )
 def patch_model(
     model_id: str, body: ModelPatch, request: Request, session: SessionDep, tenant_id: TenantDep, store: BlobStoreDep

@@ -80,7 +80,8 @@ _REQUEST_BODY = {
                             },
                         },
                     },
-                    "threshold": _THRESHOLD,
+                    # JSON null means "no override", as leaving the field out does.
+                    "threshold": {**_THRESHOLD, "type": ["number", "null"]},
                 },
             },
             "examples": {"one_image": {"summary": "one PNG", "value": {"instances": [{"b64": _EXAMPLE_PNG}]}}},
