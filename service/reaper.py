@@ -21,13 +21,13 @@ and several reapers may run at once (each transition is conditional too).
 from __future__ import annotations
 
 import logging
-import threading
 from dataclasses import dataclass, field
 from datetime import datetime
 
 from celery import Celery
 from sqlalchemy.orm import Session, sessionmaker
 
+from service.background import BackgroundLoop
 from service.config import Settings
 from service.db import make_engine, make_session_factory, transaction
 from service.models import utcnow
@@ -139,37 +139,19 @@ def _send(celery_app: Celery, job_id: str, report: ReapReport) -> bool:
     return True
 
 
-class ReaperThread:
-    """Runs ``reap_once`` every ``settings.reaper_interval_seconds`` in a daemon thread.
-
-    A failing pass (database or broker down) is logged and the next one runs
-    on schedule: the reaper outlives outages, which is when it is needed.
-    """
+class ReaperThread(BackgroundLoop):
+    """Runs ``reap_once`` every ``settings.reaper_interval_seconds`` in a daemon thread."""
 
     def __init__(self, settings: Settings, session_factory: sessionmaker[Session], celery_app: Celery) -> None:
         self._settings = settings
         self._session_factory = session_factory
         self._celery_app = celery_app
-        self._stop = threading.Event()
-        self._thread = threading.Thread(target=self._run, name="rarefit-reaper", daemon=True)
-
-    def start(self) -> None:
-        self._thread.start()
-
-    def stop(self, timeout: float = 10.0) -> None:
-        self._stop.set()
-        if self._thread.is_alive():
-            self._thread.join(timeout)
-
-    @property
-    def is_alive(self) -> bool:
-        return self._thread.is_alive()
+        super().__init__(name="rarefit-reaper")
 
     def _run(self) -> None:
-        interval = max(0.05, float(self._settings.reaper_interval_seconds))
-        while not self._stop.is_set():
-            try:
-                reap_once(self._settings, session_factory=self._session_factory, celery_app=self._celery_app)
-            except Exception:
-                logger.exception("reaper pass failed; retrying in %.1f s", interval)
-            self._stop.wait(interval)
+        self._repeat(
+            lambda: reap_once(self._settings, session_factory=self._session_factory, celery_app=self._celery_app),
+            interval=max(0.05, float(self._settings.reaper_interval_seconds)),
+            what="reaper pass",
+            log=logger,
+        )

@@ -1,33 +1,74 @@
-"""A job row with its own tenant and dataset, straight through the ORM (for worker-side tests)."""
+"""Tenant, dataset and job rows straight through the ORM (for worker-side and live-event tests)."""
 
 from __future__ import annotations
 
 import itertools
+from collections.abc import Sequence
 
 from service.db import transaction
+from service.ingest import DecodedDataset, store_canonical
 from service.models import Dataset, Job, Tenant
+from service.storage import BlobStore
 
 _serial = itertools.count()
 
 
+def add_tenant(session, *, name: str) -> Tenant:
+    tenant = Tenant(name=name)
+    session.add(tenant)
+    session.flush()
+    return tenant
+
+
+def add_dataset(
+    session,
+    *,
+    tenant_id: str,
+    name: str = "d",
+    class_names: Sequence[str] = ("a", "b"),
+    image_shape: Sequence[int] = (8, 8, 1),
+    imbalance_ratio: float = 1.0,
+    blob_prefix: str = "datasets/x",
+) -> Dataset:
+    """A dataset row with no blobs behind it unless the caller stores them (see ``add_stored_dataset``)."""
+    dataset = Dataset(
+        tenant_id=tenant_id,
+        name=name,
+        format="npz",
+        num_classes=len(class_names),
+        class_names=list(class_names),
+        image_shape=list(image_shape),
+        splits={},
+        imbalance_ratio=imbalance_ratio,
+        blob_prefix=blob_prefix,
+    )
+    session.add(dataset)
+    session.flush()
+    return dataset
+
+
+def add_stored_dataset(
+    session, decoded: DecodedDataset, *, tenant_id: str, name: str, imbalance_ratio: float, store: BlobStore, scratch
+) -> Dataset:
+    """A dataset row whose canonical blobs are really in ``store``, under the prefix its id names."""
+    dataset = add_dataset(
+        session,
+        tenant_id=tenant_id,
+        name=name,
+        class_names=decoded.class_names,
+        image_shape=decoded.image_shape,
+        imbalance_ratio=imbalance_ratio,
+        blob_prefix="",
+    )
+    dataset.blob_prefix = f"datasets/{dataset.id}"
+    store_canonical(decoded, store=store, prefix=dataset.blob_prefix, scratch=scratch)
+    return dataset
+
+
 def make_job(factory, **values) -> str:
     with transaction(factory) as session:
-        tenant = Tenant(name=f"t-{next(_serial)}-{id(values)}")
-        session.add(tenant)
-        session.flush()
-        dataset = Dataset(
-            tenant_id=tenant.id,
-            name="d",
-            format="npz",
-            num_classes=2,
-            class_names=["a", "b"],
-            image_shape=[8, 8, 1],
-            splits={},
-            imbalance_ratio=1.0,
-            blob_prefix="datasets/x",
-        )
-        session.add(dataset)
-        session.flush()
+        tenant = add_tenant(session, name=f"t-{next(_serial)}-{id(values)}")
+        dataset = add_dataset(session, tenant_id=tenant.id)
         job = Job(tenant_id=tenant.id, dataset_id=dataset.id, spec={}, epochs=3, **values)
         session.add(job)
         session.flush()

@@ -13,7 +13,6 @@ from __future__ import annotations
 import json
 import logging
 import random
-import threading
 import time
 from datetime import datetime, timedelta
 from typing import Any
@@ -21,6 +20,7 @@ from typing import Any
 import httpx
 from sqlalchemy.orm import Session, sessionmaker
 
+from service.background import BackgroundLoop
 from service.config import Settings
 from service.db import aware, transaction
 from service.models import Event, Webhook, WebhookDelivery, utcnow
@@ -99,30 +99,20 @@ def _outcome(settings: Settings, delivery: WebhookDelivery, attempt: dict[str, A
     return repo.PENDING, next_at
 
 
-class WebhookDispatcher:
+class WebhookDispatcher(BackgroundLoop):
     """Runs ``deliver_due`` every ``settings.webhook_dispatch_seconds`` in a daemon thread."""
 
     def __init__(self, settings: Settings, session_factory: sessionmaker[Session]) -> None:
         self._settings = settings
         self._session_factory = session_factory
-        self._stop = threading.Event()
-        self._thread = threading.Thread(target=self._run, name="rarefit-webhooks", daemon=True)
-
-    def start(self) -> None:
-        self._thread.start()
-
-    def stop(self, timeout: float = 10.0) -> None:
-        self._stop.set()
-        if self._thread.is_alive():
-            self._thread.join(timeout)
+        super().__init__(name="rarefit-webhooks")
 
     def _run(self) -> None:
-        interval = self._settings.webhook_dispatch_seconds
         # No redirects: a public URL answering 302 to an internal one must not be followed.
         with httpx.Client(timeout=self._settings.webhook_timeout_seconds, follow_redirects=False) as client:
-            while not self._stop.is_set():
-                try:
-                    deliver_due(self._settings, self._session_factory, client=client)
-                except Exception:  # database down: the rows wait, the next pass retries
-                    logger.exception("webhook pass failed; retrying in %.1f s", interval)
-                self._stop.wait(interval)
+            self._repeat(
+                lambda: deliver_due(self._settings, self._session_factory, client=client),
+                interval=self._settings.webhook_dispatch_seconds,
+                what="webhook pass",
+                log=logger,  # database down: the rows wait, the next pass retries
+            )

@@ -10,11 +10,12 @@ from pathlib import Path
 
 import httpx
 import pytest
+from job_rows import add_dataset
 from test_api_processes import api_children, ready, wait_for
 
 from service.db import make_engine, make_session_factory, transaction
 from service.migrate import upgrade_head
-from service.models import Dataset, JobStatus, Tenant, utcnow
+from service.models import JobStatus, Tenant, utcnow
 from service.repository import leases
 
 pytestmark = pytest.mark.integration
@@ -49,24 +50,11 @@ def epoch(factory, job_id: str, number: int) -> None:
     worker_step(factory, leases.record_epoch, job_id=job_id, record=record)
 
 
-def add_dataset(factory) -> str:
+def add_bootstrap_dataset(factory) -> str:
     """A dataset row of the bootstrap tenant (no blobs: nothing here trains)."""
     with transaction(factory) as session:
         tenant = session.query(Tenant).filter_by(name="default").one()
-        dataset = Dataset(
-            tenant_id=tenant.id,
-            name="d",
-            format="npz",
-            num_classes=2,
-            class_names=["a", "b"],
-            image_shape=[8, 8, 1],
-            splits={},
-            imbalance_ratio=1.0,
-            blob_prefix="datasets/x",
-        )
-        session.add(dataset)
-        session.flush()
-        return dataset.id
+        return add_dataset(session, tenant_id=tenant.id).id
 
 
 @pytest.fixture
@@ -103,7 +91,7 @@ def api(postgres_url, redis_url, free_port, rarefit_cmd, tmp_path):
 def test_every_epoch_arrives_exactly_once_across_a_reconnect(api, postgres_url):
     engine = make_engine(postgres_url)
     factory = make_session_factory(engine)
-    dataset_id = add_dataset(factory)
+    dataset_id = add_bootstrap_dataset(factory)
     headers = {"Authorization": f"Bearer {KEY}"}
     client = httpx.Client(base_url=api, headers=headers, timeout=httpx.Timeout(30.0))
     try:
@@ -138,7 +126,7 @@ def test_every_epoch_arrives_exactly_once_across_a_reconnect(api, postgres_url):
 def test_an_idle_stream_sends_heartbeats(api, postgres_url):
     engine = make_engine(postgres_url)
     factory = make_session_factory(engine)
-    dataset_id = add_dataset(factory)
+    dataset_id = add_bootstrap_dataset(factory)
     headers = {"Authorization": f"Bearer {KEY}"}
     try:
         with httpx.Client(base_url=api, headers=headers, timeout=30.0) as client:

@@ -17,15 +17,16 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from job_rows import add_stored_dataset
 from sqlalchemy import func, select
 from sqlalchemy.exc import OperationalError
 
 from launch.supervisor import worker_command, worker_environment
 from service.config import Settings
 from service.db import aware, make_engine, make_session_factory, transaction
-from service.ingest import DecodedDataset, store_canonical
+from service.ingest import DecodedDataset
 from service.migrate import upgrade_head
-from service.models import Artifact, Dataset, EpochMetrics, Job, JobStatus, Model, Tenant, utcnow
+from service.models import Artifact, EpochMetrics, Job, JobStatus, Model, Tenant, utcnow
 from service.queue import enqueue_job, make_celery
 from service.reaper import reap_once
 from service.spec import JobSpec
@@ -79,21 +80,15 @@ class World:
             },
         )
         with transaction(self.factory) as session:
-            row = Dataset(
+            row = add_stored_dataset(
+                session,
+                decoded,
                 tenant_id=self.tenant_id,
                 name="synthetic",
-                format="npz",
-                num_classes=2,
-                class_names=["normal", "rare"],
-                image_shape=[side, side, 1],
-                splits={},
                 imbalance_ratio=train[0] / train[1],
-                blob_prefix="",
+                store=self.store,
+                scratch=self.settings.scratch_path,
             )
-            session.add(row)
-            session.flush()
-            row.blob_prefix = f"datasets/{row.id}"
-            store_canonical(decoded, store=self.store, prefix=row.blob_prefix, scratch=self.settings.scratch_path)
             return row.id
 
     def job(self, dataset_id: str, **overrides) -> str:

@@ -13,6 +13,7 @@ import numpy as np
 import pytest
 import torch
 import torchvision
+from job_rows import add_stored_dataset, add_tenant
 from safetensors.torch import load_file, save_file
 from sqlalchemy import select
 
@@ -20,7 +21,7 @@ from service.db import make_engine, make_session_factory, transaction
 from service.ingest import DecodedDataset, load_canonical, store_canonical
 from service.migrate import upgrade_head
 from service.model_card import ModelCard, checkpoint_key
-from service.models import Artifact, Dataset, EpochMetrics, Job, JobStatus, Model, Tenant, utcnow
+from service.models import Artifact, EpochMetrics, Job, JobStatus, Model, Tenant, utcnow
 from service.operating_points import read_scores_npz
 from service.queue import make_celery
 from service.spec import JobSpec
@@ -61,9 +62,7 @@ def env(settings):
     factory = make_session_factory(engine)
     store = LocalBlobStore(settings.blob_dir)
     with transaction(factory) as session:
-        tenant = Tenant(name="acme")
-        session.add(tenant)
-        session.flush()
+        tenant = add_tenant(session, name="acme")
         decoded = DecodedDataset(
             format="npz",
             class_names=["normal", "rare"],
@@ -74,21 +73,15 @@ def env(settings):
                 "test": synthetic((16, 8), seed=2),
             },
         )
-        dataset = Dataset(
+        dataset = add_stored_dataset(
+            session,
+            decoded,
             tenant_id=tenant.id,
             name="tiny",
-            format="npz",
-            num_classes=2,
-            class_names=["normal", "rare"],
-            image_shape=[8, 8, 1],
-            splits={},
             imbalance_ratio=4.0,
-            blob_prefix="",
+            store=store,
+            scratch=settings.scratch_path,
         )
-        session.add(dataset)
-        session.flush()
-        dataset.blob_prefix = f"datasets/{dataset.id}"
-        store_canonical(decoded, store=store, prefix=dataset.blob_prefix, scratch=settings.scratch_path)
         ids = {"tenant": tenant.id, "dataset": dataset.id}
     yield {"factory": factory, "store": store, **ids}
     engine.dispose()

@@ -9,11 +9,12 @@ from __future__ import annotations
 
 import numpy as np
 from disk_support import fill_up
+from job_rows import add_stored_dataset, add_tenant
 
 from service.db import make_engine, make_session_factory, transaction
-from service.ingest import DecodedDataset, store_canonical
+from service.ingest import DecodedDataset
 from service.migrate import upgrade_head
-from service.models import Dataset, Job, JobStatus, Tenant
+from service.models import Job, JobStatus
 from service.spec import JobSpec
 from service.storage import make_blob_store
 from workers.lifecycle.claim import run_job
@@ -39,24 +40,16 @@ def _decoded() -> DecodedDataset:
 
 def _job_on_a_stored_dataset(factory, store, settings) -> str:
     with transaction(factory) as session:
-        tenant = Tenant(name="acme")
-        session.add(tenant)
-        session.flush()
-        dataset = Dataset(
+        tenant = add_tenant(session, name="acme")
+        dataset = add_stored_dataset(
+            session,
+            _decoded(),
             tenant_id=tenant.id,
             name="tiny",
-            format="npz",
-            num_classes=2,
-            class_names=["a", "b"],
-            image_shape=[8, 8, 1],
-            splits={},
             imbalance_ratio=1.0,
-            blob_prefix="",
+            store=store,
+            scratch=settings.scratch_path,
         )
-        session.add(dataset)
-        session.flush()
-        dataset.blob_prefix = f"datasets/{dataset.id}"
-        store_canonical(_decoded(), store=store, prefix=dataset.blob_prefix, scratch=settings.scratch_path)
         spec = JobSpec.model_validate({"dataset_id": dataset.id, **SPEC})
         job = Job(tenant_id=tenant.id, dataset_id=dataset.id, spec=spec.model_dump(mode="json"), epochs=spec.epochs)
         session.add(job)
