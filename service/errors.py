@@ -9,6 +9,8 @@ filesystem paths back: validation errors drop pydantic's ``input`` and
 from __future__ import annotations
 
 import logging
+from collections.abc import Iterator
+from contextlib import contextmanager
 from http import HTTPStatus
 from typing import Any
 
@@ -18,6 +20,7 @@ from fastapi.responses import JSONResponse
 from pydantic import BaseModel, Field
 from sqlalchemy.exc import OperationalError
 from sqlalchemy.exc import TimeoutError as PoolTimeout
+from sqlalchemy.orm import Session
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from service.ingest import DatasetRejected
@@ -135,6 +138,16 @@ def dotted(loc: tuple[Any, ...] | list[Any]) -> str:
 def not_found(kind: str, value: str) -> ProblemError:
     """404 naming the missing object; the client's id is shortened and escaped before echoing."""
     return ProblemError(404, "Not Found", f"{kind} {shown(value)} not found")
+
+
+@contextmanager
+def conflict_as_409(session: Session, conflict: type[Exception]) -> Iterator[None]:
+    """A repository's refusal (the object is in the wrong state) as a 409, rolled back so nothing half-written stays."""
+    try:
+        yield
+    except conflict as exc:
+        session.rollback()
+        raise ProblemError(409, "Conflict", str(exc)) from None
 
 
 def shown(value: str, *, limit: int = 64) -> str:

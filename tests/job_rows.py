@@ -7,7 +7,7 @@ from collections.abc import Sequence
 
 from service.db import transaction
 from service.ingest import DecodedDataset, store_canonical
-from service.models import Dataset, Job, Tenant
+from service.models import Dataset, Job, Model, Tenant
 from service.storage import BlobStore
 
 _serial = itertools.count()
@@ -73,3 +73,33 @@ def make_job(factory, **values) -> str:
         session.add(job)
         session.flush()
         return job.id
+
+
+def add_model(
+    session,
+    job: Job,
+    *,
+    class_names: Sequence[str],
+    input_shape: Sequence[int],
+    blob_prefix: str,
+    threshold: float | None = None,
+    positive_class: int | None = None,
+    metrics: dict | None = None,
+) -> str:
+    """The model row a succeeded job registers (its artefacts already under ``blob_prefix``)."""
+    model = Model(
+        tenant_id=job.tenant_id,
+        job_id=job.id,
+        arch="tiny",
+        class_names=list(class_names),
+        input_shape=list(input_shape),
+        threshold=threshold,
+        positive_class=positive_class,
+        metrics=metrics or {},
+        blob_prefix=blob_prefix,
+        size_bytes=0,
+    )
+    session.add(model)
+    session.flush()
+    job.model_id = model.id
+    return model.id

@@ -19,23 +19,13 @@ from pathlib import Path
 import httpx
 import numpy as np
 import pytest
+from metric_blocks import METRIC_BLOCK_KEYS
 from PIL import Image
 
 pytestmark = pytest.mark.e2e
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
 POLL_TIMEOUT_S = 8 * 60
-METRIC_FIELDS = {
-    "accuracy",
-    "balanced_accuracy",
-    "macro_f1",
-    "auroc",
-    "average_precision",
-    "per_class",
-    "confusion_matrix",
-    "threshold",
-    "pr_curve",
-}
 PER_CLASS_FIELDS = {"class", "precision", "recall", "f1", "support"}
 ARTEFACTS = {"model.pt2", "model.onnx", "weights.safetensors", "model_card.json", "metrics.json", "scores.npz"}
 # PneumoniaMNIST's official splits (shared/data/README.md): the oracle for ingest and metrics.
@@ -87,7 +77,7 @@ def _wait_succeeded(client: httpx.Client, job_id: str, server) -> dict:
 
 
 def _check_block(block: dict, *, split: str, tuned: bool) -> None:
-    assert METRIC_FIELDS <= set(block), f"{split} block lacks {METRIC_FIELDS - set(block)}"
+    assert METRIC_BLOCK_KEYS <= set(block), f"{split} block lacks {METRIC_BLOCK_KEYS - set(block)}"
     for name in ("accuracy", "balanced_accuracy", "macro_f1", "auroc", "average_precision"):
         assert 0.0 <= block[name] <= 1.0, (split, name, block[name])
     assert [row["support"] for row in block["per_class"]] == CLASS_COUNTS[split]

@@ -46,6 +46,7 @@ import pytest
 import schemathesis
 from hypothesis import HealthCheck, settings
 from inference_artefacts import inference_support
+from job_rows import add_model
 from schemathesis.checks import not_a_server_error
 from schemathesis.python.asgi import get_client, shutdown_lifespans
 from schemathesis.specs.openapi.checks import (
@@ -59,7 +60,7 @@ from schemathesis.specs.openapi.checks import (
 from service.config import Settings
 from service.db import transaction
 from service.main import create_app
-from service.models import Artifact, EpochMetrics, Job, JobStatus, Model, utcnow
+from service.models import Artifact, EpochMetrics, Job, JobStatus, utcnow
 from service.storage import BlobStore
 
 BOOTSTRAP_KEY = "rf_test-bootstrap-key-0123456789abcdef"  # as in tests/service/conftest.py
@@ -119,22 +120,16 @@ def _finish_with_model(app, job_id: str, *, exported_folder: Path) -> str:
                     sha256=info.sha256,
                 )
             )
-        model = Model(
-            tenant_id=job.tenant_id,
-            job_id=job_id,
-            arch="tiny",
+        return add_model(
+            session,
+            job,
             class_names=["0", "1"],
             input_shape=[6, 6, 1],
+            blob_prefix=prefix,
             threshold=0.5,
             positive_class=1,
             metrics={"accuracy": 0.5},
-            blob_prefix=prefix,
-            size_bytes=0,
         )
-        session.add(model)
-        session.flush()
-        job.model_id = model.id
-        return model.id
 
 
 def _seed(app, tmp: Path) -> dict[str, list[str]]:

@@ -21,12 +21,13 @@ from pathlib import Path
 import numpy as np
 import pytest
 from inference_artefacts import inference_support
+from job_rows import add_model
 from starlette.testclient import TestClient
 
 from service.config import Settings
 from service.db import transaction
 from service.main import create_app
-from service.models import Job, JobStatus, Model
+from service.models import Job, JobStatus
 from service.repository import tenants
 
 BOOTSTRAP_KEY = "rf_test-bootstrap-key-0123456789abcdef"  # api_settings' key (tests/service/conftest.py)
@@ -69,22 +70,7 @@ def _register_model(app, *, tenant_id: str, dataset_id: str, program: bytes | No
                 store.write(f"{prefix}/{path.name}", program)
             else:
                 store.write(f"{prefix}/{path.name}", path.read_bytes())
-        model = Model(
-            tenant_id=tenant_id,
-            job_id=job.id,
-            arch="tiny",
-            class_names=["0", "1"],
-            input_shape=[6, 6, 1],
-            threshold=None,
-            positive_class=None,
-            metrics={},
-            blob_prefix=prefix,
-            size_bytes=0,
-        )
-        session.add(model)
-        session.flush()
-        job.model_id = model.id
-        return model.id
+        return add_model(session, job, class_names=["0", "1"], input_shape=[6, 6, 1], blob_prefix=prefix)
 
 
 class Probe:

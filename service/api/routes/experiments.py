@@ -10,7 +10,7 @@ from sqlalchemy.orm import Session
 
 from service.api.deps import CeleryDep, LimitQuery, OffsetQuery, SessionDep, SettingsDep, TenantDep
 from service.config import Settings
-from service.errors import ProblemError, dotted, field_error, not_found, problem_responses
+from service.errors import ProblemError, conflict_as_409, dotted, field_error, not_found, problem_responses
 from service.experiments.plan import Plan, plan_for
 from service.experiments.schemas import ExperimentOut, ExperimentSummaryOut
 from service.experiments.space import apply, points_to_check
@@ -99,11 +99,8 @@ def get_experiment(experiment_id: str, session: SessionDep, tenant_id: TenantDep
     responses=problem_responses(404, 409, s409="the experiment already finished"),
 )
 def cancel_experiment(experiment_id: str, session: SessionDep, tenant_id: TenantDep) -> ExperimentOut:
-    try:
+    with conflict_as_409(session, repo.ExperimentConflict):
         row = repo.cancel_experiment(session, tenant_id=tenant_id, experiment_id=experiment_id)
-    except repo.ExperimentConflict as exc:
-        session.rollback()
-        raise ProblemError(409, "Conflict", str(exc)) from None
     if row is None:
         raise not_found("experiment", experiment_id)
     session.commit()
@@ -118,11 +115,8 @@ def cancel_experiment(experiment_id: str, session: SessionDep, tenant_id: Tenant
     responses=problem_responses(404, 409, s409="the experiment is queued or running; cancel it first"),
 )
 def delete_experiment(experiment_id: str, session: SessionDep, tenant_id: TenantDep, settings: SettingsDep) -> Response:
-    try:
+    with conflict_as_409(session, repo.ExperimentConflict):
         deleted = repo.delete_experiment(session, tenant_id=tenant_id, experiment_id=experiment_id)
-    except repo.ExperimentConflict as exc:
-        session.rollback()
-        raise ProblemError(409, "Conflict", str(exc)) from None
     if not deleted:
         raise not_found("experiment", experiment_id)
     session.commit()

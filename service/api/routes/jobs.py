@@ -28,7 +28,7 @@ from service.api.deps import (
 from service.api.etag import NOT_MODIFIED, IfNoneMatch, json_or_not_modified
 from service.config import Settings
 from service.defaults import with_dataset_defaults
-from service.errors import ProblemError, dotted, field_error, not_found, problem_responses, shown
+from service.errors import ProblemError, conflict_as_409, dotted, field_error, not_found, problem_responses, shown
 from service.ingest import mask_classes
 from service.models import Dataset, Job, JobStatus, utcnow
 from service.queue import enqueue_job
@@ -136,11 +136,8 @@ async def get_job(job_id: str, request: Request, tenant_id: TenantDep, if_none_m
     responses=problem_responses(404, 409, s409="the job already finished"),
 )
 def cancel_job(job_id: str, session: SessionDep, tenant_id: TenantDep) -> JobOut:
-    try:
+    with conflict_as_409(session, repo.JobConflict):
         job = repo.request_cancel(session, tenant_id=tenant_id, job_id=job_id)
-    except repo.JobConflict as exc:
-        session.rollback()
-        raise ProblemError(409, "Conflict", str(exc)) from None
     if job is None:
         raise not_found("job", job_id)
     session.commit()

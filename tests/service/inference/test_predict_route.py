@@ -9,6 +9,7 @@ from pathlib import Path
 
 import pytest
 import torch
+from job_rows import add_model
 from sqlalchemy.orm import Session, sessionmaker
 
 from service.config import Settings
@@ -45,22 +46,15 @@ def register_model(
         session.add(job)
         session.flush()
         prefix = prefix_of(job.id)
-        model = Model(
-            tenant_id=tenant_id,
-            job_id=job.id,
-            arch="tiny",
+        return add_model(
+            session,
+            job,
             class_names=exported.class_names,
             input_shape=[exported.height, exported.width, exported.channels],
+            blob_prefix=prefix,
             threshold=threshold,
             positive_class=positive_class,
-            metrics={},
-            blob_prefix=prefix,
-            size_bytes=0,
         )
-        session.add(model)
-        session.flush()
-        job.model_id = model.id
-        return model.id
 
 
 @pytest.fixture

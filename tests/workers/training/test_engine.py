@@ -7,6 +7,7 @@ from dataclasses import asdict
 import numpy as np
 import pytest
 import torch
+from metric_blocks import METRIC_BLOCK_KEYS
 
 from workers.training.augment import BatchAugment
 from workers.training.checkpoint import load_checkpoint, save_checkpoint
@@ -22,17 +23,6 @@ from workers.training.samplers import make_sampler
 
 CPU = torch.device("cpu")
 CLASSES = ["common", "rare"]
-BLOCK_KEYS = {
-    "accuracy",
-    "balanced_accuracy",
-    "macro_f1",
-    "auroc",
-    "average_precision",
-    "per_class",
-    "confusion_matrix",
-    "threshold",
-    "pr_curve",
-}
 
 
 def _split(n_common: int, n_rare: int, *, seed: int, flip: bool = False) -> Split:
@@ -258,7 +248,7 @@ def test_every_technique_at_once_completes_with_all_metric_keys(tmp_path):
     assert counts == [48, 16] and result.stopped == "completed" and len(checkpoints) == 2
     assert result.positive_class == 1 and result.threshold is not None
     for block in (result.val, result.test, result.history[-1].val):
-        assert BLOCK_KEYS <= block.keys()
+        assert METRIC_BLOCK_KEYS <= block.keys()
     assert result.test["threshold"] == result.threshold
     restored = load_checkpoint(tmp_path / "c.pt", sha256=checkpoints[-1])
     assert set(restored) >= {"model", "optimizer", "scheduler", "best_state", "history", "epoch"}
