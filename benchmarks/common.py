@@ -142,18 +142,24 @@ def deep_merge(base: Mapping[str, Any], overrides: Mapping[str, Any]) -> dict[st
     return merged
 
 
-def job_fit_kwargs(
+def job_plan(
     overrides: Mapping[str, Any], *, arrays: Arrays, class_names: Sequence[str], device: torch.device | str
-) -> dict[str, Any]:
-    """The keyword arguments a job would pass to ``fit``: JobSpec → ``workers.lifecycle.plan.build_training``."""
+) -> Any:
+    """The training plan a job would build: JobSpec → ``workers.lifecycle.plan.build_training``."""
     from service.spec import JobSpec
     from workers.lifecycle.plan import build_training
 
     spec = JobSpec.model_validate(deep_merge({"dataset_id": BENCH_DATASET_ID}, overrides))
-    plan = build_training(
+    return build_training(
         spec, dataset_arrays=arrays, class_names=list(class_names), device=str(device), init_state=None
     )
-    return plan.fit_arguments()
+
+
+def job_fit_kwargs(
+    overrides: Mapping[str, Any], *, arrays: Arrays, class_names: Sequence[str], device: torch.device | str
+) -> dict[str, Any]:
+    """The keyword arguments a job would pass to ``fit`` (its plan's ``fit_arguments``)."""
+    return job_plan(overrides, arrays=arrays, class_names=class_names, device=device).fit_arguments()
 
 
 # --- measurements -------------------------------------------------------------

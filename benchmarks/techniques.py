@@ -121,11 +121,11 @@ def run_technique(
     from workers.training.engine import fit
 
     started = time.perf_counter()
-    kwargs = common.job_fit_kwargs(spec, arrays=arrays, class_names=class_names, device=device)
-    result = fit(**kwargs)
+    plan = common.job_plan(spec, arrays=arrays, class_names=class_names, device=device)
+    result = fit(**plan.fit_arguments())
     parsed = JobSpec.model_validate(common.deep_merge({"dataset_id": common.BENCH_DATASET_ID}, spec))
     if parsed.resample is not None:
-        result, _, _ = decoupled_stage(parsed, result=result, plan=kwargs, device=device)
+        result, _, _ = decoupled_stage(parsed, result=result, plan=plan, device=device)
     test_images, test_labels = arrays["test"]
     probs = predict_probs(result.model, test_images, device=device)
     minority = int(np.argmin(np.bincount(arrays["train"][1], minlength=len(class_names))))

@@ -138,6 +138,25 @@ class ModelCard(_Part):
         default_factory=dict, description="rarefit, torch, onnx, onnxscript, onnxruntime that wrote the programs"
     )
 
+    @model_validator(mode="before")
+    @classmethod
+    def _upgrade_version_1(cls, data: Any) -> Any:
+        """Cards of models trained before format 2 keep serving: their binary threshold becomes the
+        operating point and their file list is the one every format-1 artefact had."""
+        if not isinstance(data, dict) or data.get("format_version") != 1:
+            return data
+        card = {key: value for key, value in data.items() if key != "threshold"}
+        threshold, positive = data.get("threshold"), data.get("positive_class")
+        if threshold is not None and positive is not None:
+            card["operating_point"] = {
+                "rule": "threshold",
+                "thresholds": {int(positive): float(threshold)},
+                "policy": {"strategy": data.get("spec", {}).get("threshold", {}).get("strategy", "max_f1")},
+            }
+        card["files"] = [PROGRAM_FILE, WEIGHTS_FILE, CARD_FILE, METRICS_FILE]
+        card["format_version"] = FORMAT_VERSION
+        return card
+
     @model_validator(mode="after")
     def _consistent(self) -> ModelCard:
         if self.onnx.file is not None and self.onnx.file not in self.files:
