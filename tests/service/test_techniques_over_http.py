@@ -217,14 +217,25 @@ def _submit(api_client, headers, dataset_id, fragment) -> dict:
     return stored
 
 
+def _plan(api_client, headers, dataset_id, fragment):
+    """The stored spec for ``fragment`` and the training plan a worker builds from it."""
+    spec = JobSpec.model_validate(_submit(api_client, headers, dataset_id, fragment))
+    plan = build_training(spec, dataset_arrays=DATA, class_names=["common", "rare"], device="cpu", init_state=None)
+    return spec, plan
+
+
+def _assert_trains_two_epochs(api_client, headers, dataset_id, fragment) -> None:
+    _, plan = _plan(api_client, headers, dataset_id, fragment)
+    result = fit(**plan.fit_arguments())
+    assert [record.epoch for record in result.history] == [1, 2]
+    assert result.test is not None and result.threshold is not None
+
+
 @pytest.mark.parametrize("name", sorted(CASES))
 def test_technique_reaches_the_training_core(api_client, alpha, new_dataset, name):
     fragment, landed = CASES[name]
-    stored = _submit(api_client, alpha, new_dataset(alpha), {"epochs": 2, "batch_size": 8, **fragment})
-    spec = JobSpec.model_validate(stored)
-    kwargs = build_training(
-        spec, dataset_arrays=DATA, class_names=["common", "rare"], device="cpu", init_state=None
-    ).fit_arguments()
+    _, plan = _plan(api_client, alpha, new_dataset(alpha), {"epochs": 2, "batch_size": 8, **fragment})
+    kwargs = plan.fit_arguments()
     assert landed(kwargs), f"{name}: {fragment} did not reach the core"
 
 
@@ -249,13 +260,7 @@ def test_kitchen_sink_spec_trains(api_client, alpha, new_dataset):
         "epochs": 2,
         "batch_size": 8,
     }
-    spec = JobSpec.model_validate(_submit(api_client, alpha, new_dataset(alpha), fragment))
-    kwargs = build_training(
-        spec, dataset_arrays=DATA, class_names=["common", "rare"], device="cpu", init_state=None
-    ).fit_arguments()
-    result = fit(**kwargs)
-    assert [record.epoch for record in result.history] == [1, 2]
-    assert result.test is not None and result.threshold is not None
+    _assert_trains_two_epochs(api_client, alpha, new_dataset(alpha), fragment)
 
 
 @pytest.mark.parametrize("field", sorted(BAD_VALUES))
@@ -277,13 +282,7 @@ def test_long_tail_kitchen_sink_trains(api_client, alpha, new_dataset):
         "epochs": 2,
         "batch_size": 8,
     }
-    spec = JobSpec.model_validate(_submit(api_client, alpha, new_dataset(alpha), fragment))
-    kwargs = build_training(
-        spec, dataset_arrays=DATA, class_names=["common", "rare"], device="cpu", init_state=None
-    ).fit_arguments()
-    result = fit(**kwargs)
-    assert [record.epoch for record in result.history] == [1, 2]
-    assert result.test is not None and result.threshold is not None
+    _assert_trains_two_epochs(api_client, alpha, new_dataset(alpha), fragment)
 
 
 @pytest.mark.parametrize("method", RESAMPLE_METHODS)
@@ -294,8 +293,7 @@ def test_each_resample_method_runs_from_a_spec_submitted_over_http(api_client, a
         "batch_size": 8,
         "resample": {"method": method, "k_neighbors": 3, "head_epochs": 2},
     }
-    spec = JobSpec.model_validate(_submit(api_client, alpha, new_dataset(alpha), fragment))
-    plan = build_training(spec, dataset_arrays=DATA, class_names=["common", "rare"], device="cpu", init_state=None)
+    spec, plan = _plan(api_client, alpha, new_dataset(alpha), fragment)
     stage1 = plan.fit()
     try:
         final, report, files = decoupled_stage(spec, result=stage1, plan=plan, device=torch.device("cpu"))
