@@ -82,6 +82,7 @@ def add_model(
     class_names: Sequence[str],
     input_shape: Sequence[int],
     blob_prefix: str,
+    arch: str = "tiny",
     threshold: float | None = None,
     positive_class: int | None = None,
     metrics: dict | None = None,
@@ -90,7 +91,7 @@ def add_model(
     model = Model(
         tenant_id=job.tenant_id,
         job_id=job.id,
-        arch="tiny",
+        arch=arch,
         class_names=list(class_names),
         input_shape=list(input_shape),
         threshold=threshold,

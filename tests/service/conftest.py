@@ -19,13 +19,14 @@ with warnings.catch_warnings():
     # `httpx`, which is what constraints.txt pins; the fallback works the same.
     warnings.filterwarnings("ignore", message="Using `httpx` with `starlette.testclient`")
     from starlette.testclient import TestClient
+from job_rows import add_model
 from sqlalchemy.orm import Session, sessionmaker
 from tenant_keys import tenant_id_of
 
 from service.config import Settings
 from service.db import transaction
 from service.migrate import upgrade_head
-from service.models import Artifact, EpochMetrics, Job, JobStatus, Model, new_id
+from service.models import Artifact, EpochMetrics, Job, JobStatus, new_id
 from service.repository import datasets, tenants
 
 BOOTSTRAP_KEY = "rf_test-bootstrap-key-0123456789abcdef"
@@ -138,21 +139,17 @@ def _finish_job(factory: sessionmaker[Session], job_id: str, *, store, with_mode
         )
         if not with_model:
             return None
-        model = Model(
-            tenant_id=job.tenant_id,
-            job_id=job_id,
+        return add_model(
+            session,
+            job,
             arch="simple_cnn",
             class_names=["c0", "c1"],
             input_shape=[8, 8, 1],
+            blob_prefix=f"jobs/{job_id}/artifacts",
             threshold=0.4,
             positive_class=0,
             metrics={"accuracy": 0.9},
-            blob_prefix=f"jobs/{job_id}/artifacts",
         )
-        session.add(model)
-        session.flush()
-        job.model_id = model.id
-        return model.id
 
 
 @pytest.fixture

@@ -8,13 +8,14 @@ real workers over HTTP.
 from __future__ import annotations
 
 import pytest
+from job_rows import add_model
 from scipy import stats
 from sqlalchemy import func, select
 
 from service.db import transaction
 from service.experiments import study as studies
 from service.experiments.advance import advance_experiment
-from service.models import EpochMetrics, Experiment, Job, JobStatus, Model
+from service.models import EpochMetrics, Experiment, Job, JobStatus
 
 GRID = {
     "name": "loss types",
@@ -49,18 +50,15 @@ def _finish(factory, job_id: str, *, value: float, status: JobStatus = JobStatus
         for epoch in (1, 2):
             block = _block(value - 0.1 * (2 - epoch))
             session.add(EpochMetrics(job_id=job_id, epoch=epoch, train_loss=1.0, lr=1e-3, seconds=0.1, val=block))
-        model = Model(
-            tenant_id=job.tenant_id,
-            job_id=job_id,
+        model_id = add_model(
+            session,
+            job,
             arch="simple_cnn",
             class_names=["c0", "c1"],
             input_shape=[8, 8, 1],
-            metrics={},
             blob_prefix=f"jobs/{job_id}",
         )
-        session.add(model)
-        session.flush()
-        job.best_epoch, job.test_metrics, job.model_id, job.progress_epoch = 2, _block(value - 0.05), model.id, 2
+        job.best_epoch, job.test_metrics, job.model_id, job.progress_epoch = 2, _block(value - 0.05), model_id, 2
 
 
 @pytest.fixture
