@@ -7,11 +7,12 @@ import base64
 
 import numpy as np
 import pytest
+from job_rows import add_model as add_model_row
 from sqlalchemy.orm import Session, sessionmaker
 
 from service.db import transaction
 from service.model_card import SCORES_FILE
-from service.models import Job, JobStatus, Model
+from service.models import Job, JobStatus
 from service.operating_points import SplitScores, scores_npz
 from service.repository import tenants
 
@@ -39,19 +40,13 @@ def add_model(factory: sessionmaker[Session], store, *, headers, dataset_id, exp
         helpers.install(store, exported, prefix=prefix, threshold=0.3 if binary else None, positive_class=1)
         if scores and binary:
             store.write(f"{prefix}/{SCORES_FILE}", scores_npz(synthetic_scores(0)))
-        model = Model(
-            tenant_id=tenant_id,
-            job_id=job.id,
-            arch="tiny",
+        return add_model_row(
+            session,
+            job,
             class_names=exported.class_names,
             input_shape=[exported.height, exported.width, exported.channels],
-            metrics={},
             blob_prefix=prefix,
         )
-        session.add(model)
-        session.flush()
-        job.model_id = model.id
-        return model.id
 
 
 @pytest.fixture
