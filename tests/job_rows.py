@@ -3,7 +3,8 @@
 from __future__ import annotations
 
 import itertools
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
+from typing import Any
 
 from service.db import transaction
 from service.ingest import DecodedDataset, store_canonical
@@ -29,8 +30,10 @@ def add_dataset(
     image_shape: Sequence[int] = (8, 8, 1),
     imbalance_ratio: float = 1.0,
     blob_prefix: str = "datasets/x",
+    splits: Mapping[str, Any] | None = None,
 ) -> Dataset:
-    """A dataset row with no blobs behind it unless the caller stores them (see ``add_stored_dataset``)."""
+    """A dataset row with no blobs behind it unless the caller stores them (see ``add_stored_dataset``);
+    ``splits`` is the upload's per-split summary (``{}`` when the test never reads it)."""
     dataset = Dataset(
         tenant_id=tenant_id,
         name=name,
@@ -38,7 +41,7 @@ def add_dataset(
         num_classes=len(class_names),
         class_names=list(class_names),
         image_shape=list(image_shape),
-        splits={},
+        splits=dict(splits or {}),
         imbalance_ratio=imbalance_ratio,
         blob_prefix=blob_prefix,
     )

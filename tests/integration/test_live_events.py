@@ -54,7 +54,9 @@ def add_bootstrap_dataset(factory) -> str:
     """A dataset row of the bootstrap tenant (no blobs: nothing here trains)."""
     with transaction(factory) as session:
         tenant = session.query(Tenant).filter_by(name="default").one()
-        return add_dataset(session, tenant_id=tenant.id).id
+        summary = {"count": 20, "class_counts": [10, 10]}
+        splits = {name: summary for name in ("train", "val", "test")}
+        return add_dataset(session, tenant_id=tenant.id, splits=splits).id
 
 
 @pytest.fixture
@@ -95,7 +97,9 @@ def test_every_epoch_arrives_exactly_once_across_a_reconnect(api, postgres_url):
     headers = {"Authorization": f"Bearer {KEY}"}
     client = httpx.Client(base_url=api, headers=headers, timeout=httpx.Timeout(30.0))
     try:
-        job_id = client.post("/v1/jobs", json={"dataset_id": dataset_id, "epochs": 4}).json()["id"]
+        reply = client.post("/v1/jobs", json={"dataset_id": dataset_id, "epochs": 4})
+        assert reply.status_code == 202, reply.text
+        job_id = reply.json()["id"]
         with transaction(factory) as session:
             assert leases.claim_job(session, job_id=job_id, worker_id="w", lease_seconds=60, now=utcnow())
         epoch(factory, job_id, 1)

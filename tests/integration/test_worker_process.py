@@ -209,7 +209,8 @@ def test_worker_trains_a_job_and_a_duplicate_delivery_trains_nothing(world):
     with world.factory() as session:
         assert session.scalar(select(func.count()).select_from(Model).where(Model.job_id == job_id)) == 1
         names = session.scalars(select(Artifact.name).where(Artifact.job_id == job_id)).all()
-    assert sorted(names) == ["metrics.json", "model.pt2", "model_card.json", "scores.npz", "weights.safetensors"]
+    expected = ["metrics.json", "model.onnx", "model.pt2", "model_card.json", "scores.npz", "weights.safetensors"]
+    assert sorted(names) == expected
 
 
 def test_sigkilled_worker_job_is_reaped_and_resumed_from_its_checkpoint(world):
