@@ -157,10 +157,12 @@ def _show(result: Any, args: argparse.Namespace) -> None:
 
 def _line(item: BaseModel) -> str:
     """One readable line per object; ``--json`` has everything."""
+    from service.schemas import MetricsOut, PredictOut
+
     data = item.model_dump(mode="json")
-    if "predictions" in data:
+    if isinstance(item, PredictOut):
         return "\n".join(f"{p['label']}\t{json.dumps(p['probabilities'])}" for p in data["predictions"])
-    if "history" in data:
+    if isinstance(item, MetricsOut):  # a model has a history too: of its operating points
         rows = [
             f"epoch {h['epoch']}\ttrain_loss {h['train_loss']:.4f}\tval_loss {h['val_loss']}" for h in data["history"]
         ]
