@@ -192,7 +192,7 @@ def load_cifar_lt(path: Path, *, rho: int = 100, val_per_class: int = 100) -> tu
 
 
 def cifar_lt(args: argparse.Namespace, device: torch.device) -> str:
-    path = next((p for p in CIFAR_CANDIDATES if p.is_file()), CIFAR_CANDIDATES[0])
+    path = args.cifar or next((p for p in CIFAR_CANDIDATES if p.is_file()), CIFAR_CANDIDATES[0])
     arrays, names = load_cifar_lt(path)
     recipe = with_epochs(CIFAR_RECIPE, args.epochs)
     rows = []
@@ -215,6 +215,7 @@ def parse_args(argv: Sequence[str]) -> argparse.Namespace:
     parser.add_argument("--epochs", type=int, default=None, help="override the recipe's epochs")
     parser.add_argument("--arch", default=None)
     parser.add_argument("--cifar-lt", action="store_true", help="the CIFAR-10-LT LDAM-DRW comparison (GPU)")
+    parser.add_argument("--cifar", type=Path, default=None, help="cifar10-jpeg.zip (default: ../shared/data)")
     args = parser.parse_args(argv)
     if args.quick:
         args.epochs, args.arch, args.seeds, args.ratios = 1, "simple_cnn", args.seeds[:1], args.ratios[:1]
