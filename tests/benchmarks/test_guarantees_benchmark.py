@@ -28,6 +28,7 @@ def synthetic(seed: int = 0) -> dict[str, SplitScores]:
 def test_the_guarantee_covers_on_exchangeable_scores() -> None:
     found = resplit_coverage(synthetic(), resplits=100, target=0.9, confidence=0.95, positive=1, seed=1)
     assert found["guarantee_unmet"] == 0.0 and found["population_below_target"] <= 0.1
+    assert found["population_below_val_bound"] <= 0.1 and found["fixed_population_below_val_bound"] <= 0.1
     assert found["below_target"] <= 0.1  # at most ~5 % expected; room for 100 resplits' noise
     assert found["median_val_bound"] >= 0.9 and found["median_test_recall"] >= found["median_val_bound"] - 0.05
 
@@ -50,3 +51,4 @@ def test_quick_run_writes_its_section(tmp_path: Path) -> None:
     assert done.returncode == 0, done.stderr[-3000:]
     body = common.read_section("guarantees-cpu", path=results)
     assert body is not None and "| resplits whose test recall < target 0.95 |" in body
+    assert "| fixed threshold (fitted once on the pool): test recall < its val lower bound |" in body

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
+from scipy.stats import binomtest
 
 from rarefit.guarantees import lower_bound
 from rarefit.operating_point import evaluate_point, fit_operating_point
@@ -27,6 +28,33 @@ def test_recall_at_least_with_guarantee_meets_the_lower_bound_on_val() -> None:
     positives = probs[labels == 1, 1]
     tp = int((positives >= t_sure).sum())
     assert float(lower_bound(tp, len(positives), confidence=0.95)) >= 0.9
+
+
+@pytest.mark.parametrize("seed", range(4))
+@pytest.mark.parametrize("ties", [False, True])
+def test_guaranteed_threshold_matches_a_brute_force_oracle(seed, ties) -> None:
+    """Every observed score is a candidate (``p >= t``); feasible: the exact binomial bound of its recall (scipy's
+    ``binomtest``) reaches the target. Chosen: the best precision among them, which lies at or below the largest
+    feasible threshold, so its true recall is at least that threshold's (the monotone family stays valid)."""
+    rng = np.random.default_rng(seed)
+    n = 300
+    labels = (rng.random(n) < 0.6).astype(int)
+    p1 = 1 / (1 + np.exp(-(rng.normal(size=n) + 3 * labels - 1)))
+    probs, labels = binary(np.round(p1, 1) if ties else p1, labels)
+    fitted = fit_operating_point(
+        probs, labels, policy="recall_at_least", positive_class=1, value=0.9, guarantee=True, confidence=0.95
+    )
+    n_pos = int((labels == 1).sum())
+    feasible = []
+    for t in np.unique(probs[:, 1]):
+        claimed = probs[:, 1] >= t
+        tp = int((claimed & (labels == 1)).sum())
+        low = binomtest(tp, n_pos, alternative="greater").proportion_ci(confidence_level=0.95, method="exact").low
+        if tp and low >= 0.9:
+            feasible.append((tp / int(claimed.sum()), t))
+    best_precision = max(p for p, _ in feasible)
+    oracle = max(t for p, t in feasible if p == best_precision)  # the highest threshold among equal precision
+    assert fitted.guarantee_met is True and fitted.rule.thresholds[1] == oracle <= max(t for _, t in feasible)
 
 
 def test_too_few_positives_for_a_guarantee_is_said_not_hidden() -> None:
