@@ -260,6 +260,63 @@ def choose_threshold(
     return ThresholdChoice(float(thresholds[best]), True)
 
 
+# --- a policy's rule on one split's probabilities ---------------------------------------------
+
+POLICIES = ("none", "max_f1", "recall_at_least", "precision_at_least", "cost")
+
+
+@dataclass(frozen=True)
+class FittedRule:
+    """The rule a policy picks; ``target_class`` and ``choice`` when a threshold was searched for a class."""
+
+    rule: DecisionRule
+    target_class: int | None = None
+    choice: ThresholdChoice | None = None
+
+
+def fit_rule(
+    probs: np.ndarray,
+    labels: np.ndarray,
+    *,
+    policy: str,
+    positive_class: int | None,
+    target_class: int | None = None,
+    value: float | None = None,
+    cost: Sequence[Sequence[float]] | None = None,
+    bound: Callable[[np.ndarray, np.ndarray], np.ndarray] | None = None,
+) -> FittedRule:
+    """The decision rule ``policy`` picks on probabilities ``(N, K)`` and true ``labels (N,)``.
+
+    - ``none``: the arg-max.
+    - ``max_f1``: with two classes and a ``positive_class``, the threshold on it
+      with the best F1; otherwise the arg-max. One class's F1-best one-vs-rest
+      threshold trades the other classes' F1 away unseen, and the macro-F1 best
+      set of K interacting thresholds has no exact search of this kind, so
+      multi-class data keeps the arg-max, which needs none.
+    - ``recall_at_least`` / ``precision_at_least``: a one-vs-rest threshold on
+      ``p[target_class]`` (default ``positive_class``) by :func:`choose_threshold`
+      with ``value`` and ``bound``; the arg-max when no threshold can be tuned.
+    - ``cost``: the Bayes decision for the ``K×K`` ``cost`` matrix.
+    """
+    if policy not in POLICIES:
+        raise ValueError(f"unknown operating-point policy {policy!r}; supported: {', '.join(POLICIES)}")
+    k = np.shape(probs)[1]
+    if policy == "cost":
+        if cost is None:
+            raise ValueError("policy 'cost' needs a cost matrix")
+        return FittedRule(DecisionRule.bayes(cost))
+    if policy == "none" or (policy == "max_f1" and (k != 2 or positive_class is None)):
+        return FittedRule(DecisionRule.argmax())
+    c = positive_class if policy == "max_f1" or target_class is None else target_class
+    if c is None or not 0 <= c < k:
+        raise ValueError(f"policy {policy!r} needs a class index in [0, {k}), got {c!r}")
+    choice = choose_threshold(
+        np.asarray(probs, dtype=np.float64)[:, c], np.asarray(labels) == c, objective=policy, target=value, bound=bound
+    )
+    rule = DecisionRule.argmax() if choice.threshold is None else DecisionRule.one_vs_rest({c: choice.threshold})
+    return FittedRule(rule, c, choice)
+
+
 def _checked_scores(scores, is_positive) -> tuple[np.ndarray, np.ndarray]:
     scores = np.asarray(scores, dtype=np.float64)
     is_positive = np.asarray(is_positive)

@@ -41,6 +41,11 @@ def lower_bound_or_none(successes: int, trials: int, *, confidence: float) -> fl
     return None if math.isnan(value) else value
 
 
+def guarantee_bound(successes: np.ndarray, trials: np.ndarray, *, confidence: float) -> np.ndarray:
+    """The bound a guaranteed target is tested with: :func:`lower_bound`, 0 where there are no trials."""
+    return np.nan_to_num(lower_bound(successes, trials, confidence=confidence), nan=0.0)
+
+
 def best_possible_bound(trials: int, *, confidence: float) -> float:
     """The bound of a perfect score ``trials / trials``: ``α^(1/n)``; a target above it cannot be guaranteed."""
     _check_confidence(confidence)

@@ -1,10 +1,10 @@
 """Operating points: a decision rule fitted on validation scores by a policy, and verified with bounds.
 
-Policies (``fit_operating_point``):
+Policies (``fit_operating_point``, the rule itself from ``rarefit.decision.fit_rule``):
 
 - ``none``: the arg-max.
 - ``max_f1``: binary data: the threshold on the positive class with the best
-  F1; multi-class: the arg-max.
+  F1; multi-class: the arg-max (``fit_rule`` says why).
 - ``recall_at_least`` / ``precision_at_least`` (``target_class``, ``value``): a
   one-vs-rest threshold on ``p[target_class]`` (``rarefit.decision.choose_threshold``).
   With ``guarantee`` the val Clopper–Pearson lower bound at ``confidence``, not
@@ -20,13 +20,12 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from dataclasses import dataclass, field
+from functools import partial
 
 import numpy as np
 
-from rarefit.decision import DecisionRule, choose_threshold, decide, decision_metrics
-from rarefit.guarantees import best_possible_bound, lower_bound, lower_bound_or_none
-
-POLICIES = ("none", "max_f1", "recall_at_least", "precision_at_least", "cost")
+from rarefit.decision import DecisionRule, decide, decision_metrics, fit_rule
+from rarefit.guarantees import best_possible_bound, guarantee_bound, lower_bound_or_none
 
 
 @dataclass(frozen=True)
@@ -50,30 +49,28 @@ def fit_operating_point(
     class_names: Sequence[str] | None = None,
 ) -> FittedPoint:
     """The decision rule ``policy`` picks on (calibrated) val ``probs (N, K)`` and ``labels (N,)``."""
-    if policy not in POLICIES:
-        raise ValueError(f"unknown operating-point policy {policy!r}; supported: {', '.join(POLICIES)}")
     probs, labels = np.asarray(probs, dtype=np.float64), np.asarray(labels)
-    k = probs.shape[1]
-    if policy == "cost":
-        if cost is None:
-            raise ValueError("policy 'cost' needs a cost matrix")
-        return FittedPoint(DecisionRule.bayes(cost))
-    if policy == "none" or (policy == "max_f1" and (k != 2 or positive_class is None)):
-        return FittedPoint(DecisionRule.argmax())
-    c = positive_class if policy == "max_f1" or target_class is None else target_class
-    if c is None or not 0 <= c < k:
-        raise ValueError(f"policy {policy!r} needs a class index in [0, {k}), got {c!r}")
+    bound = partial(guarantee_bound, confidence=confidence) if guarantee else None
+    fitted = fit_rule(
+        probs,
+        labels,
+        policy=policy,
+        positive_class=positive_class,
+        target_class=target_class,
+        value=value,
+        cost=cost,
+        bound=bound,
+    )
+    choice, c = fitted.choice, fitted.target_class
+    if choice is None or c is None:
+        return FittedPoint(fitted.rule)
     name = str(class_names[c]) if class_names is not None else str(c)
-    is_c = labels == c
-    bound = (lambda x, n: np.nan_to_num(lower_bound(x, n, confidence=confidence), nan=0.0)) if guarantee else None
-    objective = "max_f1" if policy == "max_f1" else policy
-    choice = choose_threshold(probs[:, c], is_c, objective=objective, target=value, bound=bound)
     if choice.threshold is None:
-        return FittedPoint(DecisionRule.argmax(), False, [f"class {name!r}: {choice.reason} in val; using arg-max"])
-    rule = DecisionRule.one_vs_rest({c: choice.threshold})
+        return FittedPoint(fitted.rule, False, [f"class {name!r}: {choice.reason} in val; using arg-max"])
     if choice.met:
-        return FittedPoint(rule, True if guarantee else None)
-    return FittedPoint(rule, False, [_unmet(policy, name, value, guarantee, confidence, positives=int(is_c.sum()))])
+        return FittedPoint(fitted.rule, True if guarantee else None)
+    positives = int((labels == c).sum())
+    return FittedPoint(fitted.rule, False, [_unmet(policy, name, value, guarantee, confidence, positives=positives)])
 
 
 def _unmet(policy: str, name: str, value: float | None, guarantee: bool, confidence: float, *, positives: int) -> str:

@@ -149,7 +149,7 @@ CASES = {
     "selection_auroc": ({"selection_metric": "auroc"}, lambda k: k["selection_metric"] == "auroc"),
     "threshold_target_recall": (
         {"threshold": {"strategy": "target_recall", "target_recall": 0.9}},
-        lambda k: (k["threshold_strategy"], k["target_recall"]) == ("target_recall", 0.9),
+        lambda k: (k["threshold_strategy"], k["threshold_value"], k["threshold_class"]) == ("recall_at_least", 0.9, 1),
     ),
     "compile_flag": ({"compile": True}, lambda k: k["compile"] is True),
     "ldam_drw": (

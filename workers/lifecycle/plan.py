@@ -15,12 +15,14 @@ from __future__ import annotations
 import logging
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, fields
+from functools import partial
 from typing import Any
 
 import numpy as np
 import torch
 from torch.optim import Optimizer
 
+from rarefit.guarantees import guarantee_bound
 from service.spec import JobSpec, LossSpec, ThresholdSpec, effective_warmup_epochs, resolve_class
 from workers.training.augment import BatchAugment, minority_class_mask
 from workers.training.copy_paste import CopyPaste
@@ -35,6 +37,7 @@ from workers.training.optim import LrSchedule, make_optimizer, make_scheduler
 from workers.training.samplers import EpochSampler, make_sampler
 from workers.training.seeding import seed_everything
 from workers.training.state import EpochRecord, StopReason, TrainingState
+from workers.training.thresholds import THRESHOLD_STRATEGIES, Bound
 from workers.training.transfer import prepare_pretrained
 
 logger = logging.getLogger(__name__)
@@ -66,7 +69,9 @@ class TrainingPlan:
     early_stopping_patience: int | None
     early_stopping_min_delta: float
     threshold_strategy: str
-    target_recall: float | None
+    threshold_value: float | None
+    threshold_class: int | None
+    threshold_bound: Bound | None
     positive_class: int | None
     freeze_backbone_epochs: int
     compile: bool
@@ -225,19 +230,30 @@ def positive_class_index(spec: JobSpec, *, class_names: list[str], counts: Seque
 
 
 def epoch_threshold(threshold: ThresholdSpec, *, positive: int, class_names: list[str]) -> dict[str, Any]:
-    """The core's per-epoch threshold (model selection on val): the binary forms of the policy.
+    """The core's per-epoch form of the threshold policy, for model selection on val.
 
-    The operating point stored with the model is fitted after training
-    (``workers.lifecycle.decisions``); this only keeps each epoch's val block
-    comparable with it. Other policies are scored with the arg-max each epoch.
+    The operating point stored with the model is fitted after training, on the
+    calibrated probabilities (``workers.lifecycle.decisions``); each epoch's val
+    block is decided by the same policy (strategy, class, value and, with
+    ``guarantee``, the same Clopper–Pearson bound), so the selection metric
+    ranks epochs by the decision the model will ship with. Temperature scaling
+    keeps the order of a binary ``p[positive]``, so a binary threshold claims
+    the same samples calibrated or not; a multi-class ``p[class]`` can reorder
+    a little under it. ``cost`` is scored with the arg-max each epoch: its Bayes
+    decision needs the calibrated probabilities.
     """
     policy = threshold.canonical()
-    target = None if policy.class_ is None else resolve_class(policy.class_, class_names)
-    if len(class_names) == 2 and policy.strategy == "max_f1":
-        return {"threshold_strategy": "max_f1", "target_recall": None}
-    if len(class_names) == 2 and policy.strategy == "recall_at_least" and target in (None, positive):
-        return {"threshold_strategy": "target_recall", "target_recall": policy.value}
-    return {"threshold_strategy": "none", "target_recall": None}
+    if policy.strategy not in THRESHOLD_STRATEGIES:
+        return {"threshold_strategy": "none", "threshold_value": None, "threshold_class": None, "threshold_bound": None}
+    target = positive if policy.class_ is None else resolve_class(policy.class_, class_names)
+    if target is None:
+        raise ValueError(f"threshold.class {policy.class_!r} is not one of the classes {class_names}")
+    return {
+        "threshold_strategy": policy.strategy,
+        "threshold_value": policy.value,
+        "threshold_class": target,
+        "threshold_bound": partial(guarantee_bound, confidence=policy.confidence) if policy.guarantee else None,
+    }
 
 
 def make_criterion(loss: LossSpec, *, counts: Sequence[int], positive_class: int | None = None) -> Criterion:

@@ -110,7 +110,9 @@ def decoupled_stage(
         class_names=names,
         selection_metric=spec.selection_metric,
         threshold_strategy=plan.threshold_strategy,  # the per-epoch form of the policy (plan.epoch_threshold)
-        target_recall=plan.target_recall,
+        threshold_value=plan.threshold_value,
+        threshold_class=plan.threshold_class,
+        threshold_bound=plan.threshold_bound,
         batch_size=2 * spec.batch_size,
         device=device,
     )

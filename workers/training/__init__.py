@@ -74,7 +74,7 @@ from workers.training.samplers import (
 )
 from workers.training.seeding import derive_seed, make_generator, seed_everything
 from workers.training.state import EpochRecord, TrainingState
-from workers.training.thresholds import THRESHOLD_STRATEGIES, choose_threshold
+from workers.training.thresholds import THRESHOLD_STRATEGIES, tune_rule
 
 __all__ = [
     # data
@@ -142,7 +142,7 @@ __all__ = [
     "predict_labels",
     "selection_score",
     "THRESHOLD_STRATEGIES",
-    "choose_threshold",
+    "tune_rule",
     # engine
     "EpochRecord",
     "FitResult",

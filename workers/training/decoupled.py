@@ -23,11 +23,13 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from rarefit.decision import DecisionRule
 from workers.training.data import BatchSource, Split
 from workers.training.evaluation import Scored, Scoring, evaluate
 from workers.training.networks import Classifier
 from workers.training.seeding import derive_seed
 from workers.training.state import FitResult
+from workers.training.thresholds import Bound
 
 logger = logging.getLogger(__name__)
 
@@ -108,11 +110,13 @@ def refit_head(
     class_names: Sequence[str],
     selection_metric: str,
     threshold_strategy: str,
-    target_recall: float | None,
+    threshold_value: float | None = None,
+    threshold_class: int | None = None,
+    threshold_bound: Bound | None = None,
     batch_size: int,
     device: torch.device | str,
 ) -> FitResult:
-    """``result`` with ``head`` in place of the model's head and val/test re-scored (threshold re-tuned on val)."""
+    """``result`` with ``head`` in place of the model's head and val/test re-scored (the rule re-tuned on val)."""
     model = result.model
     if not isinstance(model, Classifier) or head.in_features != model.head.in_features:
         raise ValueError("refit_head needs a Classifier whose head takes the new head's input features")
@@ -122,13 +126,16 @@ def refit_head(
         class_names,
         selection_metric=selection_metric,
         threshold_strategy=threshold_strategy,
-        target_recall=target_recall,
+        threshold_value=threshold_value,
+        threshold_class=threshold_class,
+        threshold_bound=threshold_bound,
         positive_class=result.positive_class,
     )
     device = torch.device(device)
-    scored_val = _score(model, val, scoring, tune=True, threshold=None, batch_size=batch_size, device=device)
-    threshold = None if scored_val is None else scored_val.threshold
-    scored_test = _score(model, test, scoring, tune=False, threshold=threshold, batch_size=batch_size, device=device)
+    scored_val = _score(model, val, scoring, tune=True, rule=None, batch_size=batch_size, device=device)
+    rule = None if scored_val is None else scored_val.rule
+    threshold = None if scored_val is None else scored_val.block.get("threshold")
+    scored_test = _score(model, test, scoring, tune=False, rule=rule, batch_size=batch_size, device=device)
     return dataclasses.replace(
         result,
         model=model.cpu().eval(),
@@ -146,7 +153,7 @@ def _score(
     scoring: Scoring,
     *,
     tune: bool,
-    threshold: float | None,
+    rule: DecisionRule | None,
     batch_size: int,
     device: torch.device,
 ) -> Scored | None:
@@ -154,4 +161,4 @@ def _score(
         return None
     source = BatchSource.create(split, device=device)
     probs, loss = evaluate(model.to(device), source, batch_size=batch_size, device=device, amp=device.type == "cuda")
-    return scoring.score(probs, loss, split.label_tensor.numpy(), threshold=threshold, tune=tune)
+    return scoring.score(probs, loss, split.label_tensor.numpy(), rule=rule, tune=tune)

@@ -2,13 +2,13 @@
 
 Per epoch (1-based): ``criterion.set_epoch``, the sampler's indices, one pass
 of :func:`~workers.training.loop.train_epoch`, evaluation on ``val``, the
-threshold (binary: tuned on ``val`` for ``positive_class``, default the train minority), the
+decision rule of the threshold policy (tuned on ``val``: ``workers.training.thresholds``), the
 metric block and the selection score, best-weights bookkeeping, early
 stopping, ``scheduler.step_epoch(score)`` and ``on_epoch_end(record, state)``
 (where the caller checkpoints with ``state.to_checkpoint()``).
 
 Without a ``val`` split the model is selected on the lowest training loss
-(score = ``-train_loss``) and no threshold is tuned.
+(score = ``-train_loss``) and no rule is tuned.
 
 Randomness: augmentation and mixing use generators seeded by
 ``derive_seed(seed, "augment"|"mix", epoch)`` and the global torch RNG
@@ -29,6 +29,7 @@ import torch
 from torch import nn
 from torch.optim import Optimizer
 
+from rarefit.decision import DecisionRule
 from workers.training.augment import Augmenter
 from workers.training.copy_paste import CopyPaste
 from workers.training.data import BatchSource, Split
@@ -41,6 +42,7 @@ from workers.training.optim import LrSchedule
 from workers.training.samplers import Sampler
 from workers.training.seeding import derive_seed, make_generator
 from workers.training.state import EpochRecord, FitResult, StopReason, TrainConfig, TrainingState, state_copy
+from workers.training.thresholds import Bound
 
 logger = logging.getLogger(__name__)
 
@@ -69,7 +71,9 @@ def fit(
     early_stopping_patience: int | None = None,
     early_stopping_min_delta: float = 0.0,
     threshold_strategy: str = "none",
-    target_recall: float | None = None,
+    threshold_value: float | None = None,
+    threshold_class: int | None = None,
+    threshold_bound: Bound | None = None,
     positive_class: int | None = None,
     freeze_backbone_epochs: int = 0,
     compile: bool = False,
@@ -116,7 +120,9 @@ def fit(
         class_names,
         selection_metric=selection_metric,
         threshold_strategy=threshold_strategy,
-        target_recall=target_recall,
+        threshold_value=threshold_value,
+        threshold_class=threshold_class,
+        threshold_bound=threshold_bound,
         positive_class=positive_class,
     )
     trainer = Trainer(
@@ -287,11 +293,11 @@ class Trainer:
         if frozen and hasattr(self.model, "backbone"):
             self.model.get_submodule("backbone").eval()  # a frozen backbone also keeps its BatchNorm statistics
 
-    def _evaluate_val(self, *, tune: bool, threshold: float | None = None) -> Scored | None:
-        return self._evaluate(self.val_source, self.val_labels, tune=tune, threshold=threshold)
+    def _evaluate_val(self, *, tune: bool) -> Scored | None:
+        return self._evaluate(self.val_source, self.val_labels, tune=tune, rule=None)
 
     def _evaluate(
-        self, source: BatchSource | None, labels: np.ndarray | None, *, tune: bool, threshold: float | None
+        self, source: BatchSource | None, labels: np.ndarray | None, *, tune: bool, rule: DecisionRule | None
     ) -> Scored | None:
         if source is None or labels is None:
             return None
@@ -304,7 +310,7 @@ class Trainer:
             channels_last=self.config.channels_last,
             logit_adjustment=self.logit_adjustment,
         )
-        return self.scoring.score(probs, loss, labels, threshold=threshold, tune=tune)
+        return self.scoring.score(probs, loss, labels, rule=rule, tune=tune)
 
     def _update_best(self, epoch: int, score: float) -> None:
         state = self.state
@@ -328,9 +334,11 @@ class Trainer:
             threshold = None if val_block is None else val_block.get("threshold")
         else:
             scored_val = self._evaluate_val(tune=True)
+            rule = None
             if scored_val is not None:
-                val_block, threshold, val_probs = scored_val.block, scored_val.threshold, scored_val.probs
-            scored_test = self._evaluate(self.test_source, self.test_labels, tune=False, threshold=threshold)
+                val_block, rule, val_probs = scored_val.block, scored_val.rule, scored_val.probs
+                threshold = val_block.get("threshold")
+            scored_test = self._evaluate(self.test_source, self.test_labels, tune=False, rule=rule)
             if scored_test is not None:
                 test_block, test_probs = scored_test.block, scored_test.probs
         if hasattr(self.model, "backbone"):

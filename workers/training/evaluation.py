@@ -1,8 +1,8 @@
 """Evaluation: softmax probabilities and mean loss over a split, then the metric block.
 
 Logits stay on the device until the end of the pass (one host copy per
-split). For binary tasks the decision threshold is tuned on the validation
-split and the *same* threshold is applied to the test split.
+split). The decision rule of the run's threshold policy is tuned on the
+validation split and the *same* rule is applied to the test split.
 """
 
 from __future__ import annotations
@@ -16,11 +16,12 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from rarefit.decision import DecisionRule
 from workers.training.data import BatchSource, Split, minority_class
 from workers.training.losses import soft_cross_entropy
 from workers.training.metrics import SELECTION_METRICS, metric_block, selection_score
 from workers.training.state import plain
-from workers.training.thresholds import THRESHOLD_STRATEGIES, choose_threshold
+from workers.training.thresholds import Bound, check_strategy, tune_rule
 
 logger = logging.getLogger(__name__)
 
@@ -66,25 +67,33 @@ def evaluate(
 
 @dataclass(frozen=True)
 class Scored:
-    """A split's evaluation: probabilities, loss, the threshold used, the metric block and the score."""
+    """A split's evaluation: probabilities, loss, the decision rule used (``None``: arg-max), the metric block
+    and the score."""
 
     probs: np.ndarray
     loss: float
-    threshold: float | None
+    rule: DecisionRule | None
     block: dict
     score: float
 
 
 @dataclass(frozen=True)
 class Scoring:
-    """How to turn probabilities into a metric block (fixed for a run)."""
+    """How to turn probabilities into a metric block (fixed for a run).
+
+    ``threshold_strategy`` with ``threshold_value``, ``threshold_class`` and
+    ``threshold_bound`` is the per-epoch form of the run's threshold policy
+    (``workers.training.thresholds``), tuned on val and applied to test.
+    """
 
     class_names: Sequence[str]
     positive_class: int | None
     minority_class: int
     selection_metric: str
     threshold_strategy: str
-    target_recall: float | None
+    threshold_value: float | None
+    threshold_class: int
+    threshold_bound: Bound | None
 
     @classmethod
     def create(
@@ -94,21 +103,19 @@ class Scoring:
         *,
         selection_metric: str,
         threshold_strategy: str,
-        target_recall: float | None,
+        threshold_value: float | None = None,
+        threshold_class: int | None = None,
+        threshold_bound: Bound | None = None,
         positive_class: int | None = None,
     ) -> Scoring:
         """The run's scoring: choices checked, the minority class from ``train``, the positive class
-        (binary) ``positive_class`` or by default that minority."""
+        (binary) ``positive_class`` or by default that minority, the class a recall or precision target
+        is for ``threshold_class`` or by default the positive class (multi-class: the minority)."""
         if selection_metric not in SELECTION_METRICS:
             raise ValueError(
                 f"unknown selection_metric {selection_metric!r}; supported: {', '.join(SELECTION_METRICS)}"
             )
-        if threshold_strategy not in THRESHOLD_STRATEGIES:
-            raise ValueError(
-                f"unknown threshold_strategy {threshold_strategy!r}; supported: {', '.join(THRESHOLD_STRATEGIES)}"
-            )
-        if threshold_strategy == "target_recall" and target_recall is None:
-            raise ValueError("threshold_strategy 'target_recall' needs target_recall")
+        check_strategy(threshold_strategy, value=threshold_value)
         num_classes = len(class_names)
         if num_classes < 2:
             raise ValueError(f"class_names must name at least 2 classes, got {list(class_names)}")
@@ -117,6 +124,8 @@ class Scoring:
         minority = minority_class(train.class_counts(num_classes))
         if positive_class is not None and not (num_classes == 2 and positive_class in (0, 1)):
             raise ValueError(f"positive_class must be 0 or 1 for a binary task (or None), got {positive_class!r}")
+        if threshold_class is not None and not 0 <= threshold_class < num_classes:
+            raise ValueError(f"threshold_class must be a class index in [0, {num_classes}), got {threshold_class!r}")
         positive = minority if positive_class is None else positive_class
         return cls(
             class_names=list(class_names),
@@ -124,36 +133,40 @@ class Scoring:
             minority_class=minority,
             selection_metric=selection_metric,
             threshold_strategy=threshold_strategy,
-            target_recall=target_recall,
+            threshold_value=threshold_value,
+            threshold_class=positive if threshold_class is None else threshold_class,
+            threshold_bound=threshold_bound,
         )
 
-    def tune_threshold(self, probs: np.ndarray, labels: np.ndarray) -> float | None:
-        """The binary decision threshold on ``p[:, positive_class]``; ``None`` = argmax."""
-        if self.positive_class is None or self.threshold_strategy == "none":
-            return None
-        scores = probs[:, self.positive_class]
-        threshold = choose_threshold(
-            scores, labels == self.positive_class, strategy=self.threshold_strategy, target_recall=self.target_recall
+    def tune_rule(self, probs: np.ndarray, labels: np.ndarray) -> DecisionRule | None:
+        """The decision rule the threshold policy picks on these labels; ``None`` = arg-max."""
+        return tune_rule(
+            probs,
+            labels,
+            strategy=self.threshold_strategy,
+            positive_class=self.positive_class,
+            target_class=self.threshold_class,
+            value=self.threshold_value,
+            bound=self.threshold_bound,
         )
-        return None if threshold is None else float(threshold)
 
     def score(
-        self, probs: np.ndarray, loss: float, labels: np.ndarray, *, threshold: float | None, tune: bool
+        self, probs: np.ndarray, loss: float, labels: np.ndarray, *, rule: DecisionRule | None, tune: bool
     ) -> Scored:
-        """Metric block with ``threshold``, or with a threshold tuned on these labels when ``tune``."""
+        """Metric block decided by ``rule``, or by a rule tuned on these labels when ``tune``."""
         if tune:
-            threshold = self.tune_threshold(probs, labels)
+            rule = self.tune_rule(probs, labels)
         block = plain(
             metric_block(
                 probs,
                 labels,
                 class_names=list(self.class_names),
-                threshold=threshold,
                 positive_class=self.positive_class,
                 minority_class=self.minority_class,
+                rule=rule,
             )
         )
-        return Scored(probs, loss, threshold, block, float(selection_score(block, self.selection_metric)))
+        return Scored(probs, loss, rule, block, float(selection_score(block, self.selection_metric)))
 
 
 def hard_targets(labels: torch.Tensor, num_classes: int) -> torch.Tensor:

@@ -149,7 +149,7 @@ def test_selection_threshold_early_stopping_freeze_compile():
         }
     )
     assert plan.selection_metric == "auroc"
-    assert (plan.threshold_strategy, plan.target_recall) == ("target_recall", 0.9)
+    assert (plan.threshold_strategy, plan.threshold_value, plan.threshold_bound) == ("recall_at_least", 0.9, None)
     assert (plan.early_stopping_patience, plan.early_stopping_min_delta) == (2, 0.01)
     assert plan.freeze_backbone_epochs == 1 and plan.compile is True
     assert plan.model.image_size == 16
@@ -258,3 +258,35 @@ def test_copy_paste_pool_is_the_masked_images_of_the_minority_and_trains():
     assert fit(**plan.fit_arguments()).stopped == "completed"
     with pytest.raises(ValueError, match="needs segmentation masks"):
         build_training(spec, dataset_arrays=data, class_names=["normal", "rare"], device="cpu", init_state=None)
+
+
+@pytest.mark.parametrize(
+    ("threshold", "expected"),
+    [
+        ({"strategy": "max_f1"}, ("max_f1", None, 1, False)),
+        ({"strategy": "none"}, ("none", None, 1, False)),
+        ({"strategy": "precision_at_least", "value": 0.8}, ("precision_at_least", 0.8, 1, False)),
+        ({"strategy": "recall_at_least", "class": "normal", "value": 0.7}, ("recall_at_least", 0.7, 0, False)),
+        ({"strategy": "recall_at_least", "value": 0.9, "guarantee": True}, ("recall_at_least", 0.9, 1, True)),
+        # the Bayes decision needs calibrated probabilities, fitted after training: epochs use the arg-max
+        ({"strategy": "cost", "cost": [[0, 1], [5, 0]]}, ("none", None, None, False)),
+    ],
+)
+def test_each_epoch_is_scored_with_the_threshold_policy(threshold, expected):
+    plan = build({"threshold": threshold})
+    got = (plan.threshold_strategy, plan.threshold_value, plan.threshold_class, plan.threshold_bound is not None)
+    assert got == expected
+
+
+def test_a_guaranteed_epoch_threshold_uses_the_policy_confidence_and_a_multi_class_target():
+    names = ("a", "b", "rare")
+    data = {split: arrays((20, 12, 6), seed=i) for i, split in enumerate(("train", "val", "test"))}
+    plan = build(
+        {"threshold": {"strategy": "recall_at_least", "value": 0.9, "guarantee": True, "confidence": 0.8}},
+        data=data,
+        class_names=names,
+    )
+    assert (plan.threshold_class, plan.positive_class) == (2, None)  # the train minority, one-vs-rest
+    assert plan.threshold_bound(np.array([10]), np.array([10])) == pytest.approx(0.2**0.1)
+    with pytest.raises(ValueError, match="threshold.class 'nope' is not one of the classes"):
+        build({"threshold": {"strategy": "recall_at_least", "value": 0.9, "class": "nope"}})

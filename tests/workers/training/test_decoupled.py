@@ -97,7 +97,6 @@ def test_refit_head_exports_backbone_with_the_new_head_and_rescores():
         class_names=["a", "b"],
         selection_metric="auroc",
         threshold_strategy="max_f1",
-        target_recall=None,
         batch_size=32,
         device=CPU,
     )

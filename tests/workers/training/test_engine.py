@@ -274,7 +274,9 @@ def test_fit_rejects_a_scheduler_built_for_another_epoch_length():
     [
         ({"selection_metric": "f2"}, "unknown selection_metric 'f2'"),
         ({"threshold_strategy": "youden"}, "unknown threshold_strategy 'youden'"),
-        ({"threshold_strategy": "target_recall"}, "needs target_recall"),
+        ({"threshold_strategy": "recall_at_least"}, "needs threshold_value"),
+        ({"threshold_strategy": "precision_at_least", "threshold_value": 0.0}, "needs threshold_value"),
+        ({"threshold_strategy": "max_f1", "threshold_class": 2}, "threshold_class must be a class index"),
         ({"early_stopping_patience": 0}, "early_stopping_patience"),
     ],
 )
