@@ -11,6 +11,7 @@ from service.ingest.canonical import (
     load_canonical,
     load_masks,
     load_meta,
+    load_split,
     mask_classes,
     store_canonical,
     summarize,
@@ -32,6 +33,7 @@ __all__ = [
     "load_masks",
     "mask_classes",
     "load_meta",
+    "load_split",
     "store_canonical",
     "summarize",
 ]
