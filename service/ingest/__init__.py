@@ -13,6 +13,7 @@ from service.ingest.canonical import (
     load_meta,
     mask_classes,
     store_canonical,
+    stored_dataset_violations,
     summarize,
 )
 from service.ingest.dataset import SPLITS, DecodedDataset
@@ -33,5 +34,6 @@ __all__ = [
     "mask_classes",
     "load_meta",
     "store_canonical",
+    "stored_dataset_violations",
     "summarize",
 ]
