@@ -14,6 +14,7 @@ from service.ingest.canonical import (
     load_split,
     mask_classes,
     store_canonical,
+    stored_dataset_violations,
     summarize,
 )
 from service.ingest.dataset import SPLITS, DecodedDataset
@@ -35,5 +36,6 @@ __all__ = [
     "load_meta",
     "load_split",
     "store_canonical",
+    "stored_dataset_violations",
     "summarize",
 ]

@@ -20,6 +20,8 @@ from pathlib import Path
 import numpy as np
 
 from service.ingest.dataset import SPLITS, DecodedDataset
+from service.models import Dataset
+from service.spec import JobSpec, dataset_violations
 from service.storage import BlobStore
 
 logger = logging.getLogger(__name__)
@@ -62,6 +64,18 @@ def mask_classes(splits: dict) -> list[int]:
     """Class indices with at least one masked train image, from a stored ``splits`` summary."""
     counts = (splits.get("train") or {}).get("masked_class_counts") or []
     return [index for index, count in enumerate(counts) if count > 0]
+
+
+def stored_dataset_violations(spec: JobSpec, *, dataset: Dataset) -> list[tuple[tuple[str, ...], str]]:
+    """``service.spec.dataset_violations`` against a stored dataset: its classes, masks and train counts."""
+    names = [str(name) for name in dataset.class_names]
+    return dataset_violations(
+        spec,
+        num_classes=dataset.num_classes,
+        class_names=names,
+        mask_classes=[names[index] for index in mask_classes(dataset.splits)],
+        train_counts=(dataset.splits.get("train") or {}).get("class_counts"),
+    )
 
 
 def _arrays(decoded: DecodedDataset):
