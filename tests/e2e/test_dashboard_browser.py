@@ -115,6 +115,11 @@ def test_a_new_user_trains_watches_and_reads_a_model_in_the_browser(start_server
     find(By.CSS_SELECTOR, "#upload-form button").click()
     wait_until(browser, lambda d: "pneumonia" in find(By.ID, "datasets").text, timeout=120, what="the upload")
     assert "1214" in find(By.ID, "datasets").text and "3494" in find(By.ID, "datasets").text
+    # The upload opens the new dataset: its diagnostics panel and the grid of images per class (fetched with the key).
+    grid_width = "const img = document.getElementById('samples'); return img && img.complete ? img.naturalWidth : 0;"
+    wait_until(browser, lambda d: d.execute_script(grid_width) > 0, timeout=60, what="the sample grid")
+    assert find(By.ID, "samples").get_attribute("src").startswith("blob:")
+    assert "Diagnostics" in find(By.ID, "diagnostics").text
     browser.save_screenshot(str(shots / "datasets.png"))
 
     browser.get(f"{server.base_url}/ui#/jobs")
