@@ -203,12 +203,33 @@ async function finalPanels(id) {
   final.innerHTML = `<div class="row"><div class="card"><h3>PR curve (test)</h3><div id="pr-chart"></div></div>
     <div class="card"><h3>Confusion matrix (row-normalised, test)</h3><table id="confusion" class="cm"></table>
     <h3>Recall against class frequency</h3><table id="per-class"></table></div></div>
+    <div class="row"><div class="card" id="roc-card" hidden><h3>ROC curve (test)</h3><div id="roc-chart"></div></div>
+    <div class="card" id="reliability-card" hidden><h3>Reliability (test)</h3><div id="reliability-chart"></div></div></div>
     <div class="card">best epoch ${metrics.best_epoch}; balanced accuracy ${fmt(test.balanced_accuracy)}, macro F1
       ${fmt(test.macro_f1)}, AUROC ${fmt(test.auroc)}, AP ${fmt(test.average_precision)}, threshold ${fmt(test.threshold)}</div>`;
+  const unit = { scales: { x: { time: false, range: [0, 1] }, y: { range: [0, 1] } } };
+  const chance = { label: "chance", stroke: "#999", dash: [5, 5] };
   if (test.pr_curve) {
     const points = [...test.pr_curve].sort((a, b) => a.recall - b.recall);
     chart("pr", document.getElementById("pr-chart"), [{ label: "recall" }, { label: "precision", stroke: "#4a78c2" }],
-      [points.map((p) => p.recall), points.map((p) => p.precision)], { scales: { x: { time: false, range: [0, 1] }, y: { range: [0, 1] } } });
+      [points.map((p) => p.recall), points.map((p) => p.precision)], unit);
+  }
+  if (test.roc_curve) {  // the curve starts at the origin, a threshold above every score (not a recorded point)
+    const fpr = [0, ...test.roc_curve.map((p) => p.fpr)];
+    document.getElementById("roc-card").hidden = false;
+    chart("roc", document.getElementById("roc-chart"), [{ label: "false positive rate" }, chance,
+      { label: "true positive rate", stroke: "#4a78c2" }], [fpr, fpr, [0, ...test.roc_curve.map((p) => p.tpr)]], unit);
+  }
+  const calibration = test.calibration;
+  if (calibration && calibration.method !== "none") {  // accuracy per confidence bin, drawn at the bin's middle
+    const bins = calibration.reliability_after;
+    const middle = bins.map((b) => (b.lower + b.upper) / 2);
+    const dots = { points: { show: true, size: 7 } };
+    document.getElementById("reliability-card").hidden = false;
+    chart("reliability", document.getElementById("reliability-chart"), [{ label: "confidence" }, chance,
+      { label: `before (ECE ${fmt(calibration.ece_before)})`, stroke: "#c2584a", ...dots },
+      { label: `after T=${fmt(calibration.temperature)} (ECE ${fmt(calibration.ece_after)})`, stroke: "#4a78c2", ...dots }],
+      [middle, middle, calibration.reliability_before.map((b) => b.accuracy), bins.map((b) => b.accuracy)], unit);
   }
   const names = test.per_class.map((c) => c.class);
   const rows = test.confusion_matrix.map((row, i) => {
