@@ -22,7 +22,6 @@ the job path (spec → plan → fit → decisions).
 from __future__ import annotations
 
 import argparse
-import subprocess
 import sys
 from collections.abc import Sequence
 from pathlib import Path
@@ -116,11 +115,6 @@ def resplit_coverage(
     }
 
 
-def _commit() -> str:
-    result = subprocess.run(["git", "rev-parse", "--short", "HEAD"], capture_output=True, text=True, check=False)
-    return result.stdout.strip() or "unknown"
-
-
 def main(argv: Sequence[str] | None = None) -> int:
     argv = list(sys.argv[1:] if argv is None else argv)
     parser = common.add_common_args(argparse.ArgumentParser(description=__doc__.splitlines()[0]))
@@ -154,7 +148,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     pct = {name: f"{value:.1%}" for name, value in found.items()}
     markdown = "\n".join(
         [
-            f"commit `{_commit()}`; scores: {source}; class {args.positive} (pneumonia), "
+            f"commit `{common.commit()}`; scores: {source}; class {args.positive} (pneumonia), "
             f"`recall_at_least` {args.target}, `guarantee: true`, confidence {args.confidence}, "
             f"{args.resplits} random val/test resplits of the pooled val+test scores (val part = val size).",
             "",

@@ -12,7 +12,8 @@ when its mean beats plain CE by more than the summed seed spreads
 LDAM-DRW repository's rule (class ``i`` keeps ``int(5000·ρ^(−i/9))`` train
 images, a seed-0 shuffle per class), a balanced validation split of 100
 unused train images per class, and the balanced 10k test set, with the
-LDAM-DRW recipe (SGD 0.1, momentum 0.9, wd 2e-4, batch 128, 200 epochs,
+paper's ResNet-32 (``model.arch: resnet32``; the LDAM rows on its cosine head,
+as the authors train them) and the LDAM-DRW recipe (SGD 0.1, momentum 0.9, wd 2e-4, batch 128, 200 epochs,
 5 warm-up epochs, lr × 0.01 at 160 and × 0.0001 at 180, DRW from 160).
 
     python -m benchmarks.techniques --device cuda --seeds 0 1 2
@@ -68,7 +69,7 @@ CIFAR_CANDIDATES = (
     Path("/work/shared/data/cifar10-jpeg.zip"),
 )
 CIFAR_RECIPE: dict[str, Any] = {
-    "model": {"arch": "resnet18"},  # rarefit has no ResNet-32; its CIFAR ResNet-18 stem (3×3, stride 1) is used
+    "model": {"arch": "resnet32"},  # the paper's network; LDAM rows get its cosine head (model.head "auto")
     "optim": {
         "name": "sgd",
         "lr": 0.1,
@@ -159,8 +160,11 @@ def pneumonia(args: argparse.Namespace, device: torch.device) -> str:
     return "\n\n".join(sections)
 
 
-def load_cifar_lt(path: Path, *, rho: int = 100, val_per_class: int = 100) -> tuple[common.Arrays, list[str]]:
-    """CIFAR-10-LT (LDAM-DRW's rule, seed 0), a balanced val from unused train images, the balanced test."""
+def load_cifar_lt(
+    path: Path, *, rho: int = 100, val_per_class: int = 100, head: int = 5000
+) -> tuple[common.Arrays, list[str]]:
+    """CIFAR-10-LT (LDAM-DRW's rule, seed 0: class ``i`` keeps ``int(head·ρ^(−i/9))``), a balanced val from
+    unused train images, the balanced test."""
     from PIL import Image
 
     images: dict[str, list[np.ndarray]] = {"train": [], "test": []}
@@ -179,7 +183,7 @@ def load_cifar_lt(path: Path, *, rho: int = 100, val_per_class: int = 100) -> tu
     for c in range(len(names)):
         idx = np.flatnonzero(train_y == c)
         np.random.shuffle(idx)
-        n = int(5000 * rho ** (-c / (len(names) - 1)))
+        n = int(head * rho ** (-c / (len(names) - 1)))
         keep.append(idx[:n])
         val.append(idx[n : n + val_per_class])
     keep_i, val_i = np.concatenate(keep), np.concatenate(val)

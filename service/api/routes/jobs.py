@@ -15,6 +15,7 @@ from fastapi.responses import StreamingResponse
 from sqlalchemy.exc import IntegrityError, SQLAlchemyError
 from sqlalchemy.orm import Session
 
+from rarefit.schemas import ArtifactOut, JobOut, MetricsOut, Page
 from service.api.deps import (
     BlobStoreDep,
     CeleryDep,
@@ -29,13 +30,13 @@ from service.api.etag import NOT_MODIFIED, IfNoneMatch, json_or_not_modified
 from service.config import Settings
 from service.defaults import with_dataset_defaults
 from service.errors import ProblemError, conflict_as_409, dotted, field_error, not_found, problem_responses, shown
-from service.ingest import mask_classes
+from service.ingest import stored_dataset_violations
 from service.models import Dataset, Job, JobStatus, utcnow
 from service.queue import enqueue_job
 from service.repository import datasets as dataset_repo
 from service.repository import jobs as repo
-from service.schemas import JOB_SPEC_EXAMPLES, ArtifactOut, EpochOut, JobOut, MetricsOut, Page
-from service.spec import JobSpec, dataset_violations, limit_violations
+from service.schemas import JOB_SPEC_EXAMPLES, artifact_out, epoch_out, job_out
+from service.spec import JobSpec, limit_violations
 
 logger = logging.getLogger(__name__)
 router = APIRouter(prefix="/jobs", tags=["jobs"])
@@ -95,7 +96,7 @@ def submit_job(
         job = existing
     _same_body_or_422(job, request_hash)
     response.headers["Location"] = f"/v1/jobs/{job.id}"
-    return JobOut.from_row(job)
+    return job_out(job)
 
 
 @router.get("", response_model=Page[JobOut], summary="List jobs, newest first")
@@ -112,7 +113,7 @@ def list_jobs(
     rows = repo.list_jobs(
         session, tenant_id=tenant_id, status=status_, limit=limit + 1, offset=offset, experiment_id=experiment_id
     )
-    return Page[JobOut].of(rows, limit=limit, offset=offset, convert=JobOut.from_row)
+    return Page[JobOut].of(rows, limit=limit, offset=offset, convert=job_out)
 
 
 @router.get(
@@ -123,7 +124,7 @@ def list_jobs(
 )
 async def get_job(job_id: str, request: Request, tenant_id: TenantDep, if_none_match: IfNoneMatch = None) -> Response:
     job = await read_in_session(
-        request, lambda session: JobOut.from_row(_job_or_404(session, tenant_id=tenant_id, job_id=job_id))
+        request, lambda session: job_out(_job_or_404(session, tenant_id=tenant_id, job_id=job_id))
     )
     return json_or_not_modified(job, if_none_match)
 
@@ -142,7 +143,7 @@ def cancel_job(job_id: str, session: SessionDep, tenant_id: TenantDep) -> JobOut
         raise not_found("job", job_id)
     session.commit()
     logger.info("tenant %s cancelled job %s (now %s)", tenant_id, job_id, job.status)
-    return JobOut.from_row(job)
+    return job_out(job)
 
 
 @router.get(
@@ -160,9 +161,7 @@ def get_metrics(
 ) -> Response:
     job = _job_or_404(session, tenant_id=tenant_id, job_id=job_id)
     rows = repo.list_epoch_metrics(session, job_id=job.id, since_epoch=since_epoch)
-    metrics = MetricsOut(
-        history=[EpochOut.from_row(row) for row in rows], best_epoch=job.best_epoch, test=job.test_metrics
-    )
+    metrics = MetricsOut(history=[epoch_out(row) for row in rows], best_epoch=job.best_epoch, test=job.test_metrics)
     return json_or_not_modified(metrics, if_none_match)
 
 
@@ -174,7 +173,7 @@ def get_metrics(
 )
 def list_artifacts(job_id: str, session: SessionDep, tenant_id: TenantDep) -> list[ArtifactOut]:
     job = _job_or_404(session, tenant_id=tenant_id, job_id=job_id)
-    return [ArtifactOut.from_row(row) for row in repo.list_artifacts(session, job_id=job.id)]
+    return [artifact_out(row) for row in repo.list_artifacts(session, job_id=job.id)]
 
 
 @router.get(
@@ -242,12 +241,7 @@ def _check_dataset(session: Session, *, tenant_id: str, spec: JobSpec) -> Datase
     dataset = dataset_repo.get_dataset(session, tenant_id=tenant_id, dataset_id=spec.dataset_id)
     if dataset is None:
         raise not_found("dataset", spec.dataset_id)
-    names = [str(name) for name in dataset.class_names]
-    masked = [names[index] for index in mask_classes(dataset.splits)]
-    counts = (dataset.splits.get("train") or {}).get("class_counts")
-    problems = dataset_violations(
-        spec, num_classes=dataset.num_classes, class_names=names, mask_classes=masked, train_counts=counts
-    )
+    problems = stored_dataset_violations(spec, dataset=dataset)
     if problems:
         raise _unprocessable(problems)
     return dataset
