@@ -60,7 +60,9 @@ class StopReason(str, enum.Enum):
 
 @dataclass
 class FitResult:
-    """``model``: best weights, eval mode, on the CPU. ``val``/``test``: blocks with the chosen threshold.
+    """``model``: best weights, eval mode, on the CPU. ``val``/``test``: blocks decided by the rule tuned on
+    val; ``threshold``: that rule's threshold on the binary positive class (``None`` for the arg-max or a
+    rule on another class).
 
     ``val_probs``/``test_probs``: the final model's softmax ``(N, K)`` on each split (``None`` when not
     evaluated), for fitting calibration and operating points after training.
