@@ -8,7 +8,7 @@ to FastAPI directly. The request body of ``POST /v1/jobs`` is
 from __future__ import annotations
 
 from datetime import datetime, timezone
-from typing import Annotated, Any, Generic, TypeVar
+from typing import Annotated, Any, Generic, Literal, TypeVar
 
 from pydantic import AfterValidator, BaseModel, ConfigDict, Field, ValidationError
 
@@ -63,6 +63,7 @@ class DatasetOut(BaseModel):
                     "num_classes": 2,
                     "class_names": ["0", "1"],
                     "image_shape": [28, 28, 1],
+                    "pixel_bits": 8,
                     "splits": _SPLITS_EXAMPLE,
                     "imbalance_ratio": 2.88,
                     "size_bytes": 4600000,
@@ -78,6 +79,10 @@ class DatasetOut(BaseModel):
     num_classes: int
     class_names: list[str]
     image_shape: list[int] = Field(description="[H, W, C] of every image")
+    pixel_bits: Literal[8, 16] = Field(
+        description="bits per channel of the stored images: 8, or 16 when any uploaded image is 16-bit "
+        "(8-bit ones are then widened by 257); a model sees x / (2^bits - 1)"
+    )
     splits: dict[str, SplitOut]
     mask_classes: list[str] = Field(
         default_factory=list, description="classes with segmentation masks in train (augment.copy_paste)"
@@ -102,6 +107,7 @@ class DatasetOut(BaseModel):
             num_classes=row.num_classes,
             class_names=[str(n) for n in row.class_names],
             image_shape=list(row.image_shape),
+            pixel_bits=row.pixel_bits,
             splits=row.splits,
             mask_classes=[str(row.class_names[i]) for i in mask_classes(row.splits)],
             imbalance_ratio=row.imbalance_ratio,
