@@ -24,7 +24,7 @@ from sqlalchemy.orm import Session
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from service.ingest import DatasetRejected
-from service.logs import request_id
+from service.logs import REQUEST_ID_HEADER, request_id
 from service.storage import StorageFull, StorageUnavailable
 
 logger = logging.getLogger(__name__)
@@ -118,6 +118,9 @@ def problem_response(
         body["errors"] = errors
     if (current := request_id.get()) is not None:
         body["instance"] = current  # the X-Request-ID of this request: quote it to the operator
+        # Set here as well as by the request middleware: the 500 for an unhandled exception is sent
+        # by Starlette's ServerErrorMiddleware, outside it, and would otherwise go without the header.
+        headers = {**(headers or {}), REQUEST_ID_HEADER: current}
     body.update(extra or {})
     return JSONResponse(body, status_code=status, headers=headers, media_type=PROBLEM_MEDIA_TYPE)
 

@@ -21,6 +21,7 @@ from pythonjsonlogger.json import JsonFormatter
 if TYPE_CHECKING:
     from service.config import Settings
 
+REQUEST_ID_HEADER = "X-Request-ID"
 request_id: ContextVar[str | None] = ContextVar("rarefit_request_id", default=None)
 job_id: ContextVar[str | None] = ContextVar("rarefit_job_id", default=None)
 

@@ -1,9 +1,9 @@
 """A job's plots as PNG files (matplotlib, headless Agg), for reports and tickets.
 
 Drawn from what the job recorded: the per-epoch history and the test metric
-block. The object-oriented API (a ``Figure`` on its own Agg canvas, no
-``pyplot``) keeps rendering free of global state, so API threads can draw at
-once.
+block (its curves, confusion matrix and calibration bins). The object-oriented
+API (a ``Figure`` on its own Agg canvas, no ``pyplot``) keeps rendering free of
+global state, so API threads can draw at once.
 """
 
 from __future__ import annotations
@@ -76,17 +76,56 @@ def _confusion_matrix(axes, *, history, test, metric) -> None:
     axes.figure.colorbar(image, ax=axes)
 
 
-def _not_recorded(what: str) -> Callable[..., None]:
-    def draw(axes, *, history, test, metric) -> None:
-        raise PlotUnavailable(f"jobs do not record {what} yet")
+def _roc_curve(axes, *, history, test, metric) -> None:
+    points = test.get("roc_curve")
+    if not points:
+        raise PlotUnavailable("the job has no test ROC curve (it is recorded when the job finishes)")
+    names = [str(c["class"]) for c in test.get("per_class", [])]
+    positive, auroc = test.get("positive_class"), test.get("auroc")
+    if positive is None or auroc is None:  # multi-class: one-vs-rest, and the block's AUROC is the macro one
+        label = f"class {_class_name(names, test.get('minority_class'))} vs rest"
+    else:
+        label = f"class {_class_name(names, positive)} (AUROC {auroc:.3f})"
+    axes.plot([0.0, 1.0], [0.0, 1.0], linestyle="--", color="grey", label="chance")
+    # the curve starts at the origin (a threshold above every score), which is not a recorded point
+    axes.plot([0.0] + [p["fpr"] for p in points], [0.0] + [p["tpr"] for p in points], label=label)
+    axes.set(xlabel="false positive rate", ylabel="true positive rate", xlim=(0, 1), ylim=(0, 1.02))
+    axes.set_title("ROC (test)")
+    axes.legend(loc="lower right")
 
-    return draw
+
+def _class_name(names: list[str], index: int | None) -> str:
+    return names[index] if index is not None and 0 <= index < len(names) else str(index)
+
+
+def _reliability(axes, *, history, test, metric) -> None:
+    calibration = test.get("calibration") or {}
+    if calibration.get("method", "none") == "none" or not calibration.get("reliability_after"):
+        raise PlotUnavailable("the job has no calibration data (calibration.method none, or not finished)")
+    axes.plot([0.0, 1.0], [0.0, 1.0], linestyle="--", color="grey", label="perfect calibration")
+    after = f"after T={calibration['temperature']:.2f}"
+    for key, ece, label, style in (
+        ("reliability_before", "ece_before", "before", {"fill": False, "edgecolor": "tab:red"}),
+        ("reliability_after", "ece_after", after, {"color": "tab:blue", "alpha": 0.5}),
+    ):
+        bins = [b for b in calibration[key] if b["count"]]
+        axes.bar(
+            [b["lower"] for b in bins],
+            [b["accuracy"] for b in bins],
+            width=[b["upper"] - b["lower"] for b in bins],
+            align="edge",
+            label=f"{label} (ECE {calibration[ece]:.3f})",
+            **style,
+        )
+    axes.set(xlabel="confidence (arg-max probability)", ylabel="accuracy", xlim=(0, 1), ylim=(0, 1.02))
+    axes.set_title("Reliability (test, temperature scaling)")
+    axes.legend(loc="upper left")
 
 
 _DRAW: dict[str, Callable[..., None]] = {
     "training_curves": _training_curves,
     "pr_curve": _pr_curve,
     "confusion_matrix": _confusion_matrix,
-    "roc_curve": _not_recorded("ROC points (the test block holds the PR curve)"),
-    "reliability": _not_recorded("calibration bins (the test block holds the ECE only)"),
+    "roc_curve": _roc_curve,
+    "reliability": _reliability,
 }

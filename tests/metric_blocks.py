@@ -13,5 +13,6 @@ METRIC_BLOCK_KEYS = frozenset(
         "confusion_matrix",
         "threshold",
         "pr_curve",
+        "roc_curve",
     }
 )

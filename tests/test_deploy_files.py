@@ -26,6 +26,7 @@ DOCKERFILE = (REPO_ROOT / "Dockerfile").read_text()
 SERVICES = COMPOSE["services"]
 RAREFIT_SERVICES = sorted(n for n, svc in SERVICES.items() if svc.get("image", "").startswith("rarefit"))
 ENV_VAR = re.compile(r"RAREFIT_[A-Z0-9_]+")
+MINIO_RELEASE = re.compile(r"RELEASE\.\d{4}-\d\d-\d\dT\d\d-\d\d-\d\dZ")
 
 
 def _dockerfile_instruction(name: str) -> str:
@@ -155,6 +156,17 @@ def test_the_optional_minio_profile_serves_the_storage_url() -> None:
         env, depends = SERVICES[name]["environment"], SERVICES[name]["depends_on"]
         assert {"RAREFIT_STORAGE_URL", "RAREFIT_S3_ENDPOINT_URL", "AWS_ACCESS_KEY_ID"} <= set(env), name
         assert depends["minio-bucket"] == {"condition": "service_completed_successfully", "required": False}, name
+
+
+def test_third_party_images_are_pinned() -> None:
+    """A deploy must not change under an unchanged compose file: no bare or `latest` tag outside our own image."""
+    for name, service in SERVICES.items():
+        if name in RAREFIT_SERVICES:
+            continue
+        repository, _, tag = service["image"].rpartition(":")
+        assert repository and tag and tag != "latest", f"{name}: image {service['image']!r} is not pinned"
+    for name in ("minio", "minio-bucket"):
+        assert MINIO_RELEASE.fullmatch(SERVICES[name]["image"].rpartition(":")[2]), SERVICES[name]["image"]
 
 
 def test_dockerfile_installs_dependencies_on_the_pytorch_image() -> None:

@@ -19,9 +19,9 @@ from starlette.datastructures import Headers, MutableHeaders
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from service import logs
+from service.logs import REQUEST_ID_HEADER as HEADER
 from service.metrics import REQUEST_SECONDS, REQUESTS
 
-HEADER = "X-Request-ID"
 _TOKEN = re.compile(r"^[A-Za-z0-9._:-]{1,128}$")
 
 
@@ -53,7 +53,8 @@ class RequestContextMiddleware:
             return
         request_id = accepted_request_id(Headers(scope=scope).get(HEADER))
         # Not reset afterwards: each request runs in a context of its own, and the error handler that
-        # answers an unhandled exception runs outside this middleware but must still name the id.
+        # answers an unhandled exception runs outside this middleware (in Starlette's outermost
+        # ServerErrorMiddleware, past send_with_id) but must still name the id, in body and header.
         logs.request_id.set(request_id)
         status, started = 500, time.perf_counter()
 

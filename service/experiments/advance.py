@@ -5,9 +5,9 @@ child job ends and on every reaper pass. Under the experiment's lock it:
 
 1. settles trials: a trial whose jobs all ended is told to Optuna (its value
    is the mean val objective over seeds at each job's best epoch; any failed
-   seed fails the trial); with ``pruning: asha`` a running trial reports each
-   epoch every seed has finished and is pruned (its jobs cancelled) when
-   Optuna's successive-halving pruner says so;
+   seed fails the trial); with ``pruning: asha`` every trial first reports
+   each epoch all its seeds have finished, and a running one is pruned (its
+   jobs cancelled) when Optuna's successive-halving pruner says so;
 2. finishes the experiment once every trial has ended;
 3. asks Optuna for new trials up to ``budget.max_parallel`` running trials
    (and the tenant's job cap), creating one queued job per seed.
@@ -111,10 +111,15 @@ class Step:
     # --- settle -----------------------------------------------------------
     def _settle(self, study: optuna.Study, trial: ExperimentTrial) -> None:
         jobs = self.jobs.get(trial.number, [])
-        if jobs and all(JobStatus(job.status).is_terminal for job in jobs):
+        ended = bool(jobs) and all(JobStatus(job.status).is_terminal for job in jobs)
+        if self.plan.request.pruning == "asha" and jobs:
+            # A trial that ended between two steps still reports its epochs, so its rung values
+            # are there for later trials to be compared with; only a running one is pruned.
+            if self._prune_now(study, trial, jobs) and not ended:
+                self._prune(study, trial, jobs)
+                return
+        if ended:
             self._tell(study, trial, jobs)
-        elif self.plan.request.pruning == "asha":
-            self._maybe_prune(study, trial, jobs)
 
     def _tell(self, study: optuna.Study, trial: ExperimentTrial, jobs: list[Job]) -> None:
         failed = [job for job in jobs if job.status != JobStatus.succeeded]
@@ -134,10 +139,11 @@ class Step:
         finite = [value for value in values if value is not None]
         return statistics.fmean(finite) if finite else None
 
-    def _maybe_prune(self, study: optuna.Study, trial: ExperimentTrial, jobs: list[Job]) -> None:
+    def _prune_now(self, study: optuna.Study, trial: ExperimentTrial, jobs: list[Job]) -> bool:
+        """Report each new epoch every seed has finished (the mean val objective) and ask the pruner
+        after each one, as Optuna's own loop does: a rung keeps the value of the epoch that reaches it,
+        not of a later one a slow step happened to see first. True once the pruner says prune."""
         history = repo.val_history(self.session, job_ids=[job.id for job in jobs])
-        if not jobs or not history:
-            return
         common = set.intersection(*(set(history.get(job.id, {})) for job in jobs))
         frozen = study.trials[trial.number]
         live = optuna.trial.Trial(study, frozen._trial_id)  # Optuna's own handle for a trial by id
@@ -145,10 +151,14 @@ class Step:
         for step in sorted(common - set(frozen.intermediate_values)):
             values = [objective_value(history[job.id][step], objective) for job in jobs]
             finite = [value for value in values if value is not None]
-            if finite:
-                live.report(statistics.fmean(finite), step)
-        if not live.should_prune():
-            return
+            if not finite:
+                continue
+            live.report(statistics.fmean(finite), step)
+            if live.should_prune():
+                return True
+        return False
+
+    def _prune(self, study: optuna.Study, trial: ExperimentTrial, jobs: list[Job]) -> None:
         repo.cancel_jobs(self.session, tenant_id=self.experiment.tenant_id, jobs=jobs)
         study.tell(trial.number, state=optuna.trial.TrialState.PRUNED, skip_if_finished=True)
         last = study.trials[trial.number].intermediate_values
@@ -174,7 +184,7 @@ class Step:
     def _launch(self) -> None:
         running = sum(trial.state == "running" for trial in self.trials)
         seeds = len(self.plan.request.seeds)
-        num_classes = self.session.get(Dataset, self.experiment.dataset_id).num_classes
+        dataset = self.session.get(Dataset, self.experiment.dataset_id)
         while running < self.plan.request.budget.max_parallel and len(self.trials) < self.experiment.trials_total:
             active = job_repo.count_active_jobs(self.session, tenant_id=self.experiment.tenant_id)
             if active + seeds > self.settings.max_concurrent_jobs_per_tenant:
@@ -182,7 +192,7 @@ class Step:
             study = self.study()
             trial = _orphan(study, known={t.number for t in self.trials}) or study.ask()
             params = suggest(trial, self.plan.space)
-            specs, problems = self.plan.trial_specs(params, settings=self.settings, num_classes=num_classes)
+            specs, problems = self.plan.trial_specs(params, settings=self.settings, dataset=dataset)
             if not self._within_budget(specs):
                 study.tell(trial.number, state=optuna.trial.TrialState.FAIL, skip_if_finished=True)
                 self.experiment.trials_total = len(self.trials)  # budget spent: finish with what ran

@@ -14,8 +14,9 @@ from service.config import Settings
 from service.experiments.auto import auto_space
 from service.experiments.space import Problem, apply, check_trial, grid_size, points_to_check
 from service.experiments.spec import DEFAULT_TRIALS, ExperimentRequest, Range
+from service.ingest import stored_dataset_violations
 from service.models import Dataset
-from service.spec import JobSpec, dataset_violations, limit_violations
+from service.spec import JobSpec, limit_violations
 
 
 @dataclass(frozen=True)
@@ -52,33 +53,41 @@ class Plan:
         )
 
     def trial_specs(
-        self, params: dict[str, Any], *, settings: Settings, num_classes: int
+        self, params: dict[str, Any], *, settings: Settings, dataset: Dataset
     ) -> tuple[list[JobSpec], list[Problem]]:
         """One validated job spec per seed, or the problems of this trial's params."""
         specs: list[JobSpec] = []
         for seed in self.request.seeds:
             body = apply(self.base, params, dataset_id=self.request.dataset_id, seed=seed)
-            spec, problems = check_trial(body, params=params, extra_checks=spec_checks(settings, num_classes))
+            spec, problems = check_trial(body, params=params, extra_checks=spec_checks(settings, dataset))
             if problems or spec is None:
                 return [], problems
             specs.append(spec)
         return specs, []
 
-    def problems(self, *, settings: Settings, num_classes: int) -> list[Problem]:
-        """Every trial this plan can draw, checked as full job specs before anything is queued."""
+    def problems(self, *, settings: Settings, dataset: Dataset) -> list[Problem]:
+        """Every trial this plan can draw, checked as full job specs before anything is queued,
+        and a ``budget.max_epochs_total`` that at least one of them fits in."""
         if self.request.search.strategy == "grid" and grid_size(self.space) > 10_000:
             return [(("search", "space"), f"the grid has {grid_size(self.space)} points; at most 10000")]
+        fewest: int | None = None
         for params in points_to_check(self.space):
             try:
-                _specs, problems = self.trial_specs(params, settings=settings, num_classes=num_classes)
+                specs, problems = self.trial_specs(params, settings=settings, dataset=dataset)
             except ValueError as exc:
                 return [(("search", "space"), str(exc))]
             if problems:
                 return problems
+            epochs = sum(spec.epochs for spec in specs)
+            fewest = epochs if fewest is None else min(fewest, epochs)
+        budget = self.request.budget.max_epochs_total
+        if budget is not None and fewest is not None and fewest > budget:
+            message = f"{budget} is below the {fewest} epochs of the smallest trial (its epochs × the seeds)"
+            return [(("budget", "max_epochs_total"), message)]
         return []
 
 
-def spec_checks(settings: Settings, num_classes: int):
+def spec_checks(settings: Settings, dataset: Dataset):
     """The server-limit and dataset checks the jobs route applies, for trial specs."""
 
     def checks(spec: JobSpec) -> list[Problem]:
@@ -89,7 +98,7 @@ def spec_checks(settings: Settings, num_classes: int):
             max_image_size=settings.max_image_size,
             max_job_seconds=settings.max_job_seconds,
         )
-        return [*limits, *dataset_violations(spec, num_classes=num_classes)]
+        return [*limits, *stored_dataset_violations(spec, dataset=dataset)]
 
     return checks
 

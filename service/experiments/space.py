@@ -4,7 +4,7 @@ A space maps ``"loss.gamma"`` to a list of choices or a ``Range``. Optuna
 stores only primitive categorical choices, so a choice that is a list or an
 object (``"augment.scale": [[0.9, 1.1], null]``) is stored by its index and
 decoded here. Every trial is checked as a full ``JobSpec`` (plus the server's
-limits and the dataset's class count) before anything is queued.
+limits and the jobs route's dataset checks) before anything is queued.
 """
 
 from __future__ import annotations

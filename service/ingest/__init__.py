@@ -11,8 +11,10 @@ from service.ingest.canonical import (
     load_canonical,
     load_masks,
     load_meta,
+    load_split,
     mask_classes,
     store_canonical,
+    stored_dataset_violations,
     summarize,
 )
 from service.ingest.dataset import SPLITS, DecodedDataset
@@ -32,6 +34,8 @@ __all__ = [
     "load_masks",
     "mask_classes",
     "load_meta",
+    "load_split",
     "store_canonical",
+    "stored_dataset_violations",
     "summarize",
 ]

@@ -22,6 +22,8 @@ import numpy as np
 
 from service.imaging.depth import PIXEL_DTYPES, pixel_bits
 from service.ingest.dataset import SPLITS, DecodedDataset
+from service.models import Dataset
+from service.spec import JobSpec, dataset_violations
 from service.storage import BlobStore
 
 logger = logging.getLogger(__name__)
@@ -65,6 +67,18 @@ def mask_classes(splits: dict) -> list[int]:
     """Class indices with at least one masked train image, from a stored ``splits`` summary."""
     counts = (splits.get("train") or {}).get("masked_class_counts") or []
     return [index for index, count in enumerate(counts) if count > 0]
+
+
+def stored_dataset_violations(spec: JobSpec, *, dataset: Dataset) -> list[tuple[tuple[str, ...], str]]:
+    """``service.spec.dataset_violations`` against a stored dataset: its classes, masks and train counts."""
+    names = [str(name) for name in dataset.class_names]
+    return dataset_violations(
+        spec,
+        num_classes=dataset.num_classes,
+        class_names=names,
+        mask_classes=[names[index] for index in mask_classes(dataset.splits)],
+        train_counts=(dataset.splits.get("train") or {}).get("class_counts"),
+    )
 
 
 def _arrays(decoded: DecodedDataset):
@@ -129,35 +143,50 @@ def load_canonical(
     removes when done) and checked against the sha256 that ``meta.json``
     recorded (``BlobCorrupt`` on a mismatch).
     """
-    try:
-        files = load_meta(store, prefix)["files"]
-    except FileNotFoundError:
-        raise FileNotFoundError(f"no canonical dataset at {prefix!r}: meta.json is missing") from None
-    mode = "r" if mmap else None
-    staging.mkdir(parents=True, exist_ok=True)
-    splits = {}
-    for split in SPLITS:
-        pair = []
-        for part in ("images", "labels"):
-            name = f"{split}_{part}.npy"
-            if name not in files:
-                raise FileNotFoundError(f"no canonical dataset at {prefix!r}: {name!r} is missing")
-            local = staging / name
-            store.download(f"{prefix}/{name}", local, sha256=files[name]["sha256"])
-            pair.append(np.load(local, mmap_mode=mode, allow_pickle=False))
-        splits[split] = (pair[0], pair[1])
-    return splits
+    files = _files(store, prefix)
+    return {split: _split(store, prefix, files, split=split, staging=staging, mmap=mmap) for split in SPLITS}
+
+
+def load_split(
+    store: BlobStore, prefix: str, *, split: str, staging: Path, mmap: bool = True
+) -> tuple[np.ndarray, np.ndarray]:
+    """One split's ``(images, labels)``, staged and checked as :func:`load_canonical` does (for readers
+    that need one split, such as the sample grid, without copying the other two)."""
+    if split not in SPLITS:
+        raise ValueError(f"unknown split {split!r}; one of {', '.join(SPLITS)}")
+    return _split(store, prefix, _files(store, prefix), split=split, staging=staging, mmap=mmap)
 
 
 def load_masks(store: BlobStore, prefix: str, *, staging: Path, mmap: bool = True) -> dict[str, np.ndarray]:
     """``{split: masks uint8 (N, H, W)}`` for the splits uploaded with masks, staged and checked as
     :func:`load_canonical` does."""
     files = load_meta(store, prefix)["files"]
+    return {
+        split: _stage(store, prefix, files, name=f"{split}_masks.npy", staging=staging, mmap=mmap)
+        for split in SPLITS
+        if f"{split}_masks.npy" in files
+    }
+
+
+def _files(store: BlobStore, prefix: str) -> dict:
+    try:
+        return load_meta(store, prefix)["files"]
+    except FileNotFoundError:
+        raise FileNotFoundError(f"no canonical dataset at {prefix!r}: meta.json is missing") from None
+
+
+def _split(
+    store: BlobStore, prefix: str, files: dict, *, split: str, staging: Path, mmap: bool
+) -> tuple[np.ndarray, np.ndarray]:
+    names = [f"{split}_images.npy", f"{split}_labels.npy"]
+    for name in names:
+        if name not in files:
+            raise FileNotFoundError(f"no canonical dataset at {prefix!r}: {name!r} is missing")
+    images, labels = (_stage(store, prefix, files, name=name, staging=staging, mmap=mmap) for name in names)
+    return images, labels
+
+
+def _stage(store: BlobStore, prefix: str, files: dict, *, name: str, staging: Path, mmap: bool) -> np.ndarray:
     staging.mkdir(parents=True, exist_ok=True)
-    masks = {}
-    for split in SPLITS:
-        name = f"{split}_masks.npy"
-        if name in files:
-            store.download(f"{prefix}/{name}", staging / name, sha256=files[name]["sha256"])
-            masks[split] = np.load(staging / name, mmap_mode="r" if mmap else None, allow_pickle=False)
-    return masks
+    store.download(f"{prefix}/{name}", staging / name, sha256=files[name]["sha256"])
+    return np.load(staging / name, mmap_mode="r" if mmap else None, allow_pickle=False)

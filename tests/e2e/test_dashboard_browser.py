@@ -1,9 +1,9 @@
 """The dashboard in real headless Chromium against a real ``rarefit serve``: what a new user does, end to end.
 
 Sign in with the bootstrap key, upload PneumoniaMNIST, start a job, watch its
-curve gain points while it trains, read the PR curve and confusion matrix of
-the finished job (the charts' data against the API's metrics), predict by
-uploading an image, open /docs; then the browser's own request log proves
+curve gain points while it trains, read the PR curve, ROC curve, reliability
+diagram and confusion matrix of the finished job (the charts' data against the
+API's metrics), predict by uploading an image, open /docs; then the browser's own request log proves
 that no request left this server. Screenshots go to ``$TEST_ARTIFACTS_DIR``
 (default: the test's temporary folder).
 """
@@ -115,6 +115,11 @@ def test_a_new_user_trains_watches_and_reads_a_model_in_the_browser(start_server
     find(By.CSS_SELECTOR, "#upload-form button").click()
     wait_until(browser, lambda d: "pneumonia" in find(By.ID, "datasets").text, timeout=120, what="the upload")
     assert "1214" in find(By.ID, "datasets").text and "3494" in find(By.ID, "datasets").text
+    # The upload opens the new dataset: its diagnostics panel and the grid of images per class (fetched with the key).
+    grid_width = "const img = document.getElementById('samples'); return img && img.complete ? img.naturalWidth : 0;"
+    wait_until(browser, lambda d: d.execute_script(grid_width) > 0, timeout=60, what="the sample grid")
+    assert find(By.ID, "samples").get_attribute("src").startswith("blob:")
+    assert "Diagnostics" in find(By.ID, "diagnostics").text
     browser.save_screenshot(str(shots / "datasets.png"))
 
     browser.get(f"{server.base_url}/ui#/jobs")
@@ -140,6 +145,12 @@ def test_a_new_user_trains_watches_and_reads_a_model_in_the_browser(start_server
     pr = browser.execute_script("return window.rarefit.charts.pr.data;")
     expected = sorted(metrics["test"]["pr_curve"], key=lambda p: p["recall"])
     assert pr[0] == [p["recall"] for p in expected] and pr[1] == [p["precision"] for p in expected]
+    roc, points = browser.execute_script("return window.rarefit.charts.roc.data;"), metrics["test"]["roc_curve"]
+    assert len(points) > 1 and roc[0] == [0] + [p["fpr"] for p in points] and roc[2] == [0] + [p["tpr"] for p in points]
+    bins = browser.execute_script("return window.rarefit.charts.reliability.data;")
+    calibration = metrics["test"]["calibration"]
+    assert bins[2] == [b["accuracy"] for b in calibration["reliability_before"]]
+    assert bins[3] == [b["accuracy"] for b in calibration["reliability_after"]]
     cells = [
         [float(td.text) for td in tr.find_elements(By.TAG_NAME, "td")]
         for tr in find(By.ID, "confusion").find_elements(By.TAG_NAME, "tr")[1:]

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import pytest
 from job_rows import add_model
+from masked_datasets import upload_masked
 from scipy import stats
 from sqlalchemy import func, select
 
@@ -288,3 +289,154 @@ def test_a_small_dataset_gets_the_small_data_recipe_for_what_the_spec_leaves_uns
     chosen = {"dataset_id": dataset_id, "model": {"arch": "resnet18"}, "sampler": {"type": "weighted"}}
     spec = api_client.post("/v1/jobs", json=chosen, headers=alpha).json()["spec"]
     assert (spec["model"]["arch"], spec["sampler"]["type"], spec["loss"]["type"]) == ("resnet18", "weighted", "focal")
+
+
+def _no_rows(api_db) -> None:
+    with api_db() as session:
+        assert session.scalar(select(func.count()).select_from(Experiment)) == 0
+        assert session.scalar(select(func.count()).select_from(Job)) == 0
+
+
+def test_copy_paste_trials_are_checked_against_the_datasets_masks_in_base_space_or_auto(
+    api_client, alpha, new_dataset, api_db
+):
+    unmasked = new_dataset(alpha)
+    paste = {"augment": {"copy_paste": {"prob": 0.5}}}
+    cases = {
+        "base": ({**GRID, "base": {**GRID["base"], **paste}}, ["body", "base", "augment", "copy_paste"]),
+        "space": (
+            {**GRID, "search": {"strategy": "grid", "space": {"augment.copy_paste": [None, {"prob": 0.5}]}}},
+            ["body", "search", "space", "augment.copy_paste"],
+        ),
+        "auto": (
+            {"base": paste, "search": {"strategy": "auto", "trials": 2}, "seeds": [0]},
+            ["body", "base", "augment", "copy_paste"],
+        ),
+    }
+    for case, (body, loc) in cases.items():
+        response = api_client.post("/v1/experiments", json={**body, "dataset_id": unmasked}, headers=alpha)
+        assert response.status_code == 422, (case, response.text)
+        problem = response.json()
+        assert problem["errors"][0]["loc"] == loc, case
+        assert "segmentation masks" in problem["detail"], case
+    masked = upload_masked(api_client, alpha)["id"]  # class "1" has masks, class "0" none
+    classes = {"strategy": "grid", "space": {"augment.copy_paste.classes": [["1"], ["0"]]}}
+    response = api_client.post(
+        "/v1/experiments",
+        json={**GRID, "base": {**GRID["base"], **paste}, "search": classes, "dataset_id": masked},
+        headers=alpha,
+    )
+    assert response.status_code == 422, response.text
+    assert response.json()["errors"][0]["loc"] == ["body", "search", "space", "augment.copy_paste.classes"]
+    assert "have no masks: ['0']" in response.json()["detail"]
+    _no_rows(api_db)
+    # The same trials on the masked classes are accepted, as a job with them is.
+    for body in (cases["space"][0], cases["auto"][0]):
+        response = api_client.post("/v1/experiments", json={**body, "dataset_id": masked}, headers=alpha)
+        assert response.status_code == 202, response.text
+
+
+def _epochs(factory, job_id: str, values: dict[int, float], *, status: JobStatus = JobStatus.running) -> None:
+    """A worker's epochs so far (val objective ``values[epoch]``), the job in ``status``."""
+    with transaction(factory) as session:
+        job = session.get(Job, job_id)
+        job.status = status
+        for epoch, value in values.items():
+            session.add(
+                EpochMetrics(job_id=job_id, epoch=epoch, train_loss=1.0, lr=1e-3, seconds=0.1, val=_block(value))
+            )
+        job.progress_epoch = max(values)
+        if status == JobStatus.succeeded:
+            job.best_epoch = max(values, key=values.__getitem__)
+            job.test_metrics = _block(values[job.best_epoch])
+
+
+def _trial_job(client, headers, experiment_id: str, trial: int) -> str:
+    (job,) = [job for job in _jobs(client, headers, experiment_id) if job["trial"] == trial]
+    return job["id"]
+
+
+def test_asha_prunes_a_trial_clearly_worse_at_its_first_rung_and_keeps_a_better_one(
+    api_client, alpha, new_dataset, api_db, api_settings, advance
+):
+    body = {
+        **GRID,
+        "dataset_id": new_dataset(alpha),
+        "base": {"model": {"arch": "simple_cnn"}, "epochs": 3},
+        "search": {"strategy": "grid", "space": {"optim.lr": [1e-3, 3e-3, 1e-2]}},
+        "seeds": [0],
+        "budget": {"max_parallel": 1},
+        "pruning": "asha",
+    }
+    experiment_id = api_client.post("/v1/experiments", json=body, headers=alpha).json()["id"]
+    assert advance(experiment_id).launched == [0]
+    # Trial 0 runs to the end between two steps: it still reports its epochs, so later trials meet its rungs.
+    _epochs(
+        api_db, _trial_job(api_client, alpha, experiment_id, 0), {1: 0.7, 2: 0.8, 3: 0.9}, status=JobStatus.succeeded
+    )
+    assert advance(experiment_id).launched == [1]
+
+    # Trial 1 is clearly worse: 0.3 after epoch 1 against trial 0's 0.7 (and 0.4 after epoch 2, seen in the same step).
+    pruned_job = _trial_job(api_client, alpha, experiment_id, 1)
+    _epochs(api_db, pruned_job, {1: 0.3, 2: 0.4})
+    step = advance(experiment_id)
+    assert (step.told, step.pruned, step.launched) == ([], [1], [2])
+    with api_db() as session:
+        job = session.get(Job, pruned_job)
+        assert job.cancel_requested and job.status == JobStatus.running  # stopped at its next epoch boundary
+    study = studies.optuna.load_study(
+        study_name=studies.study_name(experiment_id), storage=studies.storage(api_settings.optuna_url)
+    )
+    # Each rung keeps the value of the epoch that reaches it (rung 0 at epoch 1, rung 1 at epoch 3).
+    first, second = study.trials[0].system_attrs, study.trials[1].system_attrs
+    assert (first["completed_rung_0"], first["completed_rung_1"]) == (0.7, 0.9)
+    assert second["completed_rung_0"] == 0.3 and study.trials[1].state == studies.optuna.trial.TrialState.PRUNED
+
+    # Trial 2 is better than trial 0 at rung 0 and at rung 1: never pruned.
+    kept_job = _trial_job(api_client, alpha, experiment_id, 2)
+    _epochs(api_db, kept_job, {1: 0.75})
+    assert advance(experiment_id).pruned == []
+    _epochs(api_db, kept_job, {2: 0.85, 3: 0.95}, status=JobStatus.succeeded)
+    assert advance(experiment_id).status == "succeeded"
+
+    board = api_client.get(f"/v1/experiments/{experiment_id}", headers=alpha).json()
+    assert board["status"] == "succeeded" and board["progress"]["trials_done"] == 3
+    states = {row["trial"]: row["state"] for row in board["leaderboard"]}
+    assert states == {0: "complete", 1: "pruned", 2: "complete"}
+    assert [row["trial"] for row in board["leaderboard"]][:2] == [2, 0] and board["best"]["trial"] == 2
+
+
+def test_max_epochs_total_caps_the_epochs_run_and_the_experiment_succeeds_with_the_trials_it_ran(
+    api_client, alpha, new_dataset, api_db, advance
+):
+    dataset_id = new_dataset(alpha)
+    space = {"strategy": "grid", "space": {"sampler.type": ["random", "weighted", "sqrt"]}}
+    # Each trial is 2 epochs × 2 seeds: a cap of 9 fits two trials of the three.
+    body = {**GRID, "dataset_id": dataset_id, "search": space, "budget": {"max_parallel": 1, "max_epochs_total": 9}}
+    response = api_client.post("/v1/experiments", json=body, headers=alpha)
+    assert response.status_code == 202 and response.json()["progress"]["trials_total"] == 3
+    experiment_id = response.json()["id"]
+    for trial in (0, 1):
+        assert advance(experiment_id).launched == [trial]
+        for job in _jobs(api_client, alpha, experiment_id):
+            if job["trial"] == trial:
+                _finish(api_db, job["id"], value=0.8 - 0.1 * trial + 0.01 * job["spec"]["seed"])
+    last = advance(experiment_id)
+    assert (last.told, last.launched, last.status) == ([1], [], "succeeded")
+
+    experiment = api_client.get(f"/v1/experiments/{experiment_id}", headers=alpha).json()
+    assert experiment["progress"]["trials_total"] == experiment["progress"]["trials_done"] == 2
+    assert [row["trial"] for row in experiment["leaderboard"]] == [0, 1]
+    job_ids = [job["id"] for job in _jobs(api_client, alpha, experiment_id)]
+    with api_db() as session:
+        run = session.scalar(select(func.count()).select_from(EpochMetrics).where(EpochMetrics.job_id.in_(job_ids)))
+    assert len(job_ids) == 4 and run == 8 <= 9
+
+    # A cap below the smallest trial could run nothing: 422 naming it, nothing created.
+    small = {**body, "budget": {"max_epochs_total": 3}}
+    response = api_client.post("/v1/experiments", json=small, headers=alpha)
+    assert response.status_code == 422, response.text
+    assert response.json()["errors"][0]["loc"] == ["body", "budget", "max_epochs_total"]
+    assert "4 epochs of the smallest trial" in response.json()["detail"]
+    with api_db() as session:
+        assert session.scalar(select(func.count()).select_from(Experiment)) == 1

@@ -2,31 +2,11 @@
 
 from __future__ import annotations
 
-import io
-
-import numpy as np
-
-
-def _masked_npz() -> bytes:
-    rng = np.random.default_rng(0)
-    labels = np.array([0] * 30 + [1] * 6, dtype=np.uint8)
-    images = rng.integers(0, 255, size=(36, 8, 8), dtype=np.uint8)
-    masks = np.zeros((36, 8, 8), dtype=np.uint8)
-    masks[labels == 1, 2:5, 2:5] = 1  # only the rare class has objects
-    buffer = io.BytesIO()
-    np.savez_compressed(buffer, train_images=images, train_labels=labels, train_masks=masks)
-    return buffer.getvalue()
-
-
-def _upload(api_client, headers) -> dict:
-    files = {"file": ("masked.npz", _masked_npz(), "application/octet-stream")}
-    response = api_client.post("/v1/datasets", files=files, headers=headers)
-    assert response.status_code == 201, response.text
-    return response.json()
+from masked_datasets import upload_masked
 
 
 def test_the_dataset_names_its_masked_classes_and_copy_paste_jobs_are_accepted(api_client, alpha):
-    dataset = _upload(api_client, alpha)
+    dataset = upload_masked(api_client, alpha)
     assert dataset["mask_classes"] == ["1"]
     train = dataset["splits"]["train"]
     assert train["masked_class_counts"][0] == 0 and train["masked_class_counts"][1] == train["class_counts"][1]
@@ -46,7 +26,7 @@ def test_copy_paste_without_masks_is_422_naming_the_field(api_client, alpha, new
 
 
 def test_copy_paste_classes_must_exist_and_have_masks(api_client, alpha):
-    dataset = _upload(api_client, alpha)
+    dataset = upload_masked(api_client, alpha)
     for classes, message in ((["2"], "not classes of this dataset"), (["0"], "have no masks")):
         body = {"dataset_id": dataset["id"], "augment": {"copy_paste": {"classes": classes}}}
         response = api_client.post("/v1/jobs", json=body, headers=alpha)

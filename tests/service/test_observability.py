@@ -17,6 +17,7 @@ from prometheus_client.parser import text_string_to_metric_families
 from pydantic import SecretStr
 from starlette.testclient import TestClient
 
+from service.api.deps import get_tenant_id
 from service.config import Settings
 from service.logs import configure_logging, request_id
 from service.main import create_app
@@ -113,6 +114,22 @@ def test_the_request_id_is_echoed_named_in_problems_and_in_log_lines(
     assert len(lines) == 1 and "[request=submit-1]" in lines[0]
     cancel = client.post("/v1/jobs/nope/cancel", headers={**bootstrap_headers, "X-Request-ID": "cancel-7"})
     assert cancel.json()["instance"] == "cancel-7"
+
+
+def test_an_unhandled_exception_answers_a_500_problem_with_the_request_id(client, bootstrap_headers) -> None:
+    def broken_lookup() -> str:
+        raise RuntimeError("leaked /srv/rarefit/secret.txt")
+
+    client.app.dependency_overrides[get_tenant_id] = broken_lookup  # a real /v1 route fails inside
+    answer = client.get("/v1/jobs/any", headers={**bootstrap_headers, "X-Request-ID": "crash-3"})
+    assert answer.status_code == 500 and answer.headers["content-type"] == "application/problem+json"
+    body = answer.json()
+    assert answer.headers["X-Request-ID"] == body["instance"] == "crash-3"
+    assert body["detail"] == "an unexpected error occurred; it has been logged"
+    assert "secret" not in answer.text and "Traceback" not in answer.text and "RuntimeError" not in answer.text
+    generated = client.get("/v1/jobs/any", headers=bootstrap_headers)
+    assert re.fullmatch(r"[0-9a-f]{32}", generated.headers["X-Request-ID"])
+    assert generated.json()["instance"] == generated.headers["X-Request-ID"]
 
 
 def test_json_logs_carry_the_request_and_job_ids(api_settings, capsys, root_logging) -> None:

@@ -47,6 +47,7 @@ from workers.training.metrics import (
     metric_block,
     pr_curve,
     predict_labels,
+    roc_curve,
     selection_score,
 )
 from workers.training.mixing import (
@@ -140,6 +141,7 @@ __all__ = [
     "metric_block",
     "pr_curve",
     "predict_labels",
+    "roc_curve",
     "selection_score",
     "THRESHOLD_STRATEGIES",
     "choose_threshold",

@@ -5,7 +5,10 @@ per-class precision/recall/F1 and the macro F1 run over *all* ``K`` classes
 (``labels=range(K)``); balanced accuracy averages recall over the classes
 present in ``labels``; AUROC is the Mann–Whitney rank statistic (ties get
 half credit, equal to the trapezoidal ROC area); average precision is
-sklearn's step-wise ``Σ (R_n - R_{n-1}) P_n``. Values that are undefined (e.g.
+sklearn's step-wise ``Σ (R_n - R_{n-1}) P_n``. The PR and ROC curves are
+sklearn's curves evenly thinned to ``CURVE_POINTS``: the PR curve for the
+positive class of a binary problem; the ROC curve for that class too, and on
+multi-class data one-vs-rest for the minority class. Values that are undefined (e.g.
 AUROC when a class is absent) are ``None``, never NaN, so blocks serialise.
 ECE is the 15-bin equal-width expected calibration error on the arg-max
 confidence (Guo et al. 2017, "On Calibration of Modern Neural Networks").
@@ -25,7 +28,7 @@ logger = logging.getLogger(__name__)
 
 SELECTION_METRICS = ("accuracy", "balanced_accuracy", "macro_f1", "auroc", "average_precision", "minority_recall")
 ECE_BINS = 15
-PR_CURVE_POINTS = 101
+CURVE_POINTS = 101
 
 
 def predict_labels(
@@ -68,6 +71,7 @@ def metric_block(
     decided = decision_metrics(labels, predictions, class_names=class_names)
     support = np.asarray([row["support"] for row in decided["per_class"]])
     minority = _minority_class(minority_class, support)
+    curve_class = minority if positive is None else positive
     block = {
         **decided,
         "auroc": _auroc(probs, labels, positive=positive),
@@ -79,6 +83,7 @@ def metric_block(
         "threshold": _binary_threshold(rule, positive) if rule is not None else _given(threshold, binary),
         "positive_class": positive,
         "pr_curve": pr_curve(probs[:, positive], labels == positive) if binary else None,
+        "roc_curve": roc_curve(probs[:, curve_class], labels == curve_class),
     }
     return block
 
@@ -122,16 +127,44 @@ def average_precision(scores: np.ndarray, is_positive: np.ndarray) -> float | No
     return float(np.sum(np.diff(recall, prepend=0.0) * precision))
 
 
-def pr_curve(scores: np.ndarray, is_positive: np.ndarray, *, points: int = PR_CURVE_POINTS) -> list[dict] | None:
+def pr_curve(scores: np.ndarray, is_positive: np.ndarray, *, points: int = CURVE_POINTS) -> list[dict] | None:
     """Precision/recall at each distinct threshold (ascending thresholds), evenly thinned to ``points``."""
     curve = _pr_points(scores, is_positive)
     if curve is None:
         return None
     precision, recall, thresholds = (a[::-1] for a in curve)
-    keep = np.unique(np.linspace(0, len(thresholds) - 1, min(points, len(thresholds))).round().astype(np.int64))
+    keep = _thinned(len(thresholds), points)
     return [
         {"precision": float(precision[i]), "recall": float(recall[i]), "threshold": float(thresholds[i])} for i in keep
     ]
+
+
+def roc_curve(scores: np.ndarray, is_positive: np.ndarray, *, points: int = CURVE_POINTS) -> list[dict] | None:
+    """False/true positive rate at each distinct threshold where the curve bends (descending thresholds,
+    as ``sklearn.metrics.roc_curve``), evenly thinned to ``points``; ``None`` without both classes.
+
+    The curve starts at the origin, a threshold above every score: that is no threshold a decision
+    can use, so it is not a point (a JSON threshold cannot be infinite) and drawings add it.
+    """
+    n_pos = int(is_positive.sum())
+    n_neg = len(is_positive) - n_pos
+    if n_pos == 0 or n_neg == 0:
+        return None
+    tps, fps, thresholds = _ranked_counts(scores, is_positive)
+    # A point inside a straight segment changes neither the curve nor its area (sklearn's
+    # drop_intermediate): keeping only the bends spends the thinned points where the curve turns.
+    bends = np.arange(len(tps))
+    if len(tps) > 2:
+        bends = np.flatnonzero(np.r_[True, np.logical_or(np.diff(fps, 2), np.diff(tps, 2)), True])
+    return [
+        {"fpr": float(fps[i] / n_neg), "tpr": float(tps[i] / n_pos), "threshold": float(thresholds[i])}
+        for i in bends[_thinned(len(bends), points)]
+    ]
+
+
+def _thinned(n: int, points: int) -> np.ndarray:
+    """At most ``points`` evenly spaced indices into ``n`` items, the first and the last among them."""
+    return np.unique(np.linspace(0, n - 1, min(points, n)).round().astype(np.int64))
 
 
 def _pr_points(scores: np.ndarray, is_positive: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray] | None:
@@ -139,12 +172,17 @@ def _pr_points(scores: np.ndarray, is_positive: np.ndarray) -> tuple[np.ndarray,
     n_pos = int(is_positive.sum())
     if n_pos == 0:
         return None
+    tps, fps, thresholds = _ranked_counts(scores, is_positive)
+    return tps / (tps + fps), tps / n_pos, thresholds
+
+
+def _ranked_counts(scores: np.ndarray, is_positive: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """True and false positives of flagging ``score >= t`` at each distinct score ``t``, highest first."""
     order = np.argsort(-scores, kind="mergesort")
     sorted_scores, sorted_pos = scores[order], is_positive[order]
     last_of_group = np.r_[np.flatnonzero(np.diff(sorted_scores)), len(sorted_scores) - 1]
     tps = np.cumsum(sorted_pos, dtype=np.float64)[last_of_group]
-    predicted = last_of_group + 1.0
-    return tps / predicted, tps / n_pos, sorted_scores[last_of_group]
+    return tps, last_of_group + 1.0 - tps, sorted_scores[last_of_group]
 
 
 def _auroc(probs: np.ndarray, labels: np.ndarray, *, positive: int | None) -> float | None:

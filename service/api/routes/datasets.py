@@ -4,18 +4,21 @@ from __future__ import annotations
 
 import logging
 import re
-from typing import Annotated
+import tempfile
+from pathlib import Path
+from typing import Annotated, Literal
 
-from fastapi import APIRouter, File, Form, Response, UploadFile, status
+from fastapi import APIRouter, File, Form, Query, Response, UploadFile, status
 from fastapi.concurrency import run_in_threadpool
 from sqlalchemy.orm import Session
 
 from service.api.deps import BlobStoreDep, LimitQuery, OffsetQuery, SessionDep, SettingsDep, TenantDep
 from service.api.upload import IngestResult, ingest_upload
 from service.errors import ProblemError, not_found, problem_responses
-from service.ingest import IngestLimits
+from service.ingest import IngestLimits, load_split
 from service.models import new_id
 from service.repository import datasets as repo
+from service.sample_grid import MAX_PER_CLASS, render_grid
 from service.schemas import DatasetOut, Page
 from service.storage import BlobStore
 
@@ -25,6 +28,7 @@ router = APIRouter(prefix="/datasets", tags=["datasets"])
 MAX_NAME_CHARS = 200
 _ARCHIVE_SUFFIXES = (".tar.gz", ".tgz", ".tar", ".zip", ".npz")
 _UNSAFE_CHARS = re.compile(r"[\x00-\x1f\x7f]+")
+Split = Literal["train", "val", "test"]  # service.ingest.SPLITS, spelled out for the schema and the type checker
 
 
 def dataset_name(*, given: str | None, filename: str | None) -> str:
@@ -124,6 +128,35 @@ def list_datasets(
 @router.get("/{dataset_id}", response_model=DatasetOut, summary="One dataset", responses=problem_responses(404))
 def get_dataset(dataset_id: str, session: SessionDep, tenant_id: TenantDep) -> DatasetOut:
     return DatasetOut.from_row(_dataset_or_404(session, tenant_id=tenant_id, dataset_id=dataset_id))
+
+
+@router.get(
+    "/{dataset_id}/samples.png",
+    response_class=Response,
+    summary="Sample images of a split as one PNG grid: a row per class, labelled with its name and count",
+    description="The first `per_class` images of each class in stored order (the same request draws the same "
+    "grid); a class with fewer images leaves its remaining cells blank. At most 100 class rows.",
+    responses={200: {"content": {"image/png": {}}, "description": "the image"}, **problem_responses(404, 422)},
+)
+def dataset_samples(
+    dataset_id: str,
+    session: SessionDep,
+    tenant_id: TenantDep,
+    settings: SettingsDep,
+    store: BlobStoreDep,
+    split: Annotated[Split, Query(description="which split's images")] = "train",
+    per_class: Annotated[int, Query(ge=1, le=MAX_PER_CLASS, description="images per class (columns)")] = 8,
+) -> Response:
+    row = _dataset_or_404(session, tenant_id=tenant_id, dataset_id=dataset_id)
+    prefix, class_names = row.blob_prefix, [str(name) for name in row.class_names]
+    session.close()  # the arrays are read without holding a database connection
+    scratch = settings.scratch_path
+    scratch.mkdir(parents=True, exist_ok=True)
+    with tempfile.TemporaryDirectory(prefix="samples-", dir=scratch) as staging:
+        images, labels = load_split(store, prefix, split=split, staging=Path(staging))
+        png = render_grid(images=images, labels=labels, class_names=class_names, per_class=per_class, split=split)
+    # no-cache: a browser's cache is keyed by URL, not by key, so each view asks again (and the tenant check runs).
+    return Response(png, media_type="image/png", headers={"Cache-Control": "no-cache"})
 
 
 @router.delete(

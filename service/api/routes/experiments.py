@@ -150,7 +150,7 @@ def _check(plan: Plan, *, dataset: Dataset, settings: Settings) -> None:
     cap = settings.max_concurrent_jobs_per_tenant
     if len(request.seeds) > cap:
         problems.append((("seeds",), f"{len(request.seeds)} seeds run at once, above this tenant's job limit {cap}"))
-    problems += plan.problems(settings=settings, num_classes=dataset.num_classes)
+    problems += plan.problems(settings=settings, dataset=dataset)
     if problems:
         errors = [field_error(("body", *path), message) for path, message in problems]
         detail = "; ".join(f"{dotted(path)}: {message}" for path, message in problems[:5])

@@ -29,13 +29,13 @@ from service.api.etag import NOT_MODIFIED, IfNoneMatch, json_or_not_modified
 from service.config import Settings
 from service.defaults import with_dataset_defaults
 from service.errors import ProblemError, conflict_as_409, dotted, field_error, not_found, problem_responses, shown
-from service.ingest import mask_classes
+from service.ingest import stored_dataset_violations
 from service.models import Dataset, Job, JobStatus, utcnow
 from service.queue import enqueue_job
 from service.repository import datasets as dataset_repo
 from service.repository import jobs as repo
 from service.schemas import JOB_SPEC_EXAMPLES, ArtifactOut, EpochOut, JobOut, MetricsOut, Page
-from service.spec import JobSpec, dataset_violations, limit_violations
+from service.spec import JobSpec, limit_violations
 
 logger = logging.getLogger(__name__)
 router = APIRouter(prefix="/jobs", tags=["jobs"])
@@ -242,12 +242,7 @@ def _check_dataset(session: Session, *, tenant_id: str, spec: JobSpec) -> Datase
     dataset = dataset_repo.get_dataset(session, tenant_id=tenant_id, dataset_id=spec.dataset_id)
     if dataset is None:
         raise not_found("dataset", spec.dataset_id)
-    names = [str(name) for name in dataset.class_names]
-    masked = [names[index] for index in mask_classes(dataset.splits)]
-    counts = (dataset.splits.get("train") or {}).get("class_counts")
-    problems = dataset_violations(
-        spec, num_classes=dataset.num_classes, class_names=names, mask_classes=masked, train_counts=counts
-    )
+    problems = stored_dataset_violations(spec, dataset=dataset)
     if problems:
         raise _unprocessable(problems)
     return dataset

@@ -9,13 +9,21 @@ window.rarefit = { charts: {} };
 const esc = (v) => String(v ?? "").replace(/[&<>"']/g, (c) => `&#${c.charCodeAt(0)};`);
 const fmt = (v) => (typeof v === "number" ? v.toFixed(4) : esc(v ?? "–"));
 
-async function api(path, options = {}) {
+// The response of a call with the signed-in key; a refused key signs out, an error answer throws its problem.
+async function call(path, options = {}) {
   const headers = { Authorization: `Bearer ${sessionStorage.getItem(KEY)}`, ...(options.headers || {}) };
   const response = await fetch(path, { ...options, headers });
   if (response.status === 401) { signOut(); throw new Error("the key was refused"); }
-  const body = response.headers.get("content-type")?.includes("json") ? await response.json() : null;
-  if (!response.ok) throw new Error(`${response.status} ${body?.title ?? ""}: ${body?.detail ?? ""}`);
-  return body;
+  if (!response.ok) {
+    const body = response.headers.get("content-type")?.includes("json") ? await response.json() : null;
+    throw new Error(`${response.status} ${body?.title ?? ""}: ${body?.detail ?? ""}`);
+  }
+  return response;
+}
+
+async function api(path, options = {}) {
+  const response = await call(path, options);
+  return response.headers.get("content-type")?.includes("json") ? response.json() : null;
 }
 
 function signOut() { sessionStorage.removeItem(KEY); location.hash = ""; render(); }
@@ -27,7 +35,7 @@ function chart(name, target, series, data, extra = {}) {
   return window.rarefit.charts[name];
 }
 
-async function datasetsPage() {
+async function datasetsPage(id) {
   const page = await api("/v1/datasets?limit=100");
   const rows = page.items.map((d) => {
     const splits = Object.entries(d.splits).map(([split, s]) => {
@@ -35,15 +43,15 @@ async function datasetsPage() {
       const bars = s.class_counts.map((c, i) => `${esc(d.class_names[i])} <span class="bar" style="width:${(80 * c) / most}px"></span> ${c}`);
       return `<div><b>${esc(split)}</b> ${bars.join(" ")}</div>`;
     });
-    return `<tr><td>${esc(d.name)}<br><small>${esc(d.id)}</small></td><td>${d.num_classes}</td>
-      <td>${fmt(d.imbalance_ratio)}</td><td>${splits.join("")}</td></tr>`;
+    return `<tr${d.id === id ? ' class="selected"' : ""}><td><a href="#/datasets/${esc(d.id)}">${esc(d.name)}</a><br><small>${esc(d.id)}</small></td>
+      <td>${d.num_classes}</td><td>${fmt(d.imbalance_ratio)}</td><td>${splits.join("")}</td></tr>`;
   });
   main.innerHTML = `<h1>Datasets</h1>
     <form id="upload-form" class="card"><input id="upload-file" type="file" required>
       <input id="upload-name" placeholder="name (optional)"> <button type="submit">Upload</button>
       <span id="upload-status"></span></form>
     <table id="datasets"><tr><th>name</th><th>classes</th><th>imbalance</th><th>class counts per split</th></tr>
-    ${rows.join("")}</table>`;
+    ${rows.join("")}</table><div id="dataset-detail"></div>`;
   document.getElementById("upload-form").onsubmit = async (e) => {
     e.preventDefault();
     const form = new FormData();
@@ -51,9 +59,55 @@ async function datasetsPage() {
     const name = document.getElementById("upload-name").value;
     if (name) form.append("name", name);
     document.getElementById("upload-status").textContent = "uploading…";
-    try { await api("/v1/datasets", { method: "POST", body: form }); datasetsPage(); }
+    try { const d = await api("/v1/datasets", { method: "POST", body: form }); location.hash = `#/datasets/${d.id}`; }
     catch (err) { document.getElementById("upload-status").textContent = err.message; }
   };
+  if (id) await datasetDetail(page.items.find((d) => d.id === id) ?? (await api(`/v1/datasets/${id}`)));
+}
+
+// One dataset under the list: what the upload found (diagnostics, advice) and a grid of images per class.
+async function datasetDetail(d) {
+  const options = Object.keys(d.splits).map((s) => `<option>${esc(s)}</option>`).join("");
+  const advice = (d.advice ?? []).map((a) => `<tr><td><code>${esc(a.code)}</code></td><td>${esc(a.message)}</td>
+    <td>${Object.entries(a.suggested).map(([k, v]) => `<code>${esc(k)}: ${esc(JSON.stringify(v))}</code>`).join("<br>") || "fix in the data"}</td></tr>`);
+  const found = d.diagnostics ? findings(d.diagnostics) : ["not recorded (uploaded before diagnostics existed)"];
+  document.getElementById("dataset-detail").innerHTML = `<h2>${esc(d.name)}</h2>
+    <div class="card" id="diagnostics"><h3>Diagnostics</h3>
+      <ul>${(found.length ? found : ["nothing found: no duplicates, missing classes, tiny val/test classes or blank images"]).map((f) => `<li>${f}</li>`).join("")}</ul>
+      ${advice.length ? `<table id="advice"><tr><th>advice</th><th>message</th><th>suggested spec fields</th></tr>${advice.join("")}</table>` : ""}</div>
+    <div class="card"><h3>Sample images per class</h3>
+      <p>split <select id="samples-split">${options}</select> <span id="samples-status"></span></p>
+      <img id="samples" alt="the first images of each class, a row per class"></div>`;
+  const img = document.getElementById("samples");
+  const show = async (split) => {
+    try {
+      const blob = await (await call(`/v1/datasets/${d.id}/samples.png?split=${encodeURIComponent(split)}&per_class=8`)).blob();
+      const url = URL.createObjectURL(blob);  // an <img src> cannot send the key, so the bytes come by fetch
+      img.onload = () => URL.revokeObjectURL(url);
+      img.src = url;
+      document.getElementById("samples-status").textContent = "";
+    } catch (err) { document.getElementById("samples-status").textContent = err.message; }
+  };
+  document.getElementById("samples-split").onchange = (e) => show(e.target.value);
+  await show(Object.keys(d.splits)[0]);
+}
+
+// The diagnostics' facts as short sentences (HTML-escaped).
+function findings(g) {
+  const items = [];
+  for (const a of g.duplicates?.across ?? []) items.push(`${a.images} image(s) in both ${esc(a.splits.join(" and "))}`);
+  for (const [split, w] of Object.entries(g.duplicates?.within ?? {})) {
+    if (w.groups) items.push(`${esc(split)}: ${w.images} images in ${w.groups} group(s) of exact duplicates`);
+  }
+  if (g.duplicates?.label_conflicts?.groups) items.push(`${g.duplicates.label_conflicts.groups} duplicate group(s) carry different labels`);
+  for (const s of g.small_support ?? []) {
+    items.push(`${esc(s.split)}: class ${esc(s.class)} has only ${s.support} image(s); even a perfect recall bounds the true one only from ${fmt(s.recall_lower_bound_if_perfect)}`);
+  }
+  for (const [split, names] of Object.entries(g.missing_classes ?? {})) items.push(`${esc(split)} has no image of ${esc(names.join(", "))}`);
+  for (const [split, c] of Object.entries(g.constant_images ?? {})) {
+    items.push(`${esc(split)}: ${c.images} constant (blank?) image(s), e.g. index ${esc(c.examples.join(", "))}`);
+  }
+  return items;
 }
 
 async function jobsPage() {
@@ -149,12 +203,33 @@ async function finalPanels(id) {
   final.innerHTML = `<div class="row"><div class="card"><h3>PR curve (test)</h3><div id="pr-chart"></div></div>
     <div class="card"><h3>Confusion matrix (row-normalised, test)</h3><table id="confusion" class="cm"></table>
     <h3>Recall against class frequency</h3><table id="per-class"></table></div></div>
+    <div class="row"><div class="card" id="roc-card" hidden><h3>ROC curve (test)</h3><div id="roc-chart"></div></div>
+    <div class="card" id="reliability-card" hidden><h3>Reliability (test)</h3><div id="reliability-chart"></div></div></div>
     <div class="card">best epoch ${metrics.best_epoch}; balanced accuracy ${fmt(test.balanced_accuracy)}, macro F1
       ${fmt(test.macro_f1)}, AUROC ${fmt(test.auroc)}, AP ${fmt(test.average_precision)}, threshold ${fmt(test.threshold)}</div>`;
+  const unit = { scales: { x: { time: false, range: [0, 1] }, y: { range: [0, 1] } } };
+  const chance = { label: "chance", stroke: "#999", dash: [5, 5] };
   if (test.pr_curve) {
     const points = [...test.pr_curve].sort((a, b) => a.recall - b.recall);
     chart("pr", document.getElementById("pr-chart"), [{ label: "recall" }, { label: "precision", stroke: "#4a78c2" }],
-      [points.map((p) => p.recall), points.map((p) => p.precision)], { scales: { x: { time: false, range: [0, 1] }, y: { range: [0, 1] } } });
+      [points.map((p) => p.recall), points.map((p) => p.precision)], unit);
+  }
+  if (test.roc_curve) {  // the curve starts at the origin, a threshold above every score (not a recorded point)
+    const fpr = [0, ...test.roc_curve.map((p) => p.fpr)];
+    document.getElementById("roc-card").hidden = false;
+    chart("roc", document.getElementById("roc-chart"), [{ label: "false positive rate" }, chance,
+      { label: "true positive rate", stroke: "#4a78c2" }], [fpr, fpr, [0, ...test.roc_curve.map((p) => p.tpr)]], unit);
+  }
+  const calibration = test.calibration;
+  if (calibration && calibration.method !== "none") {  // accuracy per confidence bin, drawn at the bin's middle
+    const bins = calibration.reliability_after;
+    const middle = bins.map((b) => (b.lower + b.upper) / 2);
+    const dots = { points: { show: true, size: 7 } };
+    document.getElementById("reliability-card").hidden = false;
+    chart("reliability", document.getElementById("reliability-chart"), [{ label: "confidence" }, chance,
+      { label: `before (ECE ${fmt(calibration.ece_before)})`, stroke: "#c2584a", ...dots },
+      { label: `after T=${fmt(calibration.temperature)} (ECE ${fmt(calibration.ece_after)})`, stroke: "#4a78c2", ...dots }],
+      [middle, middle, calibration.reliability_before.map((b) => b.accuracy), bins.map((b) => b.accuracy)], unit);
   }
   const names = test.per_class.map((c) => c.class);
   const rows = test.confusion_matrix.map((row, i) => {
@@ -255,7 +330,7 @@ async function render() {
   document.getElementById("nav").hidden = false;
   const [, page, id] = location.hash.split("/");
   const pages = {
-    datasets: datasetsPage,
+    datasets: () => datasetsPage(id),
     jobs: id ? () => jobPage(id, current.signal) : jobsPage,
     models: id ? () => modelPage(id) : modelsPage,
     experiments: id ? () => experimentPage(id) : experimentsPage,

@@ -16,6 +16,7 @@ from workers.training.metrics import (
     expected_calibration_error,
     metric_block,
     predict_labels,
+    roc_curve,
     selection_score,
 )
 
@@ -98,6 +99,38 @@ def test_pr_curve_is_sklearns_curve_thinned(ties):
         p, r = by_threshold[point["threshold"]]
         assert (point["precision"], point["recall"]) == pytest.approx((p, r), rel=RTOL)
     assert curve[0]["threshold"] == thresholds[0] and curve[-1]["threshold"] == thresholds[-1]
+
+
+def _area_from_origin(curve: list[dict]) -> float:
+    """The trapezoidal area under the recorded points, drawn from the origin as the curve starts."""
+    return float(np.trapezoid([0.0] + [p["tpr"] for p in curve], [0.0] + [p["fpr"] for p in curve]))
+
+
+@pytest.mark.parametrize(("k", "n", "ties"), [(2, 300, False), (2, 300, True), (2, 3000, False), (4, 3000, False)])
+def test_roc_curve_is_sklearns_curve_thinned(k, n, ties):
+    probs, labels = _random(11, n=n, k=k, ties=ties)
+    block = metric_block(probs, labels, class_names=_names(k))
+    curve, cls = block["roc_curve"], block["positive_class"] if k == 2 else block["minority_class"]
+    assert cls == (1 if k == 2 else 0)  # binary: the positive class; multi-class: one-vs-rest for the minority
+    fpr, tpr, thresholds = skm.roc_curve(labels == cls, probs[:, cls], drop_intermediate=False)
+    by_threshold = {t: (f, r) for f, r, t in zip(fpr, tpr, thresholds, strict=True)}
+    for point in curve:
+        assert (point["fpr"], point["tpr"]) == pytest.approx(by_threshold[point["threshold"]], rel=RTOL)
+    bends = skm.roc_curve(labels == cls, probs[:, cls])[2][1:]  # sklearn's corners, less its infinite origin
+    if len(bends) <= 101:
+        assert [p["threshold"] for p in curve] == bends.tolist()
+    else:
+        assert len(curve) == 101 and (curve[0]["threshold"], curve[-1]["threshold"]) == (bends[0], bends[-1])
+    assert curve[-1]["fpr"] == curve[-1]["tpr"] == 1.0
+    auroc = block["auroc"] if k == 2 else skm.roc_auc_score(labels == cls, probs[:, cls])
+    assert _area_from_origin(curve) == pytest.approx(auroc, abs=1e-3)
+    json.dumps(curve, allow_nan=False)
+
+
+def test_roc_curve_needs_both_classes():
+    assert roc_curve(np.array([0.2, 0.9]), np.array([True, True])) is None
+    assert roc_curve(np.array([0.2, 0.9]), np.array([False, False])) is None
+    assert roc_curve(np.array([0.5, 0.5]), np.array([True, False])) == [{"fpr": 1.0, "tpr": 1.0, "threshold": 0.5}]
 
 
 def test_rank_statistics_with_heavy_ties():
