@@ -26,6 +26,7 @@ from pydantic import BaseModel, ConfigDict, Field, Strict, field_validator, mode
 
 ARCHS = (
     "simple_cnn",
+    "resnet32",
     "resnet18",
     "resnet34",
     "resnet50",
@@ -33,6 +34,8 @@ ARCHS = (
     "efficientnet_b0",
     "convnext_tiny",
 )
+HEADS = ("linear", "cosine")
+HEAD_CHOICES = ("auto", *HEADS)
 SELECTION_METRICS = (
     "accuracy",
     "balanced_accuracy",
@@ -71,6 +74,12 @@ class ModelSpec(_Part):
         default=None, ge=8, le=1024, description="upsample inputs to this size inside the network"
     )
     freeze_backbone_epochs: int = Field(default=0, ge=0, le=10_000)
+    head: Literal[HEAD_CHOICES] = Field(  # type: ignore[valid-type]
+        default="auto",
+        description="the classifier layer: 'linear', 'cosine' (normalised features and weights, times "
+        "cosine_scale; Cao et al.'s LDAM head) or 'auto' (cosine for loss.type 'ldam', else linear)",
+    )
+    cosine_scale: float = Field(strict=True, default=30.0, gt=0.0, le=100.0, description="cosine head: logit scale s")
 
     @property
     def init_source(self) -> InitSource | None:
@@ -104,7 +113,13 @@ class LossSpec(_Part):
     ldam_max_margin: float = Field(
         strict=True, default=0.5, gt=0.0, le=10.0, description="ldam: the rarest class's margin"
     )
-    ldam_scale: float = Field(strict=True, default=30.0, gt=0.0, le=100.0, description="ldam: logit scale s")
+    ldam_scale: float = Field(
+        strict=True,
+        default=30.0,
+        gt=0.0,
+        le=100.0,
+        description="ldam on a linear head: logit scale s (a cosine head scales by model.cosine_scale)",
+    )
     posthoc_tau: float = Field(
         strict=True,
         default=0.0,
@@ -303,6 +318,14 @@ class ResampleSpec(_Part):
         return value
 
 
+def effective_head(spec: JobSpec) -> str:
+    """The head a job builds: ``model.head``, with ``auto`` the cosine head for LDAM (the network Cao et
+    al. train it on) and the linear one otherwise."""
+    if spec.model.head != "auto":
+        return spec.model.head
+    return "cosine" if spec.loss.type == "ldam" else "linear"
+
+
 def effective_warmup_epochs(spec: JobSpec) -> int:
     """The warm-up a job runs: ``optim.warmup_epochs`` capped at ``epochs`` (a run shorter than the
     default 2-epoch warm-up warms up throughout, rather than being refused)."""
@@ -384,9 +407,10 @@ def dataset_violations(
     mask_classes: Sequence[str] | None = None,
     train_counts: Sequence[int] | None = None,
 ) -> list[tuple[tuple[str, ...], str]]:
-    """Checks that need the dataset: per-class lists must match its class count, copy-paste needs masks
+    """Checks across fields and against the dataset: one LDAM scale (:func:`head_violations`), per-class
+    lists must match its class count, copy-paste needs masks
     (``mask_classes``: the classes with at least one masked train image), and named classes must exist."""
-    problems: list[tuple[tuple[str, ...], str]] = []
+    problems = head_violations(spec)
     problems += copy_paste_violations(
         spec, class_names=class_names, mask_classes=mask_classes, train_counts=train_counts
     )
@@ -420,6 +444,21 @@ def dataset_violations(
     if cost is not None and (len(cost) != num_classes or any(len(row) != num_classes for row in cost)):
         problems.append((("threshold", "cost"), f"needs a {num_classes}×{num_classes} matrix (cost[true][predicted])"))
     return problems
+
+
+def head_violations(spec: JobSpec) -> list[tuple[tuple[str, ...], str]]:
+    """A cosine head already scales its logits by ``model.cosine_scale``: a second LDAM scale is refused
+    rather than silently ignored."""
+    default = LossSpec.model_fields["ldam_scale"].default
+    if spec.loss.type == "ldam" and effective_head(spec) == "cosine" and spec.loss.ldam_scale != default:
+        return [
+            (
+                ("loss", "ldam_scale"),
+                "applies to a linear head only; this job's head is cosine (model.head), "
+                "whose logits model.cosine_scale scales",
+            )
+        ]
+    return []
 
 
 def resolve_class(value: str | int, class_names: Sequence[str]) -> int | None:

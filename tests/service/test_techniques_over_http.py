@@ -7,6 +7,8 @@ checking that the technique landed in the component that implements it.
 
 from __future__ import annotations
 
+import copy
+
 import numpy as np
 import pytest
 import torch
@@ -17,6 +19,7 @@ from service.spec import RESAMPLE_METHODS, JobSpec
 from workers.lifecycle.plan import build_training
 from workers.lifecycle.resample import decoupled_stage
 from workers.training.engine import fit
+from workers.training.networks import CosineHead
 
 COUNTS = (40, 8)
 
@@ -154,18 +157,31 @@ CASES = {
     "compile_flag": ({"compile": True}, lambda k: k["compile"] is True),
     "ldam_drw": (
         {
+            "model": {"head": "linear"},
             "loss": {
                 "type": "ldam",
                 "ldam_max_margin": 0.4,
                 "ldam_scale": 20,
                 "class_weights": "effective_number",
                 "reweight_from_epoch": 2,
-            }
+            },
         },
         lambda k: (
             (k["criterion"].kind, k["criterion"].scale, k["criterion"].reweight_from_epoch) == ("ldam", 20, 2)
             and float(k["criterion"].margins.max()) == pytest.approx(0.4)
         ),
+    ),
+    "ldam_cosine_head": (
+        {"model": {"arch": "resnet32", "cosine_scale": 20}, "loss": {"type": "ldam", "ldam_max_margin": 0.4}},
+        lambda k: (
+            isinstance(k["model"].head, CosineHead)
+            and (k["model"].arch, k["model"].head.scale, k["criterion"].scale) == ("resnet32", 20.0, 1.0)
+            and float(k["criterion"].margins.max()) == pytest.approx(0.4 * 20)
+        ),
+    ),
+    "cosine_head_cross_entropy": (
+        {"model": {"head": "cosine"}, "loss": {"type": "cross_entropy"}},
+        lambda k: isinstance(k["model"].head, CosineHead) and k["criterion"].kind == "cross_entropy",
     ),
     "logit_adjusted": (
         {"loss": {"type": "logit_adjusted", "tau": 1.5}},
@@ -204,6 +220,8 @@ BAD_VALUES = {
     "loss.ldam_scale": {"loss": {"type": "ldam", "ldam_scale": 0}},
     "loss.ldam_max_margin": {"loss": {"ldam_max_margin": True}},
     "loss.posthoc_tau": {"loss": {"posthoc_tau": "1"}},
+    "model.head": {"model": {"head": "normed"}},
+    "model.cosine_scale": {"model": {"cosine_scale": 0}},
     "mixing.mode": {"mixing": {"mode": "balanced"}},
     "mixing.kappa": {"mixing": {"mode": "remix", "kappa": 0.5}},
     "mixing.tau": {"mixing": {"mode": "remix", "tau": 1.5}},
@@ -302,6 +320,33 @@ def test_each_resample_method_runs_from_a_spec_submitted_over_http(api_client, a
         return
     assert report["resample"]["method"] == method and final.test is not None
     assert ("cleaned.json" in files) == (method in ("tomek", "enn"))
+
+
+def test_a_second_ldam_scale_on_a_cosine_head_is_422_naming_it(api_client, alpha, new_dataset):
+    body = {"dataset_id": new_dataset(alpha), "loss": {"type": "ldam", "ldam_scale": 20}}
+    response = api_client.post("/v1/jobs", json=body, headers=alpha)
+    assert response.status_code == 422
+    assert response.json()["errors"][0]["loc"] == ["body", "loss", "ldam_scale"]
+    assert "cosine" in response.json()["detail"]
+
+
+def test_stage_two_applies_posthoc_adjustment_with_the_resampled_prior(api_client, alpha, new_dataset):
+    fragment = {
+        "model": {"arch": "simple_cnn"},
+        "loss": {"posthoc_tau": 1.0},
+        "epochs": 1,
+        "batch_size": 8,
+        "resample": {"method": "random_under", "sampling_strategy": "auto", "head_epochs": 2},
+    }
+    spec, plan = _plan(api_client, alpha, new_dataset(alpha), fragment)
+    stage1 = plan.fit()
+    unadjusted = spec.model_copy(update={"loss": spec.loss.model_copy(update={"posthoc_tau": 0.0})})
+    device = torch.device("cpu")
+    final, report, _ = decoupled_stage(spec, result=copy.deepcopy(stage1), plan=plan, device=device)
+    plain, _, _ = decoupled_stage(unadjusted, result=copy.deepcopy(stage1), plan=plan, device=device)
+    after = torch.tensor(list(report["resample"]["counts_after"].values()), dtype=torch.float32)
+    shift = final.model.head.bias - plain.model.head.bias
+    torch.testing.assert_close(shift, -torch.log(after / after.sum()))  # τ = 1, the prior the head learnt
 
 
 def test_a_resampling_ratio_needs_a_binary_dataset(api_client, alpha, new_dataset):

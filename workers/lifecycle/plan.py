@@ -21,7 +21,7 @@ import numpy as np
 import torch
 from torch.optim import Optimizer
 
-from service.spec import JobSpec, LossSpec, ThresholdSpec, effective_warmup_epochs, resolve_class
+from service.spec import JobSpec, LossSpec, ThresholdSpec, effective_head, effective_warmup_epochs, resolve_class
 from workers.training.augment import BatchAugment, minority_class_mask
 from workers.training.copy_paste import CopyPaste
 from workers.training.data import Split, channel_stats, minority_class
@@ -132,7 +132,12 @@ def build_training(
         val=splits["val"],
         test=splits["test"],
         class_names=names,
-        criterion=make_criterion(spec.loss, counts=counts, positive_class=positive),
+        criterion=make_criterion(
+            spec.loss,
+            counts=counts,
+            positive_class=positive,
+            cosine_scale=spec.model.cosine_scale if effective_head(spec) == "cosine" else None,
+        ),
         optimizer=optimizer,
         scheduler=scheduler,
         sampler=sampler,
@@ -198,6 +203,8 @@ def _network(
         image_size=spec.model.image_size,
         mean=mean,
         std=std,
+        head=effective_head(spec),
+        cosine_scale=spec.model.cosine_scale,
     )
     if init_state is None:
         return model, []
@@ -240,20 +247,29 @@ def epoch_threshold(threshold: ThresholdSpec, *, positive: int, class_names: lis
     return {"threshold_strategy": "none", "target_recall": None}
 
 
-def make_criterion(loss: LossSpec, *, counts: Sequence[int], positive_class: int | None = None) -> Criterion:
+def make_criterion(
+    loss: LossSpec,
+    *,
+    counts: Sequence[int],
+    positive_class: int | None = None,
+    cosine_scale: float | None = None,
+) -> Criterion:
     """The loss with class weights, focal α, margins and priors resolved from the train class ``counts``.
 
     Label smoothing is applied here (not in the mixer), once, to the mixed targets.
     ``positive_class`` (binary) is the class a scalar α and the sigmoid variant refer to.
+    ``cosine_scale`` is the head's ``s`` when the network has a cosine head: its logits are already
+    ``s·cos``, so LDAM runs at scale 1 with margins ``s·m`` (Cao et al.'s ``s·(cos − m_y e_y)`` exactly).
     """
     weight = class_weights(loss.class_weights, counts=counts, beta=loss.effective_number_beta)
     if loss.type in LONG_TAIL_KINDS:
+        head_scale = cosine_scale if loss.type == "ldam" else None
         return LongTailCriterion(
             kind=loss.type,
             counts=counts,
             tau=loss.tau,
-            max_margin=loss.ldam_max_margin,
-            scale=loss.ldam_scale,
+            max_margin=loss.ldam_max_margin * (1.0 if head_scale is None else head_scale),
+            scale=loss.ldam_scale if head_scale is None else 1.0,
             weight=weight,
             label_smoothing=loss.label_smoothing,
             reweight_from_epoch=loss.reweight_from_epoch,

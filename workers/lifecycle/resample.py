@@ -24,6 +24,7 @@ from service.spec import JobSpec, ResampleSpec
 from workers.lifecycle.plan import TrainingPlan
 from workers.training.decoupled import embed, refit_head, train_head
 from workers.training.engine import FitResult
+from workers.training.long_tail import posthoc_adjustment
 
 logger = logging.getLogger(__name__)
 
@@ -113,6 +114,10 @@ def decoupled_stage(
         target_recall=plan.target_recall,
         batch_size=2 * spec.batch_size,
         device=device,
+        # The head learnt the resampled set's prior, so that is the prior post-hoc adjustment removes.
+        logit_adjustment=posthoc_adjustment(
+            np.bincount(resampled.labels, minlength=len(names)).tolist(), tau=spec.loss.posthoc_tau
+        ),
     )
     summary = {
         "method": resample.method,

@@ -8,7 +8,9 @@ embeddings (the worker uses imbalanced-learn; this core stays torch/numpy
 only), trains a freshly initialised linear head on the result
 (:func:`train_head`) and re-scores val and test with the backbone + new head
 (:func:`refit_head`). The returned model is that pair, so it exports like any
-other.
+other. Post-hoc logit adjustment, when the job asks for it, is applied to the
+new head as stage 1 applies it to its own (folded into the bias), with the
+prior of the set the head was trained on: the resampled embeddings.
 """
 
 from __future__ import annotations
@@ -24,6 +26,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from workers.training.data import BatchSource, Split
+from workers.training.engine import fold_logit_adjustment
 from workers.training.evaluation import Scored, Scoring, evaluate
 from workers.training.networks import Classifier
 from workers.training.seeding import derive_seed
@@ -111,12 +114,19 @@ def refit_head(
     target_recall: float | None,
     batch_size: int,
     device: torch.device | str,
+    logit_adjustment: torch.Tensor | None = None,
 ) -> FitResult:
-    """``result`` with ``head`` in place of the model's head and val/test re-scored (threshold re-tuned on val)."""
+    """``result`` with ``head`` in place of the model's head and val/test re-scored (threshold re-tuned on val).
+
+    ``logit_adjustment`` ``(K,)`` is folded into the new head's bias first (post-hoc logit adjustment),
+    so val, test and the exported model all use the adjusted logits.
+    """
     model = result.model
     if not isinstance(model, Classifier) or head.in_features != model.head.in_features:
         raise ValueError("refit_head needs a Classifier whose head takes the new head's input features")
     model.head = head
+    if logit_adjustment is not None:
+        fold_logit_adjustment(model, logit_adjustment)
     scoring = Scoring.create(
         train,
         class_names,

@@ -141,6 +141,14 @@ def fit(
     return trainer.finish(stopped)
 
 
+def fold_logit_adjustment(model: nn.Module, adjustment: torch.Tensor) -> None:
+    """Subtract ``adjustment`` ``(K,)`` from ``model.head``'s bias: the model then predicts ``z − adjustment``."""
+    checked = _checked_adjustment(model, adjustment)
+    with torch.no_grad():
+        bias = cast(nn.Linear, model.get_submodule("head")).bias
+        bias.sub_(checked.to(bias))
+
+
 def _checked_adjustment(model: nn.Module, adjustment: torch.Tensor) -> torch.Tensor:
     head = getattr(model, "head", None)
     if not isinstance(head, nn.Linear) or head.bias is None:
@@ -335,10 +343,8 @@ class Trainer:
                 test_block, test_probs = scored_test.block, scored_test.probs
         if hasattr(self.model, "backbone"):
             set_backbone_trainable(self.model, True)
-        if self.logit_adjustment is not None:
-            with torch.no_grad():  # the exported model predicts with the adjusted logits
-                bias = cast(nn.Linear, self.model.get_submodule("head")).bias
-                bias.sub_(self.logit_adjustment.to(bias))
+        if self.logit_adjustment is not None:  # the exported model predicts with the adjusted logits
+            fold_logit_adjustment(self.model, self.logit_adjustment)
         model = self.model.to("cpu").to(memory_format=torch.contiguous_format).eval()
         return FitResult(
             model=model,

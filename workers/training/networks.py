@@ -7,12 +7,19 @@ network so the exported artefact needs nothing from the training code.
 Backbones are built with ``weights=None`` (no downloads); for inputs smaller
 than 64 px the stem stops downsampling (a 3×3 stride-1 ResNet stem without
 max-pool, as in He et al. 2016's CIFAR variant), so 28 px images keep spatial
-extent through the last stage.
+extent through the last stage. ``resnet32`` is He et al. 2016's CIFAR
+ResNet as the LDAM-DRW code defines it (3×3 stem with 16 channels, three
+stages of five basic blocks at 16/32/64 channels, parameter-free option-A
+shortcuts), at every input size.
+
+The head is a plain ``nn.Linear`` or a :class:`CosineHead` (Cao et al.'s
+``NormedLinear``, scaled).
 """
 
 from __future__ import annotations
 
 import logging
+import math
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from typing import cast
 
@@ -25,6 +32,7 @@ logger = logging.getLogger(__name__)
 
 ARCHS = (
     "simple_cnn",
+    "resnet32",
     "resnet18",
     "resnet34",
     "resnet50",
@@ -32,8 +40,45 @@ ARCHS = (
     "efficientnet_b0",
     "convnext_tiny",
 )
+HEADS = ("linear", "cosine")
 SMALL_INPUT = 64  # below this side the stems keep full resolution
 _NORM_KEYS = ("mean", "std")
+
+
+class CosineHead(nn.Linear):
+    """``logits = s · normalize(x) @ normalize(W)ᵀ + b``: Cao et al.'s ``NormedLinear`` times the scale ``s``.
+
+    The scale lives in the head, not in the loss, so the logits every loss,
+    evaluation, calibration and export see are the ones the softmax is trained
+    on. ``bias`` is zero and frozen (the reference has none); it exists so that
+    post-hoc logit adjustment folds into the head as it does for a linear one.
+    The weight keeps ``nn.Linear``'s ``(out, in)`` layout, so rows are classes.
+    """
+
+    def __init__(self, in_features: int, out_features: int, *, scale: float) -> None:
+        super().__init__(in_features, out_features)
+        if isinstance(scale, bool) or not (scale > 0 and math.isfinite(scale)):
+            raise ValueError(f"scale must be a finite number > 0, got {scale!r}")
+        self.scale = float(scale)
+        with torch.no_grad():  # the reference's uniform(-1, 1) directions; only directions matter
+            self.weight.uniform_(-1.0, 1.0)
+            self.bias.zero_()
+        self.bias.requires_grad_(False)
+
+    def forward(self, x: Tensor) -> Tensor:
+        return F.linear(F.normalize(x, dim=-1), F.normalize(self.weight, dim=-1)) * self.scale + self.bias
+
+    def extra_repr(self) -> str:
+        return f"{super().extra_repr()}, scale={self.scale}"
+
+
+def make_head(kind: str, *, in_features: int, num_classes: int, scale: float = 30.0) -> nn.Linear:
+    """A freshly initialised head: ``"linear"`` (``nn.Linear``) or ``"cosine"`` (:class:`CosineHead` at ``scale``)."""
+    if kind not in HEADS:
+        raise ValueError(f"unknown head {kind!r}; supported: {', '.join(HEADS)}")
+    if kind == "cosine":
+        return CosineHead(in_features, num_classes, scale=scale)
+    return nn.Linear(in_features, num_classes)
 
 
 class Classifier(nn.Module):
@@ -77,10 +122,12 @@ class Classifier(nn.Module):
         return self.backbone(x)
 
     def replace_head(self, num_classes: int) -> None:
-        """A freshly initialised head for ``num_classes`` (transfer learning)."""
+        """A freshly initialised head of the same kind for ``num_classes`` (transfer learning)."""
         _check_positive("num_classes", num_classes)
         old = self.head
-        self.head = nn.Linear(old.in_features, num_classes).to(device=old.weight.device, dtype=old.weight.dtype)
+        kind, scale = ("cosine", old.scale) if isinstance(old, CosineHead) else ("linear", 30.0)
+        new = make_head(kind, in_features=old.in_features, num_classes=num_classes, scale=scale)
+        self.head = new.to(device=old.weight.device, dtype=old.weight.dtype)
 
     def backbone_parameters(self) -> Iterator[nn.Parameter]:
         return self.backbone.parameters()
@@ -98,8 +145,13 @@ def build_network(
     image_size: int | None = None,
     mean: Sequence[float],
     std: Sequence[float],
+    head: str = "linear",
+    cosine_scale: float = 30.0,
 ) -> Classifier:
-    """A randomly initialised :class:`Classifier` for ``(in_channels, *input_size)`` images."""
+    """A randomly initialised :class:`Classifier` for ``(in_channels, *input_size)`` images.
+
+    ``head`` is ``"linear"`` or ``"cosine"`` (a :class:`CosineHead` with scale ``cosine_scale``).
+    """
     if arch not in _BUILDERS:
         raise ValueError(f"unknown arch {arch!r}; supported: {', '.join(ARCHS)}")
     _check_positive("num_classes", num_classes)
@@ -112,12 +164,14 @@ def build_network(
         raise ValueError(f"mean and std need {in_channels} values each, got {list(mean)} and {list(std)}")
     if min(std) <= 0:
         raise ValueError(f"std values must be positive, got {list(std)}")
+    if head not in HEADS:
+        raise ValueError(f"unknown head {head!r}; supported: {', '.join(HEADS)}")
     small = (image_size if image_size is not None else min(input_size)) < SMALL_INPUT
     backbone, features, tv_head_key = _BUILDERS[arch](in_channels=in_channels, small=small)
     return Classifier(
         arch=arch,
         backbone=backbone,
-        head=nn.Linear(features, num_classes),
+        head=make_head(head, in_features=features, num_classes=num_classes, scale=cosine_scale),
         mean=mean,
         std=std,
         image_size=image_size,
@@ -137,6 +191,42 @@ def _simple_cnn(*, in_channels: int, small: bool) -> tuple[nn.Module, int, str |
     layers = [*block(in_channels, 32), nn.MaxPool2d(2), *block(32, 64), nn.MaxPool2d(2), *block(64, 128)]
     layers += [nn.AdaptiveAvgPool2d(1), nn.Flatten(), nn.Dropout(0.2)]
     return nn.Sequential(*layers), 128, None
+
+
+class _BasicBlock(nn.Module):
+    """He et al.'s basic block with the option-A shortcut: strided identity, new channels zero-padded
+    (half before, half after), so the shortcut has no parameters."""
+
+    def __init__(self, in_channels: int, out_channels: int, *, stride: int) -> None:
+        super().__init__()
+        self.conv1 = nn.Conv2d(in_channels, out_channels, 3, stride=stride, padding=1, bias=False)
+        self.bn1 = nn.BatchNorm2d(out_channels)
+        self.conv2 = nn.Conv2d(out_channels, out_channels, 3, stride=1, padding=1, bias=False)
+        self.bn2 = nn.BatchNorm2d(out_channels)
+        self.stride, self.pad = stride, (out_channels - in_channels) // 2
+
+    def forward(self, x: Tensor) -> Tensor:
+        out = self.bn2(self.conv2(F.relu(self.bn1(self.conv1(x)))))
+        shortcut = x
+        if self.stride != 1 or self.pad:
+            shortcut = F.pad(x[:, :, :: self.stride, :: self.stride], (0, 0, 0, 0, self.pad, self.pad))
+        return F.relu(out + shortcut)
+
+
+def _resnet32(*, in_channels: int, small: bool) -> tuple[nn.Module, int, str | None]:
+    # The CIFAR network keeps its 3×3 stride-1 stem at every size (``small`` changes nothing).
+    layers: list[nn.Module] = [nn.Conv2d(in_channels, 16, 3, padding=1, bias=False), nn.BatchNorm2d(16), nn.ReLU()]
+    width = 16
+    for stage, channels in enumerate((16, 32, 64)):
+        for index in range(5):
+            layers.append(_BasicBlock(width, channels, stride=2 if stage and not index else 1))
+            width = channels
+    layers += [nn.AdaptiveAvgPool2d(1), nn.Flatten()]
+    net = nn.Sequential(*layers)
+    for module in net.modules():
+        if isinstance(module, nn.Conv2d):  # the reference's initialisation
+            nn.init.kaiming_normal_(module.weight)
+    return net, 64, None
 
 
 def _resnet(name: str) -> Callable[..., tuple[nn.Module, int, str | None]]:
@@ -193,6 +283,7 @@ def _convnext_tiny(*, in_channels: int, small: bool) -> tuple[nn.Module, int, st
 
 _BUILDERS: dict[str, Callable[..., tuple[nn.Module, int, str | None]]] = {
     "simple_cnn": _simple_cnn,
+    "resnet32": _resnet32,
     "resnet18": _resnet("resnet18"),
     "resnet34": _resnet("resnet34"),
     "resnet50": _resnet("resnet50"),

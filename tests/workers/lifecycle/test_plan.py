@@ -6,11 +6,11 @@ import numpy as np
 import pytest
 import torch
 
-from service.spec import JobSpec, effective_warmup_epochs
-from workers.lifecycle.plan import build_training, criterion_kind
+from service.spec import JobSpec, LossSpec, effective_warmup_epochs
+from workers.lifecycle.plan import build_training, criterion_kind, make_criterion
 from workers.training.data import channel_stats
 from workers.training.engine import fit
-from workers.training.networks import build_network
+from workers.training.networks import CosineHead, build_network
 
 COUNTS = (30, 6)  # class 1 is the minority
 
@@ -208,6 +208,7 @@ def test_the_spec_and_the_core_name_the_same_choices():
     from workers.training import metrics, networks
 
     assert spec.ARCHS == networks.ARCHS and spec.SELECTION_METRICS == metrics.SELECTION_METRICS
+    assert spec.HEADS == networks.HEADS
 
 
 def test_backbone_lr_scale_gives_the_backbone_its_own_learning_rate():
@@ -258,3 +259,39 @@ def test_copy_paste_pool_is_the_masked_images_of_the_minority_and_trains():
     assert fit(**plan.fit_arguments()).stopped == "completed"
     with pytest.raises(ValueError, match="needs segmentation masks"):
         build_training(spec, dataset_arrays=data, class_names=["normal", "rare"], device="cpu", init_state=None)
+
+
+@pytest.mark.parametrize(
+    ("overrides", "cosine"),
+    [
+        ({"loss": {"type": "ldam"}}, True),  # auto: LDAM trains on Cao et al.'s cosine head
+        ({"loss": {"type": "ldam"}, "model": {"arch": "simple_cnn", "head": "linear"}}, False),
+        ({"loss": {"type": "cross_entropy"}}, False),
+        ({"model": {"arch": "simple_cnn", "head": "cosine", "cosine_scale": 16.0}}, True),
+    ],
+)
+def test_the_head_follows_model_head_and_auto_picks_cosine_for_ldam(overrides, cosine):
+    plan = build({"epochs": 1, "batch_size": 12, **overrides})
+    assert isinstance(plan.model.head, CosineHead) == cosine
+    if cosine:
+        assert plan.model.head.scale == overrides.get("model", {}).get("cosine_scale", 30.0)
+        result = fit(**plan.fit_arguments())  # one short epoch: the head trains, evaluates and scores
+        assert result.test is not None and np.isfinite(result.best_score)
+
+
+def test_ldam_on_the_cosine_head_is_the_reference_loss_on_its_cosines():
+    """Cao et al.: cross-entropy on ``s·(cos − m_y e_y)``; the head gives ``s·cos``, the criterion the margin."""
+    counts = [500, 120, 30, 5]
+    generator = torch.Generator().manual_seed(0)
+    cosines = torch.rand(16, 4, generator=generator) * 2 - 1
+    labels = torch.randint(4, (16,), generator=generator)
+    margins = 1.0 / np.sqrt(np.sqrt(counts))
+    margins = torch.tensor(margins * (0.5 / margins.max()), dtype=torch.float32)
+    reference = torch.nn.functional.cross_entropy(
+        30.0 * (cosines - margins[labels, None] * torch.eye(4)[labels]), labels
+    )
+    criterion = make_criterion(LossSpec(type="ldam"), counts=counts, cosine_scale=30.0)
+    one_hot = torch.nn.functional.one_hot(labels, 4).float()
+    torch.testing.assert_close(criterion(30.0 * cosines, one_hot), reference)
+    linear = make_criterion(LossSpec(type="ldam", ldam_scale=20.0), counts=counts)
+    assert (linear.scale, float(linear.margins.max())) == (20.0, pytest.approx(0.5))

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import copy
+
 import numpy as np
 import torch
 
@@ -110,3 +112,41 @@ def test_refit_head_exports_backbone_with_the_new_head_and_rescores():
         torch.testing.assert_close(final.model(x), head(final.model.features(x)))
     assert final.val is not None and final.test is not None and final.threshold is not None
     assert final.test["threshold"] == final.threshold
+
+
+def test_refit_head_folds_a_posthoc_adjustment_into_the_new_head():
+    result = _stage1()
+    features = embed(result.model, TRAIN, batch_size=16, device=CPU)
+    head = train_head(
+        features,
+        TRAIN.labels.numpy(),
+        num_classes=2,
+        epochs=2,
+        batch_size=16,
+        lr=1e-2,
+        weight_decay=0.0,
+        seed=0,
+        device=CPU,
+    )
+    trained = copy.deepcopy(head)
+    adjustment = torch.tensor([0.4, -0.7])
+    final = refit_head(
+        result,
+        head=head,
+        train=TRAIN,
+        val=VAL,
+        test=TEST,
+        class_names=["a", "b"],
+        selection_metric="auroc",
+        threshold_strategy="none",
+        target_recall=None,
+        batch_size=32,
+        device=CPU,
+        logit_adjustment=adjustment,
+    )
+    images = torch.from_numpy(VAL.images).permute(0, 3, 1, 2).float() / 255
+    with torch.no_grad():
+        adjusted = trained(final.model.features(images)) - adjustment
+        torch.testing.assert_close(final.model(images), adjusted)
+    # val is scored with the adjusted logits, as stage 1 scores with them
+    np.testing.assert_allclose(final.val_probs, torch.softmax(adjusted, dim=1).numpy(), rtol=1e-5, atol=1e-6)

@@ -4,10 +4,12 @@ from __future__ import annotations
 
 import pytest
 import torch
+import torch.nn.functional as F
 from torch import nn
 
+from workers.training.engine import fold_logit_adjustment
 from workers.training.export import export_program, load_program, load_weights, save_weights, tempered
-from workers.training.networks import build_network
+from workers.training.networks import CosineHead, build_network
 
 
 @pytest.mark.parametrize("arch", ["simple_cnn", "resnet18"])
@@ -79,3 +81,20 @@ def test_save_weights_handles_shared_and_non_contiguous_tensors(tmp_path):
     loaded = load_weights(tmp_path / "w.safetensors")
     torch.testing.assert_close(loaded["decoder.weight"], model.encoder.weight.detach())
     torch.testing.assert_close(loaded["transposed"], model.transposed)
+
+
+def test_a_cosine_head_exports_with_its_adjustment_and_temperature(tmp_path):
+    torch.manual_seed(0)
+    model = build_network(
+        "simple_cnn", num_classes=3, in_channels=1, input_size=(8, 8), mean=[0.5], std=[0.5], head="cosine"
+    ).eval()
+    fold_logit_adjustment(model, torch.tensor([0.5, -1.0, 0.25]))
+    x = torch.rand(5, 1, 8, 8)
+    with torch.no_grad():
+        cosine = F.normalize(model.features(x), dim=1) @ F.normalize(model.head.weight, dim=1).t()
+        expected = (30.0 * cosine - torch.tensor([0.5, -1.0, 0.25])) / 2.0
+    assert isinstance(model.head, CosineHead)
+    served = tempered(model, 2.0)
+    export_program(served, tmp_path / "m.pt2", input_shape=(1, 8, 8))
+    with torch.no_grad():
+        torch.testing.assert_close(load_program(tmp_path / "m.pt2")(x), expected, rtol=1e-5, atol=1e-5)

@@ -10,6 +10,7 @@ import torchvision
 from workers.training.networks import (
     ARCHS,
     Classifier,
+    CosineHead,
     build_network,
     load_init_state,
     set_backbone_trainable,
@@ -142,3 +143,67 @@ def test_load_init_state_accepts_a_plain_torchvision_state_dict():
     reference.eval(), target.eval()
     x = torch.rand(2, 3, 64, 64)
     torch.testing.assert_close(target(x), reference((x - 0.4) / 0.2))
+
+
+def _resnet32_parameters(classes: int, channels: int, *, bias: bool) -> int:
+    """kaidic/LDAM-DRW ``resnet32`` counted by hand: a 3×3 stem to 16 channels, three stages of five
+    basic blocks (two 3×3 convolutions and two BatchNorms each) at 16/32/64 channels, option-A
+    shortcuts (no parameters), then 64 -> classes."""
+    conv, bn = (lambda cin, cout: 9 * cin * cout), (lambda c: 2 * c)
+    total = conv(channels, 16) + bn(16)
+    width = 16
+    for planes in (16, 32, 64):
+        for _ in range(5):
+            total += conv(width, planes) + conv(planes, planes) + 2 * bn(planes)
+            width = planes
+    return total + 64 * classes + (classes if bias else 0)
+
+
+def test_resnet32_has_the_reference_parameter_count_and_layers():
+    linear = _net("resnet32", classes=10, channels=3, size=32)
+    cosine = _net("resnet32", classes=10, channels=3, size=32, head="cosine")
+    trainable = [sum(p.numel() for p in m.parameters() if p.requires_grad) for m in (linear, cosine)]
+    assert _resnet32_parameters(10, 3, bias=True) == 464_154  # the reference's "0.46M"
+    # NormedLinear has no bias; the cosine head's bias is frozen (post-hoc adjustment only).
+    assert trainable == [464_154, _resnet32_parameters(10, 3, bias=False)]
+    weighted = [p for p in linear.parameters() if p.ndim > 1]
+    assert len(weighted) == 32  # 31 convolutions and the classifier: ResNet-32
+
+
+@pytest.mark.parametrize(("channels", "size"), [(1, 28), (3, 32)])
+def test_resnet32_forward_shapes_for_grey_28_and_colour_32(channels, size):
+    model = _net("resnet32", classes=10, channels=channels, size=size).eval()
+    x = torch.rand(4, channels, size, size)
+    with torch.no_grad():
+        assert model.features(x).shape == (4, 64) and model(x).shape == (4, 10)
+    sides = []
+    hooks = [block.register_forward_hook(lambda _m, _i, out: sides.append(out.shape[1:])) for block in model.backbone]
+    with torch.no_grad():
+        model(x)
+    for hook in hooks:
+        hook.remove()
+    stage_ends = [sides[i] for i in (7, 12, 17)]  # after the stem (3 modules) and each stage of 5 blocks
+    half, quarter = (size + 1) // 2, (size + 3) // 4
+    assert stage_ends == [(16, size, size), (32, half, half), (64, quarter, quarter)]
+
+
+def test_cosine_head_equals_a_hand_computation():
+    head = CosineHead(3, 2, scale=30.0)
+    with torch.no_grad():
+        head.weight.copy_(torch.tensor([[2.0, 0.0, 0.0], [0.0, 1.0, 1.0]]))
+    x = torch.tensor([[3.0, 4.0, 0.0], [0.0, 0.0, 2.0]])
+    # |x| = 5 and 2, |w| = 2 and √2: cos = [[3/5, 4/(5√2)], [0, 2/(2√2)]], times s = 30.
+    expected = 30.0 * torch.tensor([[0.6, 0.8 / 2**0.5], [0.0, 1 / 2**0.5]])
+    torch.testing.assert_close(head(x), expected)
+    assert not head.bias.requires_grad and torch.equal(head.bias, torch.zeros(2))
+    torch.testing.assert_close(head(x * 7), expected)  # scale-free in the features
+
+
+def test_a_cosine_head_is_replaced_by_a_cosine_head_and_unknown_heads_are_refused():
+    model = _net("simple_cnn", head="cosine", cosine_scale=16.0)
+    model.replace_head(5)
+    assert isinstance(model.head, CosineHead) and model.head.scale == 16.0 and model.num_classes == 5
+    with pytest.raises(ValueError, match="unknown head 'normed'"):
+        _net(head="normed")
+    with pytest.raises(ValueError, match="scale must be"):
+        CosineHead(3, 2, scale=0.0)
