@@ -173,3 +173,14 @@ def test_an_8_bit_image_widened_by_257_gives_the_same_batch():
 def test_other_integer_images_are_refused():
     with pytest.raises(ValueError, match="uint8 or uint16, got dtype int16"):
         Split(images=np.zeros((2, 2, 2, 1), np.int16), labels=np.zeros(2, np.int64))
+
+
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device")
+def test_sixteen_bit_batches_on_cuda_equal_the_cpu_ones():
+    images = np.random.default_rng(5).integers(0, 65536, size=(12, 4, 4, 3), dtype=np.uint16)
+    split = Split(images=images, labels=np.arange(12) % 2)
+    idx = torch.tensor([11, 2, 2, 0])
+    want = BatchSource.create(split, device="cpu").batch(idx)[0]
+    for budget in (None, 0):  # resident, then streamed through pinned memory
+        source = BatchSource.create(split, device="cuda", max_device_bytes=budget, num_workers=0)
+        torch.testing.assert_close(source.batch(idx)[0].cpu(), want, rtol=0, atol=0)
