@@ -17,6 +17,7 @@ import platform
 import re
 import shlex
 import statistics
+import subprocess
 from collections.abc import Mapping, Sequence
 from datetime import datetime, timezone
 from pathlib import Path
@@ -214,6 +215,14 @@ def hardware() -> dict[str, str]:
         "torch": torch.__version__,
         "python": platform.python_version(),
     }
+
+
+def commit() -> str:
+    """The checkout's short commit id (``unknown`` outside a git checkout)."""
+    done = subprocess.run(
+        ["git", "rev-parse", "--short", "HEAD"], cwd=REPO_ROOT, capture_output=True, text=True, check=False
+    )
+    return done.stdout.strip() or "unknown"
 
 
 def machine_line() -> str:

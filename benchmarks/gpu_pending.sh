@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # The GPU rows that wait for a lent device (issues 11, 13), as one prepared run for the device tool:
 #   bash benchmarks/gpu_pending.sh DATA_DIR   (DATA_DIR holds pneumoniamnist.npz and cifar10-jpeg.zip)
-# Each row runs under its own time limit (ROW_SECONDS, default 240) and writes its section to
+# Each row runs under its own time limit (a leading number of seconds, else ROW_SECONDS, default 240)
+# and writes its section to
 # $OUT/gpu-RESULTS.md (OUT defaults to ./benchmarks/out); merge it here with
 #   python -m benchmarks.run_all --merge benchmarks/out/gpu-RESULTS.md
 # A row that runs out of time or fails is reported and the rest still run.
@@ -13,8 +14,10 @@ mkdir -p "$out"
 results="$out/gpu-RESULTS.md"
 status=0
 row() {
-  echo "== $*" >&2
-  timeout "$limit" python -m "$@" --device cuda --results "$results" >>"$out/gpu-rows.log" 2>&1 || {
+  local seconds="$limit"
+  if [[ "$1" =~ ^[0-9]+$ ]]; then seconds="$1"; shift; fi
+  echo "== $* (limit ${seconds} s)" >&2
+  timeout "$seconds" python -m "$@" --device cuda --results "$results" >>"$out/gpu-rows.log" 2>&1 || {
     echo "   row failed or timed out (rc $?): $*" >&2
     status=1
   }
@@ -23,4 +26,7 @@ row benchmarks.experiments --packing 8 --data "$data/pneumoniamnist.npz"
 row benchmarks.experiments --variant small --trials 12 --data "$data/pneumoniamnist.npz"
 row benchmarks.techniques --seeds 0 1 2 --data "$data/pneumoniamnist.npz"
 row benchmarks.techniques --cifar-lt --cifar "$data/cifar10-jpeg.zip"
+# Issue 11's dataset-aware defaults study: the cases whose recipe changes train 2 recipes × 3 seeds × 40 epochs.
+row 900 benchmarks.defaults_study --group pneumonia --seeds 0 1 2 --data "$data"
+row 600 benchmarks.defaults_study --group cifar --seeds 0 1 2 --data "$data"
 exit "$status"

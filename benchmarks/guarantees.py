@@ -19,7 +19,6 @@ trained on the CPU through the job path (spec → plan → fit → decisions).
 from __future__ import annotations
 
 import argparse
-import subprocess
 import sys
 from collections.abc import Sequence
 from pathlib import Path
@@ -88,11 +87,6 @@ def resplit_coverage(
     }
 
 
-def _commit() -> str:
-    result = subprocess.run(["git", "rev-parse", "--short", "HEAD"], capture_output=True, text=True, check=False)
-    return result.stdout.strip() or "unknown"
-
-
 def main(argv: Sequence[str] | None = None) -> int:
     argv = list(sys.argv[1:] if argv is None else argv)
     parser = common.add_common_args(argparse.ArgumentParser(description=__doc__.splitlines()[0]))
@@ -125,7 +119,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     )
     markdown = "\n".join(
         [
-            f"commit `{_commit()}`; scores: {source}; class {args.positive} (pneumonia), "
+            f"commit `{common.commit()}`; scores: {source}; class {args.positive} (pneumonia), "
             f"`recall_at_least` {args.target}, `guarantee: true`, confidence {args.confidence}, "
             f"{args.resplits} random val/test resplits of the pooled val+test scores (val part = val size).",
             "",

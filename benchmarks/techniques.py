@@ -160,8 +160,11 @@ def pneumonia(args: argparse.Namespace, device: torch.device) -> str:
     return "\n\n".join(sections)
 
 
-def load_cifar_lt(path: Path, *, rho: int = 100, val_per_class: int = 100) -> tuple[common.Arrays, list[str]]:
-    """CIFAR-10-LT (LDAM-DRW's rule, seed 0), a balanced val from unused train images, the balanced test."""
+def load_cifar_lt(
+    path: Path, *, rho: int = 100, val_per_class: int = 100, head: int = 5000
+) -> tuple[common.Arrays, list[str]]:
+    """CIFAR-10-LT (LDAM-DRW's rule, seed 0: class ``i`` keeps ``int(head·ρ^(−i/9))``), a balanced val from
+    unused train images, the balanced test."""
     from PIL import Image
 
     images: dict[str, list[np.ndarray]] = {"train": [], "test": []}
@@ -180,7 +183,7 @@ def load_cifar_lt(path: Path, *, rho: int = 100, val_per_class: int = 100) -> tu
     for c in range(len(names)):
         idx = np.flatnonzero(train_y == c)
         np.random.shuffle(idx)
-        n = int(5000 * rho ** (-c / (len(names) - 1)))
+        n = int(head * rho ** (-c / (len(names) - 1)))
         keep.append(idx[:n])
         val.append(idx[n : n + val_per_class])
     keep_i, val_i = np.concatenate(keep), np.concatenate(val)

@@ -1,10 +1,11 @@
-"""User verbs of the ``rarefit`` command, on top of ``rarefit.client``: datasets, jobs, models, predict.
+"""User verbs of the ``rarefit`` command, on top of ``rarefit.client``: datasets, jobs, experiments, models, predict.
 
 They talk to a running server over HTTP (``--url``/``RAREFIT_URL``,
 ``--api-key``/``RAREFIT_API_KEY``). Results go to stdout (``--json`` for the
 API's JSON, ``-q`` for the id alone); progress and errors go to stderr.
-Exit codes: 0 success; 1 the job waited for failed or was cancelled; 2 bad
-usage; 3 the API answered an error; 4 the server could not be reached.
+Exit codes: 0 success; 1 the job or experiment waited for failed or was
+cancelled; 2 bad usage; 3 the API answered an error; 4 the server could not be
+reached.
 """
 
 from __future__ import annotations
@@ -22,7 +23,7 @@ EXIT_OK, EXIT_JOB_FAILED, EXIT_USAGE, EXIT_API_ERROR, EXIT_UNREACHABLE = 0, 1, 2
 
 
 def register(commands: argparse._SubParsersAction) -> None:
-    """Add ``datasets``, ``jobs``, ``models`` and ``predict`` to the ``rarefit`` parser."""
+    """Add ``datasets``, ``jobs``, ``experiments``, ``models`` and ``predict`` to the ``rarefit`` parser."""
     common = argparse.ArgumentParser(add_help=False)
     common.add_argument("--url", default=None, help="server URL (default: RAREFIT_URL or http://127.0.0.1:8000)")
     common.add_argument("--api-key", default=None, help="API key (default: RAREFIT_API_KEY)")
@@ -61,6 +62,19 @@ def register(commands: argparse._SubParsersAction) -> None:
     download.add_argument("id")
     download.add_argument("name")
     download.add_argument("-o", "--output", type=Path, default=Path("."), help="file or folder (default: here)")
+
+    experiments = commands.add_parser("experiments", help="search over job specs, each trial run once per seed")
+    verbs = experiments.add_subparsers(required=True)
+    create = verb(verbs, "create", _create_experiment, "start an experiment (JSON file, or - for stdin)")
+    create.add_argument("spec", help="path of the experiment request JSON")
+    create.add_argument("--dataset", default=None, help="set the request's dataset_id")
+    create.add_argument("--wait", action="store_true", help="follow the experiment until it ends")
+    verb(verbs, "get", lambda c, a: c.get_experiment(a.id), "one experiment with its leaderboard").add_argument("id")
+    listing = verb(verbs, "list", lambda c, a: c.list_experiments(status=a.status), "list experiments, newest first")
+    listing.add_argument("--status", default=None, choices=["queued", "running", "succeeded", "failed", "cancelled"])
+    verb(verbs, "cancel", lambda c, a: c.cancel_experiment(a.id), "cancel an experiment and its jobs").add_argument(
+        "id"
+    )
 
     models = commands.add_parser("models", help="list trained models").add_subparsers(required=True)
     verb(models, "list", lambda c, a: c.list_models(), "list models")
@@ -115,15 +129,22 @@ def _download(client, args: argparse.Namespace):
     return [a for a in client.list_artifacts(args.id) if a.name == args.name][0]
 
 
-def _submit(client, args: argparse.Namespace):
+def _read_spec(args: argparse.Namespace) -> dict[str, Any]:
+    """The JSON object named by ``args.spec`` (``-``: stdin), with ``--dataset`` as its ``dataset_id``."""
     text = sys.stdin.read() if args.spec == "-" else Path(args.spec).read_text(encoding="utf-8")
     try:
         spec = json.loads(text)
     except json.JSONDecodeError as exc:
         raise UsageError(f"{args.spec} is not JSON: {exc}") from None
+    if not isinstance(spec, dict):
+        raise UsageError(f"{args.spec} is not a JSON object")
     if args.dataset:
         spec["dataset_id"] = args.dataset
-    job = client.submit_job(spec)
+    return spec
+
+
+def _submit(client, args: argparse.Namespace):
+    job = client.submit_job(_read_spec(args))
     print(f"submitted job {job.id}", file=sys.stderr)
     return _follow(client, job.id) if args.wait else job
 
@@ -138,6 +159,21 @@ def _follow(client, job_id: str):
         message += f": {job.error.type}: {job.error.message}"
     print(message, file=sys.stderr)
     return job
+
+
+def _create_experiment(client, args: argparse.Namespace):
+    experiment = client.create_experiment(_read_spec(args))
+    print(f"started experiment {experiment.id} ({experiment.progress.trials_total} trials)", file=sys.stderr)
+    if not args.wait:
+        return experiment
+
+    def report(event) -> None:  # a line per state change; the trials' own progress is on their jobs
+        print(f"experiment {experiment.id} {event.data['status']}", file=sys.stderr)
+
+    finished = client.wait_experiment(experiment, progress=report)
+    if finished.error:
+        print(f"experiment {finished.id} {finished.status}: {finished.error}", file=sys.stderr)
+    return finished
 
 
 def _show(result: Any, args: argparse.Namespace) -> None:
@@ -157,7 +193,7 @@ def _show(result: Any, args: argparse.Namespace) -> None:
 
 def _line(item: BaseModel) -> str:
     """One readable line per object; ``--json`` has everything."""
-    from service.schemas import MetricsOut, PredictOut
+    from rarefit.schemas import ExperimentOut, MetricsOut, PredictOut
 
     data = item.model_dump(mode="json")
     if isinstance(item, PredictOut):
@@ -167,5 +203,21 @@ def _line(item: BaseModel) -> str:
             f"epoch {h['epoch']}\ttrain_loss {h['train_loss']:.4f}\tval_loss {h['val_loss']}" for h in data["history"]
         ]
         return "\n".join([*rows, f"best_epoch {data['best_epoch']}\ttest {json.dumps(data['test'])}"])
+    if isinstance(item, ExperimentOut):
+        head = (
+            f"id={item.id}\tname={json.dumps(item.name)}\tstatus={item.status}\tprogress={json.dumps(data['progress'])}"
+        )
+        rows = [
+            f"rank {row.rank}\ttrial {row.trial}\t{row.state}\tval objective {_mean_std(row.val.get('objective'))}"
+            f"\t{json.dumps(row.params)}"
+            for row in item.leaderboard
+        ]
+        return "\n".join([head, *rows])
     keys = ("id", "name", "status", "progress", "num_classes", "imbalance_ratio", "arch", "model_id", "error")
     return "\t".join(f"{key}={json.dumps(data[key])}" for key in keys if key in data and data[key] is not None)
+
+
+def _mean_std(summary: Any) -> str:
+    if summary is None or summary.mean is None:
+        return "-"
+    return f"{summary.mean:.4f} ± {summary.std or 0.0:.4f}"

@@ -17,6 +17,7 @@ at most ``SMALL_SIDE`` px, fields the client did not set become:
 
 Larger datasets keep the benchmarked recipe. A field the client set is never
 changed; the job's stored spec shows what was chosen, and ``notes`` say why.
+``benchmarks/defaults_study.py`` compares these defaults with the recipe they replace.
 """
 
 from __future__ import annotations

@@ -5,7 +5,9 @@ inference and the registry read it (``service/inference/artifact.py``,
 ``service/registry.py``), the database row only indexes it. The card is the
 one source of truth for class names, the positive class, calibration and the
 operating point (the decision rule predict applies). A re-fitted operating
-point (``PATCH /v1/models/{id}``) publishes a new card with ``revision + 1``.
+point (``PATCH /v1/models/{id}``) publishes a new card with ``revision + 1``
+under a key of its own (``card_key``); the row's ``revision`` says which card
+is current.
 """
 
 from __future__ import annotations
@@ -34,6 +36,17 @@ def artifact_key(job_id: str, name: str) -> str:
     return f"{artifacts_prefix(job_id)}/{name}"
 
 
+def card_key(blob_prefix: str, *, revision: int) -> str:
+    """The blob key of card ``revision`` under a model's ``blob_prefix``: the trained card (revision 0) is
+    ``model_card.json``, each re-fitted one a new key (``model_card.r1.json``, …) written once, before the
+    row names it. A revision is never written over the card a committed row points at, so a re-fit whose
+    commit fails leaves only an unread file behind (the next re-fit of that revision writes it again)."""
+    if revision == 0:
+        return f"{blob_prefix}/{CARD_FILE}"
+    stem, _, suffix = CARD_FILE.rpartition(".")
+    return f"{blob_prefix}/{stem}.r{int(revision)}.{suffix}"
+
+
 def checkpoint_key(job_id: str, *, attempt: int = 0, epoch: int = 0) -> str:
     """A new file per (attempt, epoch): writing the next checkpoint never touches the one the job row
     points at, so a crash or database outage between the file and the row costs one epoch, not the
@@ -46,7 +59,9 @@ class _Part(BaseModel):
 
 
 class InputSpec(_Part):
-    """What the exported program takes: float32 ``(B, C, H, W)`` in ``[0, 1]``."""
+    """What the exported program takes: float32 ``(B, C, H, W)`` in ``[0, 1]``, each pixel ``x / (2**bits - 1)``
+    of its own image's depth (docs/images.md), so a 16-bit image keeps all 16 bits and an 8-bit one equals
+    itself widened by 257."""
 
     height: int = Field(ge=1)
     width: int = Field(ge=1)
@@ -54,6 +69,9 @@ class InputSpec(_Part):
     layout: Literal["NCHW"] = "NCHW"
     dtype: Literal["float32"] = "float32"
     range: tuple[float, float] = (0.0, 1.0)
+    pixel_bits: Literal[8, 16] = Field(
+        default=8, description="the training images' depth (the dataset's pixel_bits); 8 on cards written before it"
+    )
 
 
 class Normalization(_Part):

@@ -4,9 +4,13 @@ Web-free. ``PATCH /v1/models/{id}`` calls :func:`refit`: the policy is fitted
 on ``scores.npz``'s val split (calibrated probabilities, so no retraining),
 verified on its test split with per-class lower bounds, and published as card
 revision ``n + 1``; the row (an index of the card) and the revision history
-move in the same transaction. The card is written before the commit, so a
-failed commit leaves a card one revision ahead of its row, which predict
-detects (revisions differ) and reads anyway: the card is the truth.
+move in the same transaction. Each revision has a blob key of its own
+(``card_key``): the new card is written once the conditional update has won
+the row (a concurrent re-fit waits on it, then finds the revision moved) and
+before the commit, and nothing reads it until the committed row names its
+revision. A failed commit therefore leaves the row, the history, the artefact
+row and the card they name as they were, plus an unread file the next re-fit
+writes over; a commit whose answer was lost leaves the row and card agreeing.
 """
 
 from __future__ import annotations
@@ -14,7 +18,7 @@ from __future__ import annotations
 from sqlalchemy.orm import Session
 
 from service.inference.artifact import read_card
-from service.model_card import CARD_FILE, SCORES_FILE, ModelCard, OperatingPoint
+from service.model_card import CARD_FILE, SCORES_FILE, ModelCard, OperatingPoint, card_key
 from service.models import Model
 from service.operating_points import SplitScores, fit_policy, point_metrics, read_scores_npz
 from service.repository import leases
@@ -37,7 +41,7 @@ class PolicyError(ValueError):
 
 def refit(session: Session, store: BlobStore, *, model: Model, policy: ThresholdSpec) -> ModelCard:
     """Fit ``policy`` on the model's stored val scores and publish the result as the next card revision."""
-    card = read_card(store, blob_prefix=model.blob_prefix)
+    card = read_card(store, blob_prefix=model.blob_prefix, revision=model.revision or 0)
     _check_policy(policy, card)
     scores = _scores(store, model=model)
     positive = card.positive_class if card.positive_class is not None else card.metrics.get("minority_class")
@@ -111,7 +115,7 @@ def _point(card: ModelCard) -> dict:
 
 
 def _publish(session: Session, store: BlobStore, *, model: Model, card: ModelCard) -> None:
-    key = f"{model.blob_prefix}/{CARD_FILE}"
+    key = card_key(model.blob_prefix, revision=card.revision)
     info = store.write(key, card.to_json().encode("utf-8"))
     leases.register_artifact(
         session,

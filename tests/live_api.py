@@ -1,4 +1,5 @@
-"""A real rarefit API (uvicorn in a thread, SQLite) for the client and CLI tests, and a stand-in worker.
+"""A real rarefit API (uvicorn in a thread, SQLite) for the client and CLI tests, a stand-in worker, and the real
+experiment steps with it.
 
 The client and CLI tests import these fixtures by name (tests/ is on sys.path); a conftest.py of their own
 would clash with tests/service/conftest.py, which tests import as ``conftest``.
@@ -16,11 +17,13 @@ from pathlib import Path
 import numpy as np
 import pytest
 import uvicorn
+from sqlalchemy import select
 
 from service.config import Settings
 from service.db import transaction
+from service.experiments.advance import advance_experiment
 from service.migrate import upgrade_head
-from service.models import JobStatus, utcnow
+from service.models import ExperimentStatus, Job, JobStatus, utcnow
 from service.repository import leases
 
 KEY = "rf_client-test-key-0123456789abcdef"
@@ -37,7 +40,27 @@ class LiveServer:
         thread.start()
         return thread
 
-    def _work(self, job_id: str, epochs: int, status: JobStatus, pause: float) -> None:
+    def play_experiment(self, experiment_id: str, *, epochs: int, status: JobStatus = JobStatus.succeeded):
+        """In a thread: the control worker's real steps (``advance_experiment``), each trial's jobs trained by the
+        stand-in worker and ending with ``status`` (val ``balanced_accuracy`` 0.6 + 0.1 x trial)."""
+        thread = threading.Thread(target=self._control, args=(experiment_id, epochs, status), daemon=True)
+        thread.start()
+        return thread
+
+    def _control(self, experiment_id: str, epochs: int, status: JobStatus) -> None:
+        state = self.app.state
+        for _ in range(20):  # a step either launches trials, tells finished ones, or ends the experiment
+            report = advance_experiment(
+                experiment_id, settings=state.settings, session_factory=state.session_factory, celery_app=state.celery
+            )
+            if report.status is None or ExperimentStatus(report.status).is_terminal:
+                return
+            for job_id in report.job_ids:
+                with transaction(state.session_factory) as session:
+                    trial = session.scalars(select(Job.trial).where(Job.id == job_id)).one()
+                self._work(job_id, epochs, status, 0.05, val={"balanced_accuracy": 0.6 + 0.1 * trial})
+
+    def _work(self, job_id: str, epochs: int, status: JobStatus, pause: float, *, val: dict | None = None) -> None:
         factory = self.app.state.session_factory
         with transaction(factory) as session:
             leases.claim_job(session, job_id=job_id, worker_id="w", lease_seconds=60, now=utcnow())
@@ -45,10 +68,13 @@ class LiveServer:
             time.sleep(pause)
             record = {"epoch": epoch, "train_loss": 1.0 / epoch, "val_loss": 0.5, "lr": 1e-3, "seconds": pause}
             with transaction(factory) as session:
-                leases.record_epoch(session, job_id=job_id, worker_id="w", record={**record, "val": {"auroc": 0.5}})
+                leases.record_epoch(
+                    session, job_id=job_id, worker_id="w", record={**record, "val": val or {"auroc": 0.5}}
+                )
         error = {"error_type": "ValueError", "error_message": "the loss became NaN"} if status == "failed" else {}
+        best = {"best_epoch": epochs} if status == "succeeded" else {}  # as a worker reports it
         with transaction(factory) as session:
-            leases.finish_job(session, job_id=job_id, worker_id="w", status=status, **error)
+            leases.finish_job(session, job_id=job_id, worker_id="w", status=status, **error, **best)
 
 
 @pytest.fixture(scope="module")

@@ -24,7 +24,8 @@ STAND_IN = {
     "rarefit/__init__.py": "",
     "rarefit/decision.py": "import math\nimport numpy\n",
     "rarefit/calibration.py": "import scipy\nfrom rarefit import decision\n",
-    "rarefit/client.py": "import httpx\nfrom service import schemas\n",  # the one named exception
+    "rarefit/schemas.py": "import pydantic\n",
+    "rarefit/client.py": "import httpx\nfrom rarefit import schemas\n",
     "service/__init__.py": "",
     "service/config.py": "import pydantic\n",
     "service/schemas.py": "import pydantic\n",
@@ -91,6 +92,7 @@ def test_the_stand_in_tree_keeps_every_contract(stand_in: Path) -> None:
         ("rarefit/decision.py", "from rarefit import calibration", "rarefit.decision -> rarefit.calibration"),
         ("rarefit/calibration.py", "import service.config", "rarefit.calibration -> service.config"),
         ("rarefit/client.py", "import service.config", "rarefit.client -> service.config"),
+        ("rarefit/client.py", "from service import schemas", "rarefit.client -> service.schemas"),
     ],
 )
 def test_each_rule_is_enforced(stand_in: Path, module: str, line: str, shown: str) -> None:

@@ -7,10 +7,10 @@ never fully read, spooled or parsed.
 
 from __future__ import annotations
 
-import json
 import logging
 from typing import TYPE_CHECKING
 
+from service.errors import problem_response
 from service.ingest.errors import mib
 
 if TYPE_CHECKING:
@@ -56,21 +56,14 @@ class BodySizeLimitMiddleware:
         await _LimitedCall(self, scope, receive, send).run()
 
     async def _reject(self, send: Send) -> None:
-        body = json.dumps(
-            {
-                "type": "about:blank",
-                "title": "Content Too Large",
-                "status": 413,
-                "detail": f"upload exceeds the limit of {mib(self.shown_limit)}",
-            }
-        ).encode()
-        headers = [
-            (b"content-type", b"application/problem+json"),
-            (b"content-length", str(len(body)).encode()),
-            (b"connection", b"close"),  # the rest of the body is never read
-        ]
-        await send({"type": "http.response.start", "status": 413, "headers": headers})
-        await send({"type": "http.response.body", "body": body, "more_body": False})
+        response = problem_response(
+            413,
+            f"upload exceeds the limit of {mib(self.shown_limit)}",
+            title="Content Too Large",
+            headers={"Connection": "close"},  # the rest of the body is never read
+        )
+        await send({"type": "http.response.start", "status": 413, "headers": response.raw_headers})
+        await send({"type": "http.response.body", "body": response.body, "more_body": False})
 
 
 class _LimitedCall:

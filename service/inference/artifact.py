@@ -19,7 +19,7 @@ import torch
 from pydantic import ValidationError
 
 from service.inference.runtime import OnnxProgram, onnx_session
-from service.model_card import CARD_FILE, PROGRAM_FILE, WEIGHTS_FILE, ModelCard
+from service.model_card import PROGRAM_FILE, WEIGHTS_FILE, ModelCard, card_key
 from service.storage import BlobStore
 
 logger = logging.getLogger(__name__)
@@ -95,11 +95,12 @@ def _torch_program(store: BlobStore, key: str, *, threads: int) -> Callable[[tor
     return module
 
 
-def read_card(store: BlobStore, *, blob_prefix: str) -> ModelCard:
-    """The ``ModelCard`` stored under ``blob_prefix``; ``ArtifactError`` naming what is wrong otherwise."""
-    key = f"{blob_prefix}/{CARD_FILE}"
+def read_card(store: BlobStore, *, blob_prefix: str, revision: int = 0) -> ModelCard:
+    """Card ``revision`` (default: the trained one) stored under ``blob_prefix``; ``ArtifactError`` naming
+    what is wrong otherwise."""
+    key = card_key(blob_prefix, revision=revision)
     if not store.exists(key):
-        raise ArtifactError(f"artefact {blob_prefix!r} has no {CARD_FILE}")
+        raise ArtifactError(f"artefact {blob_prefix!r} has no {key.rsplit('/', 1)[-1]}")
     with store.open_read(key) as handle:
         raw = handle.read()
     try:

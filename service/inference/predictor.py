@@ -179,7 +179,8 @@ class Predictor:
         card = self._cards.get(model.id, loaded.card)
         if card.revision != model.revision:
             loop = asyncio.get_running_loop()
-            card = await loop.run_in_executor(None, partial(read_card, self.store, blob_prefix=model.blob_prefix))
+            read = partial(read_card, self.store, blob_prefix=model.blob_prefix, revision=model.revision)
+            card = await loop.run_in_executor(None, read)
             if len(card.class_names) != loaded.num_classes:
                 raise ArtifactError(f"model {model.id}: card revision {card.revision} changed the classes")
             self._cards[model.id] = card

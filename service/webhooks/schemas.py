@@ -6,9 +6,9 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 
+from rarefit.schemas import UtcDatetime
 from service.models import Webhook, WebhookDelivery
 from service.repository.events import TYPES
-from service.schemas import UtcDatetime
 from service.webhooks.signing import secret_problem
 
 EventType = Literal[TYPES]  # type: ignore[valid-type]

@@ -1,4 +1,5 @@
-"""The user verbs of ``rarefit`` against a real server: ids for scripts, --json, --wait and its exit codes."""
+"""The user verbs of ``rarefit`` against a real server: ids for scripts, --json, --wait and its exit codes, for jobs
+and experiments."""
 
 from __future__ import annotations
 
@@ -9,6 +10,7 @@ import pytest
 from live_api import KEY
 
 from launch.cli import main
+from service.models import JobStatus
 
 live_server, small_npz = live_api.live_server, live_api.small_npz  # the live API fixtures
 
@@ -95,6 +97,73 @@ def test_api_errors_exit_3_naming_the_field(env, capsys, tmp_path, dataset_id):
     broken.write_text("{not json")
     assert main(["jobs", "submit", str(broken)]) == 2
     assert "is not JSON" in capsys.readouterr().err
+
+
+def experiment_file(tmp_path) -> str:
+    path = tmp_path / "experiment.json"
+    request = {
+        "base": {"model": {"arch": "simple_cnn"}, "epochs": 1},
+        "search": {"strategy": "grid", "space": {"loss.type": ["cross_entropy", "focal"]}},
+        "seeds": [0],
+    }
+    path.write_text(json.dumps(request))
+    return str(path)
+
+
+def create_and_wait(env, capsys, tmp_path, dataset_id: str, *, status: JobStatus, monkeypatch) -> tuple[int, str, str]:
+    """``experiments create --wait`` while the real experiment steps run with the stand-in worker."""
+    from rarefit.client import Client
+
+    original = Client.wait_experiment
+
+    def wait_experiment(client, experiment, **kwargs):  # start the control loop once the experiment exists
+        env.play_experiment(experiment.id, epochs=1, status=status)
+        return original(client, experiment, **kwargs)
+
+    monkeypatch.setattr(Client, "wait_experiment", wait_experiment)
+    code = main(["experiments", "create", experiment_file(tmp_path), "--dataset", dataset_id, "--wait", "--json"])
+    captured = capsys.readouterr()
+    return code, captured.out, captured.err
+
+
+def test_experiments_create_wait_exits_0_and_get_list_show_it(env, capsys, tmp_path, dataset_id, monkeypatch):
+    code, out, err = create_and_wait(
+        env, capsys, tmp_path, dataset_id, status=JobStatus.succeeded, monkeypatch=monkeypatch
+    )
+    body = json.loads(out)
+    assert code == 0 and body["status"] == "succeeded" and [row["rank"] for row in body["leaderboard"]] == [1, 2]
+    assert f"experiment {body['id']} running" in err and f"experiment {body['id']} succeeded" in err
+    assert main(["experiments", "get", body["id"]]) == 0
+    lines = capsys.readouterr().out.splitlines()
+    assert lines[0].startswith(f"id={body['id']}") and "status=succeeded" in lines[0]
+    assert lines[1].startswith("rank 1\ttrial 1\tcomplete\tval objective 0.7000 ± 0.0000")
+    assert main(["experiments", "list", "--status", "succeeded", "-q"]) == 0
+    assert body["id"] in capsys.readouterr().out.split()
+
+
+def test_experiments_create_wait_exits_1_when_it_fails(env, capsys, tmp_path, dataset_id, monkeypatch):
+    code, out, err = create_and_wait(
+        env, capsys, tmp_path, dataset_id, status=JobStatus.failed, monkeypatch=monkeypatch
+    )
+    body = json.loads(out)
+    assert code == 1 and body["status"] == "failed" and "every trial failed" in body["error"]
+    assert f"experiment {body['id']} failed: every trial failed" in err
+
+
+def test_experiments_cancel_and_its_errors(env, capsys, tmp_path, dataset_id):
+    assert main(["experiments", "create", experiment_file(tmp_path), "--dataset", dataset_id, "-q"]) == 0
+    experiment_id = capsys.readouterr().out.strip()
+    assert main(["experiments", "cancel", experiment_id, "--json"]) == 0
+    assert json.loads(capsys.readouterr().out)["status"] == "cancelled"
+    assert main(["experiments", "cancel", experiment_id]) == 3
+    assert "409" in capsys.readouterr().err
+    assert main(["experiments", "create", experiment_file(tmp_path)]) == 3  # no dataset_id
+    err = capsys.readouterr().err
+    assert "422" in err and "dataset_id" in err
+    listed = tmp_path / "list.json"
+    listed.write_text("[1, 2]")
+    assert main(["experiments", "create", str(listed)]) == 2
+    assert "is not a JSON object" in capsys.readouterr().err
 
 
 def test_an_unreachable_server_exits_4_and_a_missing_key_2(monkeypatch, capsys, free_port):

@@ -8,10 +8,6 @@ in the database.
 from __future__ import annotations
 
 import logging
-import tempfile
-from collections.abc import Iterator
-from contextlib import contextmanager
-from pathlib import Path
 
 from celery import Celery
 from sqlalchemy.orm import Session, sessionmaker
@@ -28,6 +24,7 @@ from workers.lifecycle.heartbeat import Heartbeat
 from workers.lifecycle.outcome import Outcome
 from workers.lifecycle.run import JobRun, LeaseLost
 from workers.lifecycle.shutdown import shutdown_flag
+from workers.staging import job_staging
 
 logger = logging.getLogger(__name__)
 
@@ -106,7 +103,8 @@ def _supervise(run: JobRun) -> Outcome:
     )
     heartbeat.start()
     try:
-        with shutdown_flag() as shutdown, _staging(settings, run.job_id) as staging:
+        # The run's own folder under this host's scratch dir (never another host's disk); always removed.
+        with shutdown_flag() as shutdown, job_staging(settings.scratch_path, job_id=run.job_id) as staging:
             return run.execute(heartbeat=heartbeat, shutdown=shutdown, staging=staging)
     except LeaseLost:
         logger.warning("job %s: lease lost; another worker owns it now", run.job_id)
@@ -115,14 +113,6 @@ def _supervise(run: JobRun) -> Outcome:
         return _handle_error(run, exc)
     finally:
         heartbeat.stop()
-
-
-@contextmanager
-def _staging(settings: Settings, job_id: str) -> Iterator[Path]:
-    """This run's own folder under the host's scratch dir (never another host's disk); always removed."""
-    settings.scratch_path.mkdir(parents=True, exist_ok=True)
-    with tempfile.TemporaryDirectory(prefix=f"job-{job_id}-", dir=settings.scratch_path) as folder:
-        yield Path(folder)
 
 
 def _handle_error(run: JobRun, exc: Exception) -> Outcome:

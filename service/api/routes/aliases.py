@@ -7,11 +7,12 @@ from typing import Annotated
 from fastapi import APIRouter, Path, Response
 from pydantic import BaseModel, ConfigDict, Field
 
+from rarefit.schemas import AliasOut
 from service.api.deps import SessionDep, TenantDep
 from service.errors import ProblemError, field_error, not_found, problem_responses
 from service.repository import models as models_repo
 from service.repository import registry
-from service.schemas import AliasOut
+from service.schemas import alias_out
 
 router = APIRouter(prefix="/models/aliases", tags=["models"])
 
@@ -26,7 +27,7 @@ class AliasIn(BaseModel):
 
 @router.get("", response_model=list[AliasOut], summary="The tenant's aliases")
 def list_aliases(session: SessionDep, tenant_id: TenantDep) -> list[AliasOut]:
-    return [AliasOut.from_row(row) for row in registry.list_aliases(session, tenant_id=tenant_id)]
+    return [alias_out(row) for row in registry.list_aliases(session, tenant_id=tenant_id)]
 
 
 @router.put(
@@ -46,7 +47,7 @@ def put_alias(alias: AliasPath, body: AliasIn, session: SessionDep, tenant_id: T
     row = registry.set_alias(session, tenant_id=tenant_id, alias=alias, model_id=body.model_id)
     if row is None:  # written in this very transaction
         raise not_found("alias", alias)
-    out = AliasOut.from_row(row)
+    out = alias_out(row)
     session.commit()
     return out
 
@@ -56,7 +57,7 @@ def get_alias(alias: str, session: SessionDep, tenant_id: TenantDep) -> AliasOut
     row = registry.get_alias(session, tenant_id=tenant_id, alias=alias)
     if row is None:
         raise not_found("alias", alias)
-    return AliasOut.from_row(row)
+    return alias_out(row)
 
 
 @router.delete("/{alias}", status_code=204, summary="Remove an alias", responses=problem_responses(404))

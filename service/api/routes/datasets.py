@@ -12,6 +12,7 @@ from fastapi import APIRouter, File, Form, Query, Response, UploadFile, status
 from fastapi.concurrency import run_in_threadpool
 from sqlalchemy.orm import Session
 
+from rarefit.schemas import DatasetOut, Page
 from service.api.deps import BlobStoreDep, LimitQuery, OffsetQuery, SessionDep, SettingsDep, TenantDep
 from service.api.upload import IngestResult, ingest_upload
 from service.errors import ProblemError, not_found, problem_responses
@@ -19,7 +20,7 @@ from service.ingest import IngestLimits, load_split
 from service.models import new_id
 from service.repository import datasets as repo
 from service.sample_grid import MAX_PER_CLASS, render_grid
-from service.schemas import DatasetOut, Page
+from service.schemas import dataset_out
 from service.storage import BlobStore
 
 logger = logging.getLogger(__name__)
@@ -91,7 +92,7 @@ async def upload_dataset(
     )
     logger.info("tenant %s uploaded dataset %s (%s)", tenant_id, dataset_id, result.format)
     response.headers["Location"] = f"/v1/datasets/{dataset_id}"
-    return DatasetOut.from_row(row)
+    return dataset_out(row)
 
 
 def _record(session: Session, *, store: BlobStore, tenant_id: str, dataset_id: str, name: str, result: IngestResult):
@@ -122,12 +123,12 @@ def list_datasets(
     session: SessionDep, tenant_id: TenantDep, limit: LimitQuery = 50, offset: OffsetQuery = 0
 ) -> Page[DatasetOut]:
     rows = repo.list_datasets(session, tenant_id=tenant_id, limit=limit + 1, offset=offset)
-    return Page[DatasetOut].of(rows, limit=limit, offset=offset, convert=DatasetOut.from_row)
+    return Page[DatasetOut].of(rows, limit=limit, offset=offset, convert=dataset_out)
 
 
 @router.get("/{dataset_id}", response_model=DatasetOut, summary="One dataset", responses=problem_responses(404))
 def get_dataset(dataset_id: str, session: SessionDep, tenant_id: TenantDep) -> DatasetOut:
-    return DatasetOut.from_row(_dataset_or_404(session, tenant_id=tenant_id, dataset_id=dataset_id))
+    return dataset_out(_dataset_or_404(session, tenant_id=tenant_id, dataset_id=dataset_id))
 
 
 @router.get(

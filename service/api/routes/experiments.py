@@ -8,18 +8,18 @@ from typing import Annotated
 from fastapi import APIRouter, Query, Response, status
 from sqlalchemy.orm import Session
 
+from rarefit.schemas import ExperimentOut, ExperimentSummaryOut, Page
 from service.api.deps import CeleryDep, LimitQuery, OffsetQuery, SessionDep, SettingsDep, TenantDep
 from service.config import Settings
 from service.errors import ProblemError, conflict_as_409, dotted, field_error, not_found, problem_responses
 from service.experiments.plan import Plan, plan_for
-from service.experiments.schemas import ExperimentOut, ExperimentSummaryOut
+from service.experiments.schemas import experiment_out, experiment_summary_out
 from service.experiments.space import apply, points_to_check
 from service.experiments.spec import ExperimentRequest
 from service.models import Dataset, Experiment, ExperimentStatus
 from service.queue import enqueue_advance
 from service.repository import datasets as dataset_repo
 from service.repository import experiments as repo
-from service.schemas import Page
 from service.spec import JobSpec
 from service.spec_warnings import spec_warnings
 
@@ -78,7 +78,7 @@ def list_experiments(
     offset: OffsetQuery = 0,
 ) -> Page[ExperimentSummaryOut]:
     rows = repo.list_experiments(session, tenant_id=tenant_id, status=status_, limit=limit + 1, offset=offset)
-    return Page[ExperimentSummaryOut].of(rows, limit=limit, offset=offset, convert=ExperimentSummaryOut.from_row)
+    return Page[ExperimentSummaryOut].of(rows, limit=limit, offset=offset, convert=experiment_summary_out)
 
 
 @router.get(
@@ -134,7 +134,7 @@ def _experiment_or_404(session: Session, *, tenant_id: str, experiment_id: str) 
 
 def _out(session: Session, row: Experiment) -> ExperimentOut:
     jobs = repo.experiment_jobs(session, experiment_id=row.id)
-    return ExperimentOut.build(
+    return experiment_out(
         row,
         trials=repo.trials(session, experiment_id=row.id),
         jobs=jobs,

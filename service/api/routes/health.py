@@ -7,10 +7,10 @@ import logging
 from fastapi import APIRouter, Request
 from sqlalchemy import text
 
+from rarefit.schemas import HealthOut, ReadyOut
 from service.api.deps import BlobStoreDep, CeleryDep
 from service.errors import ProblemError, problem_responses
 from service.queue import check_broker
-from service.schemas import HealthOut, ReadyOut
 
 logger = logging.getLogger(__name__)
 router = APIRouter(tags=["health"])

@@ -15,6 +15,7 @@ from fastapi.responses import StreamingResponse
 from sqlalchemy.exc import IntegrityError, SQLAlchemyError
 from sqlalchemy.orm import Session
 
+from rarefit.schemas import ArtifactOut, JobOut, MetricsOut, Page
 from service.api.deps import (
     BlobStoreDep,
     CeleryDep,
@@ -34,7 +35,7 @@ from service.models import Dataset, Job, JobStatus, utcnow
 from service.queue import enqueue_job
 from service.repository import datasets as dataset_repo
 from service.repository import jobs as repo
-from service.schemas import JOB_SPEC_EXAMPLES, ArtifactOut, EpochOut, JobOut, MetricsOut, Page
+from service.schemas import JOB_SPEC_EXAMPLES, artifact_out, epoch_out, job_out
 from service.spec import JobSpec, limit_violations
 
 logger = logging.getLogger(__name__)
@@ -95,7 +96,7 @@ def submit_job(
         job = existing
     _same_body_or_422(job, request_hash)
     response.headers["Location"] = f"/v1/jobs/{job.id}"
-    return JobOut.from_row(job)
+    return job_out(job)
 
 
 @router.get("", response_model=Page[JobOut], summary="List jobs, newest first")
@@ -112,7 +113,7 @@ def list_jobs(
     rows = repo.list_jobs(
         session, tenant_id=tenant_id, status=status_, limit=limit + 1, offset=offset, experiment_id=experiment_id
     )
-    return Page[JobOut].of(rows, limit=limit, offset=offset, convert=JobOut.from_row)
+    return Page[JobOut].of(rows, limit=limit, offset=offset, convert=job_out)
 
 
 @router.get(
@@ -123,7 +124,7 @@ def list_jobs(
 )
 async def get_job(job_id: str, request: Request, tenant_id: TenantDep, if_none_match: IfNoneMatch = None) -> Response:
     job = await read_in_session(
-        request, lambda session: JobOut.from_row(_job_or_404(session, tenant_id=tenant_id, job_id=job_id))
+        request, lambda session: job_out(_job_or_404(session, tenant_id=tenant_id, job_id=job_id))
     )
     return json_or_not_modified(job, if_none_match)
 
@@ -142,7 +143,7 @@ def cancel_job(job_id: str, session: SessionDep, tenant_id: TenantDep) -> JobOut
         raise not_found("job", job_id)
     session.commit()
     logger.info("tenant %s cancelled job %s (now %s)", tenant_id, job_id, job.status)
-    return JobOut.from_row(job)
+    return job_out(job)
 
 
 @router.get(
@@ -160,9 +161,7 @@ def get_metrics(
 ) -> Response:
     job = _job_or_404(session, tenant_id=tenant_id, job_id=job_id)
     rows = repo.list_epoch_metrics(session, job_id=job.id, since_epoch=since_epoch)
-    metrics = MetricsOut(
-        history=[EpochOut.from_row(row) for row in rows], best_epoch=job.best_epoch, test=job.test_metrics
-    )
+    metrics = MetricsOut(history=[epoch_out(row) for row in rows], best_epoch=job.best_epoch, test=job.test_metrics)
     return json_or_not_modified(metrics, if_none_match)
 
 
@@ -174,7 +173,7 @@ def get_metrics(
 )
 def list_artifacts(job_id: str, session: SessionDep, tenant_id: TenantDep) -> list[ArtifactOut]:
     job = _job_or_404(session, tenant_id=tenant_id, job_id=job_id)
-    return [ArtifactOut.from_row(row) for row in repo.list_artifacts(session, job_id=job.id)]
+    return [artifact_out(row) for row in repo.list_artifacts(session, job_id=job.id)]
 
 
 @router.get(

@@ -8,13 +8,14 @@ from __future__ import annotations
 from fastapi import APIRouter, Request, Response
 from pydantic import BaseModel, ConfigDict, Field
 
+from rarefit.schemas import ModelOut, Page
 from service.api.deps import BlobStoreDep, LimitQuery, OffsetQuery, SessionDep, TenantDep
 from service.errors import ProblemError, field_error, not_found, problem_responses
 from service.inference import ArtifactError
 from service.registry import PolicyError, RegistryConflict, refit
 from service.repository import models as repo
 from service.repository import registry
-from service.schemas import ModelOut, Page
+from service.schemas import model_out
 from service.spec import ThresholdSpec
 
 router = APIRouter(prefix="/models", tags=["models"])
@@ -35,7 +36,7 @@ def list_models(
     session: SessionDep, tenant_id: TenantDep, limit: LimitQuery = 50, offset: OffsetQuery = 0
 ) -> Page[ModelOut]:
     rows = repo.list_models(session, tenant_id=tenant_id, limit=limit + 1, offset=offset)
-    return Page[ModelOut].of(rows, limit=limit, offset=offset, convert=ModelOut.from_row)
+    return Page[ModelOut].of(rows, limit=limit, offset=offset, convert=model_out)
 
 
 @router.get(
@@ -48,7 +49,7 @@ def get_model(model_id: str, session: SessionDep, tenant_id: TenantDep) -> Model
     row = repo.get_model(session, tenant_id=tenant_id, model_id=model_id)
     if row is None:
         raise not_found("model", model_id)
-    return ModelOut.from_row(row, history=registry.revisions(session, model_id=row.id))
+    return model_out(row, history=registry.revisions(session, model_id=row.id))
 
 
 @router.patch(
@@ -78,7 +79,7 @@ def patch_model(
     session.commit()
     request.app.state.model_refs.forget((tenant_id, model_id))  # predict here serves the new revision at once
     session.refresh(row)
-    return ModelOut.from_row(row, history=registry.revisions(session, model_id=row.id))
+    return model_out(row, history=registry.revisions(session, model_id=row.id))
 
 
 @router.delete(

@@ -8,7 +8,7 @@ from service.api.deps import SessionDep, TenantDep
 from service.errors import ProblemError, not_found, problem_responses, shown
 from service.plots import PLOTS, PlotUnavailable, render
 from service.repository import jobs as repo
-from service.schemas import EpochOut
+from service.schemas import epoch_out
 
 router = APIRouter(prefix="/jobs", tags=["jobs"])
 
@@ -25,7 +25,7 @@ def get_plot(job_id: str, plot: str, session: SessionDep, tenant_id: TenantDep) 
         raise not_found("job", job_id)
     if plot not in PLOTS:
         raise ProblemError(404, "Not Found", f"no plot {shown(plot)}; available: {', '.join(PLOTS)}")
-    history = [EpochOut.from_row(row).model_dump() for row in repo.list_epoch_metrics(session, job_id=job.id)]
+    history = [epoch_out(row).model_dump() for row in repo.list_epoch_metrics(session, job_id=job.id)]
     metric = str(job.spec.get("selection_metric", "balanced_accuracy"))
     try:
         png = render(plot, history=history, test=job.test_metrics, metric=metric)

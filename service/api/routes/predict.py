@@ -12,6 +12,7 @@ import logging
 from fastapi import APIRouter, Request
 from sqlalchemy.orm import Session
 
+from rarefit.schemas import PredictOut
 from service.api.deps import SettingsDep, TenantDep, read_in_session
 from service.api.instances import instance_problem, read_instances
 from service.config import Settings
@@ -20,7 +21,6 @@ from service.inference import ALLOWED_FORMATS, ArtifactError, DecisionError, Ins
 from service.models import Model
 from service.repository import models as repo
 from service.repository import registry
-from service.schemas import PredictOut
 from service.ttl_cache import TtlCache
 
 logger = logging.getLogger(__name__)

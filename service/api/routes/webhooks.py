@@ -7,11 +7,11 @@ import logging
 from fastapi import APIRouter, Response, status
 from sqlalchemy.orm import Session
 
+from rarefit.schemas import Page
 from service.api.deps import LimitQuery, OffsetQuery, SessionDep, SettingsDep, TenantDep
 from service.errors import ProblemError, field_error, not_found, problem_responses
 from service.models import Webhook
 from service.repository import webhooks as repo
-from service.schemas import Page
 from service.webhooks import new_secret, target_problem
 from service.webhooks.schemas import DeliveryOut, WebhookCreatedOut, WebhookIn, WebhookOut
 

@@ -18,6 +18,7 @@ from starlette.responses import JSONResponse
 from starlette.routing import Route
 
 from service.api.body_limit import BodySizeLimitMiddleware
+from service.api.request_context import RequestContextMiddleware
 from service.api.upload import save_upload
 from service.ingest import DatasetRejected, IngestLimits
 
@@ -81,6 +82,14 @@ def test_streamed_body_over_the_limit_is_cut_off() -> None:
     _assert_problem_413(response)
     assert seen["called"] and seen["bytes"] <= LIMIT
     assert body.pulled <= LIMIT // 100 + 1 < body.count
+
+
+def test_the_413_names_the_request_id_as_every_problem_does() -> None:
+    app = RequestContextMiddleware(BodySizeLimitMiddleware(_counting_app({}), max_bytes=LIMIT))
+    response = _post(app, "/v1/datasets", content=b"x" * (LIMIT + 1), headers={"X-Request-ID": "big-1"})
+    _assert_problem_413(response)
+    assert response.headers["X-Request-ID"] == response.json()["instance"] == "big-1"
+    assert response.headers["connection"] == "close"
 
 
 def test_bodies_within_the_limit_and_other_routes_pass_through() -> None:

@@ -4,15 +4,18 @@ point on the stored scores, aliases route predict, deletes are guarded, other te
 from __future__ import annotations
 
 import base64
+import json
 
 import numpy as np
 import pytest
 from job_rows import add_model as add_model_row
+from sqlalchemy import event
+from sqlalchemy.exc import OperationalError
 from sqlalchemy.orm import Session, sessionmaker
 
 from service.db import transaction
-from service.model_card import SCORES_FILE
-from service.models import Job, JobStatus
+from service.model_card import SCORES_FILE, card_key
+from service.models import Job, JobStatus, Model
 from service.operating_points import SplitScores, scores_npz
 from service.repository import tenants
 
@@ -94,6 +97,42 @@ def test_patch_refits_on_stored_scores_and_predict_follows_it(api_client, alpha,
     assert [p["class_index"] for p in after] == [int(float(p) >= threshold) for p in expected]
     assert {p["scores_version"] for p in after} == {1} and {p["decision"]["threshold"] for p in after} == {threshold}
     assert api_client.get(f"/v1/models/{model_id}", headers=alpha).json()["revision"] == 1
+
+
+def test_a_failed_commit_leaves_the_card_and_the_row_as_they_were(api_client, api_db, alpha, models, helpers):
+    model_id = models()
+    store = api_client.app.state.blob_store
+    with api_db() as session:
+        prefix = session.get(Model, model_id).blob_prefix
+
+    def card(revision: int) -> bytes:
+        with store.open_read(card_key(prefix, revision=revision)) as handle:
+            return handle.read()
+
+    trained, before = card(0), api_client.get(f"/v1/models/{model_id}", headers=alpha).json()
+    payloads = [helpers.png(a) for a in helpers.images(4, height=12, width=10, channels=1, seed=7)]
+    policy = {"threshold": {"strategy": "precision_at_least", "value": 0.9, "class": "pneumonia"}}
+
+    def connection_lost(_session) -> None:  # the database goes away at the commit, after every write was sent
+        raise OperationalError("COMMIT", {}, ConnectionResetError("server closed the connection"))
+
+    event.listen(api_db, "before_commit", connection_lost)
+    try:
+        answer = api_client.patch(f"/v1/models/{model_id}", headers=alpha, json=policy)
+    finally:
+        event.remove(api_db, "before_commit", connection_lost)
+    assert answer.status_code == 503, answer.text
+    assert api_client.get(f"/v1/models/{model_id}", headers=alpha).json() == before  # revision 0, no history
+    assert card(0) == trained  # the card predict serves is untouched
+    served = predict(api_client, alpha, f"/v1/models/{model_id}/predict", payloads).json()["predictions"]
+    assert {(p["scores_version"], p["decision"]["threshold"]) for p in served} == {(0, 0.3)}
+
+    retried = api_client.patch(f"/v1/models/{model_id}", headers=alpha, json=policy)  # no conflict with a ghost
+    assert retried.status_code == 200 and retried.json()["revision"] == 1, retried.text
+    assert [h["revision"] for h in retried.json()["history"]] == [0, 1]
+    assert json.loads(card(1))["revision"] == 1 and card(0) == trained
+    job_artifacts = api_client.get(f"/v1/jobs/{before['source_job_id']}/artifacts", headers=alpha).json()
+    assert {a["name"]: a["size"] for a in job_artifacts}["model_card.json"] == len(card(1))  # download follows the row
 
 
 def test_a_per_request_threshold_overrides_the_card(api_client, alpha, models, binary_grey, three_rgb, helpers):

@@ -16,7 +16,7 @@ _MODULE_NAME = "rarefit_inference_artefacts"
 
 def inference_support() -> ModuleType:
     if _MODULE_NAME not in sys.modules:
-        path = Path(__file__).parent / "inference" / "conftest.py"
+        path = Path(__file__).parent / "service" / "inference" / "conftest.py"
         spec = importlib.util.spec_from_file_location(_MODULE_NAME, path)
         module = importlib.util.module_from_spec(spec)
         sys.modules[_MODULE_NAME] = module  # before running it: its dataclasses look themselves up there
