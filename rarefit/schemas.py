@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from datetime import datetime, timezone
-from typing import Annotated, Any, Generic, TypeVar
+from typing import Annotated, Any, Generic, Literal, TypeVar
 
 from pydantic import AfterValidator, BaseModel, ConfigDict, Field
 
@@ -58,6 +58,7 @@ class DatasetOut(BaseModel):
                     "num_classes": 2,
                     "class_names": ["0", "1"],
                     "image_shape": [28, 28, 1],
+                    "pixel_bits": 8,
                     "splits": _SPLITS_EXAMPLE,
                     "imbalance_ratio": 2.88,
                     "size_bytes": 4600000,
@@ -73,6 +74,11 @@ class DatasetOut(BaseModel):
     num_classes: int
     class_names: list[str]
     image_shape: list[int] = Field(description="[H, W, C] of every image")
+    pixel_bits: Literal[8, 16] = Field(
+        default=8,
+        description="bits per channel of the stored images: 8, or 16 when any uploaded image is 16-bit "
+        "(8-bit ones are then widened by 257); a model sees x / (2^bits - 1)",
+    )
     splits: dict[str, SplitOut]
     mask_classes: list[str] = Field(
         default_factory=list, description="classes with segmentation masks in train (augment.copy_paste)"

@@ -59,7 +59,9 @@ class _Part(BaseModel):
 
 
 class InputSpec(_Part):
-    """What the exported program takes: float32 ``(B, C, H, W)`` in ``[0, 1]``."""
+    """What the exported program takes: float32 ``(B, C, H, W)`` in ``[0, 1]``, each pixel ``x / (2**bits - 1)``
+    of its own image's depth (docs/images.md), so a 16-bit image keeps all 16 bits and an 8-bit one equals
+    itself widened by 257."""
 
     height: int = Field(ge=1)
     width: int = Field(ge=1)
@@ -67,6 +69,9 @@ class InputSpec(_Part):
     layout: Literal["NCHW"] = "NCHW"
     dtype: Literal["float32"] = "float32"
     range: tuple[float, float] = (0.0, 1.0)
+    pixel_bits: Literal[8, 16] = Field(
+        default=8, description="the training images' depth (the dataset's pixel_bits); 8 on cards written before it"
+    )
 
 
 class Normalization(_Part):

@@ -80,6 +80,7 @@ class Dataset(Base):
     num_classes: Mapped[int] = mapped_column(Integer)
     class_names: Mapped[list] = mapped_column(JSON)
     image_shape: Mapped[list] = mapped_column(JSON)  # [H, W, C]
+    pixel_bits: Mapped[int] = mapped_column(Integer, default=8)  # 8: uint8 arrays, 16: uint16
     splits: Mapped[dict] = mapped_column(JSON)  # {"train": {"count", "class_counts"}, ...}
     imbalance_ratio: Mapped[float] = mapped_column(Float)
     blob_prefix: Mapped[str] = mapped_column(String(200))  # canonical decoded arrays

@@ -38,6 +38,7 @@ def dataset_out(row: Dataset) -> DatasetOut:
         num_classes=row.num_classes,
         class_names=[str(n) for n in row.class_names],
         image_shape=list(row.image_shape),
+        pixel_bits=row.pixel_bits,
         splits=row.splits,
         mask_classes=[str(row.class_names[i]) for i in mask_classes(row.splits)],
         imbalance_ratio=row.imbalance_ratio,

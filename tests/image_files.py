@@ -19,9 +19,10 @@ def dicom_bytes(
     rescale: tuple[float, float] | None = None,
     frames: int = 1,
     rows_columns: tuple[int, int] | None = None,
+    bits_stored: int = 12,
 ) -> bytes:
-    """A Part 10 file of ``pixels`` (uint16 ``(H, W)``); ``window`` = (center, width),
-    ``rescale`` = (slope, intercept); ``frames`` and ``rows_columns`` may lie about the pixels."""
+    """A Part 10 file of ``pixels`` (uint16 ``(H, W)``, ``bits_stored`` of 16 allocated); ``window`` =
+    (center, width), ``rescale`` = (slope, intercept); ``frames`` and ``rows_columns`` may lie about the pixels."""
     meta = FileMetaDataset()
     meta.MediaStorageSOPClassUID = SecondaryCaptureImageStorage
     meta.MediaStorageSOPInstanceUID = generate_uid()
@@ -32,7 +33,7 @@ def dicom_bytes(
     ds.Modality = "OT"
     ds.Rows, ds.Columns = rows_columns or pixels.shape
     ds.SamplesPerPixel, ds.PhotometricInterpretation = 1, photometric
-    ds.BitsAllocated, ds.BitsStored, ds.HighBit, ds.PixelRepresentation = 16, 12, 11, 0
+    ds.BitsAllocated, ds.BitsStored, ds.HighBit, ds.PixelRepresentation = 16, bits_stored, bits_stored - 1, 0
     if frames != 1:
         ds.NumberOfFrames = frames
     if window is not None:

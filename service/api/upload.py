@@ -27,7 +27,7 @@ class IngestResult:
     """What the route stores on the dataset row."""
 
     format: str
-    summary: dict  # summarize(): num_classes, class_names, image_shape, splits, imbalance_ratio
+    summary: dict  # summarize(): num_classes, class_names, image_shape, pixel_bits, splits, imbalance_ratio
     size_bytes: int
     blob_prefix: str
     notes: list[str] = field(default_factory=list)

@@ -1,4 +1,5 @@
-"""Pillow formats and DICOM to uint8 ``(H, W)`` grey or ``(H, W, 3)`` colour pixels.
+"""Pillow formats and DICOM to uint8 ``(H, W)`` grey or ``(H, W, 3)`` colour pixels, or uint16
+``(H, W)`` grey for 16-bit images (``service.imaging.depth``).
 
 Pillow's decompression-bomb guard is a process-wide global
 (``Image.MAX_IMAGE_PIXELS``); we leave it alone and check our own limit on the
@@ -29,12 +30,13 @@ _BOMB_ERRORS = (Image.DecompressionBombError, Image.DecompressionBombWarning)
 
 
 def decode_pixels(data: bytes, *, max_pixels: int) -> np.ndarray:
-    """Decode one image (GIF: first frame) to uint8 ``(H, W)`` grey or ``(H, W, 3)`` colour.
+    """Decode one image (GIF: first frame) to uint8 ``(H, W)`` grey or ``(H, W, 3)`` colour, or
+    uint16 ``(H, W)`` for 16-bit grey (PNG, TIFF, DICOM stored in more than 8 bits).
 
     An image counts as colour when its RGB channels differ somewhere, so grey
     pictures saved as RGB stay grey. Alpha is dropped, palettes converted,
-    16-bit grey scaled by 1/257 (rounded: clipping would saturate). Raises
-    :class:`ImageRefused` with a short, client-safe reason.
+    16-bit grey kept at all 16 bits. Raises :class:`ImageRefused` with a
+    short, client-safe reason.
     """
     if not data:
         raise ImageRefused(f"empty (0 bytes; accepted: {', '.join(ACCEPTED_FORMATS)})")
@@ -70,8 +72,8 @@ def _open(data: bytes, *, max_pixels: int) -> Image.Image:
 
 def _to_array(image: Image.Image) -> np.ndarray:
     if image.mode in _SIXTEEN_BIT:
-        wide = np.asarray(image, dtype=np.float64)
-        return np.clip(np.rint(wide / 257.0), 0, 255).astype(np.uint8)
+        # Mode "I" is 32-bit signed; a 16-bit file only holds 0..65535, anything else saturates.
+        return np.clip(np.asarray(image), 0, 65535).astype(np.uint16)
     if image.mode == "F":
         return np.clip(np.rint(np.asarray(image, dtype=np.float64)), 0, 255).astype(np.uint8)
     if image.mode in _GREY:

@@ -1,4 +1,4 @@
-"""DICOM (one frame per file) to uint8 pixels with pydicom.
+"""DICOM (one frame per file) to uint8 or uint16 pixels with pydicom.
 
 The normalisation, in DICOM's own order (PS3.3 C.11 and PS3.4 N.2):
 
@@ -7,14 +7,16 @@ The normalisation, in DICOM's own order (PS3.3 C.11 and PS3.4 N.2):
 2. the VOI transform (VOI LUT Sequence, else Window Center/Width with its
    VOI LUT Function) picks the range a reader would look at; its own output
    range (the transform of the lowest and highest possible values) maps to
-   0..255. A file with neither maps its own min..max to 0..255;
+   0..65535 (uint16) when the file stores more than 8 bits per pixel, else to
+   0..255 (uint8). A file with neither maps its own min..max the same way;
 3. MONOCHROME1 (low values bright) is inverted so that bright is high, as in
    MONOCHROME2 and every other image format.
 
 Colour files (RGB, or YBR converted to RGB by pydicom) are scaled from their
-bit depth. The pixel count is checked against the limit before the pixel data
-is decoded, and a multi-frame file is refused: a frame is not an image of its
-own without the series' context.
+bit depth to 8 bits (colour is 8-bit everywhere in rarefit). The pixel count
+is checked against the limit before the pixel data is decoded, and a
+multi-frame file is refused: a frame is not an image of its own without the
+series' context.
 """
 
 from __future__ import annotations
@@ -43,7 +45,8 @@ def is_dicom(data: bytes) -> bool:
 
 
 def decode_dicom(data: bytes, *, max_pixels: int) -> np.ndarray:
-    """uint8 ``(H, W)`` grey or ``(H, W, 3)`` colour; raises :class:`ImageRefused`."""
+    """uint16 ``(H, W)`` grey (more than 8 bits stored), uint8 ``(H, W)`` grey or ``(H, W, 3)`` colour;
+    raises :class:`ImageRefused`."""
     dataset = _read(data)
     photometric = _checked_header(dataset, max_pixels=max_pixels)
     try:
@@ -92,7 +95,9 @@ def _grey(pixels: np.ndarray, dataset: Dataset, *, inverted: bool) -> np.ndarray
     unit = np.zeros_like(windowed) if span <= 0 else np.clip((windowed - low) / span, 0.0, 1.0)
     if inverted:
         unit = 1.0 - unit
-    return np.rint(unit * 255.0).astype(np.uint8)
+    # The window's output is continuous: a file of more than 8 bits keeps 16 of them.
+    dtype = np.uint16 if int(dataset.get("BitsStored", 8) or 8) > 8 else np.uint8
+    return np.rint(unit * float(np.iinfo(dtype).max)).astype(dtype)
 
 
 def _has_voi(dataset: Dataset) -> bool:

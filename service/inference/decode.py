@@ -2,9 +2,11 @@
 
 Decoding is ``service.imaging.decode_pixels``, the very function dataset upload
 uses (formats, pixel limit, EXIF orientation, 16-bit and DICOM normalisation),
-then the uint8 image is converted to the model's channels and resized
-bilinearly, so a served image reaches the model as the same values a training
-image did.
+then the image is converted to the model's channels, resized bilinearly and
+divided by its own depth's ``2**bits - 1`` (``service.imaging.depth``), so a
+served image reaches the model as the same values a training image did: a
+16-bit image keeps all 16 bits, and an 8-bit one sent to a model trained on
+16-bit data is ``v / 255 == 257 v / 65535``, what training saw of it.
 """
 
 from __future__ import annotations
@@ -17,6 +19,7 @@ import torch
 from PIL import Image
 
 from service.imaging import ACCEPTED_FORMATS, ImageRefused, decode_pixels
+from service.imaging.depth import full_scale
 
 logger = logging.getLogger(__name__)
 
@@ -41,12 +44,17 @@ def decode_image(data: bytes, *, height: int, width: int, channels: int, max_pix
     """
     if channels not in (1, 3):
         raise ValueError(f"channels must be 1 or 3, got {channels!r}")
-    image = Image.fromarray(decode_pixels(data, max_pixels=max_pixels))
-    image = image.convert("L" if channels == 1 else "RGB")
+    pixels = decode_pixels(data, max_pixels=max_pixels)
+    image = Image.fromarray(pixels)
+    if pixels.dtype == np.uint8:
+        image = image.convert("L" if channels == 1 else "RGB")
+    # else 16-bit grey ("I;16"): Pillow resizes it at 16 bits; a colour model gets it on every channel.
     if image.size != (width, height):
         image = image.resize((width, height), Image.Resampling.BILINEAR)
-    array = np.asarray(image, dtype=np.float32) / np.float32(255)
+    array = np.asarray(image, dtype=np.float32) / np.float32(full_scale(pixels.dtype))
     array = array[:, :, None] if array.ndim == 2 else array
+    if array.shape[2] != channels:
+        array = np.repeat(array, channels, axis=2)
     return torch.from_numpy(array).permute(2, 0, 1).contiguous()
 
 

@@ -1,7 +1,8 @@
 """The canonical, decoded-once form of a dataset in the blob store, and its summary.
 
 Layout under ``prefix`` (``datasets/{dataset_id}``): ``{split}_images.npy``
-uint8 ``(N, H, W, C)`` C-contiguous, ``{split}_labels.npy`` int64 ``(N,)`` for
+uint8 ``(N, H, W, C)`` C-contiguous (uint16 for a dataset with 16-bit images,
+``pixel_bits`` in the summary), ``{split}_labels.npy`` int64 ``(N,)`` for
 train, val and test, and ``meta.json`` (written last, so its presence means
 the set is complete; it records each array's size and sha256). Workers copy
 the arrays into their own staging folder, checking each hash, and
@@ -19,6 +20,7 @@ from pathlib import Path
 
 import numpy as np
 
+from service.imaging.depth import PIXEL_DTYPES, pixel_bits
 from service.ingest.dataset import SPLITS, DecodedDataset
 from service.models import Dataset
 from service.spec import JobSpec, dataset_violations
@@ -36,10 +38,10 @@ class StoredDataset:
 
 
 def summarize(decoded: DecodedDataset) -> dict:
-    """The API's dataset fields: num_classes, class_names, image_shape, splits, imbalance_ratio.
+    """The API's dataset fields: num_classes, class_names, image_shape, pixel_bits, splits, imbalance_ratio.
 
-    ``imbalance_ratio`` is the largest over the smallest train class count,
-    rounded to 2 decimals.
+    ``pixel_bits`` is 8 (uint8 arrays) or 16 (uint16). ``imbalance_ratio`` is
+    the largest over the smallest train class count, rounded to 2 decimals.
     """
     train_counts = decoded.class_counts("train")
     smallest = min(train_counts)
@@ -47,6 +49,7 @@ def summarize(decoded: DecodedDataset) -> dict:
         "num_classes": decoded.num_classes,
         "class_names": list(decoded.class_names),
         "image_shape": [int(d) for d in decoded.image_shape],
+        "pixel_bits": pixel_bits(decoded.splits["train"][0].dtype),
         "splits": {split: _split_summary(decoded, split) for split in SPLITS if split in decoded.splits},
         "imbalance_ratio": round(max(train_counts) / smallest, 2) if smallest else float("inf"),
     }
@@ -83,8 +86,8 @@ def _arrays(decoded: DecodedDataset):
         if split not in decoded.splits:
             raise ValueError(f"decoded dataset lacks the {split!r} split; run ingest_file first")
         images, labels = decoded.splits[split]
-        if images.dtype != np.uint8 or images.ndim != 4:
-            raise ValueError(f"{split} images must be uint8 (N, H, W, C), got {images.dtype} {images.shape}")
+        if images.dtype not in PIXEL_DTYPES or images.ndim != 4:
+            raise ValueError(f"{split} images must be uint8 or uint16 (N, H, W, C), got {images.dtype} {images.shape}")
         yield f"{split}_images.npy", np.ascontiguousarray(images)
         yield f"{split}_labels.npy", np.ascontiguousarray(labels, dtype=np.int64)
         if split in decoded.masks:
@@ -134,7 +137,7 @@ def load_meta(store: BlobStore, prefix: str) -> dict:
 def load_canonical(
     store: BlobStore, prefix: str, *, staging: Path, mmap: bool = True
 ) -> dict[str, tuple[np.ndarray, np.ndarray]]:
-    """``{split: (images uint8 (N,H,W,C), labels int64 (N,))}``, memory-mapped read-only by default.
+    """``{split: (images uint8 or uint16 (N,H,W,C), labels int64 (N,))}``, memory-mapped read-only by default.
 
     The arrays are copied into ``staging`` (the caller's own folder, which it
     removes when done) and checked against the sha256 that ``meta.json``

@@ -14,7 +14,8 @@ FORMATS = ("npz", "imagefolder", "labels_csv")
 class DecodedDataset:
     """Images and labels per split, decoded once.
 
-    ``splits[name] = (images uint8 (N, H, W, C) C-contiguous, labels int64 (N,))``.
+    ``splits[name] = (images uint8 or uint16 (N, H, W, C) C-contiguous, labels int64 (N,))``,
+    every split of one dtype (uint16 when any image is 16-bit: ``service.imaging.depth``).
     After ``ingest_file`` it always holds ``train``, ``val`` and ``test``.
     ``notes`` records what ingestion changed (resizing, carved splits, ignored files).
     ``masks[name]``: optional segmentation masks of a split, uint8 ``(N, H, W)`` of 0/1.

@@ -1,7 +1,7 @@
 """Zip / tar / tar.gz of image files (ImageFolder or labels.csv) -> ``DecodedDataset``.
 
 Optional segmentation masks: ``masks/<the image's path in the archive>`` (a
-greyscale image of 0/1 or 0/255, the image's size). Images without one get an
+greyscale image of 0/1 or 0/255 — 0/65535 if 16-bit — the image's size). Images without one get an
 empty mask; an archive without ``masks/`` has no masks.
 """
 
@@ -13,6 +13,7 @@ from pathlib import Path
 import numpy as np
 from PIL import Image
 
+from service.imaging.depth import full_scale
 from service.ingest.archive import Member, SafeArchive, open_archive
 from service.ingest.dataset import SPLITS, DecodedDataset
 from service.ingest.errors import DatasetRejected, mib, safe_name
@@ -103,9 +104,9 @@ def _masks(items: list[Item], arrays: list[np.ndarray], masked: list[Item], size
             raise DatasetRejected(
                 422, f"mask {name} must be a greyscale image of its image's size {image.shape[:2]}, got {mask.shape}"
             )
-        values = np.unique(mask)
-        if not (set(values.tolist()) <= {0, 1} or set(values.tolist()) <= {0, 255}):
-            raise DatasetRejected(422, f"mask {name} is not binary: use 0/1 or 0/255 only")
+        values = set(np.unique(mask).tolist())
+        if not (values <= {0, 1} or values <= {0, full_scale(mask.dtype)}):
+            raise DatasetRejected(422, f"mask {name} is not binary: use 0/1 or 0/255 (16-bit: 0/65535) only")
         binary = (mask > 0).astype(np.uint8)
         if binary.shape != size:
             binary = np.asarray(Image.fromarray(binary).resize(size[::-1], Image.Resampling.NEAREST), dtype=np.uint8)

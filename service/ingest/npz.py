@@ -2,8 +2,10 @@
 
 Members: ``train_images`` / ``train_labels`` (required), ``val_*`` / ``test_*``
 (optional, in pairs), ``class_names`` (optional unicode array). Images are
-``(N, H, W)`` or ``(N, H, W, C)`` with C 1 or 3, uint8 (other integer dtypes
-with values in 0..255 are cast); labels ``(N,)`` or ``(N, 1)`` integers.
+``(N, H, W)`` or ``(N, H, W, C)`` with C 1 or 3, uint8 or uint16 (16-bit:
+kept at all 16 bits, and the other splits widened to match, see
+``service.imaging.depth``; other integer dtypes with values in 0..255 are cast
+to uint8); labels ``(N,)`` or ``(N, 1)`` integers.
 
 The archive is checked before numpy touches it: the central directory (entry
 count, declared sizes, compression ratio) and every needed member's ``.npy``
@@ -18,6 +20,7 @@ from pathlib import Path
 
 import numpy as np
 
+from service.imaging.depth import PIXEL_DTYPES, at_depth, common_dtype
 from service.ingest.archive import EntryTally, check_zip_entry, collect_members
 from service.ingest.dataset import SPLITS, DecodedDataset
 from service.ingest.errors import DatasetRejected, safe_name
@@ -69,14 +72,19 @@ def _present_keys(path: Path, *, limits: IngestLimits, label: str) -> tuple[list
 def _images(array: np.ndarray, split: str) -> np.ndarray:
     key = f"{split}_images"
     if array.dtype.kind not in "ui":
-        raise DatasetRejected(422, f"{key} has dtype {array.dtype}; expected uint8 (or integers in 0..255)")
+        raise DatasetRejected(
+            422, f"{key} has dtype {array.dtype}; expected uint8, uint16 (16-bit) or integers in 0..255"
+        )
     if array.ndim == 3:
         array = array[..., None]
     if array.ndim != 4 or array.shape[-1] not in (1, 3) or min(array.shape[1:3], default=0) < 1:
         raise DatasetRejected(422, f"{key} has shape {array.shape}; expected (N, H, W) or (N, H, W, C) with C = 1 or 3")
-    if array.dtype != np.uint8:
+    array = array.astype(array.dtype.newbyteorder("="), copy=False)  # a big-endian '>u2' is uint16 too
+    if array.dtype not in PIXEL_DTYPES:
         if array.size and (array.min() < 0 or array.max() > 255):
-            raise DatasetRejected(422, f"{key} has values outside 0..255 (dtype {array.dtype})")
+            raise DatasetRejected(
+                422, f"{key} has values outside 0..255 (dtype {array.dtype}); send 16-bit images as uint16"
+            )
         array = array.astype(np.uint8)
     return np.ascontiguousarray(array)
 
@@ -144,6 +152,8 @@ def parse_npz(path: Path, *, limits: IngestLimits, label: str) -> DecodedDataset
                 masks[split] = _masks(arrays[f"{split}_masks"], split, images.shape[:3])
         elif f"{split}_masks" in arrays:
             raise DatasetRejected(422, f"{label} has {split}_masks but no {split}_images")
+    depth = common_dtype(images.dtype for images, _ in splits.values())
+    splits = {split: (at_depth(images, depth), labels) for split, (images, labels) in splits.items()}
     names = _class_names(arrays.get("class_names"), [labels for _, labels in splits.values()])
     notes = [f"ignored members not in the MedMNIST layout: {', '.join(map(safe_name, ignored))}"] if ignored else []
     shape = tuple(int(d) for d in splits["train"][0].shape[1:])

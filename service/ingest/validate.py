@@ -2,16 +2,21 @@
 
 from __future__ import annotations
 
-import numpy as np
-
+from service.imaging.depth import PIXEL_DTYPES
 from service.ingest.dataset import DecodedDataset
 from service.ingest.errors import DatasetRejected, safe_name
 
 
 def _check_split(decoded: DecodedDataset, split: str) -> None:
     images, labels = decoded.splits[split]
-    if images.dtype != np.uint8 or images.ndim != 4:
-        raise DatasetRejected(422, f"split {split!r} images are {images.dtype} {images.shape}, not uint8 (N, H, W, C)")
+    if images.dtype not in PIXEL_DTYPES or images.ndim != 4:
+        raise DatasetRejected(
+            422, f"split {split!r} images are {images.dtype} {images.shape}, not uint8 or uint16 (N, H, W, C)"
+        )
+    if images.dtype != decoded.splits["train"][0].dtype:
+        raise DatasetRejected(
+            422, f"split {split!r} images are {images.dtype} but train images are {decoded.splits['train'][0].dtype}"
+        )
     if tuple(images.shape[1:]) != tuple(decoded.image_shape):
         raise DatasetRejected(
             422,

@@ -16,7 +16,7 @@ from service.repository.rows import changed_one_row
 
 DELETED = "deleted"
 _ACTIVE = (JobStatus.queued, JobStatus.running)
-_SUMMARY_KEYS = ("num_classes", "class_names", "image_shape", "splits", "imbalance_ratio")
+_SUMMARY_KEYS = ("num_classes", "class_names", "image_shape", "pixel_bits", "splits", "imbalance_ratio")
 
 
 def add_dataset(
@@ -45,6 +45,7 @@ def add_dataset(
         num_classes=int(summary["num_classes"]),
         class_names=list(summary["class_names"]),
         image_shape=list(summary["image_shape"]),
+        pixel_bits=int(summary["pixel_bits"]),
         splits=dict(summary["splits"]),
         imbalance_ratio=float(summary["imbalance_ratio"]),
         blob_prefix=blob_prefix,

@@ -90,6 +90,7 @@ def _add_dataset_row(factory: sessionmaker[Session], headers: dict[str, str], *,
         "num_classes": num_classes,
         "class_names": [f"c{i}" for i in range(num_classes)],
         "image_shape": [8, 8, 1],
+        "pixel_bits": 8,
         "splits": {name: {"count": sum(counts), "class_counts": counts} for name in ("train", "val", "test")},
         "imbalance_ratio": counts[-1] / counts[0],
     }

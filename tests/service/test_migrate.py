@@ -26,7 +26,7 @@ def test_upgrade_creates_every_table_in_a_new_directory_and_is_idempotent(tmp_pa
     engine = make_engine(url)
     try:
         assert set(inspect(engine).get_table_names()) == set(Base.metadata.tables) | {"alembic_version"}
-        assert current_revision(engine) == head_revision() == "0002"
+        assert current_revision(engine) == head_revision() == "0005"
         assert schema_is_current(engine)
         assert _diff(engine) == []
     finally:

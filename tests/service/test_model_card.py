@@ -37,3 +37,10 @@ def test_a_format_1_card_without_threshold_decides_by_argmax():
     assert card.operating_point.rule == "argmax"
     labels, _ = decide(np.array([[0.31, 0.69]]), rule=card.operating_point.decision_rule())
     assert labels.tolist() == [1]
+
+
+def test_a_card_written_before_pixel_depth_reads_as_8_bit_and_16_is_kept():
+    assert ModelCard.model_validate(VERSION_1).input.pixel_bits == 8
+    wide = ModelCard.model_validate({**VERSION_1, "input": {**VERSION_1["input"], "pixel_bits": 16}})
+    assert wide.input.pixel_bits == 16
+    assert ModelCard.model_validate_json(wide.to_json()).input.pixel_bits == 16

@@ -72,6 +72,7 @@ def model_card(
     spec: JobSpec,
     class_names: list[str],
     image_shape: tuple[int, int, int],
+    pixel_bits: int,
     onnx: OnnxExport,
 ) -> ModelCard:
     """The card inference and users read: input contract, normalisation, operating point, metrics, provenance."""
@@ -88,7 +89,7 @@ def model_card(
             METRICS_FILE,
             *([SCORES_FILE] if decisions.scores else []),
         ],
-        input=InputSpec(height=height, width=width, channels=channels),
+        input=InputSpec(height=height, width=width, channels=channels, pixel_bits=pixel_bits),
         normalization=Normalization(mean=model.mean.flatten().tolist(), std=model.std.flatten().tolist()),
         calibration=decisions.calibration,
         operating_point=decisions.operating_point,
@@ -143,6 +144,7 @@ def export_artifacts(
     spec: JobSpec,
     class_names: list[str],
     image_shape: tuple[int, int, int],
+    pixel_bits: int,
     labels: dict[str, np.ndarray],
     report: dict[str, Any] | None = None,
     extra_files: dict[str, Any] | None = None,
@@ -165,6 +167,7 @@ def export_artifacts(
             spec=spec,
             class_names=class_names,
             image_shape=image_shape,
+            pixel_bits=pixel_bits,
             onnx=onnx,
         )
         save_weights(result.model, folder / WEIGHTS_FILE)

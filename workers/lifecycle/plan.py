@@ -102,7 +102,7 @@ def build_training(
     adaptations: list[str] | None = None,
     masks: Mapping[str, np.ndarray] | None = None,
 ) -> TrainingPlan:
-    """The ``TrainingPlan`` for ``spec`` and ``{split: (images uint8 NHWC, labels int64)}``.
+    """The ``TrainingPlan`` for ``spec`` and ``{split: (images uint8 or uint16 NHWC, labels int64)}``.
 
     Seeds every RNG with ``spec.seed`` first, so the initial weights are
     reproducible. Raises ``ValueError``/``TypeError`` for data or a spec the
@@ -350,7 +350,7 @@ def _copy_paste(
         raise ValueError(f"augment.copy_paste: no masked train image of the chosen classes {paste.classes!r}")
     rows = torch.nonzero(keep).flatten().numpy()
     return CopyPaste(
-        pool_images=torch.from_numpy(np.array(train.images[rows], dtype=np.uint8)),
+        pool_images=torch.from_numpy(np.array(train.images[rows])),
         pool_masks=torch.from_numpy(np.array(train_masks[rows], dtype=np.uint8)),
         pool_labels=labels[rows],
         prob=paste.prob,

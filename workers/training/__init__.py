@@ -62,7 +62,15 @@ from workers.training.mixing import (
     sample_balanced_params,
     sample_mix_params,
 )
-from workers.training.networks import ARCHS, Classifier, build_network, load_init_state, set_backbone_trainable
+from workers.training.networks import (
+    ARCHS,
+    HEADS,
+    Classifier,
+    CosineHead,
+    build_network,
+    load_init_state,
+    set_backbone_trainable,
+)
 from workers.training.optim import OPTIMIZERS, SCHEDULERS, LrSchedule, make_optimizer, make_scheduler
 from workers.training.samplers import (
     SAMPLER_KINDS,
@@ -86,7 +94,9 @@ __all__ = [
     "channel_stats",
     # networks
     "ARCHS",
+    "HEADS",
     "Classifier",
+    "CosineHead",
     "build_network",
     "load_init_state",
     "set_backbone_trainable",

@@ -24,6 +24,8 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
+from workers.training.data import pixel_scale
+
 logger = logging.getLogger(__name__)
 
 BLENDS = ("none", "gaussian")
@@ -44,7 +46,8 @@ class PasteParams:
 
 
 class CopyPaste:
-    """Pastes masked pool objects onto batch rows; ``pool_images`` uint8 ``(M, H, W, C)``, ``pool_masks`` 0/1."""
+    """Pastes masked pool objects onto batch rows; ``pool_images`` uint8 or uint16 ``(M, H, W, C)`` (the
+    dataset's dtype, normalised as its batches are), ``pool_masks`` 0/1."""
 
     def __init__(
         self,
@@ -71,7 +74,8 @@ class CopyPaste:
         if blend not in BLENDS:
             raise ValueError(f"unknown blend {blend!r}; supported: {', '.join(BLENDS)}")
         device = torch.device(device)
-        self.images = pool_images.to(device, torch.uint8).permute(0, 3, 1, 2).contiguous()  # (M, C, H, W)
+        self.pixel_scale = pixel_scale(pool_images.dtype)
+        self.images = pool_images.to(device).permute(0, 3, 1, 2).contiguous()  # (M, C, H, W)
         self.masks = (pool_masks.to(device) > 0).unsqueeze(1).float()
         self.labels = pool_labels.to(device, torch.int64)
         self.prob, self.scale, self.blend = float(prob), (float(scale[0]), float(scale[1])), blend
@@ -102,7 +106,7 @@ class CopyPaste:
         device = images01.device
         rows, sources = params.rows.to(device), params.sources.to(device)
         theta = _inverse_affine(params, height=images01.shape[-2], width=images01.shape[-1]).to(device)
-        objects = self.images.index_select(0, sources).float().div_(255.0)
+        objects = self.images.index_select(0, sources).float().div_(self.pixel_scale)
         masks = self.masks.index_select(0, sources)
         grid = F.affine_grid(theta, [len(rows), 1, *images01.shape[-2:]], align_corners=False)
         objects = F.grid_sample(objects, grid, mode="nearest", padding_mode="zeros", align_corners=False)

@@ -1,9 +1,10 @@
-"""Image splits and batch sources: uint8 arrays in, normalised-ready float batches out.
+"""Image splits and batch sources: uint8 or uint16 arrays in, normalised-ready float batches out.
 
-A dataset that fits lives on the device as uint8 ``(N, H, W, C)`` and a batch
-is one ``index_select`` by an index tensor on the device, then a permute (an
-NHWC buffer seen as NCHW *is* channels_last memory) and a division by 255: no
-per-sample Python and no host round trip. A dataset that does not fit is
+A dataset that fits lives on the device as uint8 (or uint16) ``(N, H, W, C)``
+and a batch is one ``index_select`` by an index tensor on the device, then a
+permute (an NHWC buffer seen as NCHW *is* channels_last memory) and a division
+by the dtype's full scale, ``2**bits - 1`` (255, or 65535 for 16-bit images:
+``pixel_scale``): no per-sample Python and no host round trip. A dataset that does not fit is
 streamed from its memory-mapped array by a ``DataLoader`` whose workers
 gather whole batches (sorted reads) into pinned memory.
 """
@@ -26,11 +27,14 @@ logger = logging.getLogger(__name__)
 ImageArray = torch.Tensor | np.ndarray
 _CUDA_FREE_FRACTION = 0.5  # leave the other half of free memory to activations and optimiser
 _COPY_CHUNK_BYTES = 256 * 1024 * 1024
+# The pixel dtypes; a model sees x / (2**bits - 1), in [0, 1].
+_PIXEL_BITS = {torch.uint8: 8, torch.uint16: 16}
+_TORCH_DTYPES = {np.dtype(np.uint8): torch.uint8, np.dtype(np.uint16): torch.uint16}
 
 
 @dataclass(frozen=True)
 class Split:
-    """One split: ``images`` uint8 ``(N, H, W, C)`` (tensor, array or memmap), ``labels`` int64 ``(N,)``.
+    """One split: ``images`` uint8 or uint16 ``(N, H, W, C)`` (tensor, array or memmap), ``labels`` int64 ``(N,)``.
 
     Labels are normalised to a CPU ``torch.int64`` tensor; images are kept as
     given so a memmap is never read whole.
@@ -66,6 +70,11 @@ class Split:
         """``(H, W, C)``."""
         return tuple(int(s) for s in self.images.shape[1:])  # type: ignore[return-value]
 
+    @property
+    def pixel_bits(self) -> int:
+        """8 for uint8 images, 16 for uint16."""
+        return pixel_bits(self.images.dtype)
+
     def class_counts(self, num_classes: int) -> list[int]:
         return torch.bincount(self.label_tensor, minlength=num_classes).tolist()
 
@@ -84,17 +93,25 @@ def _labels_tensor(labels: object) -> torch.Tensor:
     return torch.from_numpy(array)
 
 
+def pixel_bits(dtype: torch.dtype | np.dtype) -> int:
+    """8 for uint8 images, 16 for uint16 (torch or numpy dtype); ``ValueError`` for any other."""
+    key = dtype if isinstance(dtype, torch.dtype) else _TORCH_DTYPES.get(np.dtype(dtype))
+    if key not in _PIXEL_BITS:
+        raise ValueError(f"images must be uint8 or uint16, got dtype {dtype}")
+    return _PIXEL_BITS[key]
+
+
+def pixel_scale(dtype: torch.dtype | np.dtype) -> float:
+    """``2**bits - 1`` of an image dtype (255.0 for uint8, 65535.0 for uint16): images01 = x / it."""
+    return float(2 ** pixel_bits(dtype) - 1)
+
+
 def _check_images(images: object) -> None:
-    if torch.is_tensor(images):
-        dtype_ok = images.dtype == torch.uint8
-    elif isinstance(images, np.ndarray):
-        dtype_ok = images.dtype == np.uint8
-    else:
+    if not (torch.is_tensor(images) or isinstance(images, np.ndarray)):
         raise TypeError(f"images must be a torch.Tensor or numpy array, got {type(images).__name__}")
     if images.ndim != 4:
         raise ValueError(f"images must be (N, H, W, C), got shape {tuple(images.shape)}")
-    if not dtype_ok:
-        raise ValueError(f"images must be uint8, got dtype {images.dtype}")
+    pixel_scale(images.dtype)
 
 
 def channel_stats(
@@ -124,8 +141,9 @@ def channel_stats(
     count = len(picks) * int(images.shape[1]) * int(images.shape[2])
     mean = total / count
     std = np.sqrt(np.maximum(total_sq / count - mean**2, 0.0))
-    std = np.where(std < 1e-3 * 255, 255.0, std)
-    return (mean / 255.0).tolist(), (std / 255.0).tolist()
+    scale = pixel_scale(images.dtype)
+    std = np.where(std < 1e-3 * scale, scale, std)
+    return (mean / scale).tolist(), (std / scale).tolist()
 
 
 def _to_tensor(images: ImageArray) -> torch.Tensor:
@@ -144,7 +162,7 @@ def _to_device(images: ImageArray, device: torch.device) -> torch.Tensor:
     tensor = _to_tensor(images)
     if tensor.device == device:
         return tensor
-    out = torch.empty(tensor.shape, dtype=torch.uint8, device=device)
+    out = torch.empty(tensor.shape, dtype=tensor.dtype, device=device)
     rows = max(1, _COPY_CHUNK_BYTES // max(1, tensor[0].numel()))
     for start in range(0, tensor.shape[0], rows):  # chunked: a memmap is paged in piece by piece
         out[start : start + rows].copy_(tensor[start : start + rows].contiguous())
@@ -152,7 +170,7 @@ def _to_device(images: ImageArray, device: torch.device) -> torch.Tensor:
 
 
 def _fits(split: Split, device: torch.device, max_device_bytes: int | None) -> bool:
-    nbytes = int(np.prod(split.images.shape))
+    nbytes = int(np.prod(split.images.shape)) * split.images.dtype.itemsize
     if max_device_bytes is not None:
         return nbytes <= max_device_bytes
     if device.type == "cuda":
@@ -161,9 +179,9 @@ def _fits(split: Split, device: torch.device, max_device_bytes: int | None) -> b
     return True  # CPU: the tensor shares the (possibly memory-mapped) array; the OS pages it
 
 
-def _to_float01(images_u8: torch.Tensor) -> torch.Tensor:
+def _to_float01(images: torch.Tensor) -> torch.Tensor:
     # NHWC seen as NCHW is channels_last; float() keeps those strides (preserve_format).
-    return images_u8.permute(0, 3, 1, 2).float().div_(255.0)
+    return images.permute(0, 3, 1, 2).float().div_(pixel_scale(images.dtype))
 
 
 class BatchSource:
@@ -180,7 +198,7 @@ class BatchSource:
     def create(
         split: Split, *, device: torch.device | str, max_device_bytes: int | None = None, num_workers: int = 2
     ) -> BatchSource:
-        """Resident on ``device`` when the uint8 array fits, otherwise streamed from host memory."""
+        """Resident on ``device`` when the image array fits, otherwise streamed from host memory."""
         if not isinstance(split, Split):
             raise TypeError(f"split must be a Split, got {type(split).__name__}")
         device = torch.device(device)
@@ -218,7 +236,7 @@ def _chunks(indices: torch.Tensor, batch_size: int, *, drop_last: bool) -> list[
 
 
 class ResidentBatchSource(BatchSource):
-    """The whole uint8 array on the device; a batch is one gather."""
+    """The whole image array on the device; a batch is one gather."""
 
     resident = True
 
@@ -247,8 +265,8 @@ class _BatchGather(torch.utils.data.Dataset):
 def _gather_host(images: ImageArray, idx: torch.Tensor) -> torch.Tensor:
     rows = idx.numpy()
     order = np.argsort(rows, kind="stable")  # sorted reads are sequential on a memmap
-    out = np.empty((len(rows),) + tuple(images.shape[1:]), dtype=np.uint8)
     source = images.numpy() if torch.is_tensor(images) else images
+    out = np.empty((len(rows),) + tuple(images.shape[1:]), dtype=source.dtype)
     out[order] = source[rows[order]]
     return torch.from_numpy(out)
 
@@ -269,9 +287,9 @@ class StreamingBatchSource(BatchSource):
         images = _gather_host(self.images, idx.cpu())
         return self._finish(images, idx)
 
-    def _finish(self, images_u8: torch.Tensor, idx: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        images_u8 = images_u8.to(self.device, non_blocking=True)
-        return _to_float01(images_u8), self.labels.index_select(0, idx.to(self.device, non_blocking=True))
+    def _finish(self, images: torch.Tensor, idx: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        images = images.to(self.device, non_blocking=True)
+        return _to_float01(images), self.labels.index_select(0, idx.to(self.device, non_blocking=True))
 
     def iter_batches(
         self, indices: torch.Tensor, batch_size: int, *, drop_last: bool = False
@@ -286,8 +304,8 @@ class StreamingBatchSource(BatchSource):
             prefetch_factor=4 if self.num_workers else None,
             multiprocessing_context=_fork_context() if self.num_workers else None,
         )
-        for images_u8, idx in loader:
-            yield self._finish(images_u8, idx)
+        for images, idx in loader:
+            yield self._finish(images, idx)
 
 
 def _fork_context() -> multiprocessing.context.BaseContext | None:

@@ -28,25 +28,42 @@ def test_exif_orientation_is_applied() -> None:
     assert upright[:, -1].min() > 200 and upright[:, 0].max() < 50  # the top row is now the right column
 
 
-def test_dicom_without_a_window_maps_its_own_range_to_0_255() -> None:
-    decoded = decode_pixels(dicom_bytes(RAMP), max_pixels=BIG)
-    expected = np.rint(RAMP.astype(np.float64) / 4080 * 255).astype(np.uint8)
-    assert decoded.dtype == np.uint8 and np.array_equal(decoded, expected)
+def test_dicom_without_a_window_maps_its_own_range_to_0_65535() -> None:
+    decoded = decode_pixels(dicom_bytes(RAMP), max_pixels=BIG)  # 12 bits stored: kept at 16 bits
+    expected = np.rint(RAMP.astype(np.float64) / 4080 * 65535).astype(np.uint16)
+    assert decoded.dtype == np.uint16 and np.array_equal(decoded, expected)
 
 
 def test_dicom_window_clips_and_stretches_after_the_rescale() -> None:
     # Real-world values 2 * stored - 1024; window [center 0, width 2001] -> -1000 .. 1000 (LINEAR).
     decoded = decode_pixels(dicom_bytes(RAMP, rescale=(2, -1024), window=(0.5, 2001)), max_pixels=BIG)
     values = RAMP.astype(np.float64) * 2 - 1024
-    expected = np.rint(np.clip((values + 1000) / 2000, 0, 1) * 255).astype(np.uint8)
-    assert np.abs(decoded.astype(int) - expected.astype(int)).max() <= 1
-    assert decoded.min() == 0 and decoded.max() == 255
+    expected = np.rint(np.clip((values + 1000) / 2000, 0, 1) * 65535).astype(np.uint16)
+    assert decoded.dtype == np.uint16 and np.abs(decoded.astype(int) - expected.astype(int)).max() <= 1
+    assert decoded.min() == 0 and decoded.max() == 65535
+
+
+def test_dicom_of_at_most_8_bits_stays_uint8() -> None:
+    decoded = decode_pixels(dicom_bytes(RAMP // 16, bits_stored=8), max_pixels=BIG)  # 0 .. 255
+    assert decoded.dtype == np.uint8 and np.array_equal(decoded, (RAMP // 16).astype(np.uint8))
 
 
 def test_monochrome1_is_inverted() -> None:
     plain = decode_pixels(dicom_bytes(RAMP), max_pixels=BIG)
     inverted = decode_pixels(dicom_bytes(RAMP, photometric="MONOCHROME1"), max_pixels=BIG)
-    assert np.array_equal(inverted, 255 - plain)
+    assert np.array_equal(inverted, 65535 - plain)
+
+
+@pytest.mark.parametrize("fmt", ["PNG", "TIFF"])
+def test_sixteen_bit_files_keep_their_low_byte(fmt: str) -> None:
+    base = np.arange(12, dtype=np.uint16).reshape(3, 4) * 4099 + 256  # every value on a distinct 8-bit level
+    decoded = []
+    for low in (0, 97):  # the same high bytes; only the low 8 bits differ
+        buffer = io.BytesIO()
+        Image.fromarray(base + low).save(buffer, format=fmt)
+        decoded.append(decode_pixels(buffer.getvalue(), max_pixels=BIG))
+    assert all(d.dtype == np.uint16 for d in decoded)
+    assert np.array_equal(decoded[0], base) and np.array_equal(decoded[1], base + 97)
 
 
 @pytest.mark.parametrize(

@@ -58,11 +58,22 @@ def test_other_sizes_are_resized_bilinearly_to_the_model_input() -> None:
     assert torch.allclose(tensor[0], torch.from_numpy(expected), atol=1 / 255 + 1e-6)
 
 
-def test_sixteen_bit_grey_is_scaled_not_clipped() -> None:
-    array = np.array([[0, 32768], [65535, 1000]], dtype=np.uint16)
-    tensor = decode_image(encode(Image.fromarray(array), "PNG"), height=2, width=2, channels=1, max_pixels=BIG)
-    expected = np.rint(array / 257.0) / 255  # the 8-bit value ingest would have stored
-    assert torch.allclose(tensor[0], torch.from_numpy(expected.astype(np.float32)), atol=1e-7)
+def test_sixteen_bit_grey_keeps_all_sixteen_bits() -> None:
+    array = np.array([[0, 32768], [65535, 1000], [1001, 1002]], dtype=np.uint16)  # 1000..1002: one 8-bit level
+    data = encode(Image.fromarray(array), "PNG")
+    tensor = decode_image(data, height=3, width=2, channels=1, max_pixels=BIG)
+    assert torch.equal(tensor[0], torch.from_numpy(array.astype(np.float32) / np.float32(65535)))
+    as_rgb = decode_image(data, height=3, width=2, channels=3, max_pixels=BIG)
+    assert all(torch.equal(as_rgb[c], tensor[0]) for c in range(3))
+
+
+def test_sixteen_bit_grey_is_resized_at_sixteen_bits() -> None:
+    array = np.random.default_rng(4).integers(0, 65536, size=(20, 16), dtype=np.uint16)
+    image = Image.fromarray(array)
+    tensor = decode_image(encode(image, "PNG"), height=10, width=8, channels=1, max_pixels=BIG)
+    expected = np.asarray(image.resize((8, 10), Image.Resampling.BILINEAR), dtype=np.float32) / np.float32(65535)
+    assert torch.equal(tensor[0], torch.from_numpy(expected))
+    assert len(np.unique(np.asarray(tensor[0]) * 65535 % 257)) > 1  # not 8-bit levels
 
 
 @pytest.mark.parametrize(
@@ -79,10 +90,11 @@ def test_served_pixels_equal_the_pixels_ingest_stores_for_training(image: Image.
     from service.ingest.images import decode_image as ingest_decode
 
     data = encode(image, "PNG")
-    stored = ingest_decode(data, name="x.png", max_pixels=BIG)  # uint8 (H, W) or (H, W, 3)
+    stored = ingest_decode(data, name="x.png", max_pixels=BIG)  # uint8 (H, W) or (H, W, 3); uint16 (H, W)
     served = decode_image(data, height=6, width=5, channels=channels, max_pixels=BIG)
     stored = stored[:, :, None] if stored.ndim == 2 else stored
-    assert torch.equal(served, torch.from_numpy(stored.copy()).permute(2, 0, 1).float() / 255)
+    full_scale = float(np.iinfo(stored.dtype).max)
+    assert torch.equal(served, torch.from_numpy(stored.copy()).permute(2, 0, 1).float() / full_scale)
 
 
 @pytest.mark.parametrize("fmt", PILLOW_FORMATS)
@@ -182,7 +194,8 @@ def test_dicom_is_served_through_the_same_normalisation_as_upload() -> None:
     data = dicom_bytes(stored, photometric="MONOCHROME1", window=(1500, 2000))
     served = decode_image(data, height=6, width=5, channels=1, max_pixels=BIG)
     expected = ingest_decode(data, name="x.dcm", max_pixels=BIG)
-    assert torch.equal(served[0], torch.from_numpy(expected).float() / 255)
+    assert expected.dtype == np.uint16  # 12 bits stored
+    assert torch.equal(served[0], torch.from_numpy(expected).float() / 65535)
 
 
 def test_a_multi_frame_dicom_names_its_instance() -> None:

@@ -154,7 +154,10 @@ def test_grey_images_in_any_mode_stay_single_channel(files: Path, limits: Ingest
     decoded = ingest_file(write_zip(files / "g.zip", entries), filename="g.zip", limits=limits)
     assert decoded.image_shape == (8, 8, 1)
     for images, labels in decoded.splits.values():
-        assert np.all(images == np.array([class_value(int(k)) for k in labels])[:, None, None, None])
+        # One 16-bit image makes the dataset 16-bit: the 8-bit ones are widened by 257 to match it.
+        assert images.dtype == np.uint16
+        assert np.all(images == 257 * np.array([class_value(int(k)) for k in labels])[:, None, None, None])
+    assert any("stored 12 8-bit images as 16 bits" in note for note in decoded.notes)
 
 
 def test_non_utf8_entry_names_are_accepted(files: Path, limits: IngestLimits) -> None:

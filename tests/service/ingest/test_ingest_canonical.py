@@ -42,6 +42,7 @@ def test_summarize_gives_the_api_fields() -> None:
         "num_classes": 2,
         "class_names": ["rare", "common"],
         "image_shape": [5, 4, 3],
+        "pixel_bits": 8,
         "splits": {
             "train": {"count": 13, "class_counts": [3, 10]},
             "val": {"count": 3, "class_counts": [1, 2]},

@@ -111,3 +111,19 @@ def test_zip_masks_that_are_not_binary_or_not_the_images_size_are_422_naming_the
     entries["masks/train/b/1.png"] = _png(np.zeros((4, 4), dtype=np.uint8))
     error = rejected(_zip(files / "small.zip", entries), store=store, limits=limits)
     assert "'masks/train/b/1.png' must be a greyscale image of its image's size" in error.detail
+
+
+def test_a_16_bit_mask_of_0_and_65535_is_binary_and_does_not_widen_the_images(
+    files: Path, store: LocalBlobStore, limits: IngestLimits
+) -> None:
+    entries = _folder_entries()
+    mask = np.zeros((8, 8), dtype=np.uint16)
+    mask[2:4, 3:6] = 65535
+    entries["masks/train/b/0.png"] = _png(mask // 2)  # 0/32767: not binary at 16 bits
+    error = rejected(_zip(files / "half.zip", entries), store=store, limits=limits)
+    assert "'masks/train/b/0.png' is not binary" in error.detail
+    entries["masks/train/b/0.png"] = _png(mask)
+    result = ingest(_zip(files / "wide.zip", entries), store=store, limits=limits, dataset_id="w")
+    assert result.summary["pixel_bits"] == 8  # a mask is not an image of the dataset
+    masks = load_masks(store, "datasets/w", staging=store.root.parent / "run")
+    assert masks["train"].dtype == np.uint8 and int(masks["train"].sum()) == 2 * 6

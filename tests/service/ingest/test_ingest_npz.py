@@ -97,6 +97,37 @@ def test_class_names_rgb_and_wider_integer_dtypes(files: Path, limits: IngestLim
     assert decoded.splits["train"][0].dtype == np.uint8
 
 
+def test_uint16_images_are_kept_at_16_bits_and_8_bit_splits_widened(
+    files: Path, store: LocalBlobStore, limits: IngestLimits
+) -> None:
+    arrays = small_npz_arrays(counts=(10, 10))
+    wide = arrays["train_images"].astype(np.uint16) * 257 + 1  # the low byte carries information
+    val = small_npz_arrays(counts=(3, 2), seed=1)  # uint8
+    path = write_npz(
+        files / "d.npz",
+        train_images=wide.astype(">u2"),  # big-endian is uint16 too
+        train_labels=arrays["train_labels"],
+        val_images=val["train_images"],
+        val_labels=val["train_labels"],
+    )
+    result = ingest(path, store=store, limits=limits, dataset_id="wide")
+    assert result.summary["pixel_bits"] == 16
+    loaded = load_canonical(store, "datasets/wide", staging=store.root.parent / "run")
+    assert {images.dtype for images, _ in loaded.values()} == {np.dtype(np.uint16)}
+    train = np.concatenate([loaded["train"][0], loaded["test"][0]])  # test carved from train
+    assert sorted(train.reshape(-1).tolist()) == sorted(wide.reshape(-1).tolist())
+    np.testing.assert_array_equal(loaded["val"][0][..., 0], val["train_images"].astype(np.uint16) * 257)
+
+
+def test_an_8_bit_npz_is_stored_exactly_as_before(files: Path, store: LocalBlobStore, limits: IngestLimits) -> None:
+    arrays = small_npz_arrays(counts=(10, 10))
+    result = ingest(write_npz(files / "d.npz", **arrays), store=store, limits=limits, dataset_id="narrow")
+    assert result.summary["pixel_bits"] == 8
+    loaded = load_canonical(store, "datasets/narrow", staging=store.root.parent / "run")
+    assert all(images.dtype == np.uint8 for images, _ in loaded.values())
+    assert sum(images.nbytes for images, _ in loaded.values()) == arrays["train_images"].size
+
+
 def _npz(files: Path, **overrides) -> Path:
     arrays = small_npz_arrays()
     arrays.update(overrides)
@@ -113,7 +144,7 @@ def _npz(files: Path, **overrides) -> Path:
             "train_labels has 16 labels but train_images has 18",
         ),
         ({"train_images": np.zeros((18, 6, 6), dtype=np.float32)}, "train_images has dtype float32"),
-        ({"train_images": np.full((18, 6, 6), 300, dtype=np.int16)}, "values outside 0..255"),
+        ({"train_images": np.full((18, 6, 6), 300, dtype=np.int16)}, "values outside 0..255 (dtype int16); send 16"),
         ({"train_images": np.zeros((18, 6, 6, 4), dtype=np.uint8)}, "C = 1 or 3"),
         ({"train_labels": np.array([0.0, 1.0] * 9)}, "train_labels has dtype float64"),
         ({"train_labels": None}, "lacks train_images and/or train_labels"),

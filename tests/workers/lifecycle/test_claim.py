@@ -153,6 +153,7 @@ def test_job_succeeds_with_metrics_artifacts_and_model_then_skips_a_duplicate(en
         "layout": "NCHW",
         "dtype": "float32",
         "range": (0, 1),
+        "pixel_bits": 8,
     }
     assert (card.job_id, card.threshold, card.positive_class) == (job_id, model.threshold, 1)
     assert set(card.files) <= set(artifacts) and card.class_names == model.class_names

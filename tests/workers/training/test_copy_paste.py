@@ -89,3 +89,15 @@ def test_bad_arguments(kwargs, message):
     images, masks, labels = _pool()
     with pytest.raises(ValueError, match=message):
         CopyPaste(pool_images=images, pool_masks=masks, pool_labels=labels, **kwargs)
+
+
+def test_a_sixteen_bit_pool_pastes_its_pixels_over_65535():
+    _, masks, labels = _pool()
+    images = torch.zeros(1, 4, 6, 1, dtype=torch.uint16)
+    images[0, :, :, 0] = (torch.arange(24, dtype=torch.int32).view(4, 6) * 2731 + 7).to(torch.uint16)
+    paste = CopyPaste(pool_images=images, pool_masks=masks, pool_labels=labels, prob=1.0, blend="none")
+    batch = torch.full((2, 1, 4, 6), 0.5)
+    out, _ = paste.apply(batch, torch.tensor([0, 0]), _params(flip=False))
+    expected = batch.clone()
+    expected[1, 0, 2:4, 3:5] = images[0, 1:3, 1:3, 0].float() / 65535
+    torch.testing.assert_close(out, expected, rtol=0, atol=0)

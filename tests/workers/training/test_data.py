@@ -44,7 +44,7 @@ def test_split_normalises_labels_to_int64_tensor():
     ("images", "labels", "message"),
     [
         (np.zeros((3, 4, 4), np.uint8), np.zeros(3), r"\(N, H, W, C\)"),
-        (np.zeros((3, 4, 4, 1), np.float32), np.zeros(3, np.int64), "uint8"),
+        (np.zeros((3, 4, 4, 1), np.float32), np.zeros(3, np.int64), "uint8 or uint16"),
         (np.zeros((3, 4, 4, 1), np.uint8), np.zeros(2, np.int64), "3 images but 2 labels"),
         (np.zeros((3, 4, 4, 1), np.uint8), np.array([0, -1, 0]), "non-negative"),
         (np.zeros((3, 4, 4, 1), np.uint8), np.array([0.5, 1.0, 0.0]), "integer"),
@@ -143,3 +143,44 @@ def test_source_is_resident_when_budget_allows(memmap_split):
 def test_create_rejects_non_split():
     with pytest.raises(TypeError, match="Split"):
         BatchSource.create(np.zeros((2, 2, 2, 1), np.uint8), device="cpu")
+
+
+@pytest.mark.parametrize("num_workers", [0, 2])
+def test_sixteen_bit_images_are_divided_by_65535_resident_and_streamed(tmp_path, num_workers):
+    images = np.random.default_rng(4).integers(0, 65536, size=(9, 3, 4, 1), dtype=np.uint16)
+    np.save(tmp_path / "images.npy", images)
+    split = Split(images=np.load(tmp_path / "images.npy", mmap_mode="r"), labels=np.arange(9) % 2)
+    assert split.pixel_bits == 16
+    resident = BatchSource.create(split, device="cpu")
+    streaming = BatchSource.create(split, device="cpu", max_device_bytes=9 * 3 * 4 * 2 - 1, num_workers=num_workers)
+    assert resident.resident and not streaming.resident  # the budget counts 2 bytes a pixel
+    idx = torch.tensor([8, 0, 3])
+    want = torch.from_numpy(images[idx.numpy()].astype(np.float32) / np.float32(65535)).permute(0, 3, 1, 2)
+    torch.testing.assert_close(resident.batch(idx)[0], want, rtol=0, atol=0)
+    [(streamed, _)] = list(streaming.iter_batches(idx, 3))
+    torch.testing.assert_close(streamed, want, rtol=0, atol=0)
+
+
+def test_an_8_bit_image_widened_by_257_gives_the_same_batch():
+    images = _images(n=6, c=1)
+    as_8 = BatchSource.create(Split(images=images, labels=np.arange(6)), device="cpu")
+    as_16 = BatchSource.create(Split(images=images.astype(np.uint16) * 257, labels=np.arange(6)), device="cpu")
+    idx = torch.arange(6)
+    torch.testing.assert_close(as_16.batch(idx)[0], as_8.batch(idx)[0], rtol=0, atol=0)
+    np.testing.assert_allclose(channel_stats(images), channel_stats(images.astype(np.uint16) * 257), rtol=1e-12)
+
+
+def test_other_integer_images_are_refused():
+    with pytest.raises(ValueError, match="uint8 or uint16, got dtype int16"):
+        Split(images=np.zeros((2, 2, 2, 1), np.int16), labels=np.zeros(2, np.int64))
+
+
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device")
+def test_sixteen_bit_batches_on_cuda_equal_the_cpu_ones():
+    images = np.random.default_rng(5).integers(0, 65536, size=(12, 4, 4, 3), dtype=np.uint16)
+    split = Split(images=images, labels=np.arange(12) % 2)
+    idx = torch.tensor([11, 2, 2, 0])
+    want = BatchSource.create(split, device="cpu").batch(idx)[0]
+    for budget in (None, 0):  # resident, then streamed through pinned memory
+        source = BatchSource.create(split, device="cuda", max_device_bytes=budget, num_workers=0)
+        torch.testing.assert_close(source.batch(idx)[0].cpu(), want, rtol=0, atol=0)

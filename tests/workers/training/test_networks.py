@@ -197,6 +197,10 @@ def test_cosine_head_equals_a_hand_computation():
     torch.testing.assert_close(head(x), expected)
     assert not head.bias.requires_grad and torch.equal(head.bias, torch.zeros(2))
     torch.testing.assert_close(head(x * 7), expected)  # scale-free in the features
+    with torch.autocast(device_type="cpu", dtype=torch.bfloat16):
+        under_autocast = head(x.bfloat16())
+    assert under_autocast.dtype == torch.float32  # bf16 features (exact here), float32 cosines
+    torch.testing.assert_close(under_autocast, expected)
 
 
 def test_a_cosine_head_is_replaced_by_a_cosine_head_and_unknown_heads_are_refused():
