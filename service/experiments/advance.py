@@ -1,7 +1,8 @@
 """``advance_experiment``: one small, idempotent step of an experiment (ask-and-tell with Optuna).
 
 Run by the ``rarefit.advance_experiment`` task on the control queue whenever a
-child job ends and on every reaper pass. Under the experiment's lock it:
+child job ends, after each epoch of an ASHA trial's job (``workers.lifecycle.pruning``,
+throttled) and on every reaper pass. Under the experiment's lock it:
 
 1. settles trials: a trial whose jobs all ended is told to Optuna (its value
    is the mean val objective over seeds at each job's best epoch; any failed

@@ -107,6 +107,12 @@ def state_changed(session: Session, *, experiment: Experiment) -> None:
     events.experiment_changed(session, experiment=experiment)
 
 
+def pruning_of(session: Session, *, experiment_id: str) -> str | None:
+    """The experiment's ``pruning`` mode as stored (``none`` or ``asha``); None if it no longer exists."""
+    stored = session.scalar(select(Experiment.request).where(Experiment.id == experiment_id))
+    return None if stored is None else str(stored["request"]["pruning"])
+
+
 def trials(session: Session, *, experiment_id: str) -> list[ExperimentTrial]:
     query = select(ExperimentTrial).where(ExperimentTrial.experiment_id == experiment_id)
     return list(session.scalars(query.order_by(ExperimentTrial.number)))

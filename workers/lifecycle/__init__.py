@@ -5,7 +5,8 @@
   with an ``outcome``; exceptions become outcomes through ``failures``.
 - ``run``: ``JobRun``, the claimed job's steps: load the dataset, build the ``plan`` (with
   ``init_weights`` for ``model.init``), resume, fit with progress callbacks (epoch rows,
-  ``checkpoints`` written off the training thread), and conclude: export the ``artifacts``
+  ``checkpoints`` written off the training thread, and for a trial of an ASHA experiment a
+  ``pruning`` request that the experiment advance), and conclude: export the ``artifacts``
   (``onnx_export`` checks the ONNX graph against PyTorch),
   register the model and finish, or release, cancel or fail.
 - ``dbretry``: every database write above rides out a short outage.

@@ -37,6 +37,7 @@ from workers.lifecycle.heartbeat import Heartbeat
 from workers.lifecycle.init_weights import job_weights_key, load_init_state, load_job_weights
 from workers.lifecycle.outcome import Outcome
 from workers.lifecycle.plan import build_training
+from workers.lifecycle.pruning import EpochAdvance
 from workers.lifecycle.resample import decoupled_stage
 from workers.training.checkpoint import load_checkpoint
 from workers.training.engine import FitResult
@@ -78,6 +79,7 @@ class JobRun:
         celery_app: Celery | None,
     ) -> None:
         self.job_id, self.tenant_id, self.dataset_id = job.id, job.tenant_id, job.dataset_id
+        self.experiment_id = job.experiment_id
         self.spec_data = job.spec
         self.checkpoint = (job.checkpoint_key, job.checkpoint_sha256)
         self.attempt = job.attempts
@@ -131,7 +133,13 @@ class JobRun:
                 "reset progress",
             )
         )
-        progress = Progress(self, heartbeat=heartbeat, shutdown=shutdown, deadline=self._deadline(spec))
+        progress = Progress(
+            self,
+            heartbeat=heartbeat,
+            shutdown=shutdown,
+            deadline=self._deadline(spec),
+            advance=self.epoch_advance(),
+        )
         result = None
         try:
             result = plan.fit(on_epoch_end=progress.on_epoch_end, should_stop=progress.should_stop, resume=resume)
@@ -159,6 +167,16 @@ class JobRun:
         if row is None:
             raise ValueError(f"dataset {self.dataset_id} no longer exists")
         return DatasetInfo(blob_prefix=row.blob_prefix, class_names=[str(n) for n in row.class_names])
+
+    def epoch_advance(self) -> EpochAdvance | None:
+        """What asks the job's experiment to advance after each epoch; None unless the experiment prunes."""
+        if self.experiment_id is None:
+            return None
+        app = self.celery_app or make_celery(self.settings)
+        return self.write(
+            lambda s: EpochAdvance.for_job(s, experiment_id=self.experiment_id, celery_app=app),
+            "read whether the job's experiment prunes",
+        )
 
     def _init_state(self, spec: JobSpec) -> dict[str, torch.Tensor] | None:
         source = spec.model.init_source
@@ -341,8 +359,17 @@ class JobRun:
 class Progress:
     """The callbacks ``fit`` calls: ``should_stop`` before every batch, ``on_epoch_end`` after each epoch."""
 
-    def __init__(self, run: JobRun, *, heartbeat: Heartbeat, shutdown: threading.Event, deadline: datetime) -> None:
+    def __init__(
+        self,
+        run: JobRun,
+        *,
+        heartbeat: Heartbeat,
+        shutdown: threading.Event,
+        deadline: datetime,
+        advance: EpochAdvance | None,
+    ) -> None:
         self.run, self.heartbeat, self.shutdown, self.deadline = run, heartbeat, shutdown, deadline
+        self.advance = advance
         self._first_step_logged = False
         self.checkpoints = CheckpointWriter(
             job_id=run.job_id,
@@ -380,6 +407,8 @@ class Progress:
         if not held:
             self.heartbeat.lease_lost.set()
             return
+        if self.advance is not None:  # after the epoch's commit, so the step it asks for sees the epoch
+            self.advance.epoch_ended()
         self.checkpoints.submit(state.snapshot())
         # Read the cancel flag at every epoch end too: with epochs shorter than the heartbeat interval,
         # "a running job stops within one epoch" (API.md) would otherwise not hold.
