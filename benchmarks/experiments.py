@@ -18,7 +18,7 @@ time against the sum of its jobs' epoch seconds.
 
     python -m benchmarks.experiments --device cuda --variant full --trials 24
     python -m benchmarks.experiments --device cuda --packing 8
-    python -m benchmarks.experiments --device cpu --overhead
+    python -m benchmarks.experiments --device cpu --overhead --epochs 30
 """
 
 from __future__ import annotations
@@ -148,7 +148,7 @@ def packing(args: argparse.Namespace) -> str:
 
 def overhead(args: argparse.Namespace) -> str:
     arrays = variant_arrays(common.load_npz(args.data)[0], "small", quick=args.quick)
-    epochs = 1 if args.quick else 5
+    epochs = 1 if args.quick else args.epochs
     base = {"model": {"arch": "simple_cnn"}, "epochs": epochs, "augment": {"rotation": 0, "scale": None}}
     search = {"strategy": "grid", "space": {"loss.type": ["cross_entropy", "focal"]}}
     with service(device=args.device) as http:
@@ -198,6 +198,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--seeds", type=int, default=3)
     parser.add_argument("--packing", type=int, default=0, help="time packed jobs (this many per GPU) instead")
     parser.add_argument("--overhead", action="store_true", help="time a small experiment against its jobs instead")
+    # Per-job costs (process start, data load, final evaluation, export) weigh less in longer jobs:
+    # auto gives small datasets 30-epoch jobs.
+    parser.add_argument("--epochs", type=int, default=5, help="epochs per job of the --overhead experiment")
     args = parser.parse_args(argv)
     device = common.check_device(args.device)
     if args.quick:
