@@ -17,6 +17,8 @@ import io
 import numpy as np
 from PIL import Image, ImageDraw, ImageFont
 
+from service.imaging.depth import full_scale
+
 TILE = 64
 PAD = 4
 LABEL_WIDTH = 140
@@ -88,7 +90,7 @@ def _tile_shape(height: int, width: int) -> tuple[int, int]:
 def _tile(image: np.ndarray, *, height: int, width: int) -> Image.Image:
     pixels = np.asarray(image)
     if pixels.dtype != np.uint8:
-        pixels = np.round(pixels.astype(np.float64) * (255.0 / np.iinfo(pixels.dtype).max)).astype(np.uint8)
+        pixels = np.round(pixels.astype(np.float64) * (255.0 / full_scale(pixels.dtype))).astype(np.uint8)
     tile = Image.fromarray(pixels[:, :, 0] if pixels.shape[-1] == 1 else pixels)
     enlarging = height >= pixels.shape[0]
     resample = Image.Resampling.NEAREST if enlarging else Image.Resampling.BOX
