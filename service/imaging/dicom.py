@@ -29,6 +29,7 @@ import pydicom
 from pydicom.dataset import Dataset
 from pydicom.pixels import apply_modality_lut, apply_voi_lut
 
+from service.imaging.depth import PIXEL_DTYPES, full_scale
 from service.imaging.refusal import ImageRefused, oversized, short
 
 logger = logging.getLogger(__name__)
@@ -96,8 +97,8 @@ def _grey(pixels: np.ndarray, dataset: Dataset, *, inverted: bool) -> np.ndarray
     if inverted:
         unit = 1.0 - unit
     # The window's output is continuous: a file of more than 8 bits keeps 16 of them.
-    dtype = np.uint16 if int(dataset.get("BitsStored", 8) or 8) > 8 else np.uint8
-    return np.rint(unit * float(np.iinfo(dtype).max)).astype(dtype)
+    dtype = PIXEL_DTYPES[1] if int(dataset.get("BitsStored", 8) or 8) > 8 else PIXEL_DTYPES[0]
+    return np.rint(unit * float(full_scale(dtype))).astype(dtype)
 
 
 def _has_voi(dataset: Dataset) -> bool:
