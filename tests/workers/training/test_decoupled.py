@@ -75,20 +75,25 @@ def test_train_head_separates_separable_features_and_is_seeded():
     torch.testing.assert_close(head.weight, again.weight, rtol=0, atol=0)
 
 
-def test_refit_head_exports_backbone_with_the_new_head_and_rescores():
-    result = _stage1()
+def _stage2_head(result, *, epochs: int):
+    """A new head trained on the stage-1 backbone's train embeddings."""
     features = embed(result.model, TRAIN, batch_size=16, device=CPU)
-    head = train_head(
+    return train_head(
         features,
         TRAIN.labels.numpy(),
         num_classes=2,
-        epochs=3,
+        epochs=epochs,
         batch_size=16,
         lr=1e-2,
         weight_decay=0.0,
         seed=0,
         device=CPU,
     )
+
+
+def test_refit_head_exports_backbone_with_the_new_head_and_rescores():
+    result = _stage1()
+    head = _stage2_head(result, epochs=3)
     backbone_before = {k: v.clone() for k, v in result.model.state_dict().items() if k.startswith("backbone.")}
     final = refit_head(
         result,
@@ -115,18 +120,7 @@ def test_refit_head_exports_backbone_with_the_new_head_and_rescores():
 
 def test_refit_head_folds_a_posthoc_adjustment_into_the_new_head():
     result = _stage1()
-    features = embed(result.model, TRAIN, batch_size=16, device=CPU)
-    head = train_head(
-        features,
-        TRAIN.labels.numpy(),
-        num_classes=2,
-        epochs=2,
-        batch_size=16,
-        lr=1e-2,
-        weight_decay=0.0,
-        seed=0,
-        device=CPU,
-    )
+    head = _stage2_head(result, epochs=2)
     trained = copy.deepcopy(head)
     adjustment = torch.tensor([0.4, -0.7])
     final = refit_head(
