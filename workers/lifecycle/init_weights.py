@@ -22,8 +22,8 @@ from safetensors.torch import load_file
 from sqlalchemy.orm import Session
 
 from service.model_card import WEIGHTS_FILE
-from service.repository import models
-from service.spec import InitSource
+from service.repository import jobs, models
+from service.spec import InitSource, JobSpec, effective_head
 from service.storage import BlobStore
 
 logger = logging.getLogger(__name__)
@@ -63,6 +63,34 @@ def job_weights_key(session: Session, *, tenant_id: str, job_id: str) -> str:
     if prefix is None:
         raise InitNotFound(f"init job not found: {job_id} has no registered model for this tenant")
     return f"{prefix}/{WEIGHTS_FILE}"
+
+
+def job_head(session: Session, *, tenant_id: str, job_id: str) -> str | None:
+    """The head kind (``linear`` or ``cosine``) the tenant's job ``job_id`` trained, ``None`` when unknown."""
+    job = jobs.get_job(session, tenant_id=tenant_id, job_id=job_id)
+    if job is None:
+        return None
+    try:
+        return effective_head(JobSpec.model_validate(job.spec))
+    except ValueError:  # a spec stored before a field existed may no longer parse; then the shapes decide
+        return None
+
+
+def without_foreign_head(
+    state: dict[str, torch.Tensor], *, source_head: str | None, head: str
+) -> tuple[dict[str, torch.Tensor], list[str]]:
+    """``state`` without its ``head.*`` tensors when they belong to another kind of head, and a note per key.
+
+    A cosine head's weight has a linear head's shape but means directions at a
+    fixed scale, so loading one into the other would start from wrong logits
+    without any shape check noticing.
+    """
+    if source_head is None or source_head == head:
+        return state, []
+    dropped = sorted(key for key in state if key.startswith("head."))
+    reason = f"the init job's {source_head} head does not fit this job's {head} head"
+    notes = [f"{key}: not loaded ({reason})" for key in dropped]
+    return {k: v for k, v in state.items() if not k.startswith("head.")}, notes
 
 
 def load_operator_weights(name: str, *, weights_dir: Path) -> dict[str, torch.Tensor]:

@@ -28,13 +28,19 @@ from service.model_card import WEIGHTS_FILE, artifacts_prefix
 from service.models import Job, JobStatus, utcnow
 from service.queue import enqueue_job, make_celery
 from service.repository import datasets, leases, models
-from service.spec import JobSpec
+from service.spec import JobSpec, effective_head
 from service.storage import BlobStore, StorageUnavailable
 from workers.lifecycle.artifacts import ExportedModel, export_artifacts
 from workers.lifecycle.checkpoints import CheckpointWriter
 from workers.lifecycle.dbretry import retry_db
 from workers.lifecycle.heartbeat import Heartbeat
-from workers.lifecycle.init_weights import job_weights_key, load_init_state, load_job_weights
+from workers.lifecycle.init_weights import (
+    job_head,
+    job_weights_key,
+    load_init_state,
+    load_job_weights,
+    without_foreign_head,
+)
 from workers.lifecycle.outcome import Outcome
 from workers.lifecycle.plan import build_training
 from workers.lifecycle.pruning import EpochAdvance
@@ -120,7 +126,7 @@ class JobRun:
             dataset_arrays=arrays,
             class_names=dataset.class_names,
             device=device,
-            init_state=self._init_state(spec),
+            init_state=self._init_state(spec, notes=adapted),
             adaptations=adapted,
             masks=masks,
         )
@@ -178,11 +184,20 @@ class JobRun:
             "read whether the job's experiment prunes",
         )
 
-    def _init_state(self, spec: JobSpec) -> dict[str, torch.Tensor] | None:
+    def _init_state(self, spec: JobSpec, *, notes: list[str]) -> dict[str, torch.Tensor] | None:
+        """``model.init``'s state dict; a line in ``notes`` per tensor left out of it."""
         source = spec.model.init_source
         if source is None:
             return None
-        return load_init_state(source, weights_dir=self.settings.operator_weights_dir, job_weights=self._job_weights)
+        state = load_init_state(source, weights_dir=self.settings.operator_weights_dir, job_weights=self._job_weights)
+        if source.kind != "job":
+            return state
+        source_head = self.write(
+            lambda s: job_head(s, tenant_id=self.tenant_id, job_id=source.name), "read the init job's head"
+        )
+        state, dropped = without_foreign_head(state, source_head=source_head, head=effective_head(spec))
+        notes.extend(dropped)
+        return state
 
     def _job_weights(self, job_id: str) -> dict[str, torch.Tensor]:
         key = self.write(lambda s: job_weights_key(s, tenant_id=self.tenant_id, job_id=job_id), "find the init model")

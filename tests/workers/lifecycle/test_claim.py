@@ -285,6 +285,23 @@ def test_transfer_learning_from_a_job_and_from_operator_weights(env, settings):
     assert run(env, settings, job_id) == "failed" and "init job not found" in job_row(env, job_id).error_message
 
 
+def test_init_from_a_cosine_head_job_keeps_the_backbone_and_leaves_a_linear_head_new(env, settings):
+    """A cosine head's weight has a linear head's shape, so only the head kinds tell that it does not fit."""
+    source = make_job(env, {"epochs": 1, "model": {"arch": "simple_cnn"}, "loss": {"type": "ldam"}})
+    assert run(env, settings, source) == "succeeded", job_row(env, source).error_message
+
+    def adapted(overrides):
+        job_id = make_job(env, {"epochs": 1, "model": {"arch": "simple_cnn", "init": f"job:{source}"}, **overrides})
+        assert run(env, settings, job_id) == "succeeded", job_row(env, job_id).error_message
+        metrics = json.loads(env["store"].local_path(f"jobs/{job_id}/artifacts/metrics.json").read_text())
+        return metrics["init"]["adapted"]
+
+    linear = adapted({"loss": {"type": "cross_entropy"}})
+    assert "head.weight: not loaded (the init job's cosine head does not fit this job's linear head)" in linear
+    assert "head.bias: not loaded (the init job's cosine head does not fit this job's linear head)" in linear
+    assert adapted({"loss": {"type": "ldam"}}) == []  # the same kind of head is loaded as it was trained
+
+
 def test_sigterm_hands_the_job_back_to_the_queue_with_its_checkpoint(env, settings):
     job_id = make_job(env, {"epochs": 200})
     fired = threading.Event()
