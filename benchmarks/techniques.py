@@ -163,8 +163,8 @@ def pneumonia(args: argparse.Namespace, device: torch.device) -> str:
 def load_cifar_lt(
     path: Path, *, rho: int = 100, val_per_class: int = 100, head: int = 5000
 ) -> tuple[common.Arrays, list[str]]:
-    """CIFAR-10-LT (LDAM-DRW's rule, seed 0: class ``i`` keeps ``int(head·ρ^(−i/9))``), a balanced val from
-    unused train images, the balanced test."""
+    """CIFAR-10-LT (LDAM-DRW's rule, seed 0: class ``i`` keeps ``int(head·ρ^(−i/9))``, the head class
+    ``val_per_class`` fewer), a balanced val from unused train images, the balanced test."""
     from PIL import Image
 
     images: dict[str, list[np.ndarray]] = {"train": [], "test": []}
@@ -183,7 +183,9 @@ def load_cifar_lt(
     for c in range(len(names)):
         idx = np.flatnonzero(train_y == c)
         np.random.shuffle(idx)
-        n = int(head * rho ** (-c / (len(names) - 1)))
+        # The head class uses all its 5,000 images; it gives 100 of them to val (4,900 train, ρ ≈ 98) so
+        # that val, which selects the epoch, has every class.
+        n = min(int(head * rho ** (-c / (len(names) - 1))), len(idx) - val_per_class)
         keep.append(idx[:n])
         val.append(idx[n : n + val_per_class])
     keep_i, val_i = np.concatenate(keep), np.concatenate(val)
