@@ -109,8 +109,9 @@ def report(
     }
     headers = ["strategy", *[label for _, label in COLUMNS]]
     rows = [[name, *[f"{s[key][0]:.3f} ± {s[key][1]:.3f}" for key, _ in COLUMNS]] for name, s in stats.items()]
+    ratio = round(max(counts) / min(counts))
     return (
-        f"Train class counts after subsampling: {counts} (normal : pneumonia ≈ 1:{RATIO}); val and test untouched. "
+        f"Train class counts after subsampling: {counts} (normal : pneumonia ≈ 1:{ratio}); val and test untouched. "
         f"Seeds {list(seeds)}; mean ± sample std. Base spec: `{json.dumps(dict(base_spec))}`.\n\n"
         + common.markdown_table(headers, rows)
         + "\n\n"

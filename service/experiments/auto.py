@@ -18,6 +18,10 @@ The rules, each with its reason (docs/experiments.md lists them for users):
   searches loss type and γ, mixing and the learning rate only.
 - Always: loss type (cross-entropy or focal) with γ in [0.5, 4], mixing
   (none / MixUp / CutMix), learning rate log-uniform in [3e-4, 3e-3].
+- **What won the techniques study** (RESULTS ``techniques-pneumonia-cpu``),
+  only when there is imbalance: the LDAM and balanced-softmax losses and
+  Balanced-MixUp, each of which beat plain cross-entropy beyond the seed
+  spread at 1:50.
 - Search by TPE (``auto`` uses Optuna's TPE sampler) over 12 trials unless
   ``search.trials`` says otherwise.
 """
@@ -80,6 +84,8 @@ def _network(train: int, size: int, reasons: list[str]) -> tuple[list[str], int]
 
 def _imbalance_menu(epochs: int) -> dict[str, Any]:
     return {
+        "loss.type": ["cross_entropy", "focal", "ldam", "balanced_softmax"],
+        "mixing.mode": ["none", "mixup", "cutmix", "balanced_mixup"],
         "loss.class_weights": ["none", "balanced", "effective_number"],
         "loss.reweight_from_epoch": [None, max(1, int(epochs * 0.6))],
         "loss.alpha": [None, "balanced"],
