@@ -36,6 +36,10 @@ from service.models import Dataset
 SMALL, MEDIUM = 2_000, 20_000
 IMBALANCED = 1.5
 LARGE_IMAGE = 64
+LOSSES = ("cross_entropy", "focal")
+MIXERS = ("none", "mixup", "cutmix")
+IMBALANCE_LOSSES = ("ldam", "balanced_softmax")  # the techniques study's winners at 1:50
+IMBALANCE_MIXERS = ("balanced_mixup",)
 
 
 def auto_space(request: ExperimentRequest, *, dataset: Dataset) -> tuple[dict, dict, list[str]]:
@@ -48,9 +52,9 @@ def auto_space(request: ExperimentRequest, *, dataset: Dataset) -> tuple[dict, d
     base: dict[str, Any] = {"epochs": epochs, "batch_size": 64 if train < SMALL else 128}
     space: dict[str, Any] = {
         "model.arch": arch,
-        "loss.type": ["cross_entropy", "focal"],
+        "loss.type": list(LOSSES),
         "loss.gamma": Range(low=0.5, high=4.0),
-        "mixing.mode": ["none", "mixup", "cutmix"],
+        "mixing.mode": list(MIXERS),
         "optim.lr": Range(low=3e-4, high=3e-3, log=True),
     }
     if train < SMALL:
@@ -84,8 +88,8 @@ def _network(train: int, size: int, reasons: list[str]) -> tuple[list[str], int]
 
 def _imbalance_menu(epochs: int) -> dict[str, Any]:
     return {
-        "loss.type": ["cross_entropy", "focal", "ldam", "balanced_softmax"],
-        "mixing.mode": ["none", "mixup", "cutmix", "balanced_mixup"],
+        "loss.type": [*LOSSES, *IMBALANCE_LOSSES],
+        "mixing.mode": [*MIXERS, *IMBALANCE_MIXERS],
         "loss.class_weights": ["none", "balanced", "effective_number"],
         "loss.reweight_from_epoch": [None, max(1, int(epochs * 0.6))],
         "loss.alpha": [None, "balanced"],
