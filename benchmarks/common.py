@@ -144,7 +144,12 @@ def deep_merge(base: Mapping[str, Any], overrides: Mapping[str, Any]) -> dict[st
 
 
 def job_plan(
-    overrides: Mapping[str, Any], *, arrays: Arrays, class_names: Sequence[str], device: torch.device | str
+    overrides: Mapping[str, Any],
+    *,
+    arrays: Arrays,
+    class_names: Sequence[str],
+    device: torch.device | str,
+    masks: Mapping[str, np.ndarray] | None = None,
 ) -> Any:
     """The training plan a job would build: JobSpec → ``workers.lifecycle.plan.build_training``."""
     from service.spec import JobSpec
@@ -152,7 +157,7 @@ def job_plan(
 
     spec = JobSpec.model_validate(deep_merge({"dataset_id": BENCH_DATASET_ID}, overrides))
     return build_training(
-        spec, dataset_arrays=arrays, class_names=list(class_names), device=str(device), init_state=None
+        spec, dataset_arrays=arrays, class_names=list(class_names), device=str(device), init_state=None, masks=masks
     )
 
 

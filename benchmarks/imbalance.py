@@ -94,24 +94,33 @@ def run(
             spec = common.deep_merge(base_spec, {**changes, "seed": seed})
             results.setdefault(name, []).append(run_one(spec, arrays=data, class_names=class_names, device=device))
     counts = np.bincount(data["train"][1], minlength=len(class_names)).tolist()
-    return report(results, counts=counts, base_spec=base_spec, seeds=seeds)
+    return report(results, data=subsampled(counts), base_spec=base_spec, seeds=seeds)
+
+
+def subsampled(counts: Sequence[int]) -> str:
+    """The data line of a PneumoniaMNIST table: the train counts after subsampling, their measured ratio."""
+    ratio = round(max(counts) / min(counts))
+    return (
+        f"Train class counts after subsampling: {list(counts)} (normal : pneumonia ≈ 1:{ratio}); "
+        "val and test untouched."
+    )
 
 
 def report(
     results: Mapping[str, list[dict[str, float]]],
     *,
-    counts: list[int],
+    data: str,
     base_spec: Mapping[str, Any],
     seeds: Sequence[int],
 ) -> str:
+    """The table of ``results`` (mean ± std per column), after the ``data`` line, and the verdict."""
     stats = {
         name: {key: common.mean_std([r[key] for r in runs]) for key, _ in COLUMNS} for name, runs in results.items()
     }
     headers = ["strategy", *[label for _, label in COLUMNS]]
     rows = [[name, *[f"{s[key][0]:.3f} ± {s[key][1]:.3f}" for key, _ in COLUMNS]] for name, s in stats.items()]
-    ratio = round(max(counts) / min(counts))
     return (
-        f"Train class counts after subsampling: {counts} (normal : pneumonia ≈ 1:{ratio}); val and test untouched. "
+        f"{data} "
         f"Seeds {list(seeds)}; mean ± sample std. Base spec: `{json.dumps(dict(base_spec))}`.\n\n"
         + common.markdown_table(headers, rows)
         + "\n\n"

@@ -155,7 +155,7 @@ def pneumonia(args: argparse.Namespace, device: torch.device) -> str:
                 spec = common.deep_merge(base, {**resolve(changes, epochs=int(base["epochs"])), "seed": seed})
                 results.setdefault(name, []).append(run_technique(spec, arrays=data, class_names=names, device=device))
         counts = np.bincount(data["train"][1], minlength=len(names)).tolist()
-        table = imbalance.report(results, counts=counts, base_spec=base, seeds=args.seeds)
+        table = imbalance.report(results, data=imbalance.subsampled(counts), base_spec=base, seeds=args.seeds)
         sections.append(f"### normal : pneumonia ≈ 1:{ratio}\n\n{table}")
     return "\n\n".join(sections)
 

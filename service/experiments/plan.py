@@ -16,7 +16,8 @@ from service.experiments.space import Problem, apply, check_trial, grid_size, po
 from service.experiments.spec import DEFAULT_TRIALS, ExperimentRequest, Range
 from service.ingest import stored_dataset_violations
 from service.models import Dataset
-from service.spec import JobSpec, limit_violations
+from service.spec import JobSpec
+from service.violations import limit_violations
 
 
 @dataclass(frozen=True)

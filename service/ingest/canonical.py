@@ -23,8 +23,9 @@ import numpy as np
 from service.imaging.depth import PIXEL_DTYPES, pixel_bits
 from service.ingest.dataset import SPLITS, DecodedDataset
 from service.models import Dataset
-from service.spec import JobSpec, dataset_violations
+from service.spec import JobSpec
 from service.storage import BlobStore
+from service.violations import dataset_violations
 
 logger = logging.getLogger(__name__)
 
@@ -70,7 +71,7 @@ def mask_classes(splits: dict) -> list[int]:
 
 
 def stored_dataset_violations(spec: JobSpec, *, dataset: Dataset) -> list[tuple[tuple[str, ...], str]]:
-    """``service.spec.dataset_violations`` against a stored dataset: its classes, masks and train counts."""
+    """``service.violations.dataset_violations`` against a stored dataset: its classes, masks and train counts."""
     names = [str(name) for name in dataset.class_names]
     return dataset_violations(
         spec,

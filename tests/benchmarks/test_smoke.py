@@ -222,3 +222,24 @@ def test_techniques_quick(tmp_path: Path, pneumonia_npz: Path) -> None:
     for row in table:
         for column in ("minority recall", "balanced acc", "macro-F1", "PR-AUC (minority)", "test AUC"):
             unit_interval(row[column])
+
+
+def test_copy_paste_quick(tmp_path: Path, pneumonia_npz: Path) -> None:
+    results = tmp_path / "RESULTS.md"
+    run_quick("benchmarks.copy_paste", results, pneumonia_npz)  # synthetic data: --data is ignored
+    (table,) = section_tables(results, "copy-paste-cpu")
+    assert [row["strategy"] for row in table] == ["plain CE", "class-balanced sampler", "copy-paste (p=0.5)"]
+    for row in table:
+        unit_interval(row["minority recall"])
+    assert "Copy-paste vs plain CE, minority recall:" in common.read_section("copy-paste-cpu", path=results)
+
+
+def test_the_synthetic_copy_paste_set_masks_exactly_its_rare_discs() -> None:
+    from benchmarks.copy_paste import synthetic_set
+
+    arrays, masks = synthetic_set(counts={"train": (30, 6)}, seed=1)
+    images, labels = arrays["train"]
+    assert images.shape == (36, 32, 32, 1) and np.bincount(labels).tolist() == [30, 6]
+    has_object = masks["train"].reshape(36, -1).any(axis=1)
+    assert np.array_equal(has_object, labels == 1)  # only the rare class carries a masked object
+    assert np.all(images[..., 0][masks["train"] == 1] >= 190)  # the disc is drawn where its mask is

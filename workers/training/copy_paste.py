@@ -3,8 +3,10 @@ Strong Data Augmentation Method for Instance Segmentation"), for classification 
 
 A pool holds the train images of the chosen (minority) classes that have a
 non-empty mask. Per batch, each row is picked with chance ``prob``; a picked
-row receives the masked object of a random pool image, randomly scaled,
-flipped and placed, and its label becomes the pasted object's class.
+row receives the masked object of a random pool image, randomly scaled and
+flipped, and placed so that the object's centre (its mask's centroid) lands
+on a uniformly random point of the image: an object is never pasted wholly
+out of frame, so a row whose label becomes the pasted object's class shows it.
 
 As in :mod:`workers.training.mixing`, parameters are sampled on the host from
 a CPU generator (:meth:`CopyPaste.sample`, a fixed number of draws per batch,
@@ -35,7 +37,8 @@ BLENDS = ("none", "gaussian")
 class PasteParams:
     """One batch's pastes: ``rows`` receive pool objects ``sources`` with ``scale``, ``flip`` and ``shift``.
 
-    ``shift`` ``(P, 2)`` is the object's displacement ``(dx, dy)`` in pixels.
+    ``shift`` ``(P, 2)`` is the displacement ``(dx, dy)`` in pixels applied after scaling and flipping
+    about the image centre.
     """
 
     rows: Tensor
@@ -78,6 +81,7 @@ class CopyPaste:
         self.images = pool_images.to(device).permute(0, 3, 1, 2).contiguous()  # (M, C, H, W)
         self.masks = (pool_masks.to(device) > 0).unsqueeze(1).float()
         self.labels = pool_labels.to(device, torch.int64)
+        self.centres = _centroids(pool_masks)
         self.prob, self.scale, self.blend = float(prob), (float(scale[0]), float(scale[1])), blend
 
     @property
@@ -91,12 +95,22 @@ class CopyPaste:
         picked = u[rows]
         height, width = self.images.shape[-2:]
         low, high = self.scale
+        sources = torch.clamp((picked[:, 1] * len(self.labels)).long(), max=len(self.labels) - 1)
+        scale = low + (high - low) * picked[:, 2]
+        flip = picked[:, 3] < 0.5
+        size = torch.tensor([width, height], dtype=torch.float64)
+        # Where the object's centre goes: half a pixel in from the edges, so that after the shift is
+        # rounded to whole pixels it is still inside the frame.
+        target = 0.5 + picked[:, 4:6] * (size - 1)
+        # Scaling and flipping act about the image centre; the shift then moves the transformed centre to target.
+        sign = torch.stack([torch.where(flip, -1.0, 1.0).double(), torch.ones_like(scale)], dim=1)
+        moved = sign * scale.unsqueeze(1) * (self.centres.index_select(0, sources) - size / 2)
         return PasteParams(
             rows=rows,
-            sources=torch.clamp((picked[:, 1] * len(self.labels)).long(), max=len(self.labels) - 1),
-            scale=(low + (high - low) * picked[:, 2]).float(),
-            flip=picked[:, 3] < 0.5,
-            shift=torch.stack([(picked[:, 4] - 0.5) * width, (picked[:, 5] - 0.5) * height], dim=1).round().float(),
+            sources=sources,
+            scale=scale.float(),
+            flip=flip,
+            shift=(target - size / 2 - moved).round().float(),
         )
 
     def apply(self, images01: Tensor, labels: Tensor, params: PasteParams) -> tuple[Tensor, Tensor]:
@@ -123,6 +137,17 @@ class CopyPaste:
 
     def __call__(self, images01: Tensor, labels: Tensor, *, generator: torch.Generator) -> tuple[Tensor, Tensor]:
         return self.apply(images01, labels, self.sample(images01.shape[0], generator=generator))
+
+
+def _centroids(masks: Tensor) -> Tensor:
+    """Each mask's centre of mass ``(x, y)`` in pixel units (pixel ``j`` spans ``[j, j + 1)``), float64 on the host."""
+    weights = (masks.cpu() > 0).double()
+    total = weights.sum(dim=(1, 2))
+    ys = torch.arange(masks.shape[1], dtype=torch.float64) + 0.5
+    xs = torch.arange(masks.shape[2], dtype=torch.float64) + 0.5
+    x = (weights.sum(dim=1) * xs).sum(dim=1) / total
+    y = (weights.sum(dim=2) * ys).sum(dim=1) / total
+    return torch.stack([x, y], dim=1)
 
 
 def _inverse_affine(params: PasteParams, *, height: int, width: int) -> Tensor:

@@ -36,7 +36,8 @@ from service.queue import enqueue_job
 from service.repository import datasets as dataset_repo
 from service.repository import jobs as repo
 from service.schemas import JOB_SPEC_EXAMPLES, artifact_out, epoch_out, job_out
-from service.spec import JobSpec, limit_violations
+from service.spec import JobSpec
+from service.violations import limit_violations
 
 logger = logging.getLogger(__name__)
 router = APIRouter(prefix="/jobs", tags=["jobs"])

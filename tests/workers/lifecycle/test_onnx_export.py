@@ -3,17 +3,21 @@ exporter cannot handle the network."""
 
 from __future__ import annotations
 
+import pytest
 import torch
 from torch import nn
 
 from service.inference.runtime import OnnxProgram, onnx_session
 from workers.lifecycle.onnx_export import ONNX_FILE, export_checked_onnx
-from workers.training.networks import build_network
+from workers.training.networks import CosineHead, build_network
 
 
-def test_a_network_exports_and_runs_on_onnx_runtime_like_pytorch(tmp_path) -> None:
+@pytest.mark.parametrize("head", ["linear", "cosine"])  # the cosine head (LDAM) normalises in float32
+def test_a_network_exports_and_runs_on_onnx_runtime_like_pytorch(tmp_path, head: str) -> None:
     torch.manual_seed(0)
-    model = build_network("simple_cnn", num_classes=3, in_channels=1, input_size=(28, 28), mean=[0.3], std=[0.2])
+    model = build_network(
+        "simple_cnn", num_classes=3, in_channels=1, input_size=(28, 28), mean=[0.3], std=[0.2], head=head
+    )
     model.train()  # the check must compare in eval mode, like the export
     result = export_checked_onnx(model, tmp_path, input_shape=(1, 28, 28))
     assert result.file == ONNX_FILE and result.error is None
@@ -22,6 +26,7 @@ def test_a_network_exports_and_runs_on_onnx_runtime_like_pytorch(tmp_path) -> No
     x = torch.rand(7, 1, 28, 28)  # a batch size the export never saw: the batch axis is dynamic
     with torch.no_grad():
         torch.testing.assert_close(program(x), model.eval()(x), rtol=1e-4, atol=1e-4)
+    assert isinstance(model.head, CosineHead) == (head == "cosine")
 
 
 class _Eigen(nn.Module):

@@ -77,6 +77,22 @@ def test_sampling_is_a_function_of_the_generator_and_prob():
     assert torch.equal(a[1], b[1])
 
 
+def test_every_paste_lands_its_object_in_frame_with_its_centre_spread_over_the_image():
+    # A corner object: a shift drawn relative to where it sits would push many pastes out of frame,
+    # and those rows would take the pasted class without showing its object.
+    images = torch.full((1, 12, 12, 1), 200, dtype=torch.uint8)
+    masks = torch.zeros(1, 12, 12, dtype=torch.uint8)
+    masks[0, 0:2, 0:2] = 1
+    paste = CopyPaste(pool_images=images, pool_masks=masks, pool_labels=torch.tensor([1]), prob=1.0, blend="none")
+    params = paste.sample(2000, generator=torch.Generator().manual_seed(0))
+    out, labels = paste.apply(torch.zeros(2000, 1, 12, 12), torch.zeros(2000, dtype=torch.int64), params)
+    visible = out[:, 0] > 0
+    assert bool(visible.flatten(1).any(dim=1).all()) and bool((labels == 1).all())
+    xs = torch.arange(12, dtype=torch.float32) + 0.5
+    centre_x = (visible.float().sum(dim=1) * xs).sum(dim=1) / visible.float().sum(dim=(1, 2))
+    assert abs(float(centre_x.mean()) - 6.0) < 0.3 and float(centre_x.min()) < 2 and float(centre_x.max()) > 10
+
+
 @pytest.mark.parametrize(
     ("kwargs", "message"),
     [
