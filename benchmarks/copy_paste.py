@@ -51,9 +51,7 @@ ROWS: dict[str, dict[str, Any]] = {
 }
 
 
-def synthetic_split(
-    *, counts: tuple[int, int], rng: np.random.Generator
-) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+def synthetic_split(*, counts: tuple[int, int], rng: np.random.Generator) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """``counts = (ok, defect)`` images ``uint8 (N, 32, 32, 1)``, labels, and the discs' masks ``(N, 32, 32)``."""
     n = sum(counts)
     labels = np.repeat([0, 1], counts).astype(np.int64)

@@ -243,3 +243,20 @@ def test_the_synthetic_copy_paste_set_masks_exactly_its_rare_discs() -> None:
     has_object = masks["train"].reshape(36, -1).any(axis=1)
     assert np.array_equal(has_object, labels == 1)  # only the rare class carries a masked object
     assert np.all(images[..., 0][masks["train"] == 1] >= 190)  # the disc is drawn where its mask is
+
+
+def test_pixel_smote_keeps_the_train_images_and_adds_interpolated_minority_ones() -> None:
+    from benchmarks.techniques import pixel_smote
+
+    rng = np.random.default_rng(0)
+    images = rng.integers(0, 256, size=(26, 4, 4, 1), dtype=np.uint8)
+    labels = np.array([0] * 6 + [1] * 20, dtype=np.int64)
+    out = pixel_smote({"train": (images, labels)}, seed=0)
+    new_images, new_labels = out["train"]
+    assert new_images.dtype == np.uint8 and new_images.shape == (40, 4, 4, 1)
+    assert np.bincount(new_labels).tolist() == [20, 20]
+    assert np.array_equal(new_images[:26], images)  # imbalanced-learn appends its synthetic samples
+    minority = images[:6].reshape(6, -1).astype(int)
+    synthetic = new_images[26:].reshape(14, -1).astype(int)
+    # Every synthetic image lies inside the minority images' pixel range (a segment between two of them).
+    assert np.all(synthetic >= minority.min(axis=0)) and np.all(synthetic <= minority.max(axis=0))
