@@ -20,8 +20,9 @@ from service.repository import leases
 from service.storage import make_blob_store
 from workers.lifecycle import pruning
 from workers.lifecycle.heartbeat import Heartbeat
+from workers.lifecycle.progress import Progress
 from workers.lifecycle.pruning import EpochAdvance
-from workers.lifecycle.run import JobRun, Progress
+from workers.lifecycle.run import JobRun
 from workers.training.optim import LrSchedule
 from workers.training.state import EpochRecord, TrainingState
 
