@@ -18,7 +18,8 @@ import re
 import shlex
 import statistics
 import subprocess
-from collections.abc import Mapping, Sequence
+import sys
+from collections.abc import Callable, Mapping, Sequence
 from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
@@ -81,6 +82,16 @@ def publish(section: str, markdown: str, *, args: argparse.Namespace, module: st
     target = results_target(args)
     if target is not None:
         write_results(section, markdown, command_line(module, argv), path=target)
+
+
+def start(
+    parse_args: Callable[[list[str]], argparse.Namespace], argv: Sequence[str] | None
+) -> tuple[argparse.Namespace, torch.device, list[str]]:
+    """A script's first steps: INFO logging, its command line parsed, the device checked; the argv it ran with."""
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(message)s")
+    arguments = list(sys.argv[1:] if argv is None else argv)
+    args = parse_args(arguments)
+    return args, check_device(args.device), arguments
 
 
 def check_device(name: str) -> torch.device:

@@ -20,7 +20,6 @@ from __future__ import annotations
 
 import argparse
 import logging
-import sys
 from collections.abc import Mapping, Sequence
 from typing import Any
 
@@ -156,10 +155,7 @@ def parse_args(argv: Sequence[str]) -> argparse.Namespace:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(message)s")
-    argv = list(sys.argv[1:] if argv is None else argv)
-    args = parse_args(argv)
-    device = common.check_device(args.device)
+    args, device, argv = common.start(parse_args, argv)
     common.publish(
         f"copy-paste-{device.type}", study(args, device), args=args, module="benchmarks.copy_paste", argv=argv
     )

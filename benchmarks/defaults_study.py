@@ -36,7 +36,6 @@ from __future__ import annotations
 
 import argparse
 import logging
-import sys
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -211,10 +210,7 @@ def parse_args(argv: Sequence[str]) -> argparse.Namespace:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(message)s")
-    argv = list(sys.argv[1:] if argv is None else argv)
-    args = parse_args(argv)
-    device = common.check_device(args.device)
+    args, device, argv = common.start(parse_args, argv)
     markdown = run_study(args, device)
     common.publish(
         f"defaults-study-{args.group}-{common.machine_tag(device)}",

@@ -19,7 +19,6 @@ from __future__ import annotations
 import argparse
 import json
 import logging
-import sys
 import time
 from collections.abc import Mapping, Sequence
 from typing import Any
@@ -159,10 +158,7 @@ def parse_args(argv: Sequence[str]) -> argparse.Namespace:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    argv = list(sys.argv[1:] if argv is None else argv)
-    args = parse_args(argv)
-    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(message)s")
-    device = common.check_device(args.device)
+    args, device, argv = common.start(parse_args, argv)
     arrays, class_names = common.load_npz(args.data)
     if args.quick:
         arrays = common.subset(arrays, sizes=QUICK_SIZES, seed=0)

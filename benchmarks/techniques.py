@@ -31,7 +31,6 @@ from __future__ import annotations
 import argparse
 import io
 import logging
-import sys
 import time
 import zipfile
 from collections.abc import Mapping, Sequence
@@ -266,10 +265,7 @@ def parse_args(argv: Sequence[str]) -> argparse.Namespace:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(message)s")
-    argv = list(sys.argv[1:] if argv is None else argv)
-    args = parse_args(argv)
-    device = common.check_device(args.device)
+    args, device, argv = common.start(parse_args, argv)
     markdown = cifar_lt(args, device) if args.cifar_lt else pneumonia(args, device)
     section = f"techniques-{'cifar-lt' if args.cifar_lt else 'pixel' if args.pixel else 'pneumonia'}-{device.type}"
     common.publish(section, markdown, args=args, module="benchmarks.techniques", argv=argv)
