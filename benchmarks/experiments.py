@@ -19,11 +19,14 @@ time against the sum of its jobs' epoch seconds.
     python -m benchmarks.experiments --device cuda --variant full --trials 24
     python -m benchmarks.experiments --device cuda --packing 8
     python -m benchmarks.experiments --device cpu --overhead --epochs 30
+    python -m benchmarks.experiments --device cpu --variant full --trials 8 --recipes auto \\
+        --base '{"model": {"arch": "simple_cnn"}}'
 """
 
 from __future__ import annotations
 
 import argparse
+import json
 import sys
 import tempfile
 import time
@@ -109,25 +112,34 @@ def compare(args: argparse.Namespace) -> str:
     arrays = variant_arrays(arrays, args.variant, quick=args.quick)
     seeds = list(range(args.seeds))
     quick = {"epochs": 1, "optim": {"warmup_epochs": 0}} if args.quick else {}
+    given = common.deep_merge(json.loads(args.base), quick)
     rows = []
     with service(device=args.device) as http:
         dataset = api_client.upload_dataset(http, arrays, name=f"pneumonia-{args.variant}")
         plain = {"loss": {"type": "cross_entropy"}, "sampler": {"type": "random"}, "mixing": {"mode": "none"}}
         cases = {
-            "single-job defaults (only dataset_id)": lambda: single_jobs(
-                http, {"dataset_id": dataset["id"], **quick}, seeds
+            "defaults": (
+                "single-job defaults (only dataset_id)",
+                lambda: single_jobs(http, {"dataset_id": dataset["id"], **given}, seeds),
             ),
-            "plain cross-entropy": lambda: single_jobs(http, {"dataset_id": dataset["id"], **plain, **quick}, seeds),
-            f"auto, {args.trials} trials (best on val)": lambda: auto_experiment(
-                http, dataset["id"], trials=args.trials, seeds=seeds, base=quick
+            "plain": (
+                "plain cross-entropy",
+                lambda: single_jobs(http, common.deep_merge({"dataset_id": dataset["id"], **plain}, given), seeds),
+            ),
+            "auto": (
+                f"auto, {args.trials} trials (best on val)",
+                lambda: auto_experiment(http, dataset["id"], trials=args.trials, seeds=seeds, base=given),
             ),
         }
-        for name, run in cases.items():
+        for key in args.recipes:
+            name, run = cases[key]
             result = run()
             cells = [_mean_std(result[m]) for m in METRICS]
             rows.append([name, *cells, common.fmt(result["wall"], 0)])
     headers = ["recipe", "test AUC", "test ACC", "balanced acc", "minority recall", "AP", "wall s"]
     note = f"\n\nPneumoniaMNIST variant `{args.variant}`, seeds {seeds}, mean ± sample std over the seeds."
+    if given and not args.quick:
+        note += f" Every recipe's spec (auto: its base) also sets `{json.dumps(given)}`."
     return common.markdown_table(headers, rows) + note
 
 
@@ -195,6 +207,10 @@ def main(argv: list[str] | None = None) -> int:
     parser = common.add_common_args(argparse.ArgumentParser(description=__doc__))
     parser.add_argument("--variant", choices=("full", "imbalanced", "small"), default="full")
     parser.add_argument("--trials", type=int, default=12)
+    parser.add_argument(
+        "--recipes", nargs="+", choices=("defaults", "plain", "auto"), default=["defaults", "plain", "auto"]
+    )
+    parser.add_argument("--base", default="{}", help="job-spec fields (JSON) every recipe sets, auto's base too")
     parser.add_argument("--seeds", type=int, default=3)
     parser.add_argument("--packing", type=int, default=0, help="time packed jobs (this many per GPU) instead")
     parser.add_argument("--overhead", action="store_true", help="time a small experiment against its jobs instead")

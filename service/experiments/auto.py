@@ -70,7 +70,17 @@ def auto_space(request: ExperimentRequest, *, dataset: Dataset) -> tuple[dict, d
     objective = request.objective
     if objective.class_ is None and "selection_metric" not in request.base:
         base["selection_metric"] = objective.metric
-    return {**base, **request.base}, {k: v for k, v in space.items() if k not in request.base}, reasons
+    given = request.base
+    return {**base, **given}, {k: v for k, v in space.items() if not _sets(given, k.split("."))}, reasons
+
+
+def _sets(body: dict[str, Any], path: list[str]) -> bool:
+    """Whether the job-spec ``body`` sets the dotted ``path`` or a field above it (``model`` sets ``model.arch``)."""
+    head, *rest = path
+    if head not in body:
+        return False
+    child = body[head]
+    return not rest or not isinstance(child, dict) or _sets(child, rest)
 
 
 def _network(train: int, size: int, reasons: list[str]) -> tuple[list[str], int]:

@@ -35,3 +35,15 @@ def test_an_imbalanced_set_searches_the_study_winners_and_a_balanced_one_does_no
     assert "balanced_mixup" in imbalanced["mixing.mode"]
     _, balanced, _ = auto_space(request, dataset=_dataset(train=500, ratio=1.0))
     assert balanced["loss.type"] == ["cross_entropy", "focal"] and "balanced_mixup" not in balanced["mixing.mode"]
+
+
+def test_a_field_the_base_sets_leaves_the_space_however_it_is_nested():
+    body = {"dataset_id": "d", "search": {"strategy": "auto"}, "base": {"model": {"arch": "simple_cnn"}, "epochs": 5}}
+    request = ExperimentRequest.model_validate(body)
+    base, space, _ = auto_space(request, dataset=_dataset(train=5_000, ratio=10.0))
+    assert base["model"] == {"arch": "simple_cnn"} and base["epochs"] == 5
+    assert "model.arch" not in space  # a trial would otherwise train a ResNet the base ruled out
+    assert {"loss.type", "optim.lr", "sampler.type"} <= set(space)
+    request = ExperimentRequest.model_validate({**body, "base": {"loss": {"gamma": 2.0}}})
+    _, space, _ = auto_space(request, dataset=_dataset(train=5_000, ratio=10.0))
+    assert "loss.gamma" not in space and "loss.type" in space  # only the field set, not its siblings
