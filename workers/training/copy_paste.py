@@ -141,13 +141,12 @@ class CopyPaste:
 
 def _centroids(masks: Tensor) -> Tensor:
     """Each mask's centre of mass ``(x, y)`` in pixel units (pixel ``j`` spans ``[j, j + 1)``), float64 on the host."""
-    weights = (masks.cpu() > 0).double()
-    total = weights.sum(dim=(1, 2))
-    ys = torch.arange(masks.shape[1], dtype=torch.float64) + 0.5
+    inside = masks.cpu() > 0  # a byte per pixel: the marginals below are summed from it without a float copy
+    columns, rows = inside.sum(dim=1, dtype=torch.float64), inside.sum(dim=2, dtype=torch.float64)
+    total = columns.sum(dim=1)
     xs = torch.arange(masks.shape[2], dtype=torch.float64) + 0.5
-    x = (weights.sum(dim=1) * xs).sum(dim=1) / total
-    y = (weights.sum(dim=2) * ys).sum(dim=1) / total
-    return torch.stack([x, y], dim=1)
+    ys = torch.arange(masks.shape[1], dtype=torch.float64) + 0.5
+    return torch.stack([(columns * xs).sum(dim=1) / total, (rows * ys).sum(dim=1) / total], dim=1)
 
 
 def _inverse_affine(params: PasteParams, *, height: int, width: int) -> Tensor:
