@@ -19,8 +19,8 @@ time against the sum of its jobs' epoch seconds.
     python -m benchmarks.experiments --device cuda --variant full --trials 24
     python -m benchmarks.experiments --device cuda --packing 8
     python -m benchmarks.experiments --device cpu --overhead --epochs 30
-    python -m benchmarks.experiments --device cpu --variant full --trials 8 --recipes auto \\
-        --base '{"model": {"arch": "simple_cnn"}}'
+    python -m benchmarks.experiments --device cpu --variant full --trials 10 --recipes auto \\
+        --objective accuracy --base '{"model": {"arch": "simple_cnn"}}'
 """
 
 from __future__ import annotations
@@ -93,9 +93,17 @@ def single_jobs(http: httpx.Client, spec: dict[str, Any], seeds: list[int]) -> d
     return {"wall": time.perf_counter() - started, **{m: [b.get(m) for b in blocks] for m in METRICS}}
 
 
-def auto_experiment(http: httpx.Client, dataset_id: str, *, trials: int, seeds: list[int], base: dict) -> dict:
+def auto_experiment(
+    http: httpx.Client, dataset_id: str, *, trials: int, seeds: list[int], base: dict, objective: str
+) -> dict:
     started = time.perf_counter()
-    body = {"dataset_id": dataset_id, "search": {"strategy": "auto", "trials": trials}, "seeds": seeds, "base": base}
+    body = {
+        "dataset_id": dataset_id,
+        "search": {"strategy": "auto", "trials": trials},
+        "seeds": seeds,
+        "base": base,
+        "objective": {"metric": objective},
+    }
     response = http.post("/v1/experiments", json={**body, "budget": {"max_parallel": 4}})
     response.raise_for_status()
     done = wait_experiment(http, response.json()["id"], timeout=6 * 3600)
@@ -127,8 +135,10 @@ def compare(args: argparse.Namespace) -> str:
                 lambda: single_jobs(http, common.deep_merge({"dataset_id": dataset["id"], **plain}, given), seeds),
             ),
             "auto": (
-                f"auto, {args.trials} trials (best on val)",
-                lambda: auto_experiment(http, dataset["id"], trials=args.trials, seeds=seeds, base=given),
+                f"auto, {args.trials} trials (best on val {args.objective})",
+                lambda: auto_experiment(
+                    http, dataset["id"], trials=args.trials, seeds=seeds, base=given, objective=args.objective
+                ),
             ),
         }
         for key in args.recipes:
@@ -211,6 +221,7 @@ def main(argv: list[str] | None = None) -> int:
         "--recipes", nargs="+", choices=("defaults", "plain", "auto"), default=["defaults", "plain", "auto"]
     )
     parser.add_argument("--base", default="{}", help="job-spec fields (JSON) every recipe sets, auto's base too")
+    parser.add_argument("--objective", default="balanced_accuracy", help="the auto experiment's objective metric")
     parser.add_argument("--seeds", type=int, default=3)
     parser.add_argument("--packing", type=int, default=0, help="time packed jobs (this many per GPU) instead")
     parser.add_argument("--overhead", action="store_true", help="time a small experiment against its jobs instead")
