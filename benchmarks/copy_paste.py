@@ -129,8 +129,8 @@ def study(args: argparse.Namespace, device: torch.device) -> str:
             results.setdefault(name, []).append(run_row(spec, arrays=arrays, masks=masks, device=device))
     counts, val, test = (np.bincount(arrays[split][1], minlength=2).tolist() for split in common.SPLITS)
     stats = {name: common.mean_std([r["minority_recall"] for r in runs]) for name, runs in results.items()}
-    (m_paste, s_paste), (m_plain, s_plain) = stats["copy-paste (p=0.5)"], stats["plain CE"]
-    margin, spread = m_paste - m_plain, s_paste + s_plain
+    (m_paste, _), (m_plain, _) = pair = stats["copy-paste (p=0.5)"], stats["plain CE"]
+    margin, spread = imbalance.margin_and_spread(*pair)
     verdict = "beyond the seed spread" if margin > spread else "NOT beyond the seed spread"
     data = (
         f"Synthetic 32×32 set, train counts {counts} (`ok` : `defect` ≈ 1:{round(counts[0] / counts[1])}), "

@@ -25,8 +25,8 @@ A case where the new defaults pick the old recipe (the resolved specs are
 equal) is not trained: the two rows are one recipe, so the new one cannot be
 below it. **Verdict** per metric: the new defaults are *below by more than the
 seed spread* when ``mean_old − mean_new > std_old + std_new`` (sample
-standard deviations over the seeds; the summed-spread rule of
-``benchmarks.imbalance.verdict``).
+standard deviations over the seeds; the summed-spread rule,
+``benchmarks.imbalance.margin_and_spread``).
 
     python -m benchmarks.defaults_study --device cuda --seeds 0 1 2
     python -m benchmarks.defaults_study --device cuda --group cifar
@@ -155,9 +155,10 @@ def study_case(
     }
     cells, verdicts = [], []
     for key, label in COLUMNS:
-        (m_old, s_old), (m_new, s_new) = stats["old"][key], stats["new"][key]
+        (m_old, s_old), (m_new, s_new) = pair = stats["old"][key], stats["new"][key]
         cells += [f"{m_old:.3f} ± {s_old:.3f}", f"{m_new:.3f} ± {s_new:.3f}"]
-        if m_old - m_new > s_old + s_new:
+        margin, spread = imbalance.margin_and_spread(*pair)
+        if margin > spread:
             verdicts.append(f"- {case.name}: new {label} {m_new:.3f} is below old {m_old:.3f} beyond the spread.")
     seconds = [sum(r["seconds"] for r in results[label]) / len(seeds) for label in ("old", "new")]
     changes = ", ".join(note.split(":")[0].replace(" = ", "=").replace("'", "") for note in notes)

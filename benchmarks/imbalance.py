@@ -128,6 +128,12 @@ def report(
     )
 
 
+def margin_and_spread(better: tuple[float, float], worse: tuple[float, float]) -> tuple[float, float]:
+    """``(mean_better − mean_worse, std_better + std_worse)``: ``better`` beats ``worse`` beyond the seed spread
+    when the margin exceeds the spread (the rule of every study here)."""
+    return better[0] - worse[0], better[1] + worse[1]
+
+
 def verdict(stats: Mapping[str, Mapping[str, tuple[float, float]]]) -> str:
     """Does the best imbalance-aware strategy beat plain CE by more than the summed spreads?"""
     aware = [name for name in stats if name != "plain CE"]
@@ -136,8 +142,8 @@ def verdict(stats: Mapping[str, Mapping[str, tuple[float, float]]]) -> str:
     best = max(aware, key=lambda name: stats[name]["balanced_accuracy"][0])
     lines = [f"Best imbalance-aware strategy by mean balanced accuracy: **{best}**."]
     for key in COMPARED:
-        (m_best, s_best), (m_ce, s_ce) = stats[best][key], stats["plain CE"][key]
-        margin, spread = m_best - m_ce, s_best + s_ce
+        (m_best, _), (m_ce, _) = pair = stats[best][key], stats["plain CE"][key]
+        margin, spread = margin_and_spread(*pair)
         beats = margin > spread
         verdict = "beats plain CE beyond the seed spread" if beats else "NOT beyond the seed spread"
         lines.append(

@@ -69,7 +69,8 @@ TECHNIQUES: dict[str, dict[str, Any]] = {
 }
 # The optional pixel-space arm, benchmark-only (no job option unless it helps): SMOTE on flattened
 # train images, against plain CE in the same run.
-PIXEL_TECHNIQUES = ("plain CE", "pixel-space SMOTE (k=5)")
+PIXEL_SMOTE = "pixel-space SMOTE (k=5)"
+PIXEL_TECHNIQUES = ("plain CE", PIXEL_SMOTE)
 QUICK_SIZES = {"train": 600, "val": 64, "test": 128}
 QUICK_TECHNIQUES = ("plain CE", "LDAM-DRW", "Balanced-MixUp (α=0.2)", "cRT Tomek")  # a loss, a mixer, stage 2
 CIFAR_CANDIDATES = (
@@ -169,11 +170,11 @@ def pneumonia(args: argparse.Namespace, device: torch.device) -> str:
         data = imbalance.subsample_minority(arrays, ratio=ratio)
         results: dict[str, list[dict[str, float]]] = {}
         for name in chosen:
-            changes = TECHNIQUES.get(name, {})  # the pixel-space row trains plain CE on resampled images
+            changes = {} if name == PIXEL_SMOTE else TECHNIQUES[name]  # pixel SMOTE: plain CE, resampled images
             for seed in args.seeds:
                 logger.info("ratio 1:%d technique %s seed %d", ratio, name, seed)
                 spec = common.deep_merge(base, {**resolve(changes, epochs=int(base["epochs"])), "seed": seed})
-                train = pixel_smote(data, seed=seed) if name not in TECHNIQUES else data
+                train = pixel_smote(data, seed=seed) if name == PIXEL_SMOTE else data
                 results.setdefault(name, []).append(run_technique(spec, arrays=train, class_names=names, device=device))
         counts = np.bincount(data["train"][1], minlength=len(names)).tolist()
         table = imbalance.report(results, data=imbalance.subsampled(counts), base_spec=base, seeds=args.seeds)

@@ -30,6 +30,7 @@ from __future__ import annotations
 
 from typing import Any
 
+from service.experiments.space import sets
 from service.experiments.spec import ExperimentRequest, Range
 from service.models import Dataset
 
@@ -71,16 +72,7 @@ def auto_space(request: ExperimentRequest, *, dataset: Dataset) -> tuple[dict, d
     if objective.class_ is None and "selection_metric" not in request.base:
         base["selection_metric"] = objective.metric
     given = request.base
-    return {**base, **given}, {k: v for k, v in space.items() if not _sets(given, k.split("."))}, reasons
-
-
-def _sets(body: dict[str, Any], path: list[str]) -> bool:
-    """Whether the job-spec ``body`` sets the dotted ``path`` or a field above it (``model`` sets ``model.arch``)."""
-    head, *rest = path
-    if head not in body:
-        return False
-    child = body[head]
-    return not rest or not isinstance(child, dict) or _sets(child, rest)
+    return {**base, **given}, {k: v for k, v in space.items() if not sets(given, k)}, reasons
 
 
 def _network(train: int, size: int, reasons: list[str]) -> tuple[list[str], int]:

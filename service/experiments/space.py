@@ -85,6 +85,15 @@ def apply(base: dict[str, Any], params: dict[str, Any], *, dataset_id: str, seed
     return {**body, "dataset_id": dataset_id, "seed": seed}
 
 
+def sets(body: dict[str, Any], key: str) -> bool:
+    """Whether the job-spec ``body`` sets the dotted ``key`` or a field above it (``model`` sets ``model.arch``)."""
+    head, _, rest = key.partition(".")
+    if head not in body:
+        return False
+    child = body[head]
+    return not rest or not isinstance(child, dict) or sets(child, rest)
+
+
 def check_trial(
     body: dict[str, Any], *, params: dict[str, Any], extra_checks: Callable[[JobSpec], list[Problem]]
 ) -> tuple[JobSpec | None, list[Problem]]:
