@@ -58,7 +58,12 @@ PNEUMONIA_SIZES: dict[str, int | None] = {"500": 500, "1950": 1950, "all": None}
 PNEUMONIA_RATIOS: dict[str, int | None] = {"natural": None, "1:10": 10, "1:50": 50}
 PNEUMONIA_CASES = tuple(f"pneumonia-{size}-{ratio}" for size in PNEUMONIA_SIZES for ratio in PNEUMONIA_RATIOS)
 CIFAR_CASES = ("cifar10", "cifar10-lt", "cifar10-lt-small")
-GROUPS = {"pneumonia": PNEUMONIA_CASES, "cifar": CIFAR_CASES, "quick": ("pneumonia-500-1:10",)}
+GROUPS = {
+    "pneumonia": PNEUMONIA_CASES,
+    **{f"pneumonia-{size}": tuple(c for c in PNEUMONIA_CASES if c.split("-")[1] == size) for size in PNEUMONIA_SIZES},
+    "cifar": CIFAR_CASES,
+    "quick": ("pneumonia-500-1:10",),
+}
 CIFAR_VAL_PER_CLASS = 500
 SMALL_LT_HEAD = 500
 QUICK_SIZES = {"train": 128, "val": 32, "test": 64}
@@ -144,11 +149,11 @@ def study_case(
     if old == new:
         return [*described, "same recipe (not run)", *["—"] * (len(COLUMNS) * 2 + 1)], []
     results: dict[str, list[dict[str, float]]] = {"old": [], "new": []}
-    for label, spec in (("old", old), ("new", new)):
+    for label, spec in (("new", new), ("old", old)):
         for seed in seeds:
-            logger.info("%s: %s recipe, seed %d", case.name, label, seed)
             spec_seed = {**spec, "seed": seed}
             row = techniques.run_technique(spec_seed, arrays=case.arrays, class_names=case.class_names, device=device)
+            logger.info("%s: %s recipe, seed %d: %s", case.name, label, seed, row)
             results[label].append(row)
     stats = {
         label: {key: common.mean_std([r[key] for r in runs]) for key, _ in COLUMNS} for label, runs in results.items()

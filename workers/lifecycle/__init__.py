@@ -4,11 +4,12 @@
   ``heartbeat`` (lease renewal, cancel relay) and the ``shutdown`` flag (SIGTERM), and ends
   with an ``outcome``; exceptions become outcomes through ``failures``.
 - ``run``: ``JobRun``, the claimed job's steps: load the dataset, build the ``plan`` (with
-  ``init_weights`` for ``model.init``), resume, fit with progress callbacks (epoch rows,
+  ``init_weights`` for ``model.init``, the ``criterion`` and the ``batch_transforms``), resume
+  from the last of the ``checkpoints``, fit with ``progress`` callbacks (epoch rows,
   ``checkpoints`` written off the training thread, and for a trial of an ASHA experiment a
   ``pruning`` request that the experiment advance), and conclude: export the ``artifacts``
-  (``onnx_export`` checks the ONNX graph against PyTorch),
-  register the model and finish, or release, cancel or fail.
+  (``onnx_export`` checks the ONNX graph against PyTorch), then ``registration`` records the
+  model and finishes the job, or the run releases, cancels or fails it.
 - ``dbretry``: every database write above rides out a short outage.
 """
 

@@ -31,10 +31,11 @@ import threading
 import time
 from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 
 from service.model_card import checkpoint_key
-from service.storage import BlobStore
-from workers.training.checkpoint import save_checkpoint
+from service.storage import BlobStore, StorageUnavailable
+from workers.training.checkpoint import load_checkpoint, save_checkpoint
 from workers.training.state import Snapshot
 
 logger = logging.getLogger(__name__)
@@ -144,3 +145,30 @@ class CheckpointWriter:
                 self.store.delete(previous)
             except OSError:
                 logger.warning("job %s: could not delete the old checkpoint %s", self.job_id, previous, exc_info=True)
+
+
+def resume_point(
+    store: BlobStore, *, checkpoint: tuple[str | None, str | None], staging: Path, job_id: str
+) -> dict[str, Any] | None:
+    """The job's last checkpoint (``(key, sha256)`` from its row) loaded, or None to start over.
+
+    A missing, torn or tampered checkpoint starts the job over (correctness
+    first); a store that cannot be reached raises, since starting over would
+    throw the finished epochs away.
+    """
+    key, sha256 = checkpoint
+    if not key:
+        return None
+    local = staging / "resume.pt"
+    try:
+        store.download(key, local, sha256=sha256)  # BlobCorrupt unless the bytes match the row's hash
+        state = load_checkpoint(local)
+    except StorageUnavailable:
+        raise
+    except Exception as exc:
+        logger.warning("job %s: checkpoint unusable (%s); starting over", job_id, exc)
+        return None
+    finally:
+        local.unlink(missing_ok=True)
+    logger.info("job %s: resuming after epoch %s", job_id, state.get("epoch"))
+    return state

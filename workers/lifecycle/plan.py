@@ -23,14 +23,16 @@ import torch
 from torch.optim import Optimizer
 
 from rarefit.guarantees import guarantee_bound
-from service.spec import JobSpec, LossSpec, ThresholdSpec, effective_head, effective_warmup_epochs, resolve_class
-from workers.training.augment import BatchAugment, minority_class_mask
+from service.spec import JobSpec, ThresholdSpec, effective_head, effective_warmup_epochs, resolve_class
+from workers.lifecycle.batch_transforms import make_augment, make_copy_paste, make_mixer
+from workers.lifecycle.criterion import make_criterion
+from workers.training.augment import BatchAugment
 from workers.training.copy_paste import CopyPaste
 from workers.training.data import Split, channel_stats, minority_class
 from workers.training.engine import FitResult, fit
-from workers.training.long_tail import LONG_TAIL_KINDS, LongTailCriterion, posthoc_adjustment
+from workers.training.long_tail import posthoc_adjustment
 from workers.training.loop import steps_per_epoch
-from workers.training.losses import Criterion, class_weights, resolve_alpha
+from workers.training.losses import Criterion
 from workers.training.mixing import BatchMixer
 from workers.training.networks import Classifier, build_network, load_init_state
 from workers.training.optim import LrSchedule, make_optimizer, make_scheduler
@@ -146,9 +148,9 @@ def build_training(
         optimizer=optimizer,
         scheduler=scheduler,
         sampler=sampler,
-        mixer=_mixer(spec, num_classes=len(names), train_labels=train.labels),
-        augment=_augment(spec, counts=counts),
-        copy_paste=_copy_paste(spec, train=train, names=names, counts=counts, masks=masks, device=device),
+        mixer=make_mixer(spec, num_classes=len(names), train_labels=train.labels),
+        augment=make_augment(spec, counts=counts),
+        copy_paste=make_copy_paste(spec, train=train, names=names, counts=counts, masks=masks, device=device),
         epochs=spec.epochs,
         batch_size=spec.batch_size,
         seed=spec.seed,
@@ -219,13 +221,6 @@ def _network(
     return model, adaptations + [f"{key}: not loaded (new head)" for key in skipped]
 
 
-def criterion_kind(loss: LossSpec) -> str:
-    """``cross_entropy``, ``focal`` or ``sigmoid_focal`` (focal with the binary sigmoid variant)."""
-    if loss.type == "focal":
-        return "sigmoid_focal" if loss.variant == "sigmoid" else "focal"
-    return "cross_entropy"
-
-
 def positive_class_index(spec: JobSpec, *, class_names: list[str], counts: Sequence[int]) -> int:
     """``spec.positive_class`` (a name or index) as an index; by default the train split's minority class."""
     if spec.positive_class is None:
@@ -261,115 +256,3 @@ def epoch_threshold(threshold: ThresholdSpec, *, positive: int, class_names: lis
         "threshold_class": target,
         "threshold_bound": partial(guarantee_bound, confidence=policy.confidence) if policy.guarantee else None,
     }
-
-
-def make_criterion(
-    loss: LossSpec,
-    *,
-    counts: Sequence[int],
-    positive_class: int | None = None,
-    cosine_scale: float | None = None,
-) -> Criterion:
-    """The loss with class weights, focal α, margins and priors resolved from the train class ``counts``.
-
-    Label smoothing is applied here (not in the mixer), once, to the mixed targets.
-    ``positive_class`` (binary) is the class a scalar α and the sigmoid variant refer to.
-    ``cosine_scale`` is the head's ``s`` when the network has a cosine head: its logits are already
-    ``s·cos``, so LDAM runs at scale 1 with margins ``s·m`` (Cao et al.'s ``s·(cos − m_y e_y)`` exactly).
-    """
-    weight = class_weights(loss.class_weights, counts=counts, beta=loss.effective_number_beta)
-    if loss.type in LONG_TAIL_KINDS:
-        head_scale = cosine_scale if loss.type == "ldam" else None
-        return LongTailCriterion(
-            kind=loss.type,
-            counts=counts,
-            tau=loss.tau,
-            max_margin=loss.ldam_max_margin * (1.0 if head_scale is None else head_scale),
-            scale=loss.ldam_scale if head_scale is None else 1.0,
-            weight=weight,
-            label_smoothing=loss.label_smoothing,
-            reweight_from_epoch=loss.reweight_from_epoch,
-        )
-    kind = criterion_kind(loss)
-    binary_positive = positive_class if len(counts) == 2 and positive_class is not None else 1
-    return Criterion(
-        kind=kind,
-        gamma=loss.gamma,
-        positive_class=binary_positive,
-        alpha=resolve_alpha(loss.alpha, counts=counts, positive_class=binary_positive)
-        if kind != "cross_entropy"
-        else None,
-        weight=weight,
-        label_smoothing=loss.label_smoothing,
-        reweight_from_epoch=loss.reweight_from_epoch,
-    )
-
-
-def _mixer(spec: JobSpec, *, num_classes: int, train_labels: torch.Tensor) -> BatchMixer | None:
-    mixing = spec.mixing
-    if mixing.mode == "none":
-        return None
-    return BatchMixer(
-        mode=mixing.mode,
-        num_classes=num_classes,
-        alpha=mixing.alpha,
-        cutmix_alpha=mixing.cutmix_alpha,
-        prob=mixing.prob,
-        switch_prob=mixing.switch_prob,
-        label_smoothing=0.0,
-        train_labels=train_labels if mixing.mode in ("balanced_mixup", "remix") else None,
-        kappa=mixing.kappa,
-        tau=mixing.tau,
-    )
-
-
-def _copy_paste(
-    spec: JobSpec,
-    *,
-    train: Split,
-    names: Sequence[str],
-    counts: Sequence[int],
-    masks: Mapping[str, np.ndarray] | None,
-    device: torch.device,
-) -> CopyPaste | None:
-    """The pool: train images of the chosen classes whose mask is not empty."""
-    paste = spec.augment.copy_paste
-    if paste is None:
-        return None
-    if masks is None or "train" not in masks:
-        raise ValueError("augment.copy_paste needs segmentation masks, and this dataset has none")
-    if paste.classes == "minority":
-        chosen = minority_class_mask(counts, threshold=spec.augment.minority_threshold)
-    else:
-        chosen = torch.tensor([name in paste.classes for name in names])
-    labels = train.label_tensor
-    train_masks = masks["train"]  # memory-mapped: only the pool's rows are read into memory
-    has_object = torch.from_numpy(np.asarray(train_masks).reshape(len(labels), -1).any(axis=1))
-    keep = chosen[labels] & has_object
-    if not bool(keep.any()):
-        raise ValueError(f"augment.copy_paste: no masked train image of the chosen classes {paste.classes!r}")
-    rows = torch.nonzero(keep).flatten().numpy()
-    return CopyPaste(
-        pool_images=torch.from_numpy(np.array(train.images[rows])),
-        pool_masks=torch.from_numpy(np.array(train_masks[rows], dtype=np.uint8)),
-        pool_labels=labels[rows],
-        prob=paste.prob,
-        scale=(float(paste.scale[0]), float(paste.scale[1])),
-        blend=paste.blend,
-        device=device,
-    )
-
-
-def _augment(spec: JobSpec, *, counts: Sequence[int]) -> BatchAugment:
-    aug = spec.augment
-    mask = minority_class_mask(counts, threshold=aug.minority_threshold) if aug.minority_only else None
-    return BatchAugment(
-        hflip=aug.hflip,
-        vflip=aug.vflip,
-        rotation=aug.rotation,
-        scale=None if aug.scale is None else tuple(aug.scale),
-        translate=aug.translate,
-        brightness=aug.brightness,
-        contrast=aug.contrast,
-        augment_classes=mask,
-    )

@@ -24,13 +24,13 @@ from sqlalchemy.orm import Session, sessionmaker
 from service.config import Settings
 from service.db import aware, transaction
 from service.ingest import load_canonical, load_masks
-from service.model_card import WEIGHTS_FILE, artifacts_prefix
 from service.models import Job, JobStatus, utcnow
 from service.queue import enqueue_job, make_celery
-from service.repository import datasets, leases, models
+from service.repository import datasets, leases
 from service.spec import JobSpec, effective_head
-from service.storage import BlobStore, StorageUnavailable
-from workers.lifecycle.artifacts import ExportedModel, export_artifacts
+from service.storage import BlobStore
+from workers.lifecycle.artifacts import export_artifacts
+from workers.lifecycle.checkpoints import resume_point
 from workers.lifecycle.dbretry import retry_db
 from workers.lifecycle.heartbeat import Heartbeat
 from workers.lifecycle.init_weights import (
@@ -44,8 +44,8 @@ from workers.lifecycle.outcome import Outcome
 from workers.lifecycle.plan import build_training
 from workers.lifecycle.progress import Progress
 from workers.lifecycle.pruning import EpochAdvance
+from workers.lifecycle.registration import register_success
 from workers.lifecycle.resample import decoupled_stage
-from workers.training.checkpoint import load_checkpoint
 from workers.training.engine import FitResult
 from workers.training.state import StopReason
 
@@ -131,7 +131,7 @@ class JobRun:
             masks=masks,
         )
         report = {"init": {"source": spec.model.init, "adapted": adapted}}
-        resume = self._resume_point()
+        resume = resume_point(self.store, checkpoint=self.checkpoint, staging=staging, job_id=self.job_id)
         start_epoch = int(resume["epoch"]) if resume else 0
         self._held(
             self.write(
@@ -203,24 +203,6 @@ class JobRun:
         key = self.write(lambda s: job_weights_key(s, tenant_id=self.tenant_id, job_id=job_id), "find the init model")
         return load_job_weights(self.store, key, dest=self.staging / "init.safetensors", job_id=job_id)
 
-    def _resume_point(self) -> dict[str, Any] | None:
-        key, sha256 = self.checkpoint
-        if not key:
-            return None
-        local = self.staging / "resume.pt"
-        try:
-            self.store.download(key, local, sha256=sha256)  # BlobCorrupt unless the bytes match the row's hash
-            state = load_checkpoint(local)
-        except StorageUnavailable:
-            raise  # not the checkpoint's fault: starting over would throw the finished epochs away
-        except Exception as exc:  # missing, torn or tampered: correctness first, start over
-            logger.warning("job %s: checkpoint unusable (%s); starting over", self.job_id, exc)
-            return None
-        finally:
-            local.unlink(missing_ok=True)
-        logger.info("job %s: resuming after epoch %s", self.job_id, state.get("epoch"))
-        return state
-
     def time_limit(self, spec: JobSpec) -> int:
         """Seconds from the job's first start: its own limit, capped by the server's."""
         return min(spec.max_runtime_seconds or self.settings.max_job_seconds, self.settings.max_job_seconds)
@@ -277,62 +259,24 @@ class JobRun:
             report=report,
             extra_files=extra_files,
         )
-        self.write(lambda s: self._register(s, result, exported, spec, image_shape), "register the model")
+
+        def register(session: Session) -> None:
+            self._held(  # raised inside the transaction: a lost lease registers nothing
+                register_success(
+                    session,
+                    job_id=self.job_id,
+                    tenant_id=self.tenant_id,
+                    worker_id=self.worker_id,
+                    best_epoch=result.best_epoch,
+                    exported=exported,
+                    arch=spec.model.arch,
+                    image_shape=image_shape,
+                )
+            )
+
+        self.write(register, "register the model")
         logger.info("job %s: succeeded (best epoch %d)", self.job_id, result.best_epoch)
         return Outcome.succeeded
-
-    def _register(
-        self,
-        session: Session,
-        result: FitResult,
-        exported: ExportedModel,
-        spec: JobSpec,
-        image_shape: tuple[int, int, int],
-    ) -> None:
-        if leases.succeeded_by(session, job_id=self.job_id, worker_id=self.worker_id):
-            return  # a retried transaction whose first commit went through
-        card = exported.card
-        for item in exported.stored:
-            leases.register_artifact(
-                session,
-                job_id=self.job_id,
-                name=item.name,
-                blob_key=item.blob_key,
-                size=item.size,
-                content_type=item.content_type,
-                sha256=item.sha256,
-            )
-        summary = {k: v for k, v in card.metrics.items() if isinstance(v, (int, float))}
-        weights = next(item for item in exported.stored if item.name == WEIGHTS_FILE)
-        model = models.register_model(
-            session,
-            job_id=self.job_id,
-            tenant_id=self.tenant_id,
-            arch=spec.model.arch,
-            class_names=card.class_names,
-            input_shape=list(image_shape),
-            threshold=card.threshold,
-            positive_class=card.positive_class,
-            operating_point=card.operating_point.model_dump(mode="json"),
-            metrics=summary,
-            blob_prefix=artifacts_prefix(self.job_id),
-            size_bytes=weights.size,
-        )
-        self._held(
-            leases.finish_job(
-                session,
-                job_id=self.job_id,
-                worker_id=self.worker_id,
-                status=JobStatus.succeeded,
-                best_epoch=result.best_epoch,
-                test_metrics=card.metrics or None,
-                model_id=model.id,
-                warnings=[
-                    {"code": "operating_point", "message": message, "fields": ["threshold"]}
-                    for message in card.operating_point.warnings
-                ],
-            )
-        )
 
     def _release(self) -> Outcome:
         self._held(

@@ -7,7 +7,8 @@ import pytest
 import torch
 
 from service.spec import JobSpec, LossSpec, effective_warmup_epochs
-from workers.lifecycle.plan import build_training, criterion_kind, make_criterion
+from workers.lifecycle.criterion import criterion_kind, make_criterion
+from workers.lifecycle.plan import build_training
 from workers.training.data import channel_stats
 from workers.training.engine import fit
 from workers.training.networks import CosineHead, build_network
