@@ -31,7 +31,8 @@ import numpy as np
 from benchmarks import common
 from service.model_card import OperatingPoint
 from service.operating_points import SplitScores, fit_policy, point_metrics, read_scores_npz, scores_npz
-from service.spec import JobSpec, ThresholdSpec
+from service.spec import JobSpec
+from service.threshold_spec import ThresholdSpec
 
 CLASS_NAMES = ["0", "1"]  # PneumoniaMNIST: 0 normal, 1 pneumonia
 

@@ -15,7 +15,7 @@ import numpy as np
 
 from rarefit.operating_point import evaluate_point, fit_operating_point
 from service.model_card import OperatingPoint
-from service.spec import ThresholdSpec, resolve_class
+from service.threshold_spec import ThresholdSpec, resolve_class
 
 
 @dataclass(frozen=True)

@@ -23,8 +23,8 @@ from service.models import Model
 from service.operating_points import SplitScores, fit_policy, point_metrics, read_scores_npz
 from service.repository import leases
 from service.repository import registry as repo
-from service.spec import ThresholdSpec, resolve_class
 from service.storage import BlobStore
+from service.threshold_spec import ThresholdSpec, resolve_class
 
 
 class RegistryConflict(Exception):

@@ -9,7 +9,8 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 
-from service.spec import JobSpec, LossSpec, effective_head, resolve_class
+from service.spec import JobSpec, LossSpec, effective_head
+from service.threshold_spec import resolve_class
 
 
 def limit_violations(

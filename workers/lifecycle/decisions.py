@@ -20,7 +20,8 @@ from rarefit.operating_point import with_bounds
 from service.jsonsafe import json_safe
 from service.model_card import Calibration, OperatingPoint
 from service.operating_points import SplitScores, fit_policy
-from service.spec import JobSpec, resolve_class
+from service.spec import JobSpec
+from service.threshold_spec import resolve_class
 from workers.training.engine import FitResult
 from workers.training.metrics import metric_block
 

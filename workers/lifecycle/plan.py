@@ -23,7 +23,8 @@ import torch
 from torch.optim import Optimizer
 
 from rarefit.guarantees import guarantee_bound
-from service.spec import JobSpec, ThresholdSpec, effective_head, effective_warmup_epochs, resolve_class
+from service.spec import JobSpec, effective_head, effective_warmup_epochs
+from service.threshold_spec import ThresholdSpec, resolve_class
 from workers.lifecycle.batch_transforms import make_augment, make_copy_paste, make_mixer
 from workers.lifecycle.criterion import make_criterion
 from workers.training.augment import BatchAugment

@@ -16,7 +16,7 @@ from service.registry import PolicyError, RegistryConflict, refit
 from service.repository import models as repo
 from service.repository import registry
 from service.schemas import model_out
-from service.spec import ThresholdSpec
+from service.threshold_spec import ThresholdSpec
 
 router = APIRouter(prefix="/models", tags=["models"])
 
