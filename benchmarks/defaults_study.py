@@ -30,6 +30,7 @@ standard deviations over the seeds; the summed-spread rule,
 
     python -m benchmarks.defaults_study --device cuda --seeds 0 1 2
     python -m benchmarks.defaults_study --device cuda --group cifar
+    python -m benchmarks.defaults_study --group cifar10-lt-small   # one case
 """
 
 from __future__ import annotations
@@ -63,6 +64,8 @@ GROUPS = {
     **{f"pneumonia-{size}": tuple(c for c in PNEUMONIA_CASES if c.split("-")[1] == size) for size in PNEUMONIA_SIZES},
     "cifar": CIFAR_CASES,
     "quick": ("pneumonia-500-1:10",),
+    # One case alone: a 2-core CPU session fits one slow case, not a whole group.
+    **{name: (name,) for name in (*PNEUMONIA_CASES, *CIFAR_CASES)},
 }
 CIFAR_VAL_PER_CLASS = 500
 SMALL_LT_HEAD = 500

@@ -44,3 +44,6 @@ def test_a_set_at_the_size_line_or_of_large_images_keeps_the_old_recipe() -> Non
 def test_the_groups_cover_every_size_and_ratio_and_the_cifar_cases() -> None:
     assert len(GROUPS["pneumonia"]) == 9 and "pneumonia-1950-1:50" in GROUPS["pneumonia"]
     assert GROUPS["cifar"] == ("cifar10", "cifar10-lt", "cifar10-lt-small")
+    assert GROUPS["cifar10-lt-small"] == ("cifar10-lt-small",) and GROUPS["pneumonia-1950-natural"] == (
+        "pneumonia-1950-natural",
+    )
