@@ -31,6 +31,7 @@ standard deviations over the seeds; the summed-spread rule,
     python -m benchmarks.defaults_study --device cuda --seeds 0 1 2
     python -m benchmarks.defaults_study --device cuda --group cifar
     python -m benchmarks.defaults_study --group cifar10-lt-small   # one case
+    python -m benchmarks.defaults_study --group pneumonia-500 --reuse-old defaults-study-pneumonia-500-cpu
 """
 
 from __future__ import annotations
@@ -46,6 +47,7 @@ import numpy as np
 import torch
 
 from benchmarks import common, imbalance, techniques
+from benchmarks.defaults_reuse import ReusedOld, reused_old
 from benchmarks.medmnist import with_epochs
 from service.defaults import with_dataset_defaults
 from service.models import Dataset
@@ -142,62 +144,67 @@ def recipes(case: Case, *, epochs: int | None) -> tuple[dict[str, Any], dict[str
 
 
 def study_case(
-    case: Case, *, seeds: Sequence[int], epochs: int | None, device: torch.device
+    case: Case, *, seeds: Sequence[int], epochs: int | None, device: torch.device, reused: ReusedOld | None
 ) -> tuple[list[object], list[str]]:
-    """One table row and the verdict lines of one case."""
+    """One table row and the verdict lines of one case (the old recipe not trained where ``reused`` has it)."""
     old, new, notes = recipes(case, epochs=epochs)
     counts = np.bincount(case.arrays["train"][1], minlength=len(case.class_names)).tolist()
     shape = "×".join(str(d) for d in case.arrays["train"][0].shape[1:3])
     described = [case.name, f"{sum(counts)} ({shape} px, {max(counts) / max(1, min(counts)):.1f}:1)"]
     if old == new:
         return [*described, "same recipe (not run)", *["—"] * (len(COLUMNS) * 2 + 1)], []
-    results: dict[str, list[dict[str, float]]] = {"old": [], "new": []}
-    for label, spec in (("new", new), ("old", old)):
+    specs = {"new": new} if reused else {"new": new, "old": old}
+    stats, seconds = {}, {}
+    for label, spec in specs.items():
+        runs = []
         for seed in seeds:
-            spec_seed = {**spec, "seed": seed}
-            row = techniques.run_technique(spec_seed, arrays=case.arrays, class_names=case.class_names, device=device)
+            row = techniques.run_technique(
+                {**spec, "seed": seed}, arrays=case.arrays, class_names=case.class_names, device=device
+            )
             logger.info("%s: %s recipe, seed %d: %s", case.name, label, seed, row)
-            results[label].append(row)
-    stats = {
-        label: {key: common.mean_std([r[key] for r in runs]) for key, _ in COLUMNS} for label, runs in results.items()
-    }
-    cells, verdicts = [], []
+            runs.append(row)
+        stats[label] = {key: common.mean_std([r[key] for r in runs]) for key, _ in COLUMNS}
+        seconds[label] = sum(r["seconds"] for r in runs) / len(seeds)
+    if reused:
+        stats["old"], seconds["old"] = reused.stats, reused.seconds
+    cells, verdicts = [], [reused.line(case.name)] if reused else []
     for key, label in COLUMNS:
         (m_old, s_old), (m_new, s_new) = pair = stats["old"][key], stats["new"][key]
         cells += [f"{m_old:.3f} ± {s_old:.3f}", f"{m_new:.3f} ± {s_new:.3f}"]
         margin, spread = imbalance.margin_and_spread(*pair)
         if margin > spread:
             verdicts.append(f"- {case.name}: new {label} {m_new:.3f} is below old {m_old:.3f} beyond the spread.")
-    seconds = [sum(r["seconds"] for r in results[label]) / len(seeds) for label in ("old", "new")]
     changes = ", ".join(note.split(":")[0].replace(" = ", "=").replace("'", "") for note in notes)
-    return [*described, changes, *cells, f"{seconds[0]:.0f} / {seconds[1]:.0f}"], verdicts
+    return [*described, changes, *cells, f"{seconds['old']:.0f} / {seconds['new']:.0f}"], verdicts
 
 
 def run_study(args: argparse.Namespace, device: torch.device) -> str:
-    rows, verdicts = [], []
+    epochs = "the recipes' own 40" if args.epochs is None else str(args.epochs)
+    runs = f"Seeds {list(args.seeds)}, epochs {epochs}"
+    rows, lines = [], []
     for name in GROUPS[args.group]:
         if name in CIFAR_CASES:
             case = cifar_case(name, data=args.data)
         else:
             case = pneumonia_case(name, data=args.data, quick=args.quick)
-        row, lines = study_case(case, seeds=args.seeds, epochs=args.epochs, device=device)
+        reused = reused_old(
+            name, sections=args.reuse_old, columns=COLUMNS, runs=runs, results=args.results or common.RESULTS_PATH
+        )
+        row, case_lines = study_case(case, seeds=args.seeds, epochs=args.epochs, device=device, reused=reused)
         rows.append(row)
-        verdicts += lines
+        lines += case_lines
     headers = ["case", "train images", "new defaults change"]
     for _, label in COLUMNS:
         headers += [f"{label} old", f"{label} new"]
     headers.append("s per run old / new")
-    epochs = "the recipes' own 40" if args.epochs is None else str(args.epochs)
-    verdict = (
-        "\n".join(verdicts)
-        if verdicts
-        else "The new defaults are never below the old recipe by more than the seed spread (summed std) here."
-    )
+    verdicts = [line for line in lines if "beyond the spread" in line]
+    if not verdicts:
+        lines.append("The new defaults are never below the old recipe by more than the seed spread (summed std) here.")
     return (
         f"- commit: `{common.commit()}`\n\n"
         f"Old recipe: `JobSpec` defaults (ResNet-18, class-balanced sampler, cross-entropy, 40 epochs); new: the "
-        f"same spec after `service.defaults`. Seeds {list(args.seeds)}, epochs {epochs}; mean ± sample std on test "
-        "(every subsample cuts train only).\n\n" + common.markdown_table(headers, rows) + "\n\n" + verdict
+        f"same spec after `service.defaults`. {runs}; mean ± sample std on test "
+        "(every subsample cuts train only).\n\n" + common.markdown_table(headers, rows) + "\n\n" + "\n".join(lines)
     )
 
 
@@ -212,6 +219,13 @@ def parse_args(argv: Sequence[str]) -> argparse.Namespace:
     parser.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2])
     parser.add_argument("--group", choices=tuple(GROUPS), default="pneumonia", help="the cases to run")
     parser.add_argument("--epochs", type=int, default=None, help="override both recipes' epochs")
+    parser.add_argument(
+        "--reuse-old",
+        nargs="+",
+        default=[],
+        metavar="SECTION",
+        help="take a case's old-recipe columns from these published sections (benchmarks.defaults_reuse)",
+    )
     args = parser.parse_args(argv)
     if args.quick:
         args.group, args.seeds, args.epochs = "quick", args.seeds[:1], 1

@@ -10,6 +10,7 @@ from __future__ import annotations
 from service.spec import JobSpec
 
 _REBALANCING_SAMPLERS = ("weighted", "sqrt", "oversample", "undersample")
+_PRIOR_LOSSES = ("balanced_softmax", "logit_adjusted")
 
 
 def spec_warnings(spec: JobSpec) -> list[dict]:
@@ -22,6 +23,16 @@ def spec_warnings(spec: JobSpec) -> list[dict]:
                 "for imbalance; together they count it twice and over-weight the minority classes "
                 "(use one, or defer the weights with loss.reweight_from_epoch)",
                 ["loss.class_weights", "sampler.type"],
+            )
+        )
+    if loss.type in _PRIOR_LOSSES and spec.sampler.type in _REBALANCING_SAMPLERS:
+        found.append(
+            _warning(
+                "double_rebalancing",
+                f"loss.type {loss.type!r} adds the class prior to the logits and sampler.type "
+                f"{spec.sampler.type!r} re-balances the batches; together they count the imbalance twice "
+                "(use sampler.type 'random' with this loss)",
+                ["loss.type", "sampler.type"],
             )
         )
     if loss.type == "cross_entropy" and loss.alpha is not None:

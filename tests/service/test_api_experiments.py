@@ -268,6 +268,9 @@ def test_spec_warnings_are_on_the_job_and_the_experiment(api_client, alpha, new_
     # A scalar focal alpha is alpha-balanced on binary data (issue 12): no longer a warning.
     assert {w["code"] for w in job["warnings"]} == {"double_rebalancing"}
     assert api_client.get(f"/v1/jobs/{job['id']}", headers=alpha).json()["warnings"] == job["warnings"]
+    prior = {"dataset_id": dataset_id, "loss": {"type": "balanced_softmax"}, "sampler": {"type": "sqrt"}}
+    warned = api_client.post("/v1/jobs", json=prior, headers=alpha).json()["warnings"]
+    assert [(w["code"], w["fields"]) for w in warned] == [("double_rebalancing", ["loss.type", "sampler.type"])]
     body = {
         **GRID,
         "dataset_id": dataset_id,
@@ -282,13 +285,27 @@ def test_a_small_dataset_gets_the_small_data_recipe_for_what_the_spec_leaves_uns
     dataset_id = new_dataset(alpha)  # tens of 8x8 images
     plain = api_client.post("/v1/jobs", json={"dataset_id": dataset_id}, headers=alpha).json()["spec"]
     assert (plain["model"]["arch"], plain["sampler"]["type"], plain["loss"]["type"]) == (
-        "simple_cnn",
+        "resnet32",
         "random",
-        "focal",
+        "balanced_softmax",
     )
     chosen = {"dataset_id": dataset_id, "model": {"arch": "resnet18"}, "sampler": {"type": "weighted"}}
-    spec = api_client.post("/v1/jobs", json=chosen, headers=alpha).json()["spec"]
-    assert (spec["model"]["arch"], spec["sampler"]["type"], spec["loss"]["type"]) == ("resnet18", "weighted", "focal")
+    job = api_client.post("/v1/jobs", json=chosen, headers=alpha).json()
+    spec = job["spec"]
+    # The prior-in-the-loss default is not put on top of the client's balanced sampler (it would count twice).
+    assert (spec["model"]["arch"], spec["sampler"]["type"], spec["loss"]["type"]) == (
+        "resnet18",
+        "weighted",
+        "cross_entropy",
+    )
+    assert job["warnings"] == []
+    weighted = {"dataset_id": dataset_id, "loss": {"class_weights": "balanced"}}
+    spec = api_client.post("/v1/jobs", json=weighted, headers=alpha).json()["spec"]
+    assert (spec["model"]["arch"], spec["sampler"]["type"], spec["loss"]["type"]) == (
+        "resnet32",
+        "random",
+        "cross_entropy",
+    )
 
 
 def _no_rows(api_db) -> None:

@@ -23,7 +23,8 @@ def test_submit_answers_202_with_location_and_the_job(api_client, api_db, alpha,
     assert job["progress"] == {"epoch": 0, "epochs": 3}
     assert job["error"] is None and job["model_id"] is None and job["started_at"] is None
     assert job["created_at"].endswith("Z") or job["created_at"].endswith("+00:00")
-    assert job["spec"]["loss"]["type"] == "focal"  # dataset-aware defaults (a small toy set), filled in and stored
+    # Dataset-aware defaults (a small toy set), filled in and stored.
+    assert job["spec"]["loss"]["type"] == "balanced_softmax"
     assert api_client.get(response.headers["location"], headers=alpha).json() == job
     with api_db() as session:
         assert session.get(Job, job["id"]).enqueued_at is not None  # the broker took the message
