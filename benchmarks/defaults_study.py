@@ -167,7 +167,7 @@ def study_case(
         seconds[label] = sum(r["seconds"] for r in runs) / len(seeds)
     if reused:
         stats["old"], seconds["old"] = reused.stats, reused.seconds
-    cells, verdicts = [], [reused.line(case.name)] if reused else []
+    cells, verdicts = [], []
     for key, label in COLUMNS:
         (m_old, s_old), (m_new, s_new) = pair = stats["old"][key], stats["new"][key]
         cells += [f"{m_old:.3f} ± {s_old:.3f}", f"{m_new:.3f} ± {s_new:.3f}"]
@@ -181,7 +181,7 @@ def study_case(
 def run_study(args: argparse.Namespace, device: torch.device) -> str:
     epochs = "the recipes' own 40" if args.epochs is None else str(args.epochs)
     runs = f"Seeds {list(args.seeds)}, epochs {epochs}"
-    rows, lines = [], []
+    rows, reuse, verdicts = [], [], []
     for name in GROUPS[args.group]:
         if name in CIFAR_CASES:
             case = cifar_case(name, data=args.data)
@@ -190,21 +190,24 @@ def run_study(args: argparse.Namespace, device: torch.device) -> str:
         reused = reused_old(
             name, sections=args.reuse_old, columns=COLUMNS, runs=runs, results=args.results or common.RESULTS_PATH
         )
-        row, case_lines = study_case(case, seeds=args.seeds, epochs=args.epochs, device=device, reused=reused)
+        row, case_verdicts = study_case(case, seeds=args.seeds, epochs=args.epochs, device=device, reused=reused)
         rows.append(row)
-        lines += case_lines
+        reuse += [reused.line(name)] if reused else []
+        verdicts += case_verdicts
     headers = ["case", "train images", "new defaults change"]
     for _, label in COLUMNS:
         headers += [f"{label} old", f"{label} new"]
     headers.append("s per run old / new")
-    verdicts = [line for line in lines if "beyond the spread" in line]
-    if not verdicts:
-        lines.append("The new defaults are never below the old recipe by more than the seed spread (summed std) here.")
+    verdicts = verdicts or [
+        "The new defaults are never below the old recipe by more than the seed spread (summed std) here."
+    ]
     return (
         f"- commit: `{common.commit()}`\n\n"
         f"Old recipe: `JobSpec` defaults (ResNet-18, class-balanced sampler, cross-entropy, 40 epochs); new: the "
         f"same spec after `service.defaults`. {runs}; mean ± sample std on test "
-        "(every subsample cuts train only).\n\n" + common.markdown_table(headers, rows) + "\n\n" + "\n".join(lines)
+        "(every subsample cuts train only).\n\n"
+        + common.markdown_table(headers, rows)
+        + "".join("\n\n" + "\n".join(block) for block in (reuse, verdicts) if block)
     )
 
 
