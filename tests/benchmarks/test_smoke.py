@@ -211,7 +211,10 @@ def test_experiment_overhead_quick(tmp_path: Path, pneumonia_npz: Path) -> None:
     [table] = section_tables(results, "experiments-overhead-cpu")
     [row] = table
     wall, job_walls, epochs = (positive(row[key]) for key in ("wall s", "sum of job wall s", "sum of epoch s"))
-    assert epochs <= job_walls <= wall  # epochs happen inside jobs, jobs inside the experiment
+    # Epochs happen inside jobs, jobs one at a time inside the experiment. Job walls are the worker's
+    # wall-clock timestamps, the experiment's wall the client's monotonic clock, and a VM's wall clock is
+    # slewed against the monotonic one (0.5 % on a CI machine: a 21.2 s sum in a 21.1 s wall), so 2 %.
+    assert epochs <= job_walls <= 1.02 * wall
 
 
 def test_techniques_quick(tmp_path: Path, pneumonia_npz: Path) -> None:
