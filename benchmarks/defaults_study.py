@@ -70,6 +70,7 @@ GROUPS = {
     **{name: (name,) for name in (*PNEUMONIA_CASES, *CIFAR_CASES)},
 }
 CIFAR_VAL_PER_CLASS = 500
+SAME_RECIPE = "same recipe (not run)"
 SMALL_LT_HEAD = 500
 QUICK_SIZES = {"train": 128, "val": 32, "test": 64}
 COLUMNS = (
@@ -152,7 +153,7 @@ def study_case(
     shape = "×".join(str(d) for d in case.arrays["train"][0].shape[1:3])
     described = [case.name, f"{sum(counts)} ({shape} px, {max(counts) / max(1, min(counts)):.1f}:1)"]
     if old == new:
-        return [*described, "same recipe (not run)", *["—"] * (len(COLUMNS) * 2 + 1)], []
+        return [*described, SAME_RECIPE, *["—"] * (len(COLUMNS) * 2 + 1)], []
     specs = {"new": new} if reused else {"new": new, "old": old}
     stats, seconds = {}, {}
     for label, spec in specs.items():
@@ -192,7 +193,7 @@ def run_study(args: argparse.Namespace, device: torch.device) -> str:
         )
         row, case_verdicts = study_case(case, seeds=args.seeds, epochs=args.epochs, device=device, reused=reused)
         rows.append(row)
-        reuse += [reused.line(name)] if reused else []
+        reuse += [reused.line(name)] if reused and row[2] != SAME_RECIPE else []
         verdicts += case_verdicts
     headers = ["case", "train images", "new defaults change"]
     for _, label in COLUMNS:
