@@ -240,7 +240,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     args, device, argv = common.start(parse_args, argv)
     markdown = run_study(args, device)
     common.publish(
-        f"defaults-study-{args.group}-{common.machine_tag(device)}",
+        # A ratio group such as pneumonia-1950-1:50 names its section with "to" (section names have no ':').
+        f"defaults-study-{args.group.replace(':', 'to')}-{common.machine_tag(device)}",
         markdown,
         args=args,
         module="benchmarks.defaults_study",
