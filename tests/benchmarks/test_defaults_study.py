@@ -15,8 +15,8 @@ from benchmarks.defaults_reuse import ReusedOld, reused_old
 from benchmarks.defaults_study import COLUMNS, GROUPS, Case, recipes
 
 
-def _case(train: int, side: int) -> Case:
-    labels = np.arange(train) % 2
+def _case(train: int, side: int, *, smallest: int = 100) -> Case:
+    labels = (np.arange(train) < smallest).astype(np.int64)
     images = np.zeros((train, side, side, 1), dtype=np.uint8)
     split = (images[:4], labels[:4])
     return Case("synthetic", {"train": (images, labels), "val": split, "test": split}, ["a", "b"])
@@ -42,10 +42,13 @@ def test_a_small_set_compares_the_replaced_recipe_with_the_small_data_defaults()
     assert len(notes) == 3
 
 
-def test_a_set_at_the_size_line_or_of_large_images_keeps_the_old_recipe() -> None:
-    for train, side in ((2000, 28), (500, 96)):
-        old, new, notes = recipes(_case(train, side), epochs=3)
+def test_a_set_at_the_size_line_or_of_large_images_or_without_a_small_class_keeps_the_old_recipe() -> None:
+    for train, side, smallest in ((2000, 28, 100), (500, 96, 100), (1950, 28, 200), (500, 28, 250)):
+        old, new, notes = recipes(_case(train, side, smallest=smallest), epochs=3)
         assert old == new and notes == [] and old["epochs"] == 3
+    old, new, notes = recipes(_case(1950, 28, smallest=199), epochs=3)
+    assert new["loss"]["type"] == "balanced_softmax"
+    assert notes[0].endswith("1950 small training images, the smallest class 199")
 
 
 def test_the_groups_cover_every_size_and_ratio_and_the_cifar_cases() -> None:
