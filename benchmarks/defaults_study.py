@@ -13,8 +13,9 @@ Cases (val and test are never subsampled):
 
 - PneumoniaMNIST train subsampled to 500 and 1,950 images (just under the
   2,000-image line of ``service.defaults``; the rule also asks for a class of
-  fewer than 200 images, which the 1,950-image natural case lacks) and all 4,708, each as is (normal : pneumonia ≈ 1:2.9) and with the
-  normal class cut to 1:10 and 1:50 (``benchmarks.imbalance.subsample_minority``,
+  fewer than 200 images, which the 1,950-image natural case lacks) and all
+  4,708, each as is (normal : pneumonia ≈ 1:2.9) and with the normal class
+  cut to 1:10 and 1:50 (``benchmarks.imbalance.subsample_minority``,
   then the size subsample, both seed 0);
 - CIFAR-10 (45,000 train, a val split of 500 unused train images per class,
   the 10,000 test images), CIFAR-10-LT ρ = 100 (12,406 train images,
@@ -57,17 +58,21 @@ logger = logging.getLogger(__name__)
 
 _DATA_CANDIDATES = (common.REPO_ROOT.parent / "shared" / "data", Path("/work/shared/data"))
 DEFAULT_DATA = next((p for p in _DATA_CANDIDATES if p.is_dir()), _DATA_CANDIDATES[0])
-PNEUMONIA_SIZES: dict[str, int | None] = {"500": 500, "1950": 1950, "all": None}
-PNEUMONIA_RATIOS: dict[str, int | None] = {"natural": None, "1:10": 10, "1:50": 50}
-PNEUMONIA_CASES = tuple(f"pneumonia-{size}-{ratio}" for size in PNEUMONIA_SIZES for ratio in PNEUMONIA_RATIOS)
+PNEUMONIA_SIZES: dict[str, int | None] = {"500": 500, "1000": 1000, "1950": 1950, "all": None}
+PNEUMONIA_RATIOS: dict[str, int | None] = {"natural": None, "1:10": 10, "1:50": 50, "1:100": 100}
+GRID_SIZES, GRID_RATIOS = ("500", "1950", "all"), ("natural", "1:10", "1:50")  # the grid
+PNEUMONIA_CASES = tuple(f"pneumonia-{size}-{ratio}" for size in GRID_SIZES for ratio in GRID_RATIOS)
+# Judges the rule on a size and a ratio it was not chosen on (named before it ran).
+HELD_OUT_CASES = ("pneumonia-1000-1:100",)
 CIFAR_CASES = ("cifar10", "cifar10-lt", "cifar10-lt-small")
 GROUPS = {
     "pneumonia": PNEUMONIA_CASES,
-    **{f"pneumonia-{size}": tuple(c for c in PNEUMONIA_CASES if c.split("-")[1] == size) for size in PNEUMONIA_SIZES},
+    **{f"pneumonia-{size}": tuple(c for c in PNEUMONIA_CASES if c.split("-")[1] == size) for size in GRID_SIZES},
     "cifar": CIFAR_CASES,
+    "held-out": HELD_OUT_CASES,
     "quick": ("pneumonia-500-1:10",),
     # One case alone: a 2-core CPU session fits one slow case, not a whole group.
-    **{name: (name,) for name in (*PNEUMONIA_CASES, *CIFAR_CASES)},
+    **{name: (name,) for name in (*PNEUMONIA_CASES, *HELD_OUT_CASES, *CIFAR_CASES)},
 }
 CIFAR_VAL_PER_CLASS = 500
 SAME_RECIPE = "same recipe (not run)"

@@ -15,11 +15,12 @@ from benchmarks.defaults_reuse import ReusedOld, reused_old
 from benchmarks.defaults_study import COLUMNS, GROUPS, Case, recipes
 
 
-def _case(train: int, side: int, *, smallest: int = 100) -> Case:
-    labels = (np.arange(train) < smallest).astype(np.int64)
+def _case(train: int, side: int, *, smallest: int = 10, classes: int = 2) -> Case:
+    """``smallest`` images of class 0, the rest spread over the other classes."""
+    labels = np.where(np.arange(train) < smallest, 0, 1 + np.arange(train) % (classes - 1))
     images = np.zeros((train, side, side, 1), dtype=np.uint8)
     split = (images[:4], labels[:4])
-    return Case("synthetic", {"train": (images, labels), "val": split, "test": split}, ["a", "b"])
+    return Case("synthetic", {"train": (images, labels), "val": split, "test": split}, list("abcde"[:classes]))
 
 
 def test_a_small_set_compares_the_replaced_recipe_with_the_small_data_defaults() -> None:
@@ -42,13 +43,15 @@ def test_a_small_set_compares_the_replaced_recipe_with_the_small_data_defaults()
     assert len(notes) == 3
 
 
-def test_a_set_at_the_size_line_or_of_large_images_or_without_a_small_class_keeps_the_old_recipe() -> None:
-    for train, side, smallest in ((2000, 28, 100), (500, 96, 100), (1950, 28, 200), (500, 28, 250)):
+def test_a_set_at_the_size_line_or_of_large_images_or_binary_without_a_few_shot_class_keeps_the_old_recipe() -> None:
+    for train, side, smallest in ((2000, 28, 10), (500, 96, 10), (1950, 28, 20), (500, 28, 250)):
         old, new, notes = recipes(_case(train, side, smallest=smallest), epochs=3)
         assert old == new and notes == [] and old["epochs"] == 3
-    old, new, notes = recipes(_case(1950, 28, smallest=199), epochs=3)
+    _, new, notes = recipes(_case(1950, 28, smallest=19), epochs=3)
     assert new["loss"]["type"] == "balanced_softmax"
-    assert notes[0].endswith("1950 small training images, the smallest class 199")
+    assert notes[0].endswith("1950 small training images in 2 classes, the smallest 19")
+    _, new, _ = recipes(_case(1000, 28, smallest=200, classes=5), epochs=3)  # several classes: no few-shot class needed
+    assert new["model"]["arch"] == "resnet32"
 
 
 def test_the_groups_cover_every_size_and_ratio_and_the_cifar_cases() -> None:
@@ -57,6 +60,7 @@ def test_the_groups_cover_every_size_and_ratio_and_the_cifar_cases() -> None:
     assert GROUPS["cifar10-lt-small"] == ("cifar10-lt-small",) and GROUPS["pneumonia-1950-natural"] == (
         "pneumonia-1950-natural",
     )
+    assert GROUPS["held-out"] == ("pneumonia-1000-1:100",) and "pneumonia-1000-1:100" not in GROUPS["pneumonia"]
 
 
 def _published(tmp_path: Path, *, commit: str, extra: str = "") -> Path:
