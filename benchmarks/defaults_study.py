@@ -18,9 +18,11 @@ Cases (val and test are never subsampled):
   cut to 1:10 and 1:50 (``benchmarks.imbalance.subsample_minority``,
   then the size subsample, both seed 0);
 - CIFAR-10 (45,000 train, a val split of 500 unused train images per class,
-  the 10,000 test images), CIFAR-10-LT ρ = 100 (12,406 train images,
+  the 10,000 test images), CIFAR-10-LT ρ = 100 (12,306 train images of the 45,000,
   ``benchmarks.techniques.load_cifar_lt``) and a small long-tailed subset
   (500 images for the head class, ρ = 100: 1,236 train images).
+- held-out (``--group held-out``): PneumoniaMNIST cut to 1:100 and subsampled
+  to 1,000 images, a size and a ratio no version of the rule was chosen on.
 
 A case where the new defaults pick the old recipe (the resolved specs are
 equal) is not trained: the two rows are one recipe, so the new one cannot be
@@ -32,7 +34,8 @@ standard deviations over the seeds; the summed-spread rule,
     python -m benchmarks.defaults_study --device cuda --seeds 0 1 2
     python -m benchmarks.defaults_study --device cuda --group cifar
     python -m benchmarks.defaults_study --group cifar10-lt-small   # one case
-    python -m benchmarks.defaults_study --group pneumonia-500 --reuse-old defaults-study-pneumonia-500-cpu
+    python -m benchmarks.defaults_study --group pneumonia --reuse-old defaults-study-pneumonia-cpu
+    python -m benchmarks.defaults_study --group held-out   # a case no rule was chosen on
 """
 
 from __future__ import annotations
