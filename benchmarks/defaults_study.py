@@ -12,11 +12,11 @@ seed, and are compared on test.
 Cases (val and test are never subsampled):
 
 - PneumoniaMNIST train subsampled to 500 and 1,950 images (just under the
-  2,000-image line of ``service.defaults``; the rule also asks for a class of
-  fewer than 200 images, which the 1,950-image natural case lacks) and all
-  4,708, each as is (normal : pneumonia ≈ 1:2.9) and with the normal class
-  cut to 1:10 and 1:50 (``benchmarks.imbalance.subsample_minority``,
-  then the size subsample, both seed 0);
+  2,000-image line of ``service.defaults``, which on a binary set also asks
+  for a class of fewer than 20 images) and all 4,708, each as is (normal :
+  pneumonia ≈ 1:2.9) and with the normal class cut to 1:10 and 1:50
+  (``benchmarks.imbalance.subsample_minority``, then the size subsample, both
+  seed 0);
 - CIFAR-10 (45,000 train, a val split of 500 unused train images per class,
   the 10,000 test images), CIFAR-10-LT ρ = 100 (12,306 train images of the 45,000,
   ``benchmarks.techniques.load_cifar_lt``) and a small long-tailed subset

@@ -14,9 +14,9 @@ few-shot line of the long-tail literature, Liu et al. 2019's ImageNet-LT
 split), fields the client did not set become:
 
 - ``model.arch`` → ``resnet32`` (He et al.'s CIFAR ResNet, the network of the
-  long-tail literature at this image size: ResNet-18 over-fits a few hundred
-  images, while ``simple_cnn`` ranks PneumoniaMNIST subsamples below the old
-  recipe);
+  long-tail literature at this image size: ResNet-18 with a balanced sampler
+  over-fits a few-shot class, while ``simple_cnn`` ranks PneumoniaMNIST
+  subsamples below the old recipe);
 - ``sampler.type`` → ``random`` (re-sampling a tiny minority repeats a handful
   of images until they are memorised);
 - ``loss.type`` → ``balanced_softmax`` (Ren et al. 2020: the class prior moves
@@ -24,11 +24,11 @@ split), fields the client did not set become:
   focal loss with a random sampler left such a class at zero recall on
   long-tailed CIFAR-10).
 
-The recipe was chosen by
-``benchmarks/defaults_study.py`` against the one it replaces; RESULTS.md
-("Experiments") lists what was tried, why this one, and what it was judged on.
-Other datasets keep the benchmarked recipe. A field the client set is never
-changed; the job's stored spec shows what was chosen, and ``notes`` say why.
+The recipe was chosen by ``benchmarks/defaults_study.py`` against the one it
+replaces; RESULTS.md ("Experiments") lists what was tried, why this one, and
+what it was judged on. Other datasets keep the benchmarked recipe. A field the
+client set is never changed; the job's stored spec shows what was chosen, and
+``notes`` say why.
 """
 
 from __future__ import annotations
@@ -70,14 +70,14 @@ def with_dataset_defaults(spec: JobSpec, *, dataset: Dataset) -> tuple[JobSpec, 
     if not is_small(dataset):
         return spec, []
     body = spec.model_dump(mode="json")
-    notes = []
+    reason, notes = _described(dataset), []
     for (part, name), value in SMALL_RECIPE.items():
         if _was_set(spec, part, name) or body[part][name] == value:
             continue
         if (part, name) == ("loss", "type") and not _nothing_else_rebalances(body):
             continue  # the prior in the loss on top of a client's sampler or weights would count it twice
         body[part][name] = value
-        notes.append(f"{part}.{name} = {value!r}: {_described(dataset)}")
+        notes.append(f"{part}.{name} = {value!r}: {reason}")
     return (JobSpec.model_validate(body), notes) if notes else (spec, [])
 
 
